@@ -1,0 +1,104 @@
+"""The command line: parse, call one library function, print, exit with the documented code.
+
+No SQL, parsing or report writing here (STYLE.md); library exceptions map to exit codes.
+"""
+from __future__ import annotations
+
+import sys
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from pipeline.errors import EXIT_INTERNAL, LoyaltyBulkError
+
+
+def _exits(func):
+    """Turn library failures into a one-line message and their exit code."""
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            code = func(*args, **kwargs)
+        except LoyaltyBulkError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # an unexpected failure is still reported, with exit code 4
+            click.echo(f"internal error: {type(exc).__name__}: {exc}; nothing was applied", err=True)
+            sys.exit(EXIT_INTERNAL)
+        sys.exit(code or 0)
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="loyalty-bulk")
+def main() -> None:
+    """Batch identifier and card changes for a loyalty platform."""
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Org config TOML (SPEC section 7).")
+@click.option("--reports", "reports_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("reports/validate"), show_default=True, help="Folder for errors.csv and summary.json.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@_exits
+def validate(config_path: Path, reports_dir: Path, files: tuple[Path, ...]) -> int:
+    """Check request FILES against the org config; no store needed."""
+    from pipeline.validate import validate_files
+
+    result = validate_files(config_path, list(files), reports_dir)
+    click.echo(result.render())
+    return result.exit_code
+
+
+@main.group()
+def store() -> None:
+    """Create, export and inspect a store (one DuckDB file)."""
+
+
+@store.command("init")
+@click.argument("store_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--snapshot", "snapshot_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder with customers, identifiers and cards (Parquet or CSV).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the findings when the snapshot is refused [default: STORE.init-report.csv].")
+@click.option("--force", is_flag=True, help="Replace an existing store file.")
+@_exits
+def store_init(store_path: Path, snapshot_dir: Path, report_path: Path | None, force: bool) -> int:
+    """Make STORE_PATH from a snapshot folder, refusing one that breaks an invariant."""
+    from pipeline.store import init_store
+
+    counts = init_store(store_path, snapshot_dir, report_path=report_path, force=force)
+    click.echo(f"store {store_path}: {counts.render()}")
+    return 0
+
+
+@store.command("export")
+@click.argument("store_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@_exits
+def store_export(store_path: Path, out_dir: Path, fmt: str) -> int:
+    """Write the store as a snapshot folder."""
+    from pipeline.store import export_store
+
+    counts = export_store(store_path, out_dir, fmt)
+    click.echo(f"exported {counts.render()} to {out_dir}")
+    return 0
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--customers", type=click.IntRange(min=1), required=True)
+@click.option("--rows", type=click.IntRange(min=0), required=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@_exits
+def sample(out_dir: Path, customers: int, rows: int, seed: int) -> int:
+    """Write a seeded synthetic org config, snapshot and request file."""
+    from pipeline.sample import generate_sample
+
+    info = generate_sample(out_dir, customers=customers, rows=rows, seed=seed)
+    click.echo(info.render())
+    return 0

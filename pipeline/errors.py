@@ -1,0 +1,58 @@
+"""Failures of a whole command, each mapped to one exit code of SPEC section 5.
+
+Row problems are data (see catalog.py); these exceptions are only for the run as a whole.
+Every message says what state is left behind.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_ROWS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_INTERNAL = 4
+
+
+class LoyaltyBulkError(Exception):
+    exit_code = EXIT_INTERNAL
+
+
+class ConfigError(LoyaltyBulkError):
+    """The org config or a job file breaks its layout; nothing was done."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path: Path | str, key: str, reason: str):
+        self.path, self.key, self.reason = str(path), key, reason
+        super().__init__(f"{path}: key '{key}': {reason}")
+
+
+class InputFileError(LoyaltyBulkError):
+    """A request file cannot be read as a whole; the run applies nothing."""
+
+    exit_code = EXIT_REFUSED
+
+    def __init__(self, path: Path | str, code: int, reason: str, line: int | None = None):
+        self.path, self.code, self.reason, self.line = str(path), code, reason, line
+        where = f"{path}, line {line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason} (error {code}); nothing was applied")
+
+
+class StoreError(LoyaltyBulkError):
+    """The store refused the command (busy, already applied, invariant broken); nothing was applied."""
+
+    exit_code = EXIT_REFUSED
+
+
+class SnapshotRefused(StoreError):
+    """A snapshot breaks an invariant of SPEC section 1; no store was written."""
+
+    def __init__(self, snapshot: Path | str, findings: int, report: Path | str):
+        self.snapshot, self.findings, self.report = str(snapshot), findings, str(report)
+        super().__init__(
+            f"snapshot {snapshot} breaks {findings} invariant finding(s); see {report}; no store was written")
+
+
+class InternalError(LoyaltyBulkError):
+    exit_code = EXIT_INTERNAL
