@@ -102,3 +102,25 @@ def sample(out_dir: Path, customers: int, rows: int, seed: int) -> int:
     info = generate_sample(out_dir, customers=customers, rows=rows, seed=seed)
     click.echo(info.render())
     return 0
+
+
+@main.command()
+@click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The store (DuckDB file).")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Org config TOML (SPEC section 7).")
+@click.option("--reports", "reports_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the reports are written into.")
+@click.option("--dry-run", is_flag=True, help="Do everything but change the store; reports as for a real run.")
+@click.option("--allow-reapply", is_flag=True, help="Apply files whose content an earlier run already applied.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@_exits
+def run(store_path: Path, config_path: Path, reports_dir: Path, dry_run: bool, allow_reapply: bool,
+        files: tuple[Path, ...]) -> int:
+    """Apply request FILES to the store, in order, with row-by-row semantics."""
+    from pipeline.run import run_batch
+
+    result = run_batch(store_path, config_path, list(files), reports_dir, dry_run=dry_run,
+                       allow_reapply=allow_reapply)
+    click.echo(result.render())
+    return result.exit_code

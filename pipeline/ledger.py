@@ -1,0 +1,53 @@
+"""The run ledger kept inside the store: which runs happened, on which files, with which counts."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from pipeline.errors import StoreError
+
+if TYPE_CHECKING:
+    from pipeline.read import InputFile
+    from pipeline.run import RunResult
+
+LEDGER_SQL = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR NOT NULL, job VARCHAR, dry_run BOOLEAN NOT NULL,
+    started_at VARCHAR NOT NULL, ended_at VARCHAR NOT NULL, rows BIGINT NOT NULL,
+    succeeded BIGINT NOT NULL, failed BIGINT NOT NULL, merges BIGINT NOT NULL, exit_code INTEGER NOT NULL,
+    config_sha256 VARCHAR NOT NULL, summary VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS run_files (
+    run_id VARCHAR NOT NULL, position INTEGER NOT NULL, path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL,
+    rows BIGINT NOT NULL);
+"""
+
+
+def ensure(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(LEDGER_SQL)
+
+
+def refuse_reapplied(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile]) -> None:
+    """Refuse files whose content was already applied by a real (not dry) run."""
+    for f in files:
+        hit = con.execute(
+            """SELECT r.run_id, r.started_at FROM run_files f JOIN runs r USING (run_id)
+               WHERE f.sha256 = ? AND NOT r.dry_run ORDER BY r.started_at LIMIT 1""", [f.sha256]).fetchone()
+        if hit:
+            raise StoreError(
+                f"{f.path} (sha256 {f.sha256[:12]}…) was already applied by run {hit[0]} at {hit[1]}; "
+                "nothing was applied (use --allow-reapply to apply it again)")
+
+
+def record(con: duckdb.DuckDBPyConnection, result: RunResult, files: Sequence[InputFile], config_sha256: str) -> None:
+    """Write the run and its files to the ledger, inside the caller's transaction."""
+    summary = result.to_dict()
+    con.execute(
+        "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [result.run_id, result.job, result.dry_run, result.started_at, result.ended_at, result.rows,
+         result.rows - result.failed, result.failed, result.merges, result.exit_code, config_sha256,
+         json.dumps(summary)])
+    con.executemany("INSERT INTO run_files VALUES (?, ?, ?, ?, ?)",
+                    [[result.run_id, i, f.path, f.sha256, f.rows] for i, f in enumerate(files)])

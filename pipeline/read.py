@@ -1,0 +1,424 @@
+"""The read stage: request files (SPEC section 2) into one frame of raw text, or a file-level refusal.
+
+Fields keep their raw text (no trimming, no type inference), so the check stage sees exactly what the
+caller wrote and reports can echo it. A file that cannot be read as a whole raises `InputFileError`
+with code 7101-7105 naming the file and, for CSV, the physical line; no file's rows are returned
+unless every file reads.
+
+Decisions where SPEC section 2 is silent:
+- A line ends at \n, \r\n or a lone \r; line numbers in refusals are physical lines (a quoted
+  newline starts a new line but not a new row), counting blank lines and the header.
+- A blank line is a line of only white space (as `str.strip` sees it); blank lines are skipped
+  anywhere, including before the header, and never counted in `row_number`. A row of empty fields
+  (",,,") is a row, not a blank line.
+- CSV follows RFC 4180 strictly: a quote may only open a field or close it (inner quotes doubled).
+  A stray quote, an unclosed quote, or a row with more or fewer fields than the header is 7102.
+- Header names are trimmed of surrounding white space (like every field) but stay case-sensitive.
+- A duplicate header name, including two names that `column_map` maps onto one column, is 7102
+  (FILE_FORMAT), not 7104: the name is known, but the file is ambiguous about which value to use.
+- Parquet columns of text, integer, float, decimal, boolean or null type are cast to text; any other
+  type (binary, nested, temporal, ...) is 7102 naming the column.
+- A file that cannot be opened at all (missing, a directory), a zip archive (an Excel workbook) and
+  binary content (a NUL byte in the first 8 KiB) are 7102; a UTF-16 file is 7101.
+- An empty cell is "" in CSV and null in Parquet; a column the file lacks is null.
+- When several files fail, the error raised is `RequestFilesRefused` (an `InputFileError` carrying
+  the first failure's code and line) listing every failure, so one run shows them all.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import hashlib
+import io
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputFileError
+
+REQUEST_COLUMNS: tuple[str, ...] = (
+    "row_id", "customer_id", "lookup_type", "lookup_value", "source", "account_id",
+    "action", "id_type", "id_value", "series_id", "status_label",
+)
+REQUIRED_COLUMNS: tuple[str, ...] = ("source", "action", "id_type", "id_value")
+LOOKUP_COLUMNS: tuple[str, ...] = ("lookup_type", "lookup_value")
+FRAME_COLUMNS: tuple[str, ...] = ("seq", "file", "row_number", *REQUEST_COLUMNS)
+
+FILE_ENCODING, FILE_FORMAT, MISSING_COLUMN, UNKNOWN_COLUMN, NO_HEADER = 7101, 7102, 7103, 7104, 7105
+
+Format = Literal["csv", "parquet"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+_ZIP_MAGIC = b"PK\x03\x04"
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_NON_BLANK = re.compile(rb"\S")
+_QUOTE, _COMMA, _NEWLINE, _CR = ord('"'), ord(","), ord("\n"), ord("\r")
+_OPENS_AFTER = np.zeros(256, dtype=bool)
+_OPENS_AFTER[[_COMMA, _NEWLINE, _CR]] = True
+"""Bytes after which a quote may open a field (or the file's start)."""
+_CLOSES_BEFORE = _OPENS_AFTER.copy()
+_CLOSES_BEFORE[_QUOTE] = True
+"""Bytes before which a quote may close a field (or the file's end); a quote there is a doubled quote."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One request file as read: its identity (sha256 of the stored bytes) and its size."""
+
+    path: str
+    sha256: str
+    rows: int
+    columns: tuple[str, ...]
+    """Request column names present in the file, in file order, after `column_map`."""
+    format: Format
+
+
+@dataclass(frozen=True)
+class RequestBatch:
+    """All rows of all request files, in processing order, with one InputFile per file."""
+
+    frame: pl.DataFrame
+    files: tuple[InputFile, ...]
+
+
+class RequestFilesRefused(InputFileError):
+    """Several request files were refused; carries every failure, and the first one's code and line."""
+
+    def __init__(self, errors: Sequence[InputFileError]):
+        first = errors[0]
+        super().__init__(first.path, first.code, first.reason, first.line)
+        self.errors = tuple(errors)
+        self.args = (f"{len(errors)} request files were refused; nothing was applied:\n"
+                     + "\n".join(f"  {_where(e)}: {e.reason} (error {e.code})" for e in errors),)
+
+
+def read_requests(paths: Sequence[Path | str], column_map: Mapping[str, str] | None = None) -> RequestBatch:
+    """Read request files (CSV, gzip CSV or Parquet) in order into one frame of raw text columns.
+
+    `column_map` renames file header names to request column names before the column checks.
+    Every file is read before anything is returned; any refusal raises `InputFileError`.
+    """
+    mapping = dict(column_map or {})
+    frames: list[pl.DataFrame] = []
+    files: list[InputFile] = []
+    errors: list[InputFileError] = []
+    seq_offset = 0
+    for given in paths:
+        name = str(given)
+        try:
+            frame, info = _read_one(name, mapping)
+        except InputFileError as error:
+            errors.append(error)
+            frames.clear()
+            continue
+        if errors:
+            continue
+        frames.append(_with_positions(frame, name, seq_offset))
+        files.append(info)
+        seq_offset += info.rows
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise RequestFilesRefused(errors)
+    frame = pl.concat(frames, how="vertical") if frames else _empty_frame()
+    return RequestBatch(frame=frame, files=tuple(files))
+
+
+def _read_one(name: str, mapping: dict[str, str]) -> tuple[pl.DataFrame, InputFile]:
+    """Read one file into a frame of its request columns (as String) and describe it."""
+    try:
+        stored = Path(name).read_bytes()
+    except OSError as error:
+        raise InputFileError(name, FILE_FORMAT, f"cannot be read: {error.strerror or error}") from None
+    sha256 = hashlib.sha256(stored).hexdigest()
+    content = _gunzip(name, stored) if stored.startswith(_GZIP_MAGIC) else stored
+    if content.startswith(_PARQUET_MAGIC):
+        frame = _read_parquet(name, content, mapping)
+        fmt: Format = "parquet"
+    else:
+        frame = _read_csv(name, content, mapping)
+        fmt = "csv"
+    return frame, InputFile(path=name, sha256=sha256, rows=frame.height, columns=tuple(frame.columns), format=fmt)
+
+
+def _gunzip(name: str, stored: bytes) -> bytes:
+    try:
+        return gzip.decompress(stored)
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputFileError(name, FILE_ENCODING, f"the gzip stream is broken or truncated ({error})") from None
+
+
+def _read_parquet(name: str, content: bytes, mapping: dict[str, str]) -> pl.DataFrame:
+    """Read a Parquet file, casting its text-like and numeric columns to String."""
+    try:
+        table = pq.read_table(io.BytesIO(content))
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise InputFileError(
+            name, FILE_FORMAT, f"not a readable Parquet file, truncated or damaged ({error})") from None
+    columns = _check_header(name, [field.name for field in table.schema], mapping, line=None)
+    for field in table.schema:
+        if not _castable_to_text(field.type):
+            raise InputFileError(
+                name, FILE_FORMAT,
+                f"column '{field.name}' has Parquet type {field.type}; request columns must be text or numbers")
+    frame = pl.from_arrow(table, rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.select(pl.col(old).cast(pl.String).alias(new) for old, new in zip(frame.columns, columns))
+
+
+def _castable_to_text(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+            or pa.types.is_string_view(arrow_type) or pa.types.is_integer(arrow_type)
+            or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type)
+            or pa.types.is_boolean(arrow_type) or pa.types.is_null(arrow_type))
+
+
+def _read_csv(name: str, content: bytes, mapping: dict[str, str]) -> pl.DataFrame:
+    """Validate a CSV file's encoding, quoting and header, then parse its data rows as raw strings.
+
+    pyarrow's parser is used rather than polars': polars pads a short row with "" and turns a blank
+    line into a row of "", while pyarrow reports each row of the wrong width, so short rows are
+    refused and blank lines skipped without a Python loop over rows.
+    """
+    _refuse_non_text(name, content)
+    if content.startswith(codecs.BOM_UTF8):
+        content = content[len(codecs.BOM_UTF8):]
+    _check_utf8(name, content)
+    _check_quotes(name, content)
+    header_line, header_text, body_start = _find_header(name, content)
+    header = _split_header(name, header_text, header_line)
+    columns = _check_header(name, header, mapping, line=header_line)
+    if not _NON_BLANK.search(content, body_start):
+        return pl.DataFrame(schema={column: pl.String for column in columns})
+    wrong_width: list[int] = []
+
+    def skip_blank_or_note(row: pa_csv.InvalidRow) -> str:
+        if row.text.strip():
+            wrong_width.append(row.actual_columns)
+        return "skip"
+
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(pa.py_buffer(content).slice(body_start)),
+            read_options=pa_csv.ReadOptions(column_names=columns),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=",", quote_char='"', double_quote=True, escape_char=False, newlines_in_values=True,
+                ignore_empty_lines=True, invalid_row_handler=skip_blank_or_note),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={column: pa.string() for column in columns}, strings_can_be_null=False,
+                quoted_strings_can_be_null=False, check_utf8=False))
+    except (pa.ArrowException, OSError) as error:
+        raise InputFileError(name, FILE_FORMAT, f"cannot be parsed as CSV ({error})") from None
+    if wrong_width:
+        _refuse_wrong_width(name, content, body_start, header_line, len(columns), wrong_width[0])
+    frame = pl.from_arrow(table, rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _refuse_non_text(name: str, content: bytes) -> None:
+    """Refuse obviously binary content (7102) and UTF-16 (7101) before the UTF-8 check blames a byte."""
+    if content.startswith(_ZIP_MAGIC):
+        raise InputFileError(name, FILE_FORMAT,
+                             "not a CSV or Parquet file: it is a zip archive (an Excel workbook?); export it as CSV")
+    if content.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise InputFileError(name, FILE_ENCODING, "the file is UTF-16; save it as UTF-8", line=1)
+    if b"\x00" in content[:8192]:
+        raise InputFileError(name, FILE_FORMAT, "not a CSV or Parquet file: it contains binary data (NUL bytes)")
+
+
+def _check_utf8(name: str, content: bytes) -> None:
+    """Decode the whole content once (fast); only on failure locate the bad byte's line and column."""
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line, column = _line_and_column(content, error.start)
+        raise InputFileError(
+            name, FILE_ENCODING,
+            f"invalid UTF-8 byte 0x{content[error.start]:02x} at column {column}; save the file as UTF-8",
+            line=line) from None
+
+
+def _check_header(name: str, header: Sequence[str], mapping: dict[str, str], line: int | None) -> list[str]:
+    """Map header names to request columns and refuse unknown (7104), duplicate (7102) or missing (7103) ones."""
+    columns = [mapping.get(field, field) for field in header]
+    known = set(REQUEST_COLUMNS)
+    unknown = [(position, field, column) for position, (field, column) in enumerate(zip(header, columns), 1)
+               if column not in known]
+    if unknown:
+        described = ", ".join(
+            f"'{field}' (column {position})" if field == column
+            else f"'{field}' (column {position}, mapped to '{column}')"
+            for position, field, column in unknown)
+        raise InputFileError(
+            name, UNKNOWN_COLUMN,
+            f"unknown column{'s' if len(unknown) > 1 else ''} {described}; allowed: {', '.join(REQUEST_COLUMNS)}",
+            line=line)
+    positions: dict[str, list[int]] = {}
+    for position, column in enumerate(columns, 1):
+        positions.setdefault(column, []).append(position)
+    for column, where in positions.items():
+        if len(where) > 1:
+            if all(header[p - 1] == column for p in where):
+                detail = "columns " + " and ".join(str(p) for p in where)
+            else:
+                detail = "header names " + " and ".join(f"'{header[p - 1]}' (column {p})" for p in where)
+            raise InputFileError(
+                name, FILE_FORMAT,
+                f"column '{column}' appears more than once ({detail}); which value applies would be ambiguous",
+                line=line)
+    present = set(columns)
+    missing = [column for column in REQUIRED_COLUMNS if column not in present]
+    if missing:
+        raise InputFileError(name, MISSING_COLUMN,
+                             f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
+                             line=line)
+    if "customer_id" not in present and not all(column in present for column in LOOKUP_COLUMNS):
+        found = [column for column in LOOKUP_COLUMNS if column in present]
+        detail = f" (found only {found[0]})" if found else ""
+        raise InputFileError(
+            name, MISSING_COLUMN,
+            f"missing the customer reference: a customer_id column, or both lookup_type and lookup_value{detail}",
+            line=line)
+    return columns
+
+
+def _line_and_column(content: bytes, offset: int) -> tuple[int, int]:
+    """The 1-based physical line and character column of a byte offset (\\n, \\r\\n and \\r end lines)."""
+    line = 1 + content.count(b"\n", 0, offset) + content.count(b"\r", 0, offset) - content.count(b"\r\n", 0, offset)
+    line_start = max(content.rfind(b"\n", 0, offset), content.rfind(b"\r", 0, offset)) + 1
+    column = len(content[line_start:offset].decode("utf-8", errors="replace")) + 1
+    return line, column
+
+
+def _check_quotes(name: str, content: bytes) -> None:
+    """Refuse a quote that neither opens nor closes a whole field, or a quoted field never closed (7102)."""
+    found = _first_bad_quote(content)
+    if found is None:
+        return
+    offset, never_closed = found
+    line, column = _line_and_column(content, offset)
+    if never_closed:
+        raise InputFileError(name, FILE_FORMAT,
+                             f"the quoted field starting at column {column} is never closed", line=line)
+    raise InputFileError(
+        name, FILE_FORMAT,
+        f'stray quote character at column {column}: a quote may only enclose a whole field '
+        f'(inside a quoted field, write a quote as "")', line=line)
+
+
+def _first_bad_quote(content: bytes, chunk_size: int = 1 << 20) -> tuple[int, bool] | None:
+    """The offset of the first misplaced quote and whether it is an unclosed one, or None if quoting is sound.
+
+    Quotes alternate opening and closing (a doubled quote inside a field closes and reopens). An opening
+    quote must follow a field boundary, a closing one must precede one. Vectorised per chunk of bytes,
+    carrying the quote parity across chunks, so memory stays small even when every field is quoted.
+    """
+    data = np.frombuffer(content, dtype=np.uint8)
+    size = data.size
+    quotes_seen, last_quote = 0, -2
+    for base in range(0, size, chunk_size):
+        positions = np.flatnonzero(data[base:base + chunk_size] == _QUOTE)
+        if not positions.size:
+            continue
+        positions += base
+        previous = np.concatenate(([last_quote], positions[:-1]))
+        first_opening = quotes_seen % 2
+        opening = positions[first_opening::2]
+        opening_ok = ((opening == 0) | _OPENS_AFTER[data[np.maximum(opening - 1, 0)]]
+                      | (previous[first_opening::2] == opening - 1))
+        closing = positions[1 - first_opening::2]
+        closing_ok = (closing == size - 1) | _CLOSES_BEFORE[data[np.minimum(closing + 1, size - 1)]]
+        bad = [int(opening[~opening_ok][0])] if not opening_ok.all() else []
+        if not closing_ok.all():
+            bad.append(int(closing[~closing_ok][0]))
+        if bad:
+            return min(bad), False
+        quotes_seen += positions.size
+        last_quote = int(positions[-1])
+    return (last_quote, True) if quotes_seen % 2 else None
+
+
+def _find_header(name: str, content: bytes) -> tuple[int, str, int]:
+    """The header: the first non-blank line, as (line number, text, offset where the data rows start)."""
+    position, line = 0, 1
+    while position < len(content):
+        match = _LINE_BREAK.search(content, position)
+        end, next_position = (match.start(), match.end()) if match else (len(content), len(content))
+        text = content[position:end].decode("utf-8")
+        if text.strip():
+            if text.count('"') % 2:
+                raise InputFileError(name, FILE_FORMAT, "the header row has a line break inside a quoted name",
+                                     line=line)
+            return line, text, next_position
+        position, line = next_position, line + 1
+    reason = "the file is empty" if not content else "the file has only blank lines; expected a header row"
+    raise InputFileError(name, NO_HEADER, reason)
+
+
+def _split_header(name: str, text: str, line: int) -> list[str]:
+    """The header's names, unquoted and trimmed of surrounding white space."""
+    names = [field.strip() for field in next(csv.reader([text]))]
+    if not any(names):
+        raise InputFileError(name, NO_HEADER, "the header row has no column names", line=line)
+    return names
+
+
+def _refuse_wrong_width(name: str, content: bytes, body_start: int, header_line: int, width: int,
+                        seen_fields: int) -> None:
+    """Find the first data row whose field count differs from the header's, and refuse it with its line.
+
+    Only on the failure path, so a per-record Python scan is fine here.
+    """
+    reader = csv.reader(io.StringIO(content[body_start:].decode("utf-8"), newline=""))
+    lines_read = 0
+    try:
+        for record in reader:
+            first_line = header_line + lines_read + 1
+            lines_read = reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            if len(record) != width:
+                raise InputFileError(name, FILE_FORMAT, _width_reason(len(record), width), line=first_line)
+    except csv.Error:
+        pass
+    raise InputFileError(name, FILE_FORMAT, _width_reason(seen_fields, width))
+
+
+def _width_reason(fields: int, width: int) -> str:
+    hint = " (an unquoted comma in a value?)" if fields > width else ""
+    return f"{fields} field{'s' if fields != 1 else ''}, but the header has {width}{hint}"
+
+def _with_positions(frame: pl.DataFrame, name: str, seq_offset: int) -> pl.DataFrame:
+    """Add seq, file and row_number, and every request column the file lacks (as null), in frame order."""
+    height = frame.height
+    present = set(frame.columns)
+    return frame.select(
+        pl.int_range(seq_offset, seq_offset + height, dtype=pl.Int64).alias("seq"),
+        pl.lit(name, dtype=pl.String).alias("file"),
+        pl.int_range(1, height + 1, dtype=pl.Int64).alias("row_number"),
+        *(pl.col(column) if column in present else pl.lit(None, dtype=pl.String).alias(column)
+          for column in REQUEST_COLUMNS),
+    )
+
+
+def _empty_frame() -> pl.DataFrame:
+    return pl.DataFrame(schema={"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64,
+                                **{column: pl.String for column in REQUEST_COLUMNS}})
+
+
+def _where(error: InputFileError) -> str:
+    return f"{error.path}, line {error.line}" if error.line is not None else error.path

@@ -1,0 +1,246 @@
+"""Sequential replay of the rows that interact, over a small working set pulled from the store.
+
+Rows that share a customer, a value or a card with another row of the batch cannot be decided
+against the store as it was before the run: their order matters. They are replayed here one at a
+time, exactly as SPEC section 3 reads, over the part of the store they can reach (see resolve.py for
+why that part is closed). Everything else is decided set-based in DuckDB.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.catalog import already_present_code
+from pipeline.config import ACTIVE_STATUSES, CARD, CLOSED_STATUSES, OrgConfig
+
+Scope = tuple[str, str]
+Ident = tuple[str, str, str, str]  # source, account_id, id_type, id_value
+
+
+@dataclass
+class WorkingSet:
+    """The reachable part of the store, mutable during replay; `initial_*` keep the state before it."""
+
+    customers: dict[int, list]  # customer_id -> [status, merged_into, customer_type]
+    idents: dict[int, set[Ident]]
+    cards: dict[str, list]  # card_number -> [series_id, customer_id or None, status_label]
+    holders: dict[tuple[str, str], set[tuple[int, str, str]]] = field(default_factory=dict)
+    cards_of: dict[int, set[str]] = field(default_factory=dict)
+    merges_into: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for customer_id in self.customers:
+            self.idents.setdefault(customer_id, set())
+            self.cards_of.setdefault(customer_id, set())
+        for customer_id, idents in self.idents.items():
+            for source, account, id_type, value in idents:
+                self.holders.setdefault((id_type, value), set()).add((customer_id, source, account))
+        for number, (_, holder, _) in self.cards.items():
+            if holder is not None:
+                self.cards_of.setdefault(holder, set()).add(number)
+        self.initial_customers = {k: tuple(v) for k, v in self.customers.items()}
+        self.initial_idents = {(c, *i) for c, idents in self.idents.items() for i in idents}
+        self.initial_cards = {k: tuple(v) for k, v in self.cards.items()}
+
+    def add_ident(self, customer_id: int, ident: Ident) -> None:
+        self.idents[customer_id].add(ident)
+        self.holders.setdefault((ident[2], ident[3]), set()).add((customer_id, ident[0], ident[1]))
+
+    def remove_ident(self, customer_id: int, ident: Ident) -> None:
+        self.idents[customer_id].discard(ident)
+        self.holders[(ident[2], ident[3])].discard((customer_id, ident[0], ident[1]))
+
+    def link_card(self, number: str, customer_id: int | None, label: str) -> None:
+        card = self.cards[number]
+        if card[1] is not None:
+            self.cards_of[card[1]].discard(number)
+        card[1], card[2] = customer_id, label
+        if customer_id is not None:
+            self.cards_of[customer_id].add(number)
+
+
+@dataclass(frozen=True)
+class ReplayRow:
+    """A checked row with its target as resolved against the store before the run."""
+
+    seq: int
+    customer_id: int | None
+    initial_target: int | None
+    lookup_type: str | None
+    lookup_value: str | None
+    source: str
+    account_id: str
+    action: str
+    id_type: str
+    id_value: str
+    series_id: int | None
+    status_label: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one row did; exactly one of outcome and error_code is set."""
+
+    seq: int
+    outcome: str | None = None
+    error_code: int | None = None
+    error_field: str | None = None
+    resolved_customer_id: int | None = None
+    survivor_id: int | None = None
+    victim_id: int | None = None
+    warnings: tuple[int, ...] = ()
+    holder_id: int | None = None
+    limit: int | None = None
+    card_series: int | None = None
+    card_status: str | None = None
+
+
+class Replayer:
+    """Applies rows one at a time to a WorkingSet under one org config."""
+
+    def __init__(self, ws: WorkingSet, config: OrgConfig):
+        self.ws, self.config = ws, config
+
+    def replay(self, rows: list[ReplayRow]) -> list[Outcome]:
+        return [self.apply_row(row) for row in rows]
+
+    def resolve(self, row: ReplayRow) -> tuple[int | None, bool]:
+        """The ACTIVE target now, and whether a merged customer was followed to reach it."""
+        ws = self.ws
+        if row.customer_id is not None:
+            if row.initial_target is None:
+                return None, False
+            target, followed = row.initial_target, row.customer_id != row.initial_target
+            while ws.customers[target][0] == "MERGED":
+                target, followed = ws.customers[target][1], True
+            return target, followed
+        if row.lookup_type == CARD:
+            card = ws.cards.get(row.lookup_value)
+            return (card[1] if card else None), False
+        for holder, source, account in ws.holders.get((row.lookup_type, row.lookup_value), ()):
+            if (source, account) == (row.source, row.account_id):
+                return holder, False
+        return None, False
+
+    def apply_row(self, row: ReplayRow) -> Outcome:
+        target, followed = self.resolve(row)
+        if target is None:
+            field_name = "customer_id" if row.customer_id is not None else "lookup_value"
+            return Outcome(row.seq, error_code=8015, error_field=field_name)
+        warnings = (91009,) if followed else ()
+        if row.id_type == CARD:
+            result = self._card_add(row, target) if row.action == "add" else self._card_remove(row, target)
+        elif row.action == "add":
+            result = self._add(row, target)
+        else:
+            result = self._remove(row, target)
+        return Outcome(
+            row.seq, resolved_customer_id=target,
+            **{**result, "warnings": tuple(sorted(warnings + result.get("warnings", ())))})
+
+    def _add(self, row: ReplayRow, c: int) -> dict:
+        ws, config = self.ws, self.config
+        scope, t, v = (row.source, row.account_id), row.id_type, row.id_value
+        ident = (row.source, row.account_id, t, v)
+        if ident in ws.idents[c]:
+            return {"outcome": "unchanged", "warnings": (already_present_code(t),)}
+        if any(i[:3] == ident[:3] for i in ws.idents[c]):
+            return {"error_code": 7006, "error_field": "id_value"}
+        holders = {(h, s, a) for h, s, a in ws.holders.get((t, v), ()) if h != c}
+        loyalty_in_scope = [h for h, s, a in holders if (s, a) == scope and ws.customers[h][2] == "LOYALTY"]
+        if loyalty_in_scope:
+            return {"error_code": 8008, "error_field": "id_value", "holder_id": min(loyalty_in_scope)}
+        campaign = {h for h, _, _ in holders if ws.customers[h][2] == "CAMPAIGN"}
+        if campaign and not config.campaign_identifier_reuse:
+            return {"error_code": 8068, "error_field": "id_value", "holder_id": min(campaign)}
+        loyalty_elsewhere = {h for h, s, a in holders if ws.customers[h][2] == "LOYALTY"}
+        if len(loyalty_elsewhere) >= 2:
+            return {"error_code": 8074, "error_field": "id_value"}
+        survivor = next(iter(loyalty_elsewhere), None)
+        if survivor is not None:
+            refusal = self._merge_refusal(c, survivor, scope)
+            if refusal:
+                return refusal
+        warnings = ()
+        for holder in sorted(campaign):
+            for held in [i for i in ws.idents[holder] if i[2:] == (t, v)]:
+                ws.remove_ident(holder, held)
+            warnings = (8068,)
+        if survivor is None:
+            ws.add_ident(c, ident)
+            return {"outcome": "applied", "warnings": warnings}
+        self._merge(c, survivor)
+        ws.add_ident(survivor, ident)
+        return {"outcome": "merged", "survivor_id": survivor, "victim_id": c, "warnings": warnings + (8051,)}
+
+    def _merge_refusal(self, victim: int, survivor: int, scope: Scope) -> dict | None:
+        ws, config = self.ws, self.config
+        if not config.merge_enabled:
+            return {"error_code": 7007, "error_field": "id_value", "holder_id": survivor}
+        victim_scopes = {i[:2] for i in ws.idents[victim]} | {scope}
+        if victim_scopes & {i[:2] for i in ws.idents[survivor]}:
+            return {"error_code": 8066, "error_field": "id_value", "holder_id": survivor}
+        limit = config.max_merges_per_survivor_per_run
+        if ws.merges_into.get(survivor, 0) >= limit:
+            return {"error_code": 7008, "error_field": "id_value", "holder_id": survivor, "limit": limit}
+        return None
+
+    def _merge(self, victim: int, survivor: int) -> None:
+        ws = self.ws
+        for ident in list(ws.idents[victim]):
+            ws.remove_ident(victim, ident)
+            ws.add_ident(survivor, ident)
+        for number in list(ws.cards_of[victim]):
+            ws.link_card(number, survivor, ws.cards[number][2])
+        ws.customers[victim][0], ws.customers[victim][1] = "MERGED", survivor
+        ws.merges_into[survivor] = ws.merges_into.get(survivor, 0) + 1
+
+    def _remove(self, row: ReplayRow, c: int) -> dict:
+        ws = self.ws
+        ident = (row.source, row.account_id, row.id_type, row.id_value)
+        if ident not in ws.idents[c]:
+            return {"error_code": 7009, "error_field": "id_value"}
+        if len(ws.idents[c]) == 1:
+            return {"error_code": 7010, "error_field": "id_value"}
+        ws.remove_ident(c, ident)
+        return {"outcome": "applied"}
+
+    def _card_state(self, row: ReplayRow) -> tuple[list | None, dict | None]:
+        card = self.ws.cards.get(row.id_value)
+        if card is None:
+            return None, {"error_code": 3010, "error_field": "id_value"}
+        status = self.config.card_labels.get(card[2])
+        if row.action == "add" and card[0] != row.series_id:
+            return card, {"error_code": 3000, "error_field": "id_value", "card_series": card[0]}
+        if status in CLOSED_STATUSES:
+            return card, {"error_code": 8087, "error_field": "id_value", "card_status": status}
+        return card, None
+
+    def _card_add(self, row: ReplayRow, c: int) -> dict:
+        ws, config = self.ws, self.config
+        card, refusal = self._card_state(row)
+        if refusal:
+            return refusal
+        if card[1] == c:
+            if card[2] == row.status_label:
+                return {"outcome": "unchanged", "warnings": (3012,)}
+            ws.link_card(row.id_value, c, row.status_label)
+            return {"outcome": "applied"}
+        if card[1] is not None:
+            return {"error_code": 3027, "error_field": "id_value", "holder_id": card[1]}
+        active = [ws.cards[n] for n in ws.cards_of[c] if config.card_labels.get(ws.cards[n][2]) in ACTIVE_STATUSES]
+        series_max = config.card_series[row.series_id].max_active_per_customer
+        if sum(1 for s, _, _ in active if s == row.series_id) >= series_max:
+            return {"error_code": 3036, "error_field": "id_value", "limit": series_max, "card_series": row.series_id}
+        if len(active) >= config.max_active_cards_per_customer:
+            return {"error_code": 3039, "error_field": "id_value", "limit": config.max_active_cards_per_customer}
+        ws.link_card(row.id_value, c, row.status_label)
+        return {"outcome": "applied"}
+
+    def _card_remove(self, row: ReplayRow, c: int) -> dict:
+        card, refusal = self._card_state(row)
+        if refusal:
+            return refusal
+        if card[1] != c:
+            return {"error_code": 3031, "error_field": "id_value"}
+        self.ws.link_card(row.id_value, None, row.status_label or self.config.delink_label)
+        return {"outcome": "applied"}

@@ -1,0 +1,141 @@
+"""Resolve every checked row against the store as it was before the run, and split the batch.
+
+Each row gets its initial target (customer_id followed through merged_into, or the holder of the
+lookup identifier or card) and a set of keys: its target, the holders of its value in any scope,
+its value, its lookup value, its card and the card's holder. Whatever a row reads or writes while
+it is applied lies within the customers, values and cards of its keys, or within what an earlier
+row sharing one of those keys brought in. So a row that shares no key with any other row gives the
+same result whether it is applied first, last or alone: it is decided set-based against the store
+(`independent`). Rows that share a key are replayed in order (replay.py) over the customers their
+keys name, with all their identifiers and cards (`working set`). Keys are 64-bit hashes; a
+collision can only join rows that did not need joining, never split rows that did.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from pipeline.duck import query_frame, run_script
+
+from pipeline.config import OrgConfig
+
+MAX_CHAIN_STEPS = 1_000
+
+_REQUEST_TABLES = """
+CREATE OR REPLACE TEMP TABLE req_values AS
+    SELECT DISTINCT id_type, id_value FROM req WHERE id_type <> 'cardnumber'
+    UNION SELECT DISTINCT lookup_type, lookup_value FROM req
+        WHERE lookup_type IS NOT NULL AND lookup_type <> 'cardnumber';
+CREATE OR REPLACE TEMP TABLE val_idents AS
+    SELECT i.* FROM identifiers i JOIN req_values v USING (id_type, id_value);
+CREATE OR REPLACE TEMP TABLE req_cards AS
+    SELECT DISTINCT id_value AS card_number FROM req WHERE id_type = 'cardnumber'
+    UNION SELECT DISTINCT lookup_value FROM req WHERE lookup_type = 'cardnumber';
+CREATE OR REPLACE TEMP TABLE card_state AS
+    SELECT c.* FROM cards c JOIN req_cards USING (card_number);
+CREATE OR REPLACE TEMP TABLE chain AS
+    SELECT c.customer_id AS given, c.customer_id AS current, c.status, c.merged_into
+    FROM customers c JOIN (SELECT DISTINCT customer_id FROM req WHERE customer_id IS NOT NULL) r USING (customer_id);
+"""
+
+_CHAIN_STEP = """
+UPDATE chain SET current = c.customer_id, status = c.status, merged_into = c.merged_into
+FROM customers c WHERE chain.status = 'MERGED' AND c.customer_id = chain.merged_into
+"""
+
+_TARGETS = """
+CREATE OR REPLACE TEMP TABLE res AS
+SELECT r.seq,
+       CASE WHEN r.customer_id IS NOT NULL THEN ch.current
+            WHEN r.lookup_type = 'cardnumber' THEN cs.customer_id
+            ELSE vi.customer_id END AS target,
+       coalesce(r.customer_id IS NOT NULL AND ch.current <> r.customer_id, false) AS followed
+FROM req r
+LEFT JOIN chain ch ON ch.given = r.customer_id
+LEFT JOIN card_state cs ON r.lookup_type = 'cardnumber' AND cs.card_number = r.lookup_value
+LEFT JOIN val_idents vi ON r.lookup_type IS NOT NULL AND r.lookup_type <> 'cardnumber'
+    AND vi.source = r.source AND vi.account_id = r.account_id
+    AND vi.id_type = r.lookup_type AND vi.id_value = r.lookup_value;
+"""
+
+_KEYS = """
+CREATE OR REPLACE TEMP TABLE row_keys AS
+SELECT seq, hash('c', target) AS k FROM res WHERE target IS NOT NULL
+UNION ALL SELECT seq, hash('v', id_type, id_value) FROM req WHERE id_type <> 'cardnumber'
+UNION ALL SELECT seq, hash('v', lookup_type, lookup_value) FROM req
+    WHERE lookup_type IS NOT NULL AND lookup_type <> 'cardnumber'
+UNION ALL SELECT seq, hash('k', id_value) FROM req WHERE id_type = 'cardnumber'
+UNION ALL SELECT seq, hash('k', lookup_value) FROM req WHERE lookup_type = 'cardnumber'
+UNION ALL SELECT r.seq, hash('c', v.customer_id) FROM req r
+    JOIN val_idents v ON r.id_type = v.id_type AND r.id_value = v.id_value
+UNION ALL SELECT r.seq, hash('c', cs.customer_id) FROM req r
+    JOIN card_state cs ON cs.card_number = r.id_value
+    WHERE r.id_type = 'cardnumber' AND cs.customer_id IS NOT NULL;
+CREATE OR REPLACE TEMP TABLE interacting AS
+SELECT DISTINCT seq FROM row_keys WHERE k IN (
+    SELECT k FROM row_keys GROUP BY k HAVING count(DISTINCT seq) > 1);
+"""
+
+_RELEVANT = """
+CREATE OR REPLACE TEMP TABLE rel_customers AS
+    SELECT target AS customer_id FROM res WHERE target IS NOT NULL
+    UNION SELECT customer_id FROM val_idents
+    UNION SELECT customer_id FROM card_state WHERE customer_id IS NOT NULL;
+CREATE OR REPLACE TEMP TABLE rel_info AS
+    SELECT c.* FROM customers c JOIN rel_customers USING (customer_id);
+CREATE OR REPLACE TEMP TABLE rel_idents AS
+    SELECT i.* FROM identifiers i JOIN rel_customers USING (customer_id);
+CREATE OR REPLACE TEMP TABLE rel_cards AS
+    SELECT c.* FROM cards c JOIN rel_customers USING (customer_id)
+    UNION SELECT * FROM card_state;
+"""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Temp tables now in the connection: res, row_keys, interacting, rel_info, rel_idents, rel_cards."""
+
+    rows: int
+    interacting: int
+
+
+def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
+    """Expose the config's card labels and series to SQL as small tables (never as SQL text)."""
+    labels = pl.DataFrame(
+        {"label": list(config.card_labels), "status": list(config.card_labels.values())},
+        schema={"label": pl.String, "status": pl.String})
+    series = pl.DataFrame(
+        {"series_id": [s.id for s in config.card_series.values()],
+         "max_active": [s.max_active_per_customer for s in config.card_series.values()]},
+        schema={"series_id": pl.Int64, "max_active": pl.Int64})
+    con.register("cfg_labels_frame", labels)
+    con.register("cfg_series_frame", series)
+    con.execute("CREATE OR REPLACE TEMP TABLE cfg_labels AS SELECT * FROM cfg_labels_frame")
+    con.execute("CREATE OR REPLACE TEMP TABLE cfg_series AS SELECT * FROM cfg_series_frame")
+    con.unregister("cfg_labels_frame")
+    con.unregister("cfg_series_frame")
+
+
+def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> Resolution:
+    """Load the checked rows as `req`, resolve initial targets and split independent from interacting."""
+    frame = checked.select(
+        "seq", "customer_id", "lookup_type", "lookup_value", "source", "account_id", "action",
+        "id_type", "id_value", "series_id", "status_label")
+    con.register("checked_frame", frame)
+    con.execute("CREATE OR REPLACE TEMP TABLE req AS SELECT * FROM checked_frame")
+    con.unregister("checked_frame")
+    run_script(con, _REQUEST_TABLES)
+    for _ in range(MAX_CHAIN_STEPS):
+        con.execute(_CHAIN_STEP)
+        if not con.execute("SELECT count(*) FROM chain WHERE status = 'MERGED'").fetchone()[0]:
+            break
+    else:
+        raise RuntimeError("a merged_into chain in the store does not end; run `store audit`")
+    con.execute(_TARGETS)
+    run_script(con, _KEYS)
+    run_script(con, _RELEVANT)
+    interacting = con.execute("SELECT count(*) FROM interacting").fetchone()[0]
+    return Resolution(rows=frame.height, interacting=interacting)
+

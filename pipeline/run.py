@@ -1,0 +1,239 @@
+"""One run, composed of the stages read → check → resolve → apply → report.
+
+`run_batch` is what `loyalty-bulk run` and `loyalty-bulk job` call; it returns a RunResult that
+renders the console summary and summary.json from the same object.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from pipeline import ledger
+from pipeline.apply import apply_changes, decide
+from pipeline.catalog import CATALOG
+from pipeline.check import CheckResult, check_requests
+from pipeline.config import OrgConfig, load_config
+from pipeline.errors import EXIT_OK, EXIT_ROWS_FAILED, InternalError
+from pipeline.read import RequestBatch, read_requests
+from pipeline.report import error_report, write_csv, write_json
+from pipeline.resolve import register_config, resolve_targets
+from pipeline.normalize import trim_expr
+from pipeline.store import StoreCounts, open_store, store_counts
+
+SUCCESS_COLUMNS = ("file", "row_number", "row_id", "action", "source", "account_id", "id_type", "id_value",
+                   "customer_id", "resolved_customer_id", "outcome", "survivor_id", "victim_id", "warning_codes")
+MERGE_COLUMNS = ("victim_id", "survivor_id", "file", "row_number", "id_type", "id_value")
+
+
+@dataclass
+class StageClock:
+    """Seconds spent per stage, in the order the stages ran."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def lap(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - started, 3)
+        return now
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    job: str | None
+    dry_run: bool
+    started_at: str
+    ended_at: str
+    stage_seconds: dict[str, float]
+    files: tuple[dict[str, Any], ...]
+    rows: int
+    outcomes: dict[str, int]
+    errors_by_code: dict[int, int]
+    merges: int
+    store_before: StoreCounts
+    store_after: StoreCounts
+    exit_code: int
+    reports_dir: str
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors_by_code.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "job": self.job, "dry_run": self.dry_run,
+            "started_at": self.started_at, "ended_at": self.ended_at,
+            "stage_seconds": self.stage_seconds, "files": list(self.files), "rows": self.rows,
+            "outcomes": self.outcomes | {"failed": self.failed},
+            "errors_by_code": {str(code): {"name": CATALOG[code].name, "count": n}
+                               for code, n in sorted(self.errors_by_code.items())},
+            "merges": self.merges,
+            "store_before": self.store_before.to_dict(), "store_after": self.store_after.to_dict(),
+            "exit_code": self.exit_code, "reports_dir": self.reports_dir,
+        }
+
+    def render(self) -> str:
+        mode = "dry run (nothing applied)" if self.dry_run else "applied"
+        lines = [f"run {self.run_id}: {self.rows} rows, {mode}"]
+        lines.append("  " + ", ".join(f"{k} {v}" for k, v in self.outcomes.items()) + f", failed {self.failed}")
+        for code, n in sorted(self.errors_by_code.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"    {code} {CATALOG[code].name}: {n}")
+        lines.append(f"  merges {self.merges}")
+        lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items()))
+        lines.append(f"  reports: {self.reports_dir}")
+        return "\n".join(lines)
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+
+
+def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path | str], reports_dir: Path | str,
+              dry_run: bool = False, allow_reapply: bool = False, job: str | None = None,
+              run_id: str | None = None) -> RunResult:
+    """Apply request files to a store with the result of applying their rows one at a time."""
+    clock, started_at = StageClock(), _now()
+    run_id = run_id or new_run_id()
+    reports_dir = Path(reports_dir)
+    config = load_config(config_path)
+    t = time.perf_counter()
+    con = open_store(store_path)
+    try:
+        ledger.ensure(con)
+        batch = read_requests(files)
+        t = clock.lap("read", t)
+        if not dry_run and not allow_reapply:
+            ledger.refuse_reapplied(con, batch.files)
+        checked, outcomes = decide_batch(con, batch.frame, config, clock)
+        t = time.perf_counter()
+        reports = _report_frames(batch, checked, outcomes)
+        before = store_counts(con)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            apply_changes(con)
+            after = store_counts(con)
+            t = clock.lap("apply", t)
+            result = _result(run_id, job, dry_run, started_at, clock, batch, reports, before, after, reports_dir)
+            if dry_run:
+                con.execute("ROLLBACK")
+                con.execute("BEGIN TRANSACTION")
+            # the ledger entry commits with the changes, so an applied file is always known as applied
+            ledger.record(con, result, batch.files, config.sha256)
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+        _write_reports(reports, result, reports_dir)
+        return result
+    finally:
+        con.close()
+
+
+def decide_batch(con: duckdb.DuckDBPyConnection, raw: pl.DataFrame, config: OrgConfig,
+                 clock: StageClock | None = None) -> tuple[CheckResult, pl.DataFrame]:
+    """Check, resolve and decide a batch of raw request rows; the changes wait in chg_* tables.
+
+    Returns the check result and one outcome row per checked row (OUTCOME_SCHEMA + error_message).
+    """
+    clock = clock or StageClock()
+    t = time.perf_counter()
+    checked = check_requests(raw, config)
+    t = clock.lap("check", t)
+    register_config(con, config)
+    resolve_targets(con, checked.checked)
+    t = clock.lap("resolve", t)
+    decisions = decide(con, config)
+    outcomes = _with_messages(decisions.outcomes, checked.checked)
+    clock.lap("decide", t)
+    return checked, outcomes
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _with_messages(outcomes: pl.DataFrame, checked: pl.DataFrame) -> pl.DataFrame:
+    """Add error_message to resolve/apply errors from the catalog templates and the row's values."""
+    rows = outcomes.join(checked.select("seq", "customer_id", "lookup_value", "id_type", "id_value", "series_id"),
+                         on="seq", how="left")
+    messages = []
+    for r in rows.filter(pl.col("error_code").is_not_null()).iter_rows(named=True):
+        field_value = r["customer_id"] if r["error_field"] == "customer_id" else r["lookup_value"]
+        messages.append((r["seq"], CATALOG[r["error_code"]].message(
+            field=r["error_field"], value=field_value if r["error_code"] == 8015 else r["id_value"],
+            id_type=r["id_type"], customer=r["resolved_customer_id"], holder=r["holder_id"],
+            limit=r["limit"], series=r["card_series"], status=r["card_status"])))
+    frame = pl.DataFrame(messages, schema={"seq": pl.Int64, "error_message": pl.String}, orient="row")
+    return outcomes.join(frame, on="seq", how="left")
+
+
+@dataclass(frozen=True)
+class ReportFrames:
+    success: pl.DataFrame
+    errors: pl.DataFrame
+    merges: pl.DataFrame
+    outcome_counts: dict[str, int]
+    errors_by_code: dict[int, int]
+
+
+def _report_frames(batch: RequestBatch, checked, outcomes: pl.DataFrame) -> ReportFrames:
+    """success.csv, errors.csv and merges.csv rows; every input row lands in exactly one of the first two."""
+    raw = batch.frame
+    succeeded = outcomes.filter(pl.col("outcome").is_not_null())
+    failed = pl.concat([
+        checked.errors.select("seq", pl.col("error_code").cast(pl.Int32), "error_field", "error_message"),
+        outcomes.filter(pl.col("error_code").is_not_null())
+        .select("seq", pl.col("error_code").cast(pl.Int32), "error_field", "error_message"),
+    ])
+    seen = pl.concat([succeeded["seq"], failed["seq"]])
+    if seen.n_unique() != seen.len() or seen.len() != raw.height:
+        raise InternalError("some input rows would appear in no report or in two; nothing was applied")
+    success = (
+        succeeded.join(checked.checked, on="seq", how="left")
+        .join(raw.select("seq", pl.col("customer_id").alias("customer_id_given")), on="seq", how="left")
+        .sort("seq")
+        .select("file", "row_number", "row_id", "action", "source", "account_id", "id_type", "id_value",
+                trim_expr("customer_id_given").alias("customer_id"), "resolved_customer_id",
+                "outcome", "survivor_id", "victim_id",
+                pl.col("warnings").list.eval(pl.element().cast(pl.String)).list.join(";").alias("warning_codes"))
+    )
+    merges = (succeeded.filter(pl.col("outcome") == "merged").join(checked.checked, on="seq", how="left")
+              .sort("seq").select(*MERGE_COLUMNS))
+    return ReportFrames(
+        success=success, errors=error_report(raw, failed), merges=merges,
+        outcome_counts={k: succeeded.filter(pl.col("outcome") == k).height for k in ("applied", "unchanged", "merged")},
+        errors_by_code={int(code): int(n) for code, n in failed.group_by("error_code").len().iter_rows()})
+
+
+def _result(run_id: str, job: str | None, dry_run: bool, started_at: str, clock: StageClock, batch: RequestBatch,
+            reports: ReportFrames, before: StoreCounts, after: StoreCounts, reports_dir: Path) -> RunResult:
+    failed = sum(reports.errors_by_code.values())
+    return RunResult(
+        run_id=run_id, job=job, dry_run=dry_run, started_at=started_at, ended_at=_now(),
+        stage_seconds=dict(clock.seconds),
+        files=tuple({"path": f.path, "sha256": f.sha256, "rows": f.rows} for f in batch.files),
+        rows=batch.frame.height, outcomes=reports.outcome_counts, errors_by_code=reports.errors_by_code,
+        merges=reports.merges.height, store_before=before, store_after=after,
+        exit_code=EXIT_ROWS_FAILED if failed else EXIT_OK, reports_dir=str(reports_dir))
+
+
+def _write_reports(reports: ReportFrames, result: RunResult, reports_dir: Path) -> None:
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(reports.success, reports_dir / "success.csv")
+    write_csv(reports.errors, reports_dir / "errors.csv")
+    write_csv(reports.merges, reports_dir / "merges.csv")
+    write_json(result.to_dict(), reports_dir / "summary.json")

@@ -1,0 +1,69 @@
+"""Runs the real engine on a ModelStore and rows, in an in-memory DuckDB, for comparison with the model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from model import FRAME_KEYS, ModelStore, RowResult, model_store_to_frames
+from pipeline.apply import apply_changes
+from pipeline.config import OrgConfig
+from pipeline.duck import query_frame
+from pipeline.read import REQUEST_COLUMNS
+from pipeline.run import decide_batch
+from pipeline.store import SCHEMA_SQL, TABLES
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    results: list[RowResult]
+    frames: dict[str, pl.DataFrame]
+
+
+def raw_frame(rows: list[dict[str, str | None]]) -> pl.DataFrame:
+    """Request rows shaped like read_requests' frame: seq, file, row_number, then the raw columns."""
+    return pl.DataFrame(
+        {"seq": list(range(len(rows))), "file": ["batch.csv"] * len(rows),
+         "row_number": list(range(1, len(rows) + 1)),
+         **{c: [r.get(c) for r in rows] for c in REQUEST_COLUMNS}},
+        schema={"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64,
+                **{c: pl.String for c in REQUEST_COLUMNS}})
+
+
+def load_store(con: duckdb.DuckDBPyConnection, store: ModelStore) -> None:
+    con.execute(SCHEMA_SQL)
+    for name, frame in model_store_to_frames(store).items():
+        con.register("frame", frame)
+        con.execute(f"INSERT INTO {name} SELECT * FROM frame")
+        con.unregister("frame")
+
+
+def store_frames(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
+    frames = {}
+    for name in TABLES:
+        frame = query_frame(con, f"SELECT * FROM {name}")
+        frames[name] = frame.cast({"series_id": pl.Int32} if name == "cards" else {}).sort(FRAME_KEYS[name])
+    return frames
+
+
+def run_engine(store: ModelStore, rows: list[dict[str, str | None]], config: OrgConfig,
+               dry_run: bool = False) -> EngineRun:
+    con = duckdb.connect()
+    load_store(con, store)
+    checked, outcomes = decide_batch(con, raw_frame(rows), config)
+    con.execute("BEGIN TRANSACTION")
+    apply_changes(con)
+    con.execute("ROLLBACK" if dry_run else "COMMIT")
+    by_seq: dict[int, RowResult] = {}
+    values = dict(zip(checked.checked["seq"].to_list(), checked.checked["id_value"].to_list()))
+    for r in checked.errors.iter_rows(named=True):
+        by_seq[r["seq"]] = RowResult(False, None, r["error_code"], r["error_field"], None, None, None, (), None)
+    for r in outcomes.iter_rows(named=True):
+        ok = r["outcome"] is not None
+        by_seq[r["seq"]] = RowResult(ok, r["outcome"], r["error_code"], r["error_field"], r["resolved_customer_id"],
+                                     r["survivor_id"], r["victim_id"], tuple(r["warnings"] or ()), values[r["seq"]])
+    assert sorted(by_seq) == list(range(len(rows))), "every row must have exactly one result"
+    frames = store_frames(con)
+    con.close()
+    return EngineRun([by_seq[i] for i in range(len(rows))], frames)
