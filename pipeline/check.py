@@ -1,0 +1,364 @@
+"""The check stage (SPEC section 3 step 1): each row on its own, against the org config.
+
+The rules are Pandera checks (polars backend) on a frame of trimmed and normalised fields. Every
+check carries our error code and field in `Check(error=...)`, so Pandera's lazy `failure_cases`
+maps back to rows by position; of a row's failures the first by field precedence is reported and
+the others are listed in its message.
+
+Decisions where SPEC is silent:
+- Emptiness is judged on the trimmed value, formats and blocked lists on the normalised one: a
+  mobile add of "()" is 8056 (malformed), not 7001 (missing).
+- customer_id and series_id may carry leading zeros ('0001' is customer 1, '0101' is series 101);
+  any other form (sign, decimal point, non-ASCII digits) is 7001 / 3004.
+- A series_id or status_label on a row that is not a card add must still be known (3004 / 8086);
+  otherwise it is ignored, except a delink's label, which must map to NOT_ISSUED (7011).
+- With an unknown source, id_type and lookup_type are judged against all known types, so the
+  message's list of other problems does not blame a type only because the source is wrong.
+- Blocked patterns run on polars' regex engine, anchored as a full match; a pattern that engine
+  refuses (look-arounds, back-references) falls back to Python's `re`, value by value.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pandera.polars as pa
+import polars as pl
+from pandera.config import ValidationDepth, config_context
+from pandera.errors import SchemaErrors
+
+from pipeline.catalog import CATALOG
+from pipeline.config import CARD, ID_TYPES, LINKABLE_STATUSES, OrgConfig
+from pipeline.errors import InternalError
+from pipeline.normalize import format_error_expr, normalize_expr, trim_expr
+
+FIELDS = ("action", "source", "account_id", "customer_id", "lookup_type", "id_type", "id_value",
+          "series_id", "status_label")
+"""The fields whose rules are checked, in the order of SPEC section 3 step 1 (reporting precedence)."""
+
+CHECKED_COLUMNS = ("seq", "file", "row_number", "row_id", "customer_id", "lookup_type", "lookup_value",
+                   "source", "account_id", "action", "id_type", "id_value", "series_id", "status_label")
+ERRORS_SCHEMA = {"seq": pl.Int64, "error_code": pl.Int32, "error_field": pl.String, "error_message": pl.String}
+
+MAX_CUSTOMER_ID = 2**63 - 1
+_DIGITS = r"^[0-9]+$"
+_SEP = "\x1f"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    checked: pl.DataFrame
+    """Rows that passed, typed and normalised (columns CHECKED_COLUMNS)."""
+    errors: pl.DataFrame
+    """One row per failed input row: seq, error_code, error_field, error_message."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One check of one field: `ok` is true for a row that passes; `message` explains a failure."""
+
+    key: str
+    code: int
+    field: str
+    ok: pl.Expr
+    message: pl.Expr
+
+    @property
+    def error(self) -> str:
+        """The identifier Pandera reports in failure_cases' `check` column: code, field, rule."""
+        return f"{self.code}|{self.field}|{self.key}"
+
+
+def check_requests(frame: pl.DataFrame, config: OrgConfig) -> CheckResult:
+    """Check request rows (read.py's frame shape) and split them into checked rows and errors."""
+    fields = prepare_fields(frame)
+    rules = build_rules(config)
+    failures = _failures(fields, rules)
+    errors = _first_failures(fields, rules, failures)
+    failed = errors.get_column("seq")
+    passed = fields.filter(~pl.col("seq").is_in(failed.implode()))
+    return CheckResult(checked=_typed(passed), errors=errors)
+
+
+def prepare_fields(frame: pl.DataFrame) -> pl.DataFrame:
+    """Trim every field ('' for missing) and normalise id_value and lookup_value by their types.
+
+    The trimmed id and lookup values are kept beside the normalised ones: emptiness is judged on
+    what the caller wrote, formats on the normalised value. `id_value_format` is the code of
+    normalize.format_error_expr for the normalised value (null when it fits), computed once here
+    because four rules (8055, 8056, 8064, 7001) read it and it is the costliest expression.
+    """
+    trimmed = frame.select(
+        pl.col("seq").cast(pl.Int64), pl.col("file").cast(pl.String), pl.col("row_number").cast(pl.Int64),
+        *(trim_expr(name).alias(name) for name in (
+            "row_id", "action", "source", "account_id", "customer_id", "lookup_type", "lookup_value",
+            "id_type", "id_value", "series_id", "status_label")),
+    )
+    normalised = trimmed.with_columns(
+        normalize_expr(pl.col("lookup_type"), pl.col("lookup_value")).alias("lookup_value"),
+        normalize_expr(pl.col("id_type"), pl.col("id_value")).alias("id_value"),
+        pl.col("lookup_value").alias("lookup_value_trimmed"),
+        pl.col("id_value").alias("id_value_trimmed"),
+    )
+    return normalised.with_columns(format_error_expr(pl.col("id_type"), pl.col("id_value")).alias("id_value_format"))
+
+
+def build_schema(config: OrgConfig) -> pa.DataFrameSchema:
+    """The Pandera schema of the prepared fields: one Check per rule, attached to its field."""
+    return _schema(build_rules(config))
+
+
+def _schema(rules: list[Rule]) -> pa.DataFrameSchema:
+    by_field: dict[str, list[pa.Check]] = {name: [] for name in FIELDS}
+    for rule in rules:
+        by_field[rule.field].append(_pandera_check(rule))
+    return pa.DataFrameSchema(
+        {name: pa.Column(pl.String, checks=checks, nullable=False) for name, checks in by_field.items()},
+        strict=False, coerce=False, name="request_fields")
+
+
+def _pandera_check(rule: Rule) -> pa.Check:
+    # A null check result would count as a pass (TECH_NOTES): rules are total, and fill_null(False)
+    # plus ignore_na=False make any null that slips through a failure rather than a silent pass.
+    ok = rule.ok.fill_null(False)
+    return pa.Check(lambda data: data.lazyframe.select(ok), error=rule.error, name=rule.key, ignore_na=False)
+
+
+def _failures(fields: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
+    """Every (row index, rule) pair that failed, from Pandera's lazy failure cases."""
+    empty = pl.DataFrame(schema={"index": pl.Int64, "check": pl.String})
+    if fields.height == 0:
+        return empty
+    with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+        try:
+            _schema(rules).validate(fields, lazy=True)
+        except SchemaErrors as exc:
+            cases = exc.failure_cases
+        else:
+            return empty
+    known = {rule.error for rule in rules}
+    unexpected = cases.filter(pl.col("index").is_null() | ~pl.col("check").is_in(list(known)))
+    if unexpected.height:
+        raise InternalError(f"the check schema failed outside its rules: {unexpected.head(5).rows()}")
+    return cases.select(pl.col("index").cast(pl.Int64), pl.col("check"))
+
+
+def _first_failures(fields: pl.DataFrame, rules: list[Rule], failures: pl.DataFrame) -> pl.DataFrame:
+    """One error per failing row: the first rule by precedence, the others listed in the message."""
+    if failures.height == 0:
+        return pl.DataFrame(schema=ERRORS_SCHEMA)
+    rank = {rule.error: i for i, rule in enumerate(rules)}
+    parts = []
+    for check, group in failures.group_by("check"):
+        rule = rules[rank[check[0]]]
+        rows = fields.select(pl.all().gather(group.get_column("index")))
+        parts.append(rows.select(
+            pl.col("seq"),
+            pl.lit(rank[rule.error], dtype=pl.Int32).alias("rank"),
+            pl.lit(rule.code, dtype=pl.Int32).alias("error_code"),
+            pl.lit(rule.field).alias("error_field"),
+            rule.message.fill_null("").alias("message"),
+        ))
+    return (
+        pl.concat(parts)
+        .sort("seq", "rank")
+        .group_by("seq", maintain_order=True)
+        .agg(
+            pl.col("error_code").first(),
+            pl.col("error_field").first(),
+            pl.col("message").first().alias("first"),
+            pl.col("message").slice(1).str.join("; ").alias("others"),
+        )
+        .select(
+            "seq", "error_code", "error_field",
+            pl.when(pl.col("others") == "").then(pl.col("first"))
+            .otherwise(pl.format("{} (also: {})", "first", "others")).alias("error_message"),
+        )
+        .cast(ERRORS_SCHEMA)
+    )
+
+
+def _typed(passed: pl.DataFrame) -> pl.DataFrame:
+    """The checked rows in their output types; a reference not used by the row is null."""
+    by_id = pl.col("customer_id") != ""
+    return passed.select(
+        "seq", "file", "row_number",
+        _null_if_empty("row_id"),
+        pl.when(by_id).then(pl.col("customer_id").cast(pl.Int64, strict=False)).alias("customer_id"),
+        pl.when(~by_id).then(pl.col("lookup_type")).alias("lookup_type"),
+        pl.when(~by_id).then(pl.col("lookup_value")).alias("lookup_value"),
+        "source", "account_id",
+        pl.col("action").str.to_lowercase(),
+        "id_type", "id_value",
+        pl.when(pl.col("series_id") != "").then(pl.col("series_id").cast(pl.Int64, strict=False)).alias("series_id"),
+        _null_if_empty("status_label"),
+    )
+
+
+def _null_if_empty(name: str) -> pl.Expr:
+    return pl.when(pl.col(name) != "").then(pl.col(name)).alias(name)
+
+
+def build_rules(config: OrgConfig) -> list[Rule]:
+    """All check rules in reporting precedence: field order, then the order within a field."""
+    c = pl.col
+    action, source, account = c("action"), c("source"), c("account_id")
+    customer, lookup_type, lookup_value = c("customer_id"), c("lookup_type"), c("lookup_value_trimmed")
+    id_type, id_value, id_value_given = c("id_type"), c("id_value"), c("id_value_trimmed")
+    series, label = c("series_id"), c("status_label")
+
+    verb = action.str.to_lowercase()
+    is_add, is_remove = verb == "add", verb == "remove"
+    card_add, card_remove = is_add & (id_type == CARD), is_remove & (id_type == CARD)
+    sources = config.sources
+    multi = [name for name, s in sources.items() if s.kind == "multi"]
+    single = [name for name, s in sources.items() if s.kind == "single"]
+    source_known = source.is_in(list(sources))
+    scopes = [_pair(name, acc) for name in multi for acc in sources[name].accounts]
+    typed_sources = [_pair(name, t) for name, s in sources.items() for t in s.id_types]
+
+    def accepted(type_expr: pl.Expr) -> pl.Expr:
+        """cardnumber anywhere; for a known source its types; for an unknown one any known type."""
+        return ((type_expr == CARD)
+                | pl.concat_str(source, pl.lit(_SEP), type_expr).is_in(typed_sources)
+                | (~source_known & type_expr.is_in(sorted(ID_TYPES))))
+
+    has_id, has_type, has_value = customer != "", lookup_type != "", lookup_value != ""
+    series_number = pl.when(series.str.contains(_DIGITS)).then(series.cast(pl.Int64, strict=False))
+    series_known = series_number.is_in(list(config.card_series)).fill_null(False)
+    label_status = label.replace_strict(config.card_labels, default=None, return_dtype=pl.String)
+    label_known = label.is_in(list(config.card_labels))
+    add_value_given = is_add & (id_value_given != "")
+
+    def message(code: int, **values: pl.Expr | str) -> pl.Expr:
+        return _template_expr(CATALOG[code].template, values)
+
+    def invalid(field: str, reason: pl.Expr | str) -> pl.Expr:
+        return message(7001, field=field, reason=reason)
+
+    rules = [
+        Rule("action.required", 7001, "action", action != "", invalid("action", "missing (add or remove)")),
+        Rule("action.known", 7002, "action", (action == "") | is_add | is_remove, message(7002, value=action)),
+        Rule("source.required", 7001, "source", source != "", invalid("source", "missing")),
+        Rule("source.known", 8003, "source", (source == "") | source_known, message(8003, value=source)),
+        Rule("account_id.required", 8045, "account_id", ~(source.is_in(multi) & (account == "")),
+             message(8045, source=source)),
+        Rule("account_id.known", 8127, "account_id",
+             (account == "") | ~source_known
+             | (source.is_in(multi) & pl.concat_str(source, pl.lit(_SEP), account).is_in(scopes)),
+             pl.concat_str(message(8127, value=account, source=source),
+                           pl.when(source.is_in(single)).then(pl.lit(" (a single-account source takes no account_id)"))
+                           .otherwise(pl.lit("")))),
+        Rule("customer_reference.shape", 7003, "customer_id",
+             (has_id & ~has_type & ~has_value) | (~has_id & has_type & has_value),
+             message(7003, reason=_reference_problem(has_id, has_type, has_value))),
+        Rule("customer_id.form", 7001, "customer_id",
+             ~has_id | (customer.str.contains(_DIGITS) & (customer.cast(pl.Int64, strict=False) >= 1).fill_null(False)),
+             invalid("customer_id", pl.format("'{}' is not a customer id (digits only, 1 to {})",
+                                              customer, pl.lit(str(MAX_CUSTOMER_ID))))),
+        Rule("lookup_type.allowed", 7004, "lookup_type", ~has_type | accepted(lookup_type),
+             message(7004, field="lookup_type", value=lookup_type, source=source)),
+        Rule("id_type.required", 7001, "id_type", id_type != "", invalid("id_type", "missing")),
+        Rule("id_type.allowed", 7004, "id_type", (id_type == "") | accepted(id_type),
+             message(7004, field="id_type", value=id_type, source=source)),
+        Rule("id_value.required", 7001, "id_value", id_value_given != "", invalid("id_value", "missing")),
+        *_format_rules(id_value, add_value_given, message, invalid),
+        Rule("id_value.card_number", 7001, "id_value",
+             ~(card_add & series_known) | _fits_series(config, series_number, id_value),
+             invalid("id_value", pl.format("card number '{}' does not fit series {}", id_value, series))),
+        Rule("id_value.blocked", 7005, "id_value", ~(add_value_given & _blocked(config, id_type, id_value)),
+             message(7005, id_type=id_type, value=id_value)),
+        Rule("series_id.required", 3004, "series_id", ~(card_add & (series == "")),
+             message(3004, reason="series_id is required when adding a card")),
+        Rule("series_id.known", 3004, "series_id", (series == "") | series_known,
+             message(3004, reason=pl.format("series_id '{}' is not a configured card series", series))),
+        Rule("status_label.required", 8086, "status_label", ~(card_add & (label == "")),
+             message(8086, reason="status_label is required when adding a card")),
+        Rule("status_label.known", 8086, "status_label", (label == "") | label_known,
+             message(8086, reason=pl.format("status_label '{}' is not a configured card label", label))),
+        Rule("status_label.link", 7011, "status_label",
+             ~(card_add & label_known & ~label_status.is_in(sorted(LINKABLE_STATUSES))),
+             message(7011, value=label, status=label_status, operation="adding a card (ISSUED or ACTIVE)")),
+        Rule("status_label.delink", 7011, "status_label",
+             ~(card_remove & label_known & (label_status != "NOT_ISSUED")),
+             message(7011, value=label, status=label_status, operation="removing a card (NOT_ISSUED)")),
+    ]
+    return rules
+
+
+def _format_rules(id_value: pl.Expr, add_value_given: pl.Expr, message: Callable[..., pl.Expr],
+                  invalid: Callable[[str, pl.Expr | str], pl.Expr]) -> list[Rule]:
+    """SPEC section 2's format rules, one Pandera check per code, all from normalize.format_error_expr."""
+    code = pl.col("id_value_format")
+
+    def failing(expected: int) -> pl.Expr:
+        return ~(add_value_given & (code == expected).fill_null(False))
+
+    return [
+        Rule("id_value.email", 8055, "id_value", failing(8055), message(8055, value=id_value)),
+        Rule("id_value.mobile", 8056, "id_value", failing(8056), message(8056, value=id_value)),
+        Rule("id_value.external_id", 8064, "id_value", failing(8064), message(8064, value=id_value)),
+        Rule("id_value.format", 7001, "id_value", failing(7001),
+             invalid("id_value", pl.format("'{}' must be 1 to 128 characters without control characters",
+                                           id_value))),
+    ]
+
+
+def _reference_problem(has_id: pl.Expr, has_type: pl.Expr, has_value: pl.Expr) -> pl.Expr:
+    return (
+        pl.when(has_id & (has_type | has_value))
+        .then(pl.lit("give either customer_id or the lookup pair, not both"))
+        .when(has_type | has_value)
+        .then(pl.lit("lookup_type and lookup_value must be given together"))
+        .otherwise(pl.lit("a customer reference is required: customer_id, or lookup_type with lookup_value"))
+    )
+
+
+def _fits_series(config: OrgConfig, series_number: pl.Expr, number: pl.Expr) -> pl.Expr:
+    """Whether a card number matches the number_pattern of its (known) series."""
+    fits: pl.Expr | None = None
+    for series in config.card_series.values():
+        branch = number.str.contains(series.number_pattern)
+        fits = (pl.when(series_number == series.id).then(branch) if fits is None
+                else fits.when(series_number == series.id).then(branch))
+    return pl.lit(True) if fits is None else fits.otherwise(pl.lit(True))
+
+
+def _blocked(config: OrgConfig, id_type: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """Whether a normalised value is on the blocked list of its type (exact, or a pattern's full match)."""
+    blocked = pl.lit(False)
+    for type_name, values in config.blocked_values.items():
+        hit = value.is_in(sorted(values.exact))
+        for pattern in values.patterns:
+            hit = hit | _full_match(pattern, value)
+        blocked = blocked | ((id_type == type_name) & hit)
+    return blocked
+
+
+def _full_match(pattern: str, value: pl.Expr) -> pl.Expr:
+    """Python `re.fullmatch` semantics; polars' regex engine when it accepts the pattern, else Python's."""
+    anchored = f"^(?:{pattern})$"
+    try:
+        pl.Series([""]).str.contains(anchored)
+    except Exception:  # look-arounds and back-references: Rust's regex refuses them, Python's re does not
+        compiled = re.compile(pattern)
+        return value.map_elements(lambda v: compiled.fullmatch(v) is not None, return_dtype=pl.Boolean)
+    return value.str.contains(anchored)
+
+
+def _pair(left: str, right: str) -> str:
+    return f"{left}{_SEP}{right}"
+
+
+def _template_expr(template: str, values: Mapping[str, pl.Expr | str]) -> pl.Expr:
+    """A catalog message template as a polars expression; unknown placeholders stay visible."""
+    parts: list[pl.Expr] = []
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        if literal:
+            parts.append(pl.lit(literal))
+        if name is not None:
+            value = values.get(name, "{" + name + "}")
+            parts.append(pl.lit(value) if isinstance(value, str) else value.cast(pl.String).fill_null(""))
+    return pl.concat_str(parts) if parts else pl.lit("")

@@ -1,0 +1,106 @@
+"""Report writing shared by every command: spreadsheet-safe CSV, atomic files, the errors.csv rows.
+
+Files are written to a temporary file in the target folder, fsynced, then moved over the target
+with `os.replace`, so a reader never sees half a report and a crash leaves the old file or the new.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+
+from pipeline.catalog import CATALOG
+
+REQUEST_INPUT_COLUMNS = ("customer_id", "lookup_type", "lookup_value", "source", "account_id", "action",
+                         "id_type", "id_value", "series_id", "status_label")
+"""The request columns of SPEC section 2 other than row_id, in SPEC order."""
+
+ERROR_REPORT_COLUMNS = ("file", "row_number", "row_id", *REQUEST_INPUT_COLUMNS,
+                        "error_code", "error_name", "error_field", "error_message", "stage")
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""A CSV cell starting with one of these could be run as a formula by a spreadsheet (CSV injection)."""
+_STARTS_FORMULA = r"^[=+\-@\t\r]"
+
+
+def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Prefix a single quote to every String cell that starts with = + - @ tab or carriage return.
+
+    Spreadsheets show the quote-prefixed text literally instead of evaluating it (SPEC section 5).
+    Only text columns change; numbers such as a negative count stay numbers. Parquet copies of
+    reports keep the raw values, so only CSV writing calls this.
+    """
+    return frame.with_columns(
+        pl.when(pl.col(name).str.contains(_STARTS_FORMULA)).then(pl.lit("'") + pl.col(name))
+        .otherwise(pl.col(name)).alias(name)
+        for name, dtype in frame.schema.items() if dtype == pl.String
+    )
+
+
+def write_csv(frame: pl.DataFrame, path: Path | str) -> Path:
+    """Write a frame as a formula-neutralised CSV with a header, atomically."""
+    safe = neutralise_formulas(frame)
+    return _write_atomic(Path(path), lambda handle: safe.write_csv(handle))
+
+
+def write_json(obj: Any, path: Path | str) -> Path:
+    """Write a JSON document (indented, UTF-8) atomically."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
+    return _write_atomic(Path(path), lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable; not every platform lets a folder be opened for this."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def error_report(frame: pl.DataFrame, errors: pl.DataFrame,
+                 stage_by_code: Mapping[int, str] | None = None) -> pl.DataFrame:
+    """errors.csv rows: each failed row's input as read (raw, untrimmed) plus its error, by seq.
+
+    `frame` holds seq and the raw input columns (read.py's frame); `errors` holds seq, error_code,
+    error_field and error_message. A code's stage comes from `stage_by_code`, else the catalog.
+    """
+    stages = {code: entry.stage for code, entry in CATALOG.items()} | dict(stage_by_code or {})
+    names = {code: entry.name for code, entry in CATALOG.items()}
+    raw = frame.select("seq", *(pl.col(name) if name in frame.columns else pl.lit(None, dtype=pl.String).alias(name)
+                                for name in ("file", "row_number", "row_id", *REQUEST_INPUT_COLUMNS)))
+    joined = errors.join(raw, on="seq", how="left").sort("seq")
+    code = pl.col("error_code")
+    return joined.select(
+        "file", pl.col("row_number").cast(pl.Int64), "row_id", *REQUEST_INPUT_COLUMNS,
+        code.cast(pl.Int32),
+        code.replace_strict(names, default=None, return_dtype=pl.String).alias("error_name"),
+        "error_field", "error_message",
+        code.replace_strict(stages, default=None, return_dtype=pl.String).alias("stage"),
+    )

@@ -1,0 +1,591 @@
+"""The store of SPEC section 1: one DuckDB file made from a snapshot folder, checked, exported.
+
+A store only ever comes into place whole: `init_store` builds it beside the target and renames it
+in when every invariant holds. `find_invariant_violations` is read-only and set-based so that the
+same check can audit a whole store later.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import polars as pl
+
+from pipeline.errors import SnapshotRefused, StoreError
+from pipeline.normalize import normalize_expr, trim_expr
+
+SCHEMA_VERSION = "1"
+TABLES = ("customers", "identifiers", "cards")
+SNAPSHOT_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+MEMORY_LIMIT = "2GB"
+"""DuckDB memory limit: with it DuckDB spills to disk instead of doubling its footprint (TECH_NOTES)."""
+
+SCHEMA_SQL = """
+CREATE TABLE store_meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+CREATE TABLE customers (
+    customer_id BIGINT NOT NULL,
+    status VARCHAR NOT NULL,
+    merged_into BIGINT,
+    customer_type VARCHAR NOT NULL
+);
+CREATE TABLE identifiers (
+    customer_id BIGINT NOT NULL,
+    source VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL,
+    id_type VARCHAR NOT NULL,
+    id_value VARCHAR NOT NULL
+);
+CREATE TABLE cards (
+    card_number VARCHAR NOT NULL,
+    series_id INTEGER NOT NULL,
+    customer_id BIGINT,
+    status_label VARCHAR NOT NULL
+);
+"""
+
+COLUMNS: dict[str, dict[str, pl.DataType]] = {
+    "customers": {"customer_id": pl.Int64(), "status": pl.String(), "merged_into": pl.Int64(),
+                  "customer_type": pl.String()},
+    "identifiers": {"customer_id": pl.Int64(), "source": pl.String(), "account_id": pl.String(),
+                    "id_type": pl.String(), "id_value": pl.String()},
+    "cards": {"card_number": pl.String(), "series_id": pl.Int32(), "customer_id": pl.Int64(),
+              "status_label": pl.String()},
+}
+"""Snapshot columns per table, in store order, with their types."""
+
+SORT_KEYS = {
+    "customers": ("customer_id",),
+    "identifiers": ("customer_id", "source", "account_id", "id_type", "id_value"),
+    "cards": ("card_number",),
+}
+"""Export order: unique per table, so an export is byte-for-byte reproducible."""
+
+FINDING_COLUMNS = ("invariant", "table", "row_key", "detail")
+
+Format = Literal["parquet", "csv"]
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """Row counts of a store, for the console and for summary.json."""
+
+    customers: int
+    active: int
+    merged: int
+    identifiers: int
+    cards: int
+    linked_cards: int
+
+    def render(self) -> str:
+        return (f"{self.customers} customers ({self.active} active, {self.merged} merged), "
+                f"{self.identifiers} identifiers, {self.cards} cards ({self.linked_cards} linked)")
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+COUNTS_SQL = """
+SELECT
+    (SELECT count(*) FROM customers),
+    (SELECT count(*) FROM customers WHERE status = 'ACTIVE'),
+    (SELECT count(*) FROM customers WHERE status = 'MERGED'),
+    (SELECT count(*) FROM identifiers),
+    (SELECT count(*) FROM cards),
+    (SELECT count(*) FROM cards WHERE customer_id IS NOT NULL)
+"""
+
+
+def store_counts(con: duckdb.DuckDBPyConnection) -> StoreCounts:
+    """Count the rows of the store behind `con`."""
+    row = con.execute(COUNTS_SQL).fetchone()
+    return StoreCounts(*(int(v) for v in row))
+
+
+def _connect(path: Path | str, read_only: bool, temp_dir: Path) -> duckdb.DuckDBPyConnection:
+    config = {"memory_limit": MEMORY_LIMIT, "temp_directory": str(temp_dir)}
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config=config)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            pid = re.search(r"PID (\d+)", str(exc))
+            holder = f" (PID {pid.group(1)})" if pid else ""
+            raise StoreError(f"store {path} is in use by another process{holder}; nothing was applied; "
+                             "run again once that process has finished") from exc
+        raise StoreError(f"cannot open store {path}: {exc}; nothing was done") from exc
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open store {path}: {exc}; nothing was done") from exc
+
+
+def open_store(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open an existing store, with a memory limit and a spill folder beside it."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"no store at {path}; make one with 'loyalty-bulk store init'")
+    con = _connect(path, read_only, Path(f"{path}.tmp"))
+    try:
+        row = con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
+    except duckdb.CatalogException:
+        row = None
+    if row is None or row[0] != SCHEMA_VERSION:
+        con.close()
+        found = "no schema_version" if row is None else f"schema_version {row[0]}"
+        raise StoreError(f"{path} is not a loyalty-bulk store of schema_version {SCHEMA_VERSION} ({found})")
+    return con
+
+
+NOT_NULL_SQL = """
+SELECT 'not_null', 'customers',
+       concat('customer_id=', coalesce(customer_id::VARCHAR, 'NULL'), ' status=', coalesce(status, 'NULL'),
+              ' merged_into=', coalesce(merged_into::VARCHAR, 'NULL'),
+              ' customer_type=', coalesce(customer_type, 'NULL')),
+       concat('missing: ', concat_ws(', ',
+              CASE WHEN customer_id IS NULL THEN 'customer_id' END,
+              CASE WHEN status IS NULL OR status = '' THEN 'status' END,
+              CASE WHEN customer_type IS NULL OR customer_type = '' THEN 'customer_type' END))
+FROM customers
+WHERE customer_id IS NULL OR status IS NULL OR status = '' OR customer_type IS NULL OR customer_type = ''
+UNION ALL
+SELECT 'not_null', 'identifiers',
+       concat('customer_id=', coalesce(customer_id::VARCHAR, 'NULL'), ' source=', coalesce(source, 'NULL'),
+              ' account_id=', coalesce(account_id, 'NULL'), ' id_type=', coalesce(id_type, 'NULL'),
+              ' id_value=', coalesce(id_value, 'NULL')),
+       concat('missing: ', concat_ws(', ',
+              CASE WHEN customer_id IS NULL THEN 'customer_id' END,
+              CASE WHEN source IS NULL OR source = '' THEN 'source' END,
+              CASE WHEN account_id IS NULL THEN 'account_id' END,
+              CASE WHEN id_type IS NULL OR id_type = '' THEN 'id_type' END,
+              CASE WHEN id_value IS NULL OR id_value = '' THEN 'id_value' END))
+FROM identifiers
+WHERE customer_id IS NULL OR source IS NULL OR source = '' OR account_id IS NULL
+   OR id_type IS NULL OR id_type = '' OR id_value IS NULL OR id_value = ''
+UNION ALL
+SELECT 'not_null', 'cards',
+       concat('card_number=', coalesce(card_number, 'NULL'), ' series_id=', coalesce(series_id::VARCHAR, 'NULL'),
+              ' customer_id=', coalesce(customer_id::VARCHAR, 'NULL'),
+              ' status_label=', coalesce(status_label, 'NULL')),
+       concat('missing: ', concat_ws(', ',
+              CASE WHEN card_number IS NULL OR card_number = '' THEN 'card_number' END,
+              CASE WHEN series_id IS NULL THEN 'series_id' END,
+              CASE WHEN status_label IS NULL OR status_label = '' THEN 'status_label' END))
+FROM cards
+WHERE card_number IS NULL OR card_number = '' OR series_id IS NULL OR status_label IS NULL OR status_label = ''
+"""
+
+CUSTOMER_FINDINGS_SQL = """
+SELECT 'customer_id_unique', 'customers', concat('customer_id=', customer_id), concat(count(*), ' rows')
+FROM customers WHERE customer_id IS NOT NULL
+GROUP BY customer_id HAVING count(*) > 1
+UNION ALL
+SELECT 'status_valid', 'customers', concat('customer_id=', customer_id),
+       concat('status ''', status, ''' is not ACTIVE or MERGED')
+FROM customers WHERE customer_id IS NOT NULL AND status NOT IN ('ACTIVE', 'MERGED') AND status <> ''
+UNION ALL
+SELECT 'customer_type_valid', 'customers', concat('customer_id=', customer_id),
+       concat('customer_type ''', customer_type, ''' is not LOYALTY or CAMPAIGN')
+FROM customers
+WHERE customer_id IS NOT NULL AND customer_type NOT IN ('LOYALTY', 'CAMPAIGN') AND customer_type <> ''
+UNION ALL
+SELECT 'merged_iff_merged_into', 'customers', concat('customer_id=', customer_id),
+       CASE WHEN status = 'MERGED' THEN 'MERGED without merged_into'
+            ELSE concat(status, ' with merged_into=', merged_into) END
+FROM customers
+WHERE customer_id IS NOT NULL
+  AND ((status = 'MERGED' AND merged_into IS NULL) OR (status = 'ACTIVE' AND merged_into IS NOT NULL))
+UNION ALL
+SELECT 'merged_into_other_customer', 'customers', concat('customer_id=', c.customer_id),
+       CASE WHEN c.merged_into = c.customer_id THEN concat('merged_into=', c.merged_into, ' is the customer itself')
+            ELSE concat('merged_into=', c.merged_into, ' is not a customer') END
+FROM customers c
+WHERE c.customer_id IS NOT NULL AND c.merged_into IS NOT NULL
+  AND (c.merged_into = c.customer_id
+       OR NOT EXISTS (SELECT 1 FROM customers t WHERE t.customer_id = c.merged_into))
+"""
+
+SCOPE_FINDINGS_SQL = """
+WITH keyed AS (
+    SELECT * FROM identifiers
+    WHERE customer_id IS NOT NULL AND source IS NOT NULL AND account_id IS NOT NULL
+      AND id_type IS NOT NULL AND id_value IS NOT NULL
+),
+hashed AS (SELECT hash({key}) AS h FROM keyed),
+repeated AS (
+    SELECT DISTINCT h FROM (SELECT h, lag(h) OVER (ORDER BY h) AS previous FROM hashed) WHERE h = previous
+),
+candidates AS (SELECT * FROM keyed WHERE hash({key}) IN (SELECT h FROM repeated))
+{findings}
+"""
+"""Duplicate keys among identifiers: sorting 64-bit hashes finds the few candidate keys far faster
+than grouping 25M string keys; the exact check then runs on the candidates only."""
+
+SCOPE_UNIQUE_FINDINGS = """
+SELECT 'identifier_unique_in_scope', 'identifiers',
+       concat('source=', source, ' account_id=', account_id, ' id_type=', id_type, ' id_value=', id_value),
+       concat(count(*), ' rows, held by customer_id ', string_agg(customer_id::VARCHAR, ', ' ORDER BY customer_id))
+FROM candidates
+GROUP BY source, account_id, id_type, id_value HAVING count(*) > 1
+"""
+
+ONE_VALUE_PER_SLOT_FINDINGS = """
+SELECT 'one_value_per_slot', 'identifiers',
+       concat('customer_id=', customer_id, ' source=', source, ' account_id=', account_id, ' id_type=', id_type),
+       concat(count(DISTINCT id_value), ' values: ', string_agg(DISTINCT id_value, ', ' ORDER BY id_value))
+FROM candidates
+GROUP BY customer_id, source, account_id, id_type HAVING min(id_value) <> max(id_value)
+"""
+
+HOLDER_FINDINGS_SQL = """
+WITH offending AS (
+    SELECT * FROM identifiers k
+    WHERE customer_id IS NOT NULL AND source IS NOT NULL AND account_id IS NOT NULL
+      AND id_type IS NOT NULL AND id_value IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM customers c WHERE c.customer_id = k.customer_id AND c.status = 'ACTIVE')
+),
+holders AS (
+    SELECT customer_id, min(status) AS status FROM customers
+    WHERE customer_id IN (SELECT customer_id FROM offending) GROUP BY customer_id
+)
+SELECT 'identifier_holder_active', 'identifiers',
+       concat('customer_id=', o.customer_id, ' source=', o.source, ' account_id=', o.account_id,
+              ' id_type=', o.id_type, ' id_value=', o.id_value),
+       CASE WHEN h.customer_id IS NULL THEN concat('customer ', o.customer_id, ' does not exist')
+            ELSE concat('customer ', o.customer_id, ' is ', coalesce(h.status, 'without status')) END
+FROM offending o LEFT JOIN holders h ON h.customer_id = o.customer_id
+"""
+
+CARD_FINDINGS_SQL = """
+WITH offending AS (
+    SELECT * FROM cards d
+    WHERE d.customer_id IS NOT NULL AND d.card_number IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM customers c WHERE c.customer_id = d.customer_id AND c.status = 'ACTIVE')
+),
+holders AS (
+    SELECT customer_id, min(status) AS status FROM customers
+    WHERE customer_id IN (SELECT customer_id FROM offending) GROUP BY customer_id
+)
+SELECT 'card_number_unique', 'cards', concat('card_number=', card_number), concat(count(*), ' rows')
+FROM cards WHERE card_number IS NOT NULL
+GROUP BY card_number HAVING count(*) > 1
+UNION ALL
+SELECT 'card_holder_active', 'cards', concat('card_number=', o.card_number),
+       CASE WHEN h.customer_id IS NULL THEN concat('customer ', o.customer_id, ' does not exist')
+            ELSE concat('customer ', o.customer_id, ' is ', coalesce(h.status, 'without status')) END
+FROM offending o LEFT JOIN holders h ON h.customer_id = o.customer_id
+"""
+
+CHAIN_START_SQL = """
+CREATE OR REPLACE TEMP TABLE _chain_step AS
+SELECT customer_id AS start_id, any_value(merged_into) AS at_id
+FROM customers
+WHERE status = 'MERGED' AND merged_into IS NOT NULL AND customer_id IS NOT NULL
+GROUP BY customer_id HAVING count(*) = 1
+"""
+"""Pointer per MERGED customer (unique ids only: duplicates are reported on their own)."""
+
+CHAIN_PENDING_SQL = """
+SELECT count(*) FROM _chain_step s WHERE s.at_id IN (SELECT start_id FROM _chain_step)
+"""
+
+CHAIN_JUMP_SQL = """
+CREATE OR REPLACE TEMP TABLE _chain_next AS
+SELECT s.start_id, coalesce(n.at_id, s.at_id) AS at_id
+FROM _chain_step s LEFT JOIN _chain_step n ON n.start_id = s.at_id;
+DROP TABLE _chain_step;
+ALTER TABLE _chain_next RENAME TO _chain_step;
+"""
+"""One pointer-jumping round: every pointer skips to its target's pointer, halving each chain."""
+
+CHAIN_FINDINGS_SQL = """
+WITH ends AS (
+    SELECT customer_id, min(status) AS status, count(*) AS n FROM customers
+    WHERE customer_id IN (SELECT at_id FROM _chain_step) GROUP BY customer_id
+)
+SELECT 'merge_chain_ends_active', 'customers', concat('customer_id=', s.start_id),
+       CASE WHEN s.at_id IN (SELECT start_id FROM _chain_step) THEN 'following merged_into loops'
+            WHEN e.customer_id IS NULL THEN concat('following merged_into ends at missing customer ', s.at_id)
+            WHEN e.n > 1 THEN concat('following merged_into ends at duplicated customer ', s.at_id)
+            ELSE concat('following merged_into ends at customer ', s.at_id, ' which is ', e.status) END
+FROM _chain_step s LEFT JOIN ends e ON e.customer_id = s.at_id
+WHERE s.at_id IN (SELECT start_id FROM _chain_step) OR e.customer_id IS NULL OR e.n > 1 OR e.status <> 'ACTIVE'
+"""
+
+
+def _chain_findings(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Follow every merged_into chain to its end by pointer jumping (log2 of the longest chain rounds)."""
+    con.execute(CHAIN_START_SQL)
+    merged = con.execute("SELECT count(*) FROM _chain_step").fetchone()[0]
+    rounds = math.ceil(math.log2(merged + 1)) + 1
+    for _ in range(rounds):
+        if con.execute(CHAIN_PENDING_SQL).fetchone()[0] == 0:
+            break
+        con.execute(CHAIN_JUMP_SQL)
+    # after enough rounds every finite chain has reached its end; a pointer still at a MERGED
+    # customer with a pointer is on (or leads into) a cycle
+    findings = _fetch(con, CHAIN_FINDINGS_SQL)
+    con.execute("DROP TABLE IF EXISTS _chain_step")
+    return findings
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
+    rows = con.execute(sql).fetchall()
+    return pl.DataFrame(rows, schema=list(FINDING_COLUMNS), orient="row")
+
+
+def find_invariant_violations(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every breach of SPEC section 1's invariants in the store behind `con`, one row per finding.
+
+    Columns: invariant (stable snake_case name), table, row_key, detail. Read-only (temporary
+    tables only), so it can audit a store opened read-only.
+    """
+    scope_key = "source, account_id, id_type, id_value"
+    slot_key = "customer_id, source, account_id, id_type"
+    queries = (
+        NOT_NULL_SQL,
+        CUSTOMER_FINDINGS_SQL,
+        SCOPE_FINDINGS_SQL.format(key=scope_key, findings=SCOPE_UNIQUE_FINDINGS),
+        SCOPE_FINDINGS_SQL.format(key=slot_key, findings=ONE_VALUE_PER_SLOT_FINDINGS),
+        HOLDER_FINDINGS_SQL,
+        CARD_FINDINGS_SQL,
+    )
+    parts = [_fetch(con, sql) for sql in queries]
+    parts.append(_chain_findings(con))
+    findings = pl.concat([p.cast({c: pl.String for c in FINDING_COLUMNS}) for p in parts])
+    return findings.sort(FINDING_COLUMNS)
+
+
+def _snapshot_file(snapshot_dir: Path, table: str) -> Path:
+    found = [snapshot_dir / f"{table}{suffix}" for suffix in SNAPSHOT_SUFFIXES
+             if (snapshot_dir / f"{table}{suffix}").is_file()]
+    if not found:
+        raise StoreError(f"snapshot {snapshot_dir}: no {table} file ({', '.join(table + s for s in SNAPSHOT_SUFFIXES)});"
+                         " no store was written")
+    if len(found) > 1:
+        raise StoreError(f"snapshot {snapshot_dir}: several {table} files ({', '.join(p.name for p in found)});"
+                         " keep one; no store was written")
+    return found[0]
+
+
+def _scan(path: Path) -> pl.LazyFrame:
+    try:
+        if path.name.endswith(".parquet"):
+            lf = pl.scan_parquet(path)
+        else:
+            # every CSV field is text: '0001' must not silently become 1 before we cast it ourselves
+            lf = pl.scan_csv(path, infer_schema=False)
+        lf.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise StoreError(f"{path}: cannot be read as {_kind(path)}: {exc}; no store was written") from exc
+    return lf
+
+
+def _kind(path: Path) -> str:
+    return "Parquet" if path.name.endswith(".parquet") else "CSV"
+
+
+def _prepared(table: str, path: Path, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Trim, normalise and type one snapshot table; `_bad_<col>` keeps values that are not integers."""
+    schema = lf.collect_schema()
+    names = schema.names()
+    expected = COLUMNS[table]
+    unknown = [c for c in names if c not in expected]
+    missing = [c for c in expected if c not in names]
+    if unknown:
+        raise StoreError(f"{path}: unknown column '{unknown[0]}' (expected {', '.join(expected)});"
+                         " no store was written")
+    if missing:
+        raise StoreError(f"{path}: missing column '{missing[0]}' (expected {', '.join(expected)});"
+                         " no store was written")
+    # integers stay as they are; anything else is read as text first so that it can be trimmed
+    as_text = [pl.col(c).cast(pl.String) for c in expected
+               if schema[c] != pl.String() and not (expected[c].is_integer() and schema[c].is_integer())]
+    lf = lf.with_columns(as_text)
+    exprs: list[pl.Expr] = []
+    checks: list[pl.Expr] = []
+    for column, dtype in expected.items():
+        if not dtype.is_integer():
+            exprs.append(trim_expr(column))
+        elif schema[column] == dtype:
+            exprs.append(pl.col(column))
+        else:
+            raw = pl.col(column) if schema[column].is_integer() else trim_expr(column).replace("", None)
+            typed = raw.cast(dtype, strict=False)
+            exprs.append(typed.alias(column))
+            checks.append(pl.when(raw.is_not_null() & typed.is_null()).then(raw.cast(pl.String))
+                          .alias(f"_bad_{column}"))
+    # an empty required text is missing (reported as not_null); a missing account_id is '' (single-account)
+    blanks = [pl.col(c).replace("", None) for c, t in expected.items() if not t.is_integer() and c != "account_id"]
+    prepared = lf.select(exprs + checks).with_columns(blanks)
+    if table == "identifiers":
+        prepared = prepared.with_columns(id_value=normalize_expr(pl.col("id_type"), pl.col("id_value")))
+    return prepared
+
+
+BAD_VALUE_SQL = "SELECT count({col}), min({col}) FROM read_parquet($1)"
+
+
+def _stage(snapshot_dir: Path, work_dir: Path) -> dict[str, Path]:
+    """Write each snapshot table, trimmed, normalised and typed, as Parquet under work_dir."""
+    sources = {table: _snapshot_file(snapshot_dir, table) for table in TABLES}
+    frames = {table: _prepared(table, path, _scan(path)) for table, path in sources.items()}
+    staged: dict[str, Path] = {}
+    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(work_dir / "spill")})
+    try:
+        for table, lf in frames.items():
+            target = work_dir / f"{table}.parquet"
+            try:
+                lf.sink_parquet(target, compression="lz4")
+            except pl.exceptions.PolarsError as exc:
+                raise StoreError(f"{sources[table]}: cannot be read as {_kind(sources[table])}: {exc};"
+                                 " no store was written") from exc
+            for column in (c for c in lf.collect_schema().names() if c.startswith("_bad_")):
+                count, example = con.execute(BAD_VALUE_SQL.format(col=column), [str(target)]).fetchone()
+                if count:
+                    raise StoreError(f"{sources[table]}: column '{column[5:]}': {count} value(s) are not integers"
+                                     f" of the column's range, e.g. '{example}'; no store was written")
+            staged[table] = target
+    finally:
+        con.close()
+    return staged
+
+
+LOAD_SQL = "INSERT INTO {table} SELECT {columns} FROM read_parquet($1)"
+META_SQL = "INSERT INTO store_meta VALUES ($1, $2)"
+
+
+def _findings_on_staged(staged: dict[str, Path], work_dir: Path) -> pl.DataFrame:
+    """Run the invariant check on the staged Parquet files (used when they cannot even be loaded)."""
+    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(work_dir / "spill")})
+    try:
+        for table, path in staged.items():
+            con.read_parquet(str(path)).select(*COLUMNS[table]).to_view(table)
+        return find_invariant_violations(con)
+    finally:
+        con.close()
+
+
+def _write_report(findings: pl.DataFrame, report_path: Path) -> None:
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report_path.with_name(report_path.name + ".tmp")
+    findings.write_csv(tmp)
+    os.replace(tmp, report_path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def init_store(store_path: Path | str, snapshot_dir: Path | str, report_path: Path | str | None = None,
+               force: bool = False) -> StoreCounts:
+    """Make a store from a snapshot folder; refuse (SnapshotRefused, with a findings report) one that
+    breaks an invariant. The store appears only when complete and valid.
+    """
+    store_path, snapshot_dir = Path(store_path), Path(snapshot_dir)
+    report = Path(report_path) if report_path is not None else Path(f"{store_path}.init-report.csv")
+    if store_path.exists() and not force:
+        raise StoreError(f"a store already exists at {store_path}; use --force to replace it; nothing was done")
+    if store_path.is_dir():
+        raise StoreError(f"{store_path} is a folder, not a store file; nothing was done")
+    if not snapshot_dir.is_dir():
+        raise StoreError(f"no snapshot folder at {snapshot_dir}; no store was written")
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=f".{store_path.name}.init-", dir=store_path.parent))
+    try:
+        staged = _stage(snapshot_dir, work_dir)
+        new_store = work_dir / "store.duckdb"
+        con = _connect(new_store, False, work_dir / "spill")
+        try:
+            con.execute(SCHEMA_SQL)
+            try:
+                with_nulls = False
+                con.execute("BEGIN")
+                for table in TABLES:
+                    con.execute(LOAD_SQL.format(table=table, columns=", ".join(COLUMNS[table])),
+                                [str(staged[table])])
+                con.execute("COMMIT")
+            except duckdb.ConstraintException:
+                con.execute("ROLLBACK")
+                with_nulls = True
+            findings = None if with_nulls else find_invariant_violations(con)
+            if findings is not None and findings.is_empty():
+                for key, value in (("schema_version", SCHEMA_VERSION),
+                                   ("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds")),
+                                   ("snapshot", str(snapshot_dir.resolve()))):
+                    con.execute(META_SQL, [key, value])
+                counts = store_counts(con)
+                con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        if findings is None:
+            findings = _findings_on_staged(staged, work_dir)
+        if not findings.is_empty():
+            _write_report(findings, report)
+            raise SnapshotRefused(snapshot_dir, findings.height, report)
+        _fsync(new_store)
+        _check_not_busy(store_path)
+        wal = Path(f"{store_path}.wal")
+        if wal.exists():  # a WAL left by the replaced store would be replayed onto the new file
+            wal.unlink()
+        os.replace(new_store, store_path)
+        _fsync(store_path.parent)
+        return counts
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _check_not_busy(store_path: Path) -> None:
+    """Refuse to replace a store another process has open (DuckDB holds a file lock)."""
+    if not store_path.exists():
+        return
+    try:
+        duckdb.connect(str(store_path), read_only=True).close()
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise StoreError(f"store {store_path} is busy (opened by another process); no store was written") from exc
+    except duckdb.Error:
+        pass  # not a DuckDB file: replacing it is what --force asked for
+
+
+EXPORT_SQL = "COPY (SELECT {columns} FROM {table} ORDER BY {keys}) TO $1 ({options})"
+EXPORT_OPTIONS = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER true"}
+
+
+def export_store(store_path: Path | str, out_dir: Path | str, fmt: Format = "parquet") -> StoreCounts:
+    """Write the store as a snapshot folder, each table sorted by its key so exports are reproducible."""
+    if fmt not in EXPORT_OPTIONS:
+        raise StoreError(f"unknown export format '{fmt}' (parquet or csv); nothing was written")
+    out_dir = Path(out_dir)
+    suffix = f".{fmt}"
+    clashes = [out_dir / f"{t}{s}" for t in TABLES for s in SNAPSHOT_SUFFIXES
+               if s != suffix and (out_dir / f"{t}{s}").exists()]
+    if clashes:
+        raise StoreError(f"{out_dir} already holds {', '.join(p.name for p in clashes)} in another format;"
+                         " an export there would make the snapshot ambiguous; nothing was written")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    con = open_store(store_path, read_only=True)
+    try:
+        for table in TABLES:
+            target = out_dir / f"{table}{suffix}"
+            tmp = out_dir / f".{table}{suffix}.tmp"
+            sql = EXPORT_SQL.format(columns=", ".join(COLUMNS[table]), table=table,
+                                    keys=", ".join(SORT_KEYS[table]), options=EXPORT_OPTIONS[fmt])
+            con.execute(sql, [str(tmp)])
+            _fsync(tmp)
+            os.replace(tmp, target)
+        counts = store_counts(con)
+    finally:
+        con.close()
+    return counts

@@ -1,0 +1,295 @@
+"""The check stage: one row per check code from the case file, precedence, trimming, normalisation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandera.polars as pa
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pandera.errors import SchemaErrors
+
+from pipeline.catalog import error_codes
+from pipeline.check import CHECKED_COLUMNS, ERRORS_SCHEMA, build_rules, build_schema, check_requests, prepare_fields
+from pipeline.config import load_config
+from pipeline.normalize import WHITESPACE, format_error, normalize_value
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "tests" / "cases"
+CONFIG = load_config(ROOT / "sample_data" / "org.toml")
+REQUEST_COLUMNS = ("row_id", "customer_id", "lookup_type", "lookup_value", "source", "account_id", "action",
+                   "id_type", "id_value", "series_id", "status_label")
+
+
+def request_frame(rows: list[dict[str, str | None]], file: str = "t.csv") -> pl.DataFrame:
+    """A frame shaped like read.py's: seq, file, row_number, then the 11 request columns as raw text."""
+    return pl.DataFrame(
+        {
+            "seq": list(range(len(rows))),
+            "file": [file] * len(rows),
+            "row_number": list(range(1, len(rows) + 1)),
+            **{name: [row.get(name) for row in rows] for name in REQUEST_COLUMNS},
+        },
+        schema={"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64, **{n: pl.String for n in REQUEST_COLUMNS}},
+    )
+
+
+def case_frame() -> pl.DataFrame:
+    raw = pl.read_csv(CASES / "check_codes.csv", infer_schema=False)
+    return raw.select(
+        pl.int_range(0, raw.height, dtype=pl.Int64).alias("seq"), pl.lit("check_codes.csv").alias("file"),
+        pl.int_range(1, raw.height + 1, dtype=pl.Int64).alias("row_number"), *REQUEST_COLUMNS)
+
+
+def outcomes(frame: pl.DataFrame) -> list[tuple[int, int, str]]:
+    """(row_number, error_code, error_field) of every failed row, in row order."""
+    errors = check_requests(frame, CONFIG).errors
+    return [tuple(r) for r in errors.join(frame.select("seq", "row_number"), on="seq")
+            .sort("seq").select("row_number", "error_code", "error_field").iter_rows()]
+
+
+def one(**fields: str) -> tuple[int, str] | None:
+    """The (code, field) of a single row, or None when it passes."""
+    found = outcomes(request_frame([fields]))
+    return (found[0][1], found[0][2]) if found else None
+
+
+CARD_ADD = dict(customer_id="1001", source="INSTORE", action="add", id_type="cardnumber",
+                id_value="GLD0000000001", series_id="101", status_label="Active")
+MOBILE_ADD = dict(customer_id="1001", source="INSTORE", action="add", id_type="mobile", id_value="13800138000")
+
+
+def test_case_file_matches_expected_codes():
+    expected = pl.read_csv(CASES / "check_codes_expected.csv", infer_schema=False)
+    wanted = [(int(r), int(c), f) for r, c, f in expected.select("row_number", "error_code", "error_field").iter_rows()]
+    assert outcomes(case_frame()) == wanted
+
+
+def test_case_file_covers_every_check_code():
+    expected = pl.read_csv(CASES / "check_codes_expected.csv", infer_schema=False)
+    covered = {int(code) for code in expected["error_code"]}
+    assert covered == set(error_codes("check"))
+    pairs = set(expected.select("error_code", "error_field").iter_rows())
+    for pair in [("7001", "action"), ("7001", "source"), ("7001", "customer_id"), ("7001", "id_type"),
+                 ("7001", "id_value"), ("7004", "id_type"), ("7004", "lookup_type")]:
+        assert pair in pairs
+
+
+def test_every_row_lands_once():
+    frame = case_frame()
+    result = check_requests(frame, CONFIG)
+    seqs = result.checked["seq"].to_list() + result.errors["seq"].to_list()
+    assert sorted(seqs) == frame["seq"].to_list()
+    assert result.errors.schema == pl.Schema(ERRORS_SCHEMA)
+    assert result.errors["seq"].is_unique().all()
+    assert tuple(result.checked.columns) == CHECKED_COLUMNS
+
+
+def test_checked_rows_are_typed_and_normalised():
+    frame = request_frame([
+        dict(row_id="  r1 ", customer_id="0042", source="INSTORE", action=" ADD ", id_type="mobile",
+             id_value=" +86 (138) 0013-8000 "),
+        dict(row_id="", lookup_type="email", lookup_value=" Ann@Example.COM ", source="WECHAT",
+             account_id=" WX-MAIN ", action="Remove", id_type="email", id_value="Bob@EXAMPLE.com"),
+        dict(lookup_type="mobile", lookup_value="0086 138.0013.8001", source="MOBILE_APP", action="add",
+             id_type="cardnumber", id_value=" SLV12345678X ", series_id=" 102 ", status_label=" Issued "),
+    ])
+    result = check_requests(frame, CONFIG)
+    assert result.errors.height == 0
+    assert result.checked.drop("seq", "file", "row_number").rows(named=True) == [
+        dict(row_id="r1", customer_id=42, lookup_type=None, lookup_value=None, source="INSTORE", account_id="",
+             action="add", id_type="mobile", id_value="8613800138000", series_id=None, status_label=None),
+        dict(row_id=None, customer_id=None, lookup_type="email", lookup_value="ann@example.com", source="WECHAT",
+             account_id="WX-MAIN", action="remove", id_type="email", id_value="bob@example.com", series_id=None,
+             status_label=None),
+        dict(row_id=None, customer_id=None, lookup_type="mobile", lookup_value="8613800138001",
+             source="MOBILE_APP", account_id="", action="add", id_type="cardnumber", id_value="SLV12345678X",
+             series_id=102, status_label="Issued"),
+    ]
+    assert result.checked.schema["customer_id"] == pl.Int64
+    assert result.checked.schema["series_id"] == pl.Int64
+
+
+def test_missing_columns_are_empty_fields():
+    frame = request_frame([dict(customer_id="7", source="LINE", action="add", id_type="line", id_value="U1")])
+    assert frame["lookup_type"].is_null().all() and frame["row_id"].is_null().all()
+    result = check_requests(frame, CONFIG)
+    assert result.errors.height == 0 and result.checked["account_id"].to_list() == [""]
+
+
+@pytest.mark.parametrize("space", sorted(set(WHITESPACE)))
+def test_every_unicode_white_space_is_trimmed(space: str):
+    row = {k: f"{space}{v}{space}" for k, v in MOBILE_ADD.items()}
+    result = check_requests(request_frame([row]), CONFIG)
+    assert result.errors.height == 0
+    assert result.checked.select("customer_id", "source", "action", "id_value").row(0) == (
+        1001, "INSTORE", "add", "13800138000")
+
+
+def test_white_space_only_is_empty():
+    assert one(**{**MOBILE_ADD, "action": "\u3000\u00a0"}) == (7001, "action")
+    assert one(**{**MOBILE_ADD, "id_value": "\u2003"}) == (7001, "id_value")
+
+
+@pytest.mark.parametrize(("customer_id", "outcome"), [
+    ("0", (7001, "customer_id")),
+    ("1", None),
+    ("0001", None),
+    (str(2**63 - 1), None),
+    (str(2**63), (7001, "customer_id")),
+    ("99999999999999999999999", (7001, "customer_id")),
+    ("12a", (7001, "customer_id")),
+    ("-1", (7001, "customer_id")),
+    ("+1", (7001, "customer_id")),
+    ("1.0", (7001, "customer_id")),
+    ("\uff11", (7001, "customer_id")),
+])
+def test_customer_id_bounds(customer_id: str, outcome):
+    assert one(**{**MOBILE_ADD, "customer_id": customer_id}) == outcome
+
+
+def test_customer_id_value_is_parsed():
+    frame = request_frame([{**MOBILE_ADD, "customer_id": cid} for cid in ("0001", str(2**63 - 1))])
+    assert check_requests(frame, CONFIG).checked["customer_id"].to_list() == [1, 2**63 - 1]
+
+
+def test_precedence_follows_field_order():
+    everything_wrong = dict(customer_id="x", lookup_type="nope", source="NOPE", account_id="A", action="zap",
+                            id_type="", id_value="", series_id="abc", status_label="Nope")
+    steps = [  # (what is reported, then the fix that uncovers the next problem)
+        ((7002, "action"), "action", "add"),
+        ((8003, "source"), "source", "WECHAT"),
+        ((8127, "account_id"), "account_id", "WX-MAIN"),
+        ((7003, "customer_id"), "lookup_type", ""),
+        ((7001, "customer_id"), "customer_id", "5"),
+        ((7001, "id_type"), "id_type", "cardnumber"),
+        ((7001, "id_value"), "id_value", "GLD1"),
+        ((3004, "series_id"), "series_id", "101"),
+        ((7001, "id_value"), "id_value", "GLD0000000001"),
+        ((8086, "status_label"), "status_label", "Active"),
+        (None, None, None),
+    ]
+    row = dict(everything_wrong)
+    for expected, name, value in steps:
+        assert one(**row) == expected, row
+        if name is not None:
+            row[name] = value
+
+
+def test_message_lists_the_other_problems():
+    frame = request_frame([dict(customer_id="1", source="INSTORE", action="add", id_type="email",
+                                id_value="bad", status_label="Gold")])
+    message = check_requests(frame, CONFIG).errors["error_message"][0]
+    assert message.startswith("'bad' is not a valid email")
+    assert "status_label 'Gold'" in message
+
+
+def test_format_and_blocked_rules_apply_to_adds_only():
+    for value in ("bad", "test@test.com", "NOREPLY@x.org"):
+        assert one(**{**MOBILE_ADD, "id_type": "email", "id_value": value, "action": "remove"}) is None
+    assert one(**{**MOBILE_ADD, "id_type": "email", "id_value": "Test@Test.com"}) == (7005, "id_value")
+    assert one(**{**MOBILE_ADD, "id_value": "00 0000 0000"}) == (7005, "id_value")
+    assert one(**{**MOBILE_ADD, "id_type": "externalId", "id_value": "N/A"}) == (7005, "id_value")
+    assert one(**{**MOBILE_ADD, "id_type": "externalId", "id_value": "n/a"}) is None
+
+
+def test_lookup_value_is_not_format_checked():
+    row = dict(lookup_type="email", lookup_value="not an email", source="INSTORE", action="add",
+               id_type="mobile", id_value="13800138000")
+    assert one(**row) is None
+    assert one(**{**row, "lookup_type": "cardnumber", "lookup_value": "anything"}) is None
+
+
+def test_card_rules():
+    assert one(**CARD_ADD) is None
+    assert one(**{**CARD_ADD, "series_id": "0101"}) is None
+    assert one(**{**CARD_ADD, "series_id": "101.0"}) == (3004, "series_id")
+    assert one(**{**CARD_ADD, "id_value": "SLV12345678X", "series_id": "102"}) is None
+    assert one(**{**CARD_ADD, "id_value": "SLV1234567X", "series_id": "102"}) == (7001, "id_value")
+    assert one(**{**CARD_ADD, "id_value": "P-anything at all", "series_id": "103"}) is None
+    assert one(**{**CARD_ADD, "id_value": "X-1", "series_id": "103"}) == (7001, "id_value")
+    assert one(**{**CARD_ADD, "status_label": "Issued"}) is None
+    assert one(**{**CARD_ADD, "status_label": "Not Issued"}) == (7011, "status_label")
+    delink = {**CARD_ADD, "action": "remove", "series_id": "", "status_label": ""}
+    assert one(**delink) is None
+    assert one(**{**delink, "id_value": "whatever"}) is None
+    assert one(**{**delink, "status_label": "Not Issued"}) is None
+    assert one(**{**delink, "status_label": "Expired"}) == (7011, "status_label")
+    assert one(**{**MOBILE_ADD, "series_id": "999"}) == (3004, "series_id")
+    assert one(**{**MOBILE_ADD, "series_id": "101", "status_label": "Active"}) is None
+
+
+def test_cardnumber_is_accepted_by_every_source():
+    for source in CONFIG.sources:
+        account = CONFIG.sources[source].accounts[0] if CONFIG.sources[source].accounts else ""
+        assert one(**{**CARD_ADD, "source": source, "account_id": account}) is None
+
+
+def test_schema_checks_carry_codes_and_fields():
+    schema = build_schema(CONFIG)
+    carried = {check.error.split("|")[0] + "|" + name
+               for name, column in schema.columns.items() for check in column.checks}
+    codes = {int(entry.split("|")[0]) for entry in carried}
+    assert codes == set(error_codes("check"))
+    assert {"7003|customer_id", "7004|lookup_type", "7004|id_type", "8127|account_id", "7005|id_value"} <= carried
+    for name, column in schema.columns.items():
+        assert all(check.error.split("|")[1] == name for check in column.checks)
+
+
+def test_error_code_travels_through_pandera():
+    fields = prepare_fields(request_frame([MOBILE_ADD, {**MOBILE_ADD, "id_type": "email", "id_value": "x"}]))
+    with pytest.raises(SchemaErrors) as raised:
+        build_schema(CONFIG).validate(fields, lazy=True)
+    cases = raised.value.failure_cases
+    assert cases.select("column", "check", "index").rows() == [("id_value", "8055|id_value|id_value.email", 1)]
+
+
+def test_rules_are_null_safe():
+    """A rule must decide every row: a null result would pass silently in Pandera."""
+    rows = case_frame()
+    fields = prepare_fields(rows)
+    results = fields.select(rule.ok.alias(rule.key) for rule in build_rules(CONFIG))
+    assert results.null_count().row(0) == (0,) * results.width
+
+
+def test_empty_frame():
+    result = check_requests(request_frame([]), CONFIG)
+    assert result.checked.height == 0 and result.errors.height == 0
+    assert tuple(result.checked.columns) == CHECKED_COLUMNS
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["mobile", "email", "externalId", "cuid"]),
+                          st.one_of(st.text(max_size=20), st.sampled_from(
+                              ["1234567890", "+00 000", "test@test.com", "noreply@a.b", "N/A", "a@b.c",
+                               "+86 138 0013 8000", " x\u0085", "a" * 129]))),
+                min_size=1, max_size=30))
+def test_value_rules_match_the_python_definitions(values):
+    """The vectorised format and blocked rules agree with normalize.py's and config.py's plain functions."""
+    rows = [dict(customer_id="1", source="MOBILE_APP", action="add", id_type=t, id_value=v) for t, v in values]
+    got = {row: code for row, code, _ in outcomes(request_frame(rows))}
+    for number, (id_type, raw) in enumerate(values, 1):
+        value = normalize_value(id_type, raw.strip())
+        if not raw.strip():
+            expected = 7001
+        else:
+            expected = format_error(id_type, value) or (7005 if CONFIG.is_blocked(id_type, value) else None)
+        assert got.get(number) == expected, (id_type, raw)
+
+
+def test_python_only_blocked_pattern(tmp_path: Path):
+    """A pattern polars' regex engine refuses (a look-ahead) still blocks with Python's semantics."""
+    text = (ROOT / "sample_data" / "org.toml").read_text(encoding="utf-8")
+    text = text.replace('exact = ["N/A", "null"]\npatterns = []',
+                        'exact = ["N/A", "null"]\npatterns = ["(?!EXT-).*"]')
+    path = tmp_path / "org.toml"
+    path.write_text(text, encoding="utf-8")
+    config = load_config(path)
+    frame = request_frame([{**MOBILE_ADD, "id_type": "externalId", "id_value": v} for v in ("EXT-1", "OTHER")])
+    result = check_requests(frame, config)
+    assert result.errors.select("seq", "error_code").rows() == [(1, 7005)]
+
+
+def test_pandera_is_the_polars_backend():
+    assert isinstance(build_schema(CONFIG), pa.DataFrameSchema)

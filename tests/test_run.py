@@ -1,0 +1,154 @@
+"""End-to-end runs through the library and the CLI: reports, dry run, ledger, refusals, store lock."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.run import run_batch
+from pipeline.store import export_store, find_invariant_violations, init_store, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+ORG = ROOT / "sample_data" / "org.toml"
+REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    path = tmp_path / "store.duckdb"
+    init_store(path, ROOT / "sample_data" / "snapshot")
+    return path
+
+
+def read_report(folder: Path, name: str) -> pl.DataFrame:
+    return pl.read_csv(folder / name, infer_schema=False)
+
+
+def snapshot(store: Path, out: Path) -> dict[str, bytes]:
+    export_store(store, out, "csv")
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_every_input_row_lands_in_exactly_one_report(store, tmp_path):
+    result = run_batch(store, ORG, REQUESTS, tmp_path / "r")
+    success, errors = read_report(tmp_path / "r", "success.csv"), read_report(tmp_path / "r", "errors.csv")
+    keys = [(f, n) for f, n in success.select("file", "row_number").rows()] + \
+           [(f, n) for f, n in errors.select("file", "row_number").rows()]
+    assert len(keys) == len(set(keys)) == result.rows == sum(f["rows"] for f in result.files)
+    assert result.exit_code == (1 if errors.height else 0)
+    assert errors.height > 0 and success.height > 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["outcomes"]["failed"] == errors.height
+    assert summary["store_before"] != summary["store_after"]
+    with open_store(store, read_only=True) as con:
+        assert find_invariant_violations(con).height == 0
+
+
+def test_reports_have_the_spec_columns(store, tmp_path):
+    run_batch(store, ORG, REQUESTS, tmp_path / "r")
+    assert read_report(tmp_path / "r", "success.csv").columns == [
+        "file", "row_number", "row_id", "action", "source", "account_id", "id_type", "id_value", "customer_id",
+        "resolved_customer_id", "outcome", "survivor_id", "victim_id", "warning_codes"]
+    assert read_report(tmp_path / "r", "merges.csv").columns == [
+        "victim_id", "survivor_id", "file", "row_number", "id_type", "id_value"]
+    errors = read_report(tmp_path / "r", "errors.csv")
+    assert errors.columns[-5:] == ["error_code", "error_name", "error_field", "error_message", "stage"]
+    assert set(errors["stage"]) <= {"check", "resolve", "apply"}
+
+
+def test_dry_run_writes_the_same_reports_and_changes_nothing(store, tmp_path):
+    before = snapshot(store, tmp_path / "before")
+    dry = run_batch(store, ORG, REQUESTS, tmp_path / "dry", dry_run=True)
+    assert snapshot(store, tmp_path / "after_dry") == before
+    real = run_batch(store, ORG, REQUESTS, tmp_path / "real")
+    assert snapshot(store, tmp_path / "after_real") != before
+    for name in ("success.csv", "errors.csv", "merges.csv"):
+        assert (tmp_path / "dry" / name).read_bytes() == (tmp_path / "real" / name).read_bytes(), name
+    assert dry.store_after == real.store_after and dry.dry_run and not real.dry_run
+
+
+def test_reapplying_a_file_is_refused_unless_asked(store, tmp_path):
+    run_batch(store, ORG, REQUESTS[:1], tmp_path / "first")
+    before = snapshot(store, tmp_path / "before")
+    runner = CliRunner()
+    args = ["run", "--store", str(store), "--config", str(ORG), "--reports", str(tmp_path / "again"),
+            str(REQUESTS[0])]
+    refused = runner.invoke(main, args)
+    assert refused.exit_code == 3
+    assert "already applied" in refused.output and "--allow-reapply" in refused.output
+    assert snapshot(store, tmp_path / "after") == before
+    allowed = runner.invoke(main, args + ["--allow-reapply"])
+    assert allowed.exit_code in (0, 1), allowed.output
+
+
+def test_run_is_recorded_in_the_ledger(store, tmp_path):
+    result = run_batch(store, ORG, REQUESTS, tmp_path / "r", dry_run=True)
+    with open_store(store, read_only=True) as con:
+        runs = con.execute("SELECT run_id, dry_run, rows FROM runs").fetchall()
+        files = con.execute("SELECT path, sha256 FROM run_files WHERE run_id = ? ORDER BY position",
+                            [result.run_id]).fetchall()
+    assert runs == [(result.run_id, True, result.rows)]
+    assert [sha for _, sha in files] == [f["sha256"] for f in result.files]
+
+
+def test_file_level_error_refuses_the_whole_run(store, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("source,action,id_type,id_value,customer_id,colour\nINSTORE,add,email,a@b.co,1001,red\n")
+    before = snapshot(store, tmp_path / "before")
+    result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG),
+                                       "--reports", str(tmp_path / "r"), str(REQUESTS[0]), str(bad)])
+    assert result.exit_code == 3
+    assert "bad.csv" in result.output and "colour" in result.output
+    assert snapshot(store, tmp_path / "after") == before
+
+
+def test_formula_cells_are_neutralised(store, tmp_path):
+    requests = tmp_path / "formula.csv"
+    requests.write_text("row_id,customer_id,source,action,id_type,id_value\n"
+                        "=HYPERLINK(1),1001,INSTORE,add,email,@bad\n")
+    run_batch(store, ORG, [requests], tmp_path / "r")
+    errors = read_report(tmp_path / "r", "errors.csv")
+    assert errors["row_id"].to_list() == ["'=HYPERLINK(1)"]
+    assert errors["id_value"].to_list() == ["'@bad"]
+
+
+def test_missing_config_or_store_exit_codes(store, tmp_path):
+    runner = CliRunner()
+    no_config = runner.invoke(main, ["run", "--store", str(store), "--config", str(tmp_path / "none.toml"),
+                                     "--reports", str(tmp_path / "r"), str(REQUESTS[0])])
+    assert no_config.exit_code == 2
+    no_store = runner.invoke(main, ["run", "--store", str(tmp_path / "none.duckdb"), "--config", str(ORG),
+                                    "--reports", str(tmp_path / "r"), str(REQUESTS[0])])
+    assert no_store.exit_code == 3 and "no store" in no_store.output
+
+
+def test_a_busy_store_is_refused(store, tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True);"
+         " time.sleep(60)", str(store)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG),
+                                           "--reports", str(tmp_path / "r"), str(REQUESTS[0])])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 3
+    assert "in use" in result.output and "nothing was applied" in result.output
+
+
+def test_installed_command_runs_end_to_end(store, tmp_path):
+    exe = Path(sys.executable).parent / "loyalty-bulk"
+    started = time.perf_counter()
+    done = subprocess.run([str(exe), "run", "--store", str(store), "--config", str(ORG),
+                           "--reports", str(tmp_path / "r"), *map(str, REQUESTS)], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr  # the sample requests include failing rows on purpose
+    assert "reports:" in done.stdout and (tmp_path / "r" / "summary.json").exists()
+    assert time.perf_counter() - started < 60
