@@ -156,3 +156,10 @@ def entry(code: int) -> CatalogEntry:
 def error_codes(stage: Stage | None = None) -> list[int]:
     """Error (not warning) codes, optionally of one stage, in catalog order."""
     return [e.code for e in _ENTRIES if e.kind == "error" and (stage is None or e.stage == stage)]
+
+
+def markdown_table() -> str:
+    """The README's error-code table, generated from the catalog (tests keep the two equal)."""
+    lines = ["| code | name | stage | kind | when |", "|---|---|---|---|---|"]
+    lines += [f"| {e.code} | {e.name} | {e.stage} | {e.kind} | {e.meaning} |" for e in _ENTRIES]
+    return "\n".join(lines)

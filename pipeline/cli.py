@@ -113,14 +113,16 @@ def sample(out_dir: Path, customers: int, rows: int, seed: int) -> int:
               help="Folder the reports are written into.")
 @click.option("--dry-run", is_flag=True, help="Do everything but change the store; reports as for a real run.")
 @click.option("--allow-reapply", is_flag=True, help="Apply files whose content an earlier run already applied.")
+@click.option("--parquet", "parquet_reports", is_flag=True,
+              help="Also write success, errors and merges as Parquet (raw values, not neutralised).")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_exits
 def run(store_path: Path, config_path: Path, reports_dir: Path, dry_run: bool, allow_reapply: bool,
-        files: tuple[Path, ...]) -> int:
+        parquet_reports: bool, files: tuple[Path, ...]) -> int:
     """Apply request FILES to the store, in order, with row-by-row semantics."""
     from pipeline.run import run_batch
 
     result = run_batch(store_path, config_path, list(files), reports_dir, dry_run=dry_run,
-                       allow_reapply=allow_reapply)
+                       allow_reapply=allow_reapply, parquet_reports=parquet_reports)
     click.echo(result.render())
     return result.exit_code

@@ -48,6 +48,11 @@ def write_csv(frame: pl.DataFrame, path: Path | str) -> Path:
     return _write_atomic(Path(path), lambda handle: safe.write_csv(handle))
 
 
+def write_parquet(frame: pl.DataFrame, path: Path | str) -> Path:
+    """Write a frame as Parquet, atomically; raw values, no formula neutralising (SPEC section 5)."""
+    return _write_atomic(Path(path), lambda handle: frame.write_parquet(handle))
+
+
 def write_json(obj: Any, path: Path | str) -> Path:
     """Write a JSON document (indented, UTF-8) atomically."""
     text = json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"

@@ -22,7 +22,7 @@ from pipeline.check import CheckResult, check_requests
 from pipeline.config import OrgConfig, load_config
 from pipeline.errors import EXIT_OK, EXIT_ROWS_FAILED, InternalError
 from pipeline.read import RequestBatch, read_requests
-from pipeline.report import error_report, write_csv, write_json
+from pipeline.report import error_report, write_csv, write_json, write_parquet
 from pipeline.resolve import register_config, resolve_targets
 from pipeline.normalize import trim_expr
 from pipeline.store import StoreCounts, open_store, store_counts
@@ -97,7 +97,7 @@ def new_run_id() -> str:
 
 def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path | str], reports_dir: Path | str,
               dry_run: bool = False, allow_reapply: bool = False, job: str | None = None,
-              run_id: str | None = None) -> RunResult:
+              run_id: str | None = None, parquet_reports: bool = False) -> RunResult:
     """Apply request files to a store with the result of applying their rows one at a time."""
     clock, started_at = StageClock(), _now()
     run_id = run_id or new_run_id()
@@ -130,7 +130,7 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
         except BaseException:
             _rollback(con)
             raise
-        _write_reports(reports, result, reports_dir)
+        _write_reports(reports, result, reports_dir, parquet_reports)
         return result
     finally:
         con.close()
@@ -231,9 +231,11 @@ def _result(run_id: str, job: str | None, dry_run: bool, started_at: str, clock:
         exit_code=EXIT_ROWS_FAILED if failed else EXIT_OK, reports_dir=str(reports_dir))
 
 
-def _write_reports(reports: ReportFrames, result: RunResult, reports_dir: Path) -> None:
+def _write_reports(reports: ReportFrames, result: RunResult, reports_dir: Path, parquet: bool) -> None:
     reports_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(reports.success, reports_dir / "success.csv")
-    write_csv(reports.errors, reports_dir / "errors.csv")
-    write_csv(reports.merges, reports_dir / "merges.csv")
+    for name in ("success", "errors", "merges"):
+        frame = getattr(reports, name)
+        write_csv(frame, reports_dir / f"{name}.csv")
+        if parquet:
+            write_parquet(frame, reports_dir / f"{name}.parquet")
     write_json(result.to_dict(), reports_dir / "summary.json")

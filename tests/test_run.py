@@ -152,3 +152,18 @@ def test_installed_command_runs_end_to_end(store, tmp_path):
     assert done.returncode == 1, done.stderr  # the sample requests include failing rows on purpose
     assert "reports:" in done.stdout and (tmp_path / "r" / "summary.json").exists()
     assert time.perf_counter() - started < 60
+
+
+def test_parquet_copies_keep_raw_values(store, tmp_path):
+    requests = tmp_path / "formula.csv"
+    requests.write_text("row_id,customer_id,source,action,id_type,id_value\n"
+                        "=HYPERLINK(1),1001,INSTORE,add,email,@bad\n"
+                        "ok-1,1024,INSTORE,add,externalId,EXT-NEW-1\n")
+    result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG), "--parquet",
+                                       "--reports", str(tmp_path / "r"), str(requests)])
+    assert result.exit_code == 1, result.output
+    errors = pl.read_parquet(tmp_path / "r" / "errors.parquet")
+    assert errors["row_id"].to_list() == ["=HYPERLINK(1)"]
+    success = pl.read_parquet(tmp_path / "r" / "success.parquet")
+    assert success["id_value"].to_list() == ["EXT-NEW-1"]
+    assert pl.read_parquet(tmp_path / "r" / "merges.parquet").height == 0
