@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import EXIT_INTERNAL, LoyaltyBulkError
+from pipeline.settings import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, ENV_MEMORY_LIMIT, ENV_THREADS, pick
 
 
 def _exits(func):
@@ -104,6 +105,23 @@ def sample(out_dir: Path, customers: int, rows: int, seed: int) -> int:
     return 0
 
 
+def _engine_options(func):
+    """Options shared by `run` and `job`: DuckDB resources and error thresholds."""
+    options = [
+        click.option("--memory-limit", default=None,
+                     help=f"DuckDB memory limit, e.g. 4GB (env {ENV_MEMORY_LIMIT}; default {DEFAULT_MEMORY_LIMIT})."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help=f"DuckDB threads (env {ENV_THREADS}; default: all cores)."),
+        click.option("--max-errors", type=click.IntRange(min=0), default=None,
+                     help="Abort (exit 3, nothing applied) when more rows than this fail."),
+        click.option("--max-error-rate", type=click.FloatRange(0, 1), default=None,
+                     help="Abort (exit 3, nothing applied) when this share of rows fails, e.g. 0.05."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The store (DuckDB file).")
@@ -115,14 +133,20 @@ def sample(out_dir: Path, customers: int, rows: int, seed: int) -> int:
 @click.option("--allow-reapply", is_flag=True, help="Apply files whose content an earlier run already applied.")
 @click.option("--parquet", "parquet_reports", is_flag=True,
               help="Also write success, errors and merges as Parquet (raw values, not neutralised).")
+@_engine_options
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_exits
 def run(store_path: Path, config_path: Path, reports_dir: Path, dry_run: bool, allow_reapply: bool,
-        parquet_reports: bool, files: tuple[Path, ...]) -> int:
+        parquet_reports: bool, memory_limit: str | None, threads: int | None, max_errors: int | None,
+        max_error_rate: float | None, files: tuple[Path, ...]) -> int:
     """Apply request FILES to the store, in order, with row-by-row semantics."""
-    from pipeline.run import run_batch
+    from pipeline.run import RunOptions, run_batch
 
-    result = run_batch(store_path, config_path, list(files), reports_dir, dry_run=dry_run,
-                       allow_reapply=allow_reapply, parquet_reports=parquet_reports)
+    options = RunOptions(
+        dry_run=dry_run, allow_reapply=allow_reapply, parquet_reports=parquet_reports,
+        max_errors=max_errors, max_error_rate=max_error_rate,
+        memory_limit=pick(memory_limit, ENV_MEMORY_LIMIT, None, DEFAULT_MEMORY_LIMIT),
+        threads=pick(threads, ENV_THREADS, None, DEFAULT_THREADS, int))
+    result = run_batch(store_path, config_path, list(files), reports_dir, options)
     click.echo(result.render())
     return result.exit_code

@@ -110,7 +110,7 @@ def parse_config(raw: dict[str, Any], path: str = "<config>", sha256: str = "") 
     labels_raw = v.table(raw, "card_labels", required=True)
     card_labels: dict[str, str] = {}
     for label, status in labels_raw.items():
-        if status not in STANDARD_STATUSES:
+        if not isinstance(status, str) or status not in STANDARD_STATUSES:
             v.fail(f"card_labels.{label}",
                    f"'{status}' is not a standard status ({', '.join(sorted(STANDARD_STATUSES))})")
         card_labels[label] = status

@@ -30,11 +30,11 @@ def ensure(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def refuse_reapplied(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile]) -> None:
-    """Refuse files whose content was already applied by a real (not dry) run."""
+    """Refuse files whose content a real run applied (not a dry run, not an aborted one)."""
     for f in files:
         hit = con.execute(
             """SELECT r.run_id, r.started_at FROM run_files f JOIN runs r USING (run_id)
-               WHERE f.sha256 = ? AND NOT r.dry_run ORDER BY r.started_at LIMIT 1""", [f.sha256]).fetchone()
+               WHERE f.sha256 = ? AND NOT r.dry_run AND r.exit_code IN (0, 1) ORDER BY r.started_at LIMIT 1""", [f.sha256]).fetchone()
         if hit:
             raise StoreError(
                 f"{f.path} (sha256 {f.sha256[:12]}…) was already applied by run {hit[0]} at {hit[1]}; "

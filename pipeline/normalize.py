@@ -51,11 +51,11 @@ def format_error(id_type: str, value: str) -> int | None:
     Card numbers are checked against their series elsewhere (they need the series).
     """
     if id_type == "email":
-        return None if len(value) <= 254 and _py_email.match(value) else 8055
+        return None if len(value) <= 254 and _py_email.fullmatch(value) else 8055
     if id_type == "mobile":
         return None if re.fullmatch(r"[0-9]{8,15}", value) else 8056
     if id_type == "externalId":
-        return None if _py_external_id.match(value) else 8064
+        return None if _py_external_id.fullmatch(value) else 8064
     if id_type == "cardnumber":
         return None
     if not 1 <= len(value) <= 128 or any(unicodedata.category(c) == "Cc" for c in value):

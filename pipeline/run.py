@@ -5,6 +5,7 @@ renders the console summary and summary.json from the same object.
 """
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -20,11 +21,12 @@ from pipeline.apply import apply_changes, decide
 from pipeline.catalog import CATALOG
 from pipeline.check import CheckResult, check_requests
 from pipeline.config import OrgConfig, load_config
-from pipeline.errors import EXIT_OK, EXIT_ROWS_FAILED, InternalError
+from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalError
 from pipeline.read import RequestBatch, read_requests
 from pipeline.report import error_report, write_csv, write_json, write_parquet
 from pipeline.resolve import register_config, resolve_targets
 from pipeline.normalize import trim_expr
+from pipeline.settings import DEFAULT_MEMORY_LIMIT
 from pipeline.store import StoreCounts, open_store, store_counts
 
 SUCCESS_COLUMNS = ("file", "row_number", "row_id", "action", "source", "account_id", "id_type", "id_value",
@@ -49,6 +51,7 @@ class RunResult:
     run_id: str
     job: str | None
     dry_run: bool
+    aborted: str | None
     started_at: str
     ended_at: str
     stage_seconds: dict[str, float]
@@ -69,6 +72,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "job": self.job, "dry_run": self.dry_run,
+            "aborted": self.aborted is not None, "abort_reason": self.aborted,
             "started_at": self.started_at, "ended_at": self.ended_at,
             "stage_seconds": self.stage_seconds, "files": list(self.files), "rows": self.rows,
             "outcomes": self.outcomes | {"failed": self.failed},
@@ -80,7 +84,8 @@ class RunResult:
         }
 
     def render(self) -> str:
-        mode = "dry run (nothing applied)" if self.dry_run else "applied"
+        mode = (f"ABORTED, nothing applied: {self.aborted}" if self.aborted
+                else "dry run (nothing applied)" if self.dry_run else "applied")
         lines = [f"run {self.run_id}: {self.rows} rows, {mode}"]
         lines.append("  " + ", ".join(f"{k} {v}" for k, v in self.outcomes.items()) + f", failed {self.failed}")
         for code, n in sorted(self.errors_by_code.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -95,33 +100,55 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run behaves beyond its inputs; the job file and the command line fill it."""
+
+    dry_run: bool = False
+    allow_reapply: bool = False
+    job: str | None = None
+    run_id: str | None = None
+    parquet_reports: bool = False
+    column_map: dict[str, str] | None = None
+    max_errors: int | None = None
+    max_error_rate: float | None = None
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    threads: int | None = None
+
+
 def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path | str], reports_dir: Path | str,
-              dry_run: bool = False, allow_reapply: bool = False, job: str | None = None,
-              run_id: str | None = None, parquet_reports: bool = False) -> RunResult:
-    """Apply request files to a store with the result of applying their rows one at a time."""
+              options: RunOptions = RunOptions(), **overrides: Any) -> RunResult:
+    """Apply request files to a store with the result of applying their rows one at a time.
+
+    Keyword overrides replace fields of `options` (e.g. `dry_run=True`).
+    """
+    opts = dataclasses.replace(options, **overrides)
     clock, started_at = StageClock(), _now()
-    run_id = run_id or new_run_id()
+    run_id = opts.run_id or new_run_id()
     reports_dir = Path(reports_dir)
     config = load_config(config_path)
     t = time.perf_counter()
-    con = open_store(store_path)
+    con = open_store(store_path, memory_limit=opts.memory_limit, threads=opts.threads)
     try:
         ledger.ensure(con)
-        batch = read_requests(files)
+        batch = read_requests(files, column_map=opts.column_map)
         t = clock.lap("read", t)
-        if not dry_run and not allow_reapply:
+        if not opts.dry_run and not opts.allow_reapply:
             ledger.refuse_reapplied(con, batch.files)
         checked, outcomes = decide_batch(con, batch.frame, config, clock)
         t = time.perf_counter()
         reports = _report_frames(batch, checked, outcomes)
         before = store_counts(con)
+        aborted = _threshold_breach(reports, batch.frame.height, opts)
         con.execute("BEGIN TRANSACTION")
         try:
-            apply_changes(con)
-            after = store_counts(con)
+            after = before
+            if not aborted:
+                apply_changes(con)
+                after = store_counts(con)
             t = clock.lap("apply", t)
-            result = _result(run_id, job, dry_run, started_at, clock, batch, reports, before, after, reports_dir)
-            if dry_run:
+            result = _result(run_id, opts, started_at, clock, batch, reports, before, after, reports_dir, aborted)
+            if opts.dry_run or aborted:
                 con.execute("ROLLBACK")
                 con.execute("BEGIN TRANSACTION")
             # the ledger entry commits with the changes, so an applied file is always known as applied
@@ -130,10 +157,20 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
         except BaseException:
             _rollback(con)
             raise
-        _write_reports(reports, result, reports_dir, parquet_reports)
+        _write_reports(reports, result, reports_dir, opts.parquet_reports)
         return result
     finally:
         con.close()
+
+
+def _threshold_breach(reports: ReportFrames, rows: int, opts: RunOptions) -> str | None:
+    """Why the run must be aborted by its error thresholds, or None."""
+    failed = sum(reports.errors_by_code.values())
+    if opts.max_errors is not None and failed > opts.max_errors:
+        return f"{failed} failed rows exceed max_errors = {opts.max_errors}"
+    if opts.max_error_rate is not None and rows and failed / rows > opts.max_error_rate:
+        return f"error rate {failed / rows:.2%} exceeds max_error_rate = {opts.max_error_rate:.2%}"
+    return None
 
 
 def decide_batch(con: duckdb.DuckDBPyConnection, raw: pl.DataFrame, config: OrgConfig,
@@ -219,16 +256,18 @@ def _report_frames(batch: RequestBatch, checked, outcomes: pl.DataFrame) -> Repo
         errors_by_code={int(code): int(n) for code, n in failed.group_by("error_code").len().iter_rows()})
 
 
-def _result(run_id: str, job: str | None, dry_run: bool, started_at: str, clock: StageClock, batch: RequestBatch,
-            reports: ReportFrames, before: StoreCounts, after: StoreCounts, reports_dir: Path) -> RunResult:
+def _result(run_id: str, opts: RunOptions, started_at: str, clock: StageClock, batch: RequestBatch,
+            reports: ReportFrames, before: StoreCounts, after: StoreCounts, reports_dir: Path,
+            aborted: str | None) -> RunResult:
     failed = sum(reports.errors_by_code.values())
+    exit_code = EXIT_REFUSED if aborted else EXIT_ROWS_FAILED if failed else EXIT_OK
     return RunResult(
-        run_id=run_id, job=job, dry_run=dry_run, started_at=started_at, ended_at=_now(),
+        run_id=run_id, job=opts.job, dry_run=opts.dry_run, aborted=aborted, started_at=started_at, ended_at=_now(),
         stage_seconds=dict(clock.seconds),
         files=tuple({"path": f.path, "sha256": f.sha256, "rows": f.rows} for f in batch.files),
         rows=batch.frame.height, outcomes=reports.outcome_counts, errors_by_code=reports.errors_by_code,
         merges=reports.merges.height, store_before=before, store_after=after,
-        exit_code=EXIT_ROWS_FAILED if failed else EXIT_OK, reports_dir=str(reports_dir))
+        exit_code=exit_code, reports_dir=str(reports_dir))
 
 
 def _write_reports(reports: ReportFrames, result: RunResult, reports_dir: Path, parquet: bool) -> None:

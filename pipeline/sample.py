@@ -186,29 +186,34 @@ DOMAINS = ("gmail.com", "gmail.com", "gmail.com", "qq.com", "163.com", "outlook.
 
 _U = "18446744073709551616.0"
 _MACROS = f"""
-CREATE MACRO u(x, salt) AS hash(getvariable('seed'), x, salt) / {_U};
-CREATE MACRO u2(x, y, salt) AS hash(getvariable('seed'), x, y, salt) / {_U};
-CREATE MACRO pick(x, salt, n) AS (hash(getvariable('seed'), x, salt) % n::UBIGINT)::BIGINT;
-CREATE MACRO pick2(x, y, salt, n) AS (hash(getvariable('seed'), x, y, salt) % n::UBIGINT)::BIGINT;
-CREATE MACRO one_of(xs, h) AS xs[1 + (h % len(xs)::UBIGINT)::BIGINT];
+-- DuckDB combines the hashes of several arguments with a final XOR, so hash(seed, i, 'a') and
+-- hash(seed, i, 'b') differ by a constant; hashing the result again makes the salts independent
+CREATE MACRO h(x, salt) AS hash(hash(getvariable('seed'), x, salt));
+CREATE MACRO h2(x, y, salt) AS hash(hash(getvariable('seed'), x, y, salt));
+CREATE MACRO u(x, salt) AS h(x, salt) / {_U};
+CREATE MACRO u2(x, y, salt) AS h2(x, y, salt) / {_U};
+CREATE MACRO pick(x, salt, n) AS (h(x, salt) % n::UBIGINT)::BIGINT;
+CREATE MACRO pick2(x, y, salt, n) AS (h2(x, y, salt) % n::UBIGINT)::BIGINT;
+CREATE MACRO one_of(xs, key) AS xs[1 + (key % len(xs)::UBIGINT)::BIGINT];
 -- x -> (x * mult + offset) mod space is a bijection when mult is coprime to space (10^k: odd, not 5);
 -- multipliers near an irrational fraction of the space spread neighbouring indexes far apart
 CREATE MACRO perm(x, mult, salt, space) AS
     (x * mult + (hash(getvariable('seed'), salt) % space::UBIGINT)::BIGINT) % space;
-CREATE MACRO hex16(x, salt) AS lower(lpad(to_hex(hash(getvariable('seed'), x, salt)), 16, '0'));
+CREATE MACRO hex16(x, salt) AS lower(lpad(to_hex(h(x, salt)), 16, '0'));
 CREATE MACRO n() AS getvariable('n');
 CREATE MACRO numbers(count) AS TABLE SELECT i FROM numbers_table WHERE i < count;
--- candidate a of draw r out of `draws`: the first candidates of all draws are distinct customers
--- (while draws <= n), and retries move on to further blocks of the same permutation
-CREATE MACRO draw(r, a, draws, salt) AS
-    (getvariable('draw_mult') * ((a * draws + r) % n()) + (hash(getvariable('seed'), salt) % n()::UBIGINT)::BIGINT) % n();
+-- candidate a of draw r out of `draws` in one stream: the first candidates of all draws are distinct
+-- customers (while draws <= n), retries move on to further blocks of the same permutation, and each
+-- stream has its own multiplier so that two streams do not overlap as shifted copies of each other
+CREATE MACRO draw(r, a, draws, stream) AS
+    (getvariable('draw_mults')[stream + 1] * ((a * draws + r) % n()) + pick(stream, 'draw', n())) % n();
 CREATE MACRO cid(i) AS getvariable('base') + i;
 CREATE MACRO is_merged(i) AS i % 7 <> 0
     AND (u(i, 'merged') < getvariable('merged_rate') OR (n() >= 3 AND i IN (1, 2)));
 CREATE MACRO chain_raw(i) AS i = 2 OR (i <> 1 AND u(i, 'chain') < 0.1);
 CREATE MACRO anchor_into(i) AS 7 * pick(i, 'into', (n() + 6) // 7);
 CREATE MACRO merged_into(i) AS CASE WHEN chain_raw(i)
-    THEN one_of(getvariable('nonchain'), hash(getvariable('seed'), i, 'chain_into')) ELSE anchor_into(i) END;
+    THEN one_of(getvariable('nonchain'), h(i, 'chain_into')) ELSE anchor_into(i) END;
 CREATE MACRO survivor(i) AS CASE WHEN chain_raw(i) THEN anchor_into(merged_into(i)) ELSE anchor_into(i) END;
 CREATE MACRO is_campaign(i) AS u(i, 'campaign') < 0.05;
 CREATE MACRO profile(i) AS getvariable('profile_of')[1 + pick(i, 'profile', 100)];
@@ -220,13 +225,13 @@ CREATE MACRO slot_source(s) AS getvariable('slot_source')[s + 1];
 CREATE MACRO slot_account(s) AS getvariable('slot_account')[s + 1];
 CREATE MACRO slot_type(s) AS getvariable('slot_type')[s + 1];
 CREATE MACRO same_scope(s, t) AS slot_source(s) = slot_source(t) AND slot_account(s) = slot_account(t);
-CREATE MACRO mobile(x) AS one_of(getvariable('country_codes'), hash(getvariable('seed'), x, 'cc'))
+CREATE MACRO mobile(x) AS one_of(getvariable('country_codes'), h(x, 'cc'))
     || lpad(perm(x, 6180339887, 'mobile', 10000000000)::VARCHAR, 10, '0');
-CREATE MACRO email(x) AS one_of(getvariable('first_names'), hash(getvariable('seed'), x, 'first'))
-    || one_of(['.', '.', '_', ''], hash(getvariable('seed'), x, 'sep'))
-    || one_of(getvariable('last_names'), hash(getvariable('seed'), x, 'last'))
+CREATE MACRO email(x) AS one_of(getvariable('first_names'), h(x, 'first'))
+    || one_of(['.', '.', '_', ''], h(x, 'sep'))
+    || one_of(getvariable('last_names'), h(x, 'last'))
     || perm(x, 618033989, 'email', 1000000000)::VARCHAR
-    || '@' || one_of(getvariable('domains'), hash(getvariable('seed'), x, 'domain'));
+    || '@' || one_of(getvariable('domains'), h(x, 'domain'));
 CREATE MACRO id_value(x, s) AS CASE getvariable('slot_kind_no')[s + 1]
     WHEN 0 THEN mobile(x)
     WHEN 1 THEN email(x)
@@ -254,7 +259,7 @@ CREATE MACRO held_series(c, labels, o) AS CASE
     WHEN holds_card(c, (o + 2) % 3) AND list_contains(labels, held_label(c, (o + 2) % 3)) THEN (o + 2) % 3 END;
 CREATE MACRO pool_card(k, j) AS card_number(n() + k, j);
 CREATE MACRO series_id(j) AS getvariable('series_ids')[j + 1]::VARCHAR;
-CREATE MACRO pick_series(g) AS one_of([0, 0, 1, 1, 1, 2], hash(getvariable('seed'), g, 'series'));
+CREATE MACRO pick_series(g) AS one_of([0, 0, 1, 1, 1, 2], h(g, 'series'));
 CREATE MACRO styled(t, v, key, salt) AS CASE
     WHEN t = 'mobile' AND u(key, salt) < 0.08 THEN '+' || v
     WHEN t = 'mobile' AND u(key, salt) < 0.11 THEN '00' || v
@@ -372,7 +377,8 @@ def _set_variables(con: duckdb.DuckDBPyConnection, config: OrgConfig, customers:
         "seed": ("BIGINT", seed),
         "n": ("BIGINT", customers),
         "base": ("BIGINT", CUSTOMER_ID_BASE),
-        "draw_mult": ("BIGINT", _coprime_near(customers, 0.6180339887)),
+        "draw_mults": ("BIGINT[]", [_coprime_near(customers, 0.05 + 0.9 * (0.6180339887 * k % 1))
+                                    for k in range(1, 2 * len(KINDS) + 1)]),
         "merged_rate": ("DOUBLE", 0.02 * 7 / 6),
         "profile_of": ("INTEGER[]", profile_of),
         "probs": ("DOUBLE[][]", [list(map(float, row)) for row in SLOT_PROBS]),
@@ -478,7 +484,6 @@ class _Kind:
     rows: tuple[dict[str, str], ...]
 
 
-_SEED = "getvariable('seed')"
 _N_SLOTS = len(SLOTS)
 
 
@@ -526,9 +531,9 @@ def _card_row(c: str, action: str, number: str, series: str | None, label: str, 
             "id_value": number, "series_id": series or "NULL", "status_label": label}
 
 
-_CUSTOMER = "draw(r, a, $count, '{kind}/c') AS c"
-_OTHER = "draw(r, a, $count, '{kind}/d') AS d"
-_PROFILE_SLOT = f"profile_slot(c, hash({_SEED}, g, a, 's')) AS s"
+_CUSTOMER = "draw(r, a, $count, {stream}) AS c"
+_OTHER = "draw(r, a, $count, {stream} + 1) AS d"
+_PROFILE_SLOT = "profile_slot(c, h2(g, a, 's')) AS s"
 _ACTIVE_OTHER = "NOT is_merged(d) AND d <> c"
 _ADD = "action_word('add', g)"
 _REMOVE = "action_word('remove', g)"
@@ -544,7 +549,7 @@ MALFORMED_VARIANTS: dict[str, dict[str, str]] = {
     "bad_mobile_letter": {"source": "'MOBILE_APP'", "id_type": "'mobile'",
                           "id_value": "left(mobile(n() + g), 4) || 'O' || substr(mobile(n() + g), 5)"},
     "bad_external_id": {"id_type": "'externalId'", "id_value": "'POS ' || pick(g, 'pos', 1000000)"},
-    "unknown_source": {"source": "one_of(['TWITTER', 'instore', 'TMALL'], hash(getvariable('seed'), g, 'src'))"},
+    "unknown_source": {"source": "one_of(['TWITTER', 'instore', 'TMALL'], h(g, 'src'))"},
     "wechat_without_account": {"source": "'WECHAT'", "id_type": "'wechat'", "id_value": "id_value(n() + g, 5)"},
     "unknown_account": {"source": "'WECHAT'", "account_id": "'WX-OLD'", "id_type": "'wechat'",
                         "id_value": "id_value(n() + g, 9)"},
@@ -552,13 +557,13 @@ MALFORMED_VARIANTS: dict[str, dict[str, str]] = {
     "both_references": {"lookup_type": "'mobile'", "lookup_value": "mobile(c)"},
     "no_reference": {"customer_id": "NULL"},
     "bad_customer_id": {"customer_id": "'C' || cid(c)"},
-    "bad_action": {"action": "one_of(['update', 'delete', 'upsert'], hash(getvariable('seed'), g, 'act'))"},
+    "bad_action": {"action": "one_of(['update', 'delete', 'upsert'], h(g, 'act'))"},
     "type_not_allowed": {"id_type": "'fbId'", "id_value": "id_value(n() + g, 16)"},
     "empty_value": {"id_value": "NULL"},
     "blocked_mobile": {"id_type": "'mobile'",
-                       "id_value": "one_of(['0000000000', '1234567890', '00000000000'], hash(getvariable('seed'), g, 'b'))"},
+                       "id_value": "one_of(['0000000000', '1234567890', '00000000000'], h(g, 'b'))"},
     "blocked_email": {"id_value": "one_of(['test@test.com', 'noreply@' || one_of(getvariable('domains'), g)], "
-                                  "hash(getvariable('seed'), g, 'b'))"},
+                                  "h(g, 'b'))"},
     "unknown_series": {"id_type": "'cardnumber'", "id_value": _GOLD_CARD, "series_id": "'999'",
                        "status_label": "'Active'"},
     "unknown_label": {"id_type": "'cardnumber'", "id_value": _GOLD_CARD, "series_id": "'101'",
@@ -580,11 +585,11 @@ def _malformed_row() -> dict[str, str]:
     return row
 
 
-_MOVE_KEYS = f"hash({_SEED}, g, 'move_a'), hash({_SEED}, g, 'move_b')"
+_MOVE_KEYS = "h(g, 'move_a'), h(g, 'move_b')"
 
 KINDS: tuple[_Kind, ...] = (
     _Kind("fresh_add", 0.0, (
-        _Role(f"{_CUSTOMER}, CASE WHEN u2(g, a, 'near') < 0.6 THEN profile_slot(c, hash({_SEED}, g, a, 's')) "
+        _Role(f"{_CUSTOMER}, CASE WHEN u2(g, a, 'near') < 0.6 THEN profile_slot(c, h2(g, a, 's')) "
               f"ELSE pick2(g, a, 's', {_N_SLOTS}) END AS s", "NOT is_merged(c) AND NOT has(c, s)", tries=6),
     ), ({**_slot("s"), **_by_anchor("c", "s", 0.5), "action": _ADD,
          "id_value": "CASE WHEN u(g, 'own') < 0.3 THEN id_value(c, s) ELSE id_value(n() + g, s) END"},)),
@@ -592,7 +597,7 @@ KINDS: tuple[_Kind, ...] = (
         _Role(f"{_CUSTOMER}, {_PROFILE_SLOT}", "has(c, s) AND s <> anchor(c)", tries=24),
     ), ({**_slot("s"), **_by_anchor_or_itself("c", "s", 0.4), "action": _REMOVE, "id_value": _value("s", "c")},)),
     _Kind("move", 0.12, (
-        _Role(f"{_CUSTOMER}, one_of(getvariable('move_slots'), hash({_SEED}, g, a, 's')) AS s",
+        _Role(f"{_CUSTOMER}, one_of(getvariable('move_slots'), h2(g, a, 's')) AS s",
               "has(c, s) AND s <> anchor(c)", tries=64),
         _Role(_OTHER, f"{_ACTIVE_OTHER} AND NOT has(d, s)", tries=6),
     ), ({**_slot("s"), **_by_anchor_or_itself("c", "s", 0.3), "action": _REMOVE, "id_value": _value("s", "c"),
@@ -602,7 +607,7 @@ KINDS: tuple[_Kind, ...] = (
     _Kind("merge", 0.01, (
         _Role(f"getvariable('merge_plans')[1 + pick(g, 'plan', {len(MERGE_PLANS)})] AS plan, {_CUSTOMER}",
               "profile(c) = plan[1] AND NOT is_merged(c) AND NOT is_campaign(c)", tries=64),
-        _Role(f"{_OTHER}", "profile(d) = plan[3] AND has(d, plan[4]) AND NOT is_campaign(d)",
+        _Role(_OTHER, "profile(d) = plan[3] AND has(d, plan[4]) AND NOT is_campaign(d)",
               tries=64),
     ), ({**_slot("plan[2]"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("plan[4]", "d")},)),
     _Kind("card_link", 0.09, (
@@ -611,7 +616,7 @@ KINDS: tuple[_Kind, ...] = (
               "pool_label(k, j) = 'Not Issued'", tries=4),
         _Role(_CUSTOMER, "NOT is_merged(c) AND NOT is_campaign(c) AND NOT holds_card(c, j)", tries=6),
     ), (_card_row("c", "add", "pool_card(k, j)", "series_id(j)",
-                  f"one_of(['Active', 'Active', 'Issued'], hash({_SEED}, g, 'label'))", 0.25),)),
+                  "one_of(['Active', 'Active', 'Issued'], h(g, 'label'))", 0.25),)),
     _Kind("card_delink", 0.05, (
         _Role(f"{_CUSTOMER}, held_series(c, ['Active', 'Issued', 'Blocked'], pick(g, 'series', 3)) AS j",
               "j IS NOT NULL", tries=32),
@@ -625,16 +630,16 @@ KINDS: tuple[_Kind, ...] = (
         _Role(f"{_CUSTOMER}, {_PROFILE_SLOT}", "has(c, s)"),
     ), ({**_slot("s"), **_by_anchor_or_itself("c", "s", 0.3), "action": _ADD, "id_value": _value("s", "c")},)),
     _Kind("merged_target", 0.02, (
-        _Role(f"one_of(getvariable('merged'), hash({_SEED}, g, a, 'm')) AS m, pick2(g, a, 's', {_N_SLOTS}) AS s",
+        _Role(f"one_of(getvariable('merged'), h2(g, a, 'm')) AS m, pick2(g, a, 's', {_N_SLOTS}) AS s",
               "NOT has(survivor(m), s)", tries=6),
     ), ({**_slot("s"), "customer_id": "cid(m)", "action": _ADD, "id_value": _value("s", "n() + g")},)),
     _Kind("taken_in_scope", 0.006, (
-        _Role(f"{_OTHER}, profile_slot(d, hash(getvariable('seed'), g, a, 's')) AS s",
+        _Role(f"{_OTHER}, profile_slot(d, h2(g, a, 's')) AS s",
               "has(d, s) AND NOT is_campaign(d)"),
         _Role(_CUSTOMER, "NOT is_merged(c) AND NOT has(c, s) AND c <> d", tries=6),
     ), ({**_slot("s"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("s", "d")},)),
     _Kind("campaign_holder", 0.004, (
-        _Role(f"{_OTHER}, profile_slot(d, hash(getvariable('seed'), g, a, 's')) AS s",
+        _Role(f"{_OTHER}, profile_slot(d, h2(g, a, 's')) AS s",
               "has(d, s) AND is_campaign(d)", tries=128),
         _Role(_CUSTOMER, "NOT is_merged(c) AND NOT has(c, s) AND c <> d"),
     ), ({**_slot("s"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("s", "d")},)),
@@ -668,17 +673,19 @@ _FALLBACK = _Kind("fallback_add", 0.0, (
 fbId or LINE id added by customer_id, which the customer's profile leaves free."""
 
 
-def _kind_sql(kind: _Kind) -> str:
+def _kind_sql(kind: _Kind, stream: int) -> str:
+    """One INSERT drawing $count picks of a kind: each role keeps its first fitting candidate."""
     ctes = ["p0 AS (SELECT r, r + $first AS g FROM numbers($count) t(r))"]
     for i, role in enumerate(kind.roles, 1):
         ctes.append(
             f"p{i} AS (SELECT unnest(arg_min(cand, cand.a{i})) FROM ("
-            f"SELECT p.*, x.a AS a{i}, {role.columns.format(kind=kind.name)} FROM p{i - 1} p, range({role.tries}) x(a)) cand "
+            f"SELECT p.*, x.a AS a{i}, {role.columns.format(stream=stream)} "
+            f"FROM p{i - 1} p, range({role.tries}) x(a)) cand "
             f"WHERE {role.where} GROUP BY cand.r)")
     last = f"p{len(kind.roles)}"
     parts = []
     for part, row in enumerate(kind.rows):
-        order_key = row.get("order_key", f"hash({_SEED}, g, 'order')")
+        order_key = row.get("order_key", "h(g, 'order')")
         values = ", ".join(f"({row[c]})::VARCHAR AS {c}" if c in row else f"NULL AS {c}" for c in _REQUEST_FIELDS)
         parts.append(f"SELECT g, {part} AS part, {order_key} AS order_key, {values} FROM {last}")
     # values are written the way people type them; each normalises back to the generated value
@@ -704,16 +711,16 @@ def _build_requests(con: duckdb.DuckDBPyConnection, rows: int) -> dict[str, int]
     merged = con.execute("SELECT len(getvariable('merged'))").fetchone()[0]
     first = 0
     counts = request_counts(rows)
-    for kind in KINDS:
+    for number, kind in enumerate(KINDS):
         count = counts[kind.name] // len(kind.rows)
         if kind.name == "merged_target" and merged == 0:
             count = 0
         if count:
-            con.execute(_kind_sql(kind), {"first": first, "count": count})
+            con.execute(_kind_sql(kind, 2 * number), {"first": first, "count": count})
         first += count
     written = con.execute("SELECT count(*) FROM requests").fetchone()[0]
     if written < rows:
-        con.execute(_kind_sql(_FALLBACK), {"first": first, "count": rows - written})
+        con.execute(_kind_sql(_FALLBACK, 0), {"first": first, "count": rows - written})
     found = dict(con.execute("SELECT kind, count(*) FROM requests GROUP BY kind").fetchall())
     return {name: found.get(name, 0) for name in [k.name for k in KINDS] + [_FALLBACK.name]}
 

@@ -19,13 +19,13 @@ from typing import Literal
 import duckdb
 import polars as pl
 
+from pipeline.settings import DEFAULT_MEMORY_LIMIT
 from pipeline.errors import SnapshotRefused, StoreError
 from pipeline.normalize import normalize_expr, trim_expr
 
 SCHEMA_VERSION = "1"
 TABLES = ("customers", "identifiers", "cards")
 SNAPSHOT_SUFFIXES = (".parquet", ".csv", ".csv.gz")
-MEMORY_LIMIT = "2GB"
 """DuckDB memory limit: with it DuckDB spills to disk instead of doubling its footprint (TECH_NOTES)."""
 
 SCHEMA_SQL = """
@@ -112,8 +112,11 @@ def store_counts(con: duckdb.DuckDBPyConnection) -> StoreCounts:
     return StoreCounts(*(int(v) for v in row))
 
 
-def _connect(path: Path | str, read_only: bool, temp_dir: Path) -> duckdb.DuckDBPyConnection:
-    config = {"memory_limit": MEMORY_LIMIT, "temp_directory": str(temp_dir)}
+def _connect(path: Path | str, read_only: bool, temp_dir: Path, memory_limit: str = DEFAULT_MEMORY_LIMIT,
+             threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    config: dict = {"memory_limit": memory_limit, "temp_directory": str(temp_dir)}
+    if threads:
+        config["threads"] = threads
     try:
         return duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as exc:
@@ -127,12 +130,13 @@ def _connect(path: Path | str, read_only: bool, temp_dir: Path) -> duckdb.DuckDB
         raise StoreError(f"cannot open store {path}: {exc}; nothing was done") from exc
 
 
-def open_store(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def open_store(path: Path | str, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT,
+               threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """Open an existing store, with a memory limit and a spill folder beside it."""
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"no store at {path}; make one with 'loyalty-bulk store init'")
-    con = _connect(path, read_only, Path(f"{path}.tmp"))
+    con = _connect(path, read_only, Path(f"{path}.tmp"), memory_limit, threads)
     try:
         row = con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
     except duckdb.CatalogException:
@@ -438,7 +442,7 @@ def _stage(snapshot_dir: Path, work_dir: Path) -> dict[str, Path]:
     sources = {table: _snapshot_file(snapshot_dir, table) for table in TABLES}
     frames = {table: _prepared(table, path, _scan(path)) for table, path in sources.items()}
     staged: dict[str, Path] = {}
-    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(work_dir / "spill")})
+    con = duckdb.connect(config={"memory_limit": DEFAULT_MEMORY_LIMIT, "temp_directory": str(work_dir / "spill")})
     try:
         for table, lf in frames.items():
             target = work_dir / f"{table}.parquet"
@@ -464,7 +468,7 @@ META_SQL = "INSERT INTO store_meta VALUES ($1, $2)"
 
 def _findings_on_staged(staged: dict[str, Path], work_dir: Path) -> pl.DataFrame:
     """Run the invariant check on the staged Parquet files (used when they cannot even be loaded)."""
-    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(work_dir / "spill")})
+    con = duckdb.connect(config={"memory_limit": DEFAULT_MEMORY_LIMIT, "temp_directory": str(work_dir / "spill")})
     try:
         for table, path in staged.items():
             con.read_parquet(str(path)).select(*COLUMNS[table]).to_view(table)

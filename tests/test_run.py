@@ -167,3 +167,46 @@ def test_parquet_copies_keep_raw_values(store, tmp_path):
     success = pl.read_parquet(tmp_path / "r" / "success.parquet")
     assert success["id_value"].to_list() == ["EXT-NEW-1"]
     assert pl.read_parquet(tmp_path / "r" / "merges.parquet").height == 0
+
+
+def test_error_threshold_aborts_and_applies_nothing(store, tmp_path):
+    before = snapshot(store, tmp_path / "before")
+    result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG), "--max-errors", "3",
+                                       "--reports", str(tmp_path / "r"), *map(str, REQUESTS)])
+    assert result.exit_code == 3, result.output
+    assert "ABORTED" in result.output and "max_errors = 3" in result.output
+    assert snapshot(store, tmp_path / "after") == before
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["aborted"] is True and summary["exit_code"] == 3
+    assert summary["store_after"] == summary["store_before"]
+    assert (tmp_path / "r" / "errors.csv").exists() and (tmp_path / "r" / "success.csv").exists()
+    # an aborted run did not apply its files, so running them again is not a reapply
+    again = run_batch(store, ORG, REQUESTS, tmp_path / "again")
+    assert again.exit_code == 1
+
+
+def test_error_rate_threshold(store, tmp_path):
+    result = run_batch(store, ORG, REQUESTS, tmp_path / "r", max_error_rate=0.10)
+    assert result.exit_code == 3 and result.aborted.startswith("error rate")
+    ok = run_batch(store, ORG, REQUESTS, tmp_path / "r2", max_error_rate=0.99, dry_run=True)
+    assert ok.exit_code == 1 and ok.aborted is None
+
+
+def test_memory_limit_and_threads_reach_duckdb(store, tmp_path, monkeypatch):
+    import pipeline.run as run_module
+
+    seen = {}
+    real_open = run_module.open_store
+
+    def spying_open(path, **kwargs):
+        con = real_open(path, **kwargs)
+        seen["memory_limit"] = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        seen["threads"] = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        return con
+
+    monkeypatch.setattr(run_module, "open_store", spying_open)
+    result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG), "--dry-run",
+                                       "--memory-limit", "1GB", "--threads", "1",
+                                       "--reports", str(tmp_path / "r"), str(REQUESTS[0])])
+    assert result.exit_code in (0, 1), result.output
+    assert seen["threads"] == 1 and seen["memory_limit"].replace(" ", "").upper().startswith(("953", "1.0", "1G"))

@@ -60,7 +60,7 @@ def assert_snapshot_invariants(out: Path, config: OrgConfig) -> None:
     assert set(cards["customer_id"].drop_nulls()) <= active
     assert identifiers.select("source", "account_id", "id_type", "id_value").is_duplicated().sum() == 0
     assert identifiers.select("customer_id", "source", "account_id", "id_type").is_duplicated().sum() == 0
-    for source, account, id_type, value in identifiers.select("source", "account_id", "id_type", "id_value").iter_rows():
+    for _, source, account, id_type, value in identifiers.iter_rows():
         src = config.sources[source]
         assert account in (src.accounts if src.kind == "multi" else ("",))
         assert id_type in src.id_types
@@ -107,7 +107,8 @@ def test_snapshot_is_realistic(sample: SampleInfo) -> None:
     assert 0.01 < merged.height / customers.height < 0.04
     assert 0.02 < (customers["customer_type"] == "CAMPAIGN").mean() < 0.08
     status = dict(zip(customers["customer_id"], customers["status"]))
-    assert any(status[target] == "MERGED" for target in merged["merged_into"])  # a chain of length 2
+    chains = sum(status[target] == "MERGED" for target in merged["merged_into"])
+    assert 2 <= chains < 0.3 * merged.height  # some merge chains of length 2, most merges direct
     assert 2.0 < identifiers.height / (customers.height - merged.height) < 3.0
     assert set(identifiers["customer_id"]) == {c for c, s in status.items() if s == "ACTIVE"}
     scopes_per_mobile = (identifiers.filter(pl.col("id_type") == "mobile")

@@ -1,0 +1,24 @@
+"""Defaults, in one place. Precedence: command-line flag > environment variable > job file > default."""
+from __future__ import annotations
+
+import os
+
+DEFAULT_MEMORY_LIMIT = "2GB"
+"""DuckDB's memory limit; past it DuckDB spills to the store's .tmp folder instead of growing."""
+DEFAULT_THREADS: int | None = None
+"""DuckDB worker threads; None lets DuckDB use every core."""
+
+ENV_MEMORY_LIMIT = "LOYALTY_BULK_MEMORY_LIMIT"
+ENV_THREADS = "LOYALTY_BULK_THREADS"
+ENV_MASK_PII = "LOYALTY_BULK_MASK_PII"
+
+
+def pick(flag, env_name: str | None, job_value, default, cast=str):
+    """The first value set among flag, environment, job file and default, in that order."""
+    if flag is not None:
+        return flag
+    if env_name and os.environ.get(env_name):
+        return cast(os.environ[env_name])
+    if job_value is not None:
+        return job_value
+    return default
