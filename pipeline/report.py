@@ -55,7 +55,11 @@ def write_parquet(frame: pl.DataFrame, path: Path | str) -> Path:
 
 def write_json(obj: Any, path: Path | str) -> Path:
     """Write a JSON document (indented, UTF-8) atomically."""
-    text = json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
+    return write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", path)
+
+
+def write_text(text: str, path: Path | str) -> Path:
+    """Write UTF-8 text atomically."""
     return _write_atomic(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import polars as pl
@@ -23,6 +23,7 @@ from pipeline.check import CheckResult, check_requests
 from pipeline.config import OrgConfig, load_config
 from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalError
 from pipeline.read import RequestBatch, read_requests
+from pipeline.html_summary import write_summary_html
 from pipeline.report import error_report, write_csv, write_json, write_parquet
 from pipeline.resolve import register_config, resolve_targets
 from pipeline.normalize import trim_expr
@@ -34,15 +35,24 @@ SUCCESS_COLUMNS = ("file", "row_number", "row_id", "action", "source", "account_
 MERGE_COLUMNS = ("victim_id", "survivor_id", "file", "row_number", "id_type", "id_value")
 
 
+class StageObserver(Protocol):
+    """Told when each stage ends (progress display); stages: read, check, resolve, decide, apply, report."""
+
+    def stage_done(self, stage: str, seconds: float) -> None: ...
+
+
 @dataclass
 class StageClock:
-    """Seconds spent per stage, in the order the stages ran."""
+    """Seconds spent per stage, in the order the stages ran; tells an optional observer."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    observer: StageObserver | None = None
 
     def lap(self, stage: str, started: float) -> float:
         now = time.perf_counter()
         self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - started, 3)
+        if self.observer is not None:
+            self.observer.stage_done(stage, now - started)
         return now
 
 
@@ -114,6 +124,7 @@ class RunOptions:
     max_error_rate: float | None = None
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     threads: int | None = None
+    observer: StageObserver | None = None
 
 
 def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path | str], reports_dir: Path | str,
@@ -123,7 +134,7 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
     Keyword overrides replace fields of `options` (e.g. `dry_run=True`).
     """
     opts = dataclasses.replace(options, **overrides)
-    clock, started_at = StageClock(), _now()
+    clock, started_at = StageClock(observer=opts.observer), _now()
     run_id = opts.run_id or new_run_id()
     reports_dir = Path(reports_dir)
     config = load_config(config_path)
@@ -157,7 +168,9 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
         except BaseException:
             _rollback(con)
             raise
+        t = time.perf_counter()
         _write_reports(reports, result, reports_dir, opts.parquet_reports)
+        clock.lap("report", t)
         return result
     finally:
         con.close()
@@ -278,3 +291,4 @@ def _write_reports(reports: ReportFrames, result: RunResult, reports_dir: Path, 
         if parquet:
             write_parquet(frame, reports_dir / f"{name}.parquet")
     write_json(result.to_dict(), reports_dir / "summary.json")
+    write_summary_html(result, reports.merges, reports_dir / "summary.html")
