@@ -90,6 +90,22 @@ def store_export(store_path: Path, out_dir: Path, fmt: str) -> int:
     return 0
 
 
+@store.command("audit")
+@click.argument("store_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Org config TOML: also check sources, accounts, id types, card series, numbers and labels.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the findings CSV [default: STORE.audit.csv].")
+@_exits
+def store_audit(store_path: Path, config_path: Path | None, report_path: Path | None) -> int:
+    """Check every invariant of SPEC section 1 on STORE_PATH (read-only); exit 0 clean, 1 findings."""
+    from pipeline.audit import audit_store
+
+    result = audit_store(store_path, config_path, report_path=report_path)
+    click.echo(result.render())
+    return result.exit_code
+
+
 @main.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--customers", type=click.IntRange(min=1), required=True)
@@ -122,6 +138,26 @@ def _engine_options(func):
     return func
 
 
+def _output_options(func):
+    """Options shared by `run` and `job`: --json, --quiet, --verbose (see pipeline.console.report_run)."""
+    @wraps(func)
+    def checked(*args, quiet: bool, verbose: bool, **kwargs):
+        if quiet and verbose:
+            raise click.UsageError("--quiet and --verbose cannot be used together")
+        return func(*args, quiet=quiet, verbose=verbose, **kwargs)
+
+    options = [
+        click.option("--json", "json_output", is_flag=True,
+                     help="Print the run summary as JSON (the content of summary.json) and nothing else on stdout."),
+        click.option("-q", "--quiet", is_flag=True, help="Nothing on stdout (unless --json); only errors on stderr."),
+        click.option("-v", "--verbose", is_flag=True,
+                     help="Also show stage seconds as they finish, input files with sha256, store counts."),
+    ]
+    for option in reversed(options):
+        checked = option(checked)
+    return checked
+
+
 @main.command()
 @click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The store (DuckDB file).")
@@ -134,19 +170,38 @@ def _engine_options(func):
 @click.option("--parquet", "parquet_reports", is_flag=True,
               help="Also write success, errors and merges as Parquet (raw values, not neutralised).")
 @_engine_options
+@_output_options
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_exits
 def run(store_path: Path, config_path: Path, reports_dir: Path, dry_run: bool, allow_reapply: bool,
         parquet_reports: bool, memory_limit: str | None, threads: int | None, max_errors: int | None,
-        max_error_rate: float | None, files: tuple[Path, ...]) -> int:
+        max_error_rate: float | None, json_output: bool, quiet: bool, verbose: bool,
+        files: tuple[Path, ...]) -> int:
     """Apply request FILES to the store, in order, with row-by-row semantics."""
+    from pipeline.console import report_run, stage_progress
     from pipeline.run import RunOptions, run_batch
 
-    options = RunOptions(
-        dry_run=dry_run, allow_reapply=allow_reapply, parquet_reports=parquet_reports,
-        max_errors=max_errors, max_error_rate=max_error_rate,
-        memory_limit=pick(memory_limit, ENV_MEMORY_LIMIT, None, DEFAULT_MEMORY_LIMIT),
-        threads=pick(threads, ENV_THREADS, None, DEFAULT_THREADS, int))
-    result = run_batch(store_path, config_path, list(files), reports_dir, options)
-    click.echo(result.render())
+    with stage_progress(quiet=quiet, verbose=verbose) as observer:
+        options = RunOptions(
+            dry_run=dry_run, allow_reapply=allow_reapply, parquet_reports=parquet_reports,
+            max_errors=max_errors, max_error_rate=max_error_rate,
+            memory_limit=pick(memory_limit, ENV_MEMORY_LIMIT, None, DEFAULT_MEMORY_LIMIT),
+            threads=pick(threads, ENV_THREADS, None, DEFAULT_THREADS, int), observer=observer)
+        result = run_batch(store_path, config_path, list(files), reports_dir, options)
+    report_run(result, json_output=json_output, quiet=quiet, verbose=verbose)
     return result.exit_code
+
+
+@main.command()
+@click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The store (DuckDB file).")
+@click.argument("run_id")
+@_exits
+def revert(store_path: Path, run_id: str) -> int:
+    """Undo the applied run RUN_ID exactly, unless a later run touched what it touched."""
+    from pipeline.run import new_run_id
+    from pipeline.undo import revert_run
+
+    result = revert_run(store_path, run_id, new_run_id())
+    click.echo(result.render())
+    return 0

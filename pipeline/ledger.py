@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -15,14 +16,17 @@ if TYPE_CHECKING:
 
 LEDGER_SQL = """
 CREATE TABLE IF NOT EXISTS runs (
-    run_id VARCHAR NOT NULL, job VARCHAR, dry_run BOOLEAN NOT NULL,
+    run_id VARCHAR NOT NULL, ordinal BIGINT NOT NULL, job VARCHAR, dry_run BOOLEAN NOT NULL,
     started_at VARCHAR NOT NULL, ended_at VARCHAR NOT NULL, rows BIGINT NOT NULL,
     succeeded BIGINT NOT NULL, failed BIGINT NOT NULL, merges BIGINT NOT NULL, exit_code INTEGER NOT NULL,
-    config_sha256 VARCHAR NOT NULL, summary VARCHAR NOT NULL);
+    config_sha256 VARCHAR NOT NULL, summary VARCHAR NOT NULL, reverts VARCHAR, reverted_by VARCHAR);
 CREATE TABLE IF NOT EXISTS run_files (
     run_id VARCHAR NOT NULL, position INTEGER NOT NULL, path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL,
     rows BIGINT NOT NULL);
 """
+
+
+_NEXT_ORDINAL = "(SELECT coalesce(max(ordinal), 0) + 1 FROM runs)"
 
 
 def ensure(con: duckdb.DuckDBPyConnection) -> None:
@@ -30,11 +34,12 @@ def ensure(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def refuse_reapplied(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile]) -> None:
-    """Refuse files whose content a real run applied (not a dry run, not an aborted one)."""
+    """Refuse files whose content a real run applied (not a dry run, an aborted or a reverted one)."""
     for f in files:
         hit = con.execute(
             """SELECT r.run_id, r.started_at FROM run_files f JOIN runs r USING (run_id)
-               WHERE f.sha256 = ? AND NOT r.dry_run AND r.exit_code IN (0, 1) ORDER BY r.started_at LIMIT 1""", [f.sha256]).fetchone()
+               WHERE f.sha256 = ? AND NOT r.dry_run AND r.exit_code IN (0, 1) AND r.reverted_by IS NULL
+               ORDER BY r.ordinal LIMIT 1""", [f.sha256]).fetchone()
         if hit:
             raise StoreError(
                 f"{f.path} (sha256 {f.sha256[:12]}…) was already applied by run {hit[0]} at {hit[1]}; "
@@ -45,9 +50,17 @@ def record(con: duckdb.DuckDBPyConnection, result: RunResult, files: Sequence[In
     """Write the run and its files to the ledger, inside the caller's transaction."""
     summary = result.to_dict()
     con.execute(
-        "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO runs VALUES (?, {_NEXT_ORDINAL}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
         [result.run_id, result.job, result.dry_run, result.started_at, result.ended_at, result.rows,
          result.rows - result.failed, result.failed, result.merges, result.exit_code, config_sha256,
          json.dumps(summary)])
     con.executemany("INSERT INTO run_files VALUES (?, ?, ?, ?, ?)",
                     [[result.run_id, i, f.path, f.sha256, f.rows] for i, f in enumerate(files)])
+
+
+def record_revert(con: duckdb.DuckDBPyConnection, revert_run_id: str, reverted_run_id: str) -> None:
+    """Record a revert as a run of its own, inside the caller's transaction."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    con.execute(
+        f"INSERT INTO runs VALUES (?, {_NEXT_ORDINAL}, 'revert', false, ?, ?, 0, 0, 0, 0, 0, '', ?, ?, NULL)",
+        [revert_run_id, now, now, json.dumps({"reverts": reverted_run_id}), reverted_run_id])

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import duckdb
 import polars as pl
 
-from pipeline import ledger
+from pipeline import ledger, undo
 from pipeline.apply import apply_changes, decide
 from pipeline.catalog import CATALOG
 from pipeline.check import CheckResult, check_requests
@@ -93,16 +93,34 @@ class RunResult:
             "exit_code": self.exit_code, "reports_dir": self.reports_dir,
         }
 
-    def render(self) -> str:
-        mode = (f"ABORTED, nothing applied: {self.aborted}" if self.aborted
+    REPORT_FILES = ("success.csv", "errors.csv", "merges.csv", "summary.json", "summary.html")
+
+    @property
+    def status(self) -> str:
+        """One phrase for what happened to the store: aborted, dry run or applied."""
+        return (f"ABORTED, nothing applied: {self.aborted}" if self.aborted
                 else "dry run (nothing applied)" if self.dry_run else "applied")
-        lines = [f"run {self.run_id}: {self.rows} rows, {mode}"]
-        lines.append("  " + ", ".join(f"{k} {v}" for k, v in self.outcomes.items()) + f", failed {self.failed}")
+
+    def render(self, verbose: bool = False) -> str:
+        """The end-of-run summary for a person; `verbose` adds the input files and the store counts."""
+        job = f" (job {self.job})" if self.job else ""
+        lines = [f"run {self.run_id}{job}: {self.rows} rows, {self.status}, exit code {self.exit_code}"]
+        lines.append("  outcomes: " + ", ".join(f"{k} {v}" for k, v in self.outcomes.items())
+                     + f", failed {self.failed}")
+        if self.errors_by_code:
+            lines.append("  errors by code:")
         for code, n in sorted(self.errors_by_code.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    {code} {CATALOG[code].name}: {n}")
-        lines.append(f"  merges {self.merges}")
-        lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items()))
+        lines.append(f"  merges: {self.merges}")
+        lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
+                     + f" (total {sum(self.stage_seconds.values()):.2f})")
+        if verbose:
+            lines.append("  files:")
+            lines += [f"    {f['path']}: {f['rows']} rows, sha256 {f['sha256']}" for f in self.files]
+            lines.append(f"  store before: {self.store_before.render()}")
+            lines.append(f"  store after:  {self.store_after.render()}")
         lines.append(f"  reports: {self.reports_dir}")
+        lines += [f"    {Path(self.reports_dir) / name}" for name in self.REPORT_FILES]
         return "\n".join(lines)
 
 
@@ -142,6 +160,7 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
     con = open_store(store_path, memory_limit=opts.memory_limit, threads=opts.threads)
     try:
         ledger.ensure(con)
+        undo.ensure(con)
         batch = read_requests(files, column_map=opts.column_map)
         t = clock.lap("read", t)
         if not opts.dry_run and not opts.allow_reapply:
@@ -155,6 +174,8 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
         try:
             after = before
             if not aborted:
+                if not opts.dry_run:
+                    undo.record_changes(con, run_id)
                 apply_changes(con)
                 after = store_counts(con)
             t = clock.lap("apply", t)

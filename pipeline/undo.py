@@ -1,0 +1,171 @@
+"""The undo log of applied runs, and `revert`, which plays it backwards.
+
+Inside the apply transaction, before the changes land, the staged changes (chg_* tables) are
+recorded as the net rows a run deletes and inserts in identifiers, and the before/after state of
+every card and customer it changes. Reverting deletes what the run inserted, puts back what it
+deleted and restores cards and customers, in one transaction, after checking that no later run
+touched any customer, identifier or card of that run and that the store still shows the run's
+after-state for all of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from pipeline import ledger
+from pipeline.duck import run_script
+from pipeline.errors import StoreError
+from pipeline.store import StoreCounts, open_store, store_counts
+
+UNDO_SQL = """
+CREATE TABLE IF NOT EXISTS undo_identifiers (
+    run_id VARCHAR NOT NULL, op VARCHAR NOT NULL, customer_id BIGINT NOT NULL, source VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL, id_type VARCHAR NOT NULL, id_value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS undo_cards (
+    run_id VARCHAR NOT NULL, card_number VARCHAR NOT NULL, old_customer_id BIGINT, old_label VARCHAR NOT NULL,
+    new_customer_id BIGINT, new_label VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS undo_customers (
+    run_id VARCHAR NOT NULL, customer_id BIGINT NOT NULL, old_status VARCHAR NOT NULL, old_merged_into BIGINT,
+    new_status VARCHAR NOT NULL, new_merged_into BIGINT)
+"""
+
+_RECORD = """
+INSERT INTO undo_identifiers
+    SELECT $run_id, 'deleted', customer_id, source, account_id, id_type, id_value FROM chg_delete
+    UNION ALL SELECT $run_id, 'inserted', customer_id, source, account_id, id_type, id_value FROM chg_insert
+    UNION ALL SELECT $run_id, 'deleted', i.customer_id, i.source, i.account_id, i.id_type, i.id_value
+        FROM identifiers i JOIN chg_merge m ON i.customer_id = m.victim_id
+    UNION ALL SELECT $run_id, 'inserted', m.survivor_id, i.source, i.account_id, i.id_type, i.id_value
+        FROM identifiers i JOIN chg_merge m ON i.customer_id = m.victim_id;
+INSERT INTO undo_cards
+    SELECT $run_id, c.card_number, c.customer_id, c.status_label, u.customer_id, u.status_label
+        FROM cards c JOIN chg_cards u USING (card_number)
+    UNION ALL SELECT $run_id, c.card_number, c.customer_id, c.status_label, m.survivor_id, c.status_label
+        FROM cards c JOIN chg_merge m ON c.customer_id = m.victim_id;
+INSERT INTO undo_customers
+    SELECT $run_id, c.customer_id, c.status, c.merged_into, 'MERGED', m.survivor_id
+    FROM customers c JOIN (SELECT * FROM chg_merge UNION ALL SELECT * FROM chg_merge_status) m
+        ON c.customer_id = m.victim_id
+"""
+
+_TOUCHED = """
+CREATE OR REPLACE TEMP TABLE touched AS
+WITH undo_identifiers AS (SELECT * FROM undo_identifiers WHERE run_id IN (SELECT run_id FROM later_runs)),
+     undo_cards AS (SELECT * FROM undo_cards WHERE run_id IN (SELECT run_id FROM later_runs)),
+     undo_customers AS (SELECT * FROM undo_customers WHERE run_id IN (SELECT run_id FROM later_runs))
+    SELECT run_id, 'c' AS kind, customer_id::VARCHAR AS k FROM undo_identifiers
+    UNION SELECT run_id, 'v', concat_ws(chr(31), id_type, id_value) FROM undo_identifiers
+    UNION SELECT run_id, 'k', card_number FROM undo_cards
+    UNION SELECT run_id, 'c', old_customer_id::VARCHAR FROM undo_cards WHERE old_customer_id IS NOT NULL
+    UNION SELECT run_id, 'c', new_customer_id::VARCHAR FROM undo_cards WHERE new_customer_id IS NOT NULL
+    UNION SELECT run_id, 'c', customer_id::VARCHAR FROM undo_customers
+    UNION SELECT run_id, 'c', new_merged_into::VARCHAR FROM undo_customers
+"""
+
+_LATER_RUNS = """
+CREATE OR REPLACE TEMP TABLE later_runs AS
+SELECT run_id FROM runs WHERE ordinal >= $ordinal AND NOT dry_run AND exit_code IN (0, 1) AND reverted_by IS NULL
+"""
+
+_LATER_CONFLICTS = """
+SELECT DISTINCT t.run_id FROM touched t
+JOIN (SELECT kind, k FROM touched WHERE run_id = $run_id) mine USING (kind, k)
+WHERE t.run_id <> $run_id
+ORDER BY 1
+"""
+
+_DRIFT = """
+SELECT 'identifier' AS what, count(*) AS n FROM undo_identifiers u
+    LEFT JOIN identifiers i USING (customer_id, source, account_id, id_type, id_value)
+    WHERE u.run_id = $run_id AND u.op = 'inserted' AND i.customer_id IS NULL
+UNION ALL SELECT 'card', count(*) FROM undo_cards u JOIN cards c USING (card_number)
+    WHERE u.run_id = $run_id
+      AND (c.customer_id IS DISTINCT FROM u.new_customer_id OR c.status_label <> u.new_label)
+UNION ALL SELECT 'customer', count(*) FROM undo_customers u JOIN customers c USING (customer_id)
+    WHERE u.run_id = $run_id AND (c.status <> u.new_status OR c.merged_into IS DISTINCT FROM u.new_merged_into)
+"""
+
+_REVERT = """
+DELETE FROM identifiers USING undo_identifiers u
+    WHERE u.run_id = $run_id AND u.op = 'inserted' AND identifiers.customer_id = u.customer_id
+      AND identifiers.source = u.source AND identifiers.account_id = u.account_id
+      AND identifiers.id_type = u.id_type AND identifiers.id_value = u.id_value;
+INSERT INTO identifiers SELECT customer_id, source, account_id, id_type, id_value FROM undo_identifiers
+    WHERE run_id = $run_id AND op = 'deleted';
+UPDATE cards SET customer_id = u.old_customer_id, status_label = u.old_label FROM undo_cards u
+    WHERE u.run_id = $run_id AND cards.card_number = u.card_number;
+UPDATE customers SET status = u.old_status, merged_into = u.old_merged_into FROM undo_customers u
+    WHERE u.run_id = $run_id AND customers.customer_id = u.customer_id
+"""
+
+
+def ensure(con: duckdb.DuckDBPyConnection) -> None:
+    run_script(con, UNDO_SQL)
+
+
+def record_changes(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Log the staged changes of a run; call inside the apply transaction, before apply_changes."""
+    run_script(con, _RECORD, {"run_id": run_id})
+
+
+@dataclass(frozen=True)
+class RevertResult:
+    run_id: str
+    reverted_run_id: str
+    identifiers_restored: int
+    identifiers_removed: int
+    cards_restored: int
+    customers_restored: int
+    store_after: StoreCounts
+
+    def render(self) -> str:
+        return (f"reverted run {self.reverted_run_id} (as run {self.run_id}): {self.identifiers_removed} "
+                f"identifiers removed, {self.identifiers_restored} put back, {self.cards_restored} cards and "
+                f"{self.customers_restored} customers restored; store now {self.store_after.render()}")
+
+
+def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> RevertResult:
+    """Undo an applied run exactly, refusing when a later run touched what it touched."""
+    con = open_store(store_path)
+    try:
+        ledger.ensure(con)
+        ensure(con)
+        row = con.execute("SELECT ordinal, dry_run, exit_code, reverted_by FROM runs WHERE run_id = ?",
+                          [run_id]).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id} in the ledger of {store_path}; nothing was changed")
+        ordinal, dry_run, exit_code, reverted_by = row
+        if dry_run or exit_code not in (0, 1):
+            raise StoreError(f"run {run_id} applied nothing (dry run or aborted); nothing to revert")
+        if reverted_by:
+            raise StoreError(f"run {run_id} was already reverted by run {reverted_by}; nothing was changed")
+        con.execute(_LATER_RUNS, {"ordinal": ordinal})
+        con.execute(_TOUCHED)
+        later = [r[0] for r in con.execute(_LATER_CONFLICTS, {"run_id": run_id}).fetchall()]
+        if later:
+            raise StoreError(f"cannot revert run {run_id}: later run(s) {', '.join(later)} changed customers, "
+                             "identifiers or cards it touched; nothing was changed")
+        drift = {what: n for what, n in con.execute(_DRIFT, {"run_id": run_id}).fetchall() if n}
+        if drift:
+            raise StoreError(f"cannot revert run {run_id}: the store no longer shows its result "
+                             f"({', '.join(f'{n} {w}(s)' for w, n in drift.items())} changed since); nothing was changed")
+        counts = dict(con.execute(
+            """SELECT op, count(*) FROM undo_identifiers WHERE run_id = ? GROUP BY op""", [run_id]).fetchall())
+        cards = con.execute("SELECT count(*) FROM undo_cards WHERE run_id = ?", [run_id]).fetchone()[0]
+        customers = con.execute("SELECT count(*) FROM undo_customers WHERE run_id = ?", [run_id]).fetchone()[0]
+        con.execute("BEGIN TRANSACTION")
+        try:
+            run_script(con, _REVERT, {"run_id": run_id})
+            con.execute("UPDATE runs SET reverted_by = ? WHERE run_id = ?", [revert_run_id, run_id])
+            after = store_counts(con)
+            ledger.record_revert(con, revert_run_id, run_id)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return RevertResult(revert_run_id, run_id, counts.get("deleted", 0), counts.get("inserted", 0),
+                            cards, customers, after)
+    finally:
+        con.close()
