@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from pipeline.errors import EXIT_INTERNAL, LoyaltyBulkError
-from pipeline.settings import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, ENV_MEMORY_LIMIT, ENV_THREADS, pick
+from pipeline.settings import (DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, ENV_MASK_PII, ENV_MEMORY_LIMIT, ENV_THREADS,
+                               pick)
 
 
 def _exits(func):
@@ -66,13 +67,37 @@ def store() -> None:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the findings when the snapshot is refused [default: STORE.init-report.csv].")
 @click.option("--force", is_flag=True, help="Replace an existing store file.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Bind the new store to this org config now (otherwise its first run binds it).")
 @_exits
-def store_init(store_path: Path, snapshot_dir: Path, report_path: Path | None, force: bool) -> int:
+def store_init(store_path: Path, snapshot_dir: Path, report_path: Path | None, force: bool,
+               config_path: Path | None) -> int:
     """Make STORE_PATH from a snapshot folder, refusing one that breaks an invariant."""
+    from pipeline.binding import set_config
+    from pipeline.config import load_config
+    from pipeline.run import new_run_id
     from pipeline.store import init_store
 
+    if config_path is not None:
+        load_config(config_path)  # a broken config is refused (exit 2) before any store is made
     counts = init_store(store_path, snapshot_dir, report_path=report_path, force=force)
     click.echo(f"store {store_path}: {counts.render()}")
+    if config_path is not None:
+        click.echo(set_config(store_path, config_path, new_run_id()))
+    return 0
+
+
+@store.command("set-config")
+@click.argument("store_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The org config the store belongs to from now on.")
+@_exits
+def store_set_config(store_path: Path, config_path: Path) -> int:
+    """Record that the store now belongs to another org config (kept in the ledger)."""
+    from pipeline.binding import set_config
+    from pipeline.run import new_run_id
+
+    click.echo(set_config(store_path, config_path, new_run_id()))
     return 0
 
 
@@ -119,6 +144,10 @@ def sample(out_dir: Path, customers: int, rows: int, seed: int) -> int:
     info = generate_sample(out_dir, customers=customers, rows=rows, seed=seed)
     click.echo(info.render())
     return 0
+
+
+def _truthy(text: str) -> bool:
+    return text.strip().lower() not in ("", "0", "false", "no")
 
 
 def _engine_options(func):
@@ -169,13 +198,15 @@ def _output_options(func):
 @click.option("--allow-reapply", is_flag=True, help="Apply files whose content an earlier run already applied.")
 @click.option("--parquet", "parquet_reports", is_flag=True,
               help="Also write success, errors and merges as Parquet (raw values, not neutralised).")
+@click.option("--mask-pii", is_flag=True, default=None,
+              help=f"Mask identifier values in every report (env {ENV_MASK_PII}=1).")
 @_engine_options
 @_output_options
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_exits
 def run(store_path: Path, config_path: Path, reports_dir: Path, dry_run: bool, allow_reapply: bool,
-        parquet_reports: bool, memory_limit: str | None, threads: int | None, max_errors: int | None,
-        max_error_rate: float | None, json_output: bool, quiet: bool, verbose: bool,
+        parquet_reports: bool, mask_pii: bool | None, memory_limit: str | None, threads: int | None,
+        max_errors: int | None, max_error_rate: float | None, json_output: bool, quiet: bool, verbose: bool,
         files: tuple[Path, ...]) -> int:
     """Apply request FILES to the store, in order, with row-by-row semantics."""
     from pipeline.console import report_run, stage_progress
@@ -185,9 +216,46 @@ def run(store_path: Path, config_path: Path, reports_dir: Path, dry_run: bool, a
         options = RunOptions(
             dry_run=dry_run, allow_reapply=allow_reapply, parquet_reports=parquet_reports,
             max_errors=max_errors, max_error_rate=max_error_rate,
+            mask_pii=pick(mask_pii or None, ENV_MASK_PII, None, False, _truthy),
             memory_limit=pick(memory_limit, ENV_MEMORY_LIMIT, None, DEFAULT_MEMORY_LIMIT),
             threads=pick(threads, ENV_THREADS, None, DEFAULT_THREADS, int), observer=observer)
         result = run_batch(store_path, config_path, list(files), reports_dir, options)
+    report_run(result, json_output=json_output, quiet=quiet, verbose=verbose)
+    return result.exit_code
+
+
+@main.command()
+@click.argument("job_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run/--no-dry-run", default=None,
+              help="Do everything but change the store (or, with --no-dry-run, apply a dry_run job).")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Use this store instead of the job's.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Use this org config instead of the job's.")
+@click.option("--reports", "reports_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the reports here instead of the job's folder ({job} and {run_id} allowed).")
+@click.option("--allow-reapply", is_flag=True, default=None,
+              help="Apply files whose content an earlier run already applied.")
+@click.option("--parquet", "parquet_reports", is_flag=True, default=None,
+              help="Also write success, errors and merges as Parquet.")
+@_engine_options
+@_output_options
+@_exits
+def job(job_path: Path, dry_run: bool | None, store_path: Path | None, config_path: Path | None,
+        reports_dir: Path | None, allow_reapply: bool | None, parquet_reports: bool | None,
+        memory_limit: str | None, threads: int | None, max_errors: int | None, max_error_rate: float | None,
+        json_output: bool, quiet: bool, verbose: bool) -> int:
+    """Run the job file JOB_PATH (jobs/*.toml); options given here override the job file's."""
+    from pipeline.console import report_run, stage_progress
+    from pipeline.job import JobOverrides, load_job, run_job
+
+    loaded = load_job(job_path)
+    overrides = JobOverrides(
+        store=store_path, config=config_path, reports=reports_dir, dry_run=dry_run, allow_reapply=allow_reapply,
+        parquet_reports=parquet_reports, max_errors=max_errors, max_error_rate=max_error_rate,
+        memory_limit=memory_limit, threads=threads)
+    with stage_progress(quiet=quiet, verbose=verbose) as observer:
+        result = run_job(loaded, overrides, observer=observer)
     report_run(result, json_output=json_output, quiet=quiet, verbose=verbose)
     return result.exit_code
 

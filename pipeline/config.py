@@ -6,6 +6,7 @@ a misspelt key silently falling back to a default is worse than a refusal.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class OrgConfig:
     merge_enabled: bool = True
     max_merges_per_survivor_per_run: int = 10
     blocked_values: dict[str, BlockedValues] = field(default_factory=dict)
+    identity: str = ""
+    """sha256 of the parsed content: comments and layout do not change it, any value does."""
 
     def label_status(self, label: str) -> str | None:
         return self.card_labels.get(label)
@@ -168,6 +171,7 @@ def parse_config(raw: dict[str, Any], path: str = "<config>", sha256: str = "") 
         merge_enabled=v.value(merge, "merge.enabled", bool, default=True),
         max_merges_per_survivor_per_run=v.count(merge, "merge.max_merges_per_survivor_per_run", default=10),
         blocked_values=blocked,
+        identity=hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest(),
     )
 
 

@@ -60,7 +60,13 @@ def record(con: duckdb.DuckDBPyConnection, result: RunResult, files: Sequence[In
 
 def record_revert(con: duckdb.DuckDBPyConnection, revert_run_id: str, reverted_run_id: str) -> None:
     """Record a revert as a run of its own, inside the caller's transaction."""
+    record_event(con, revert_run_id, "revert", {"reverts": reverted_run_id}, reverts=reverted_run_id)
+
+
+def record_event(con: duckdb.DuckDBPyConnection, run_id: str, kind: str, details: dict,
+                 reverts: str | None = None) -> None:
+    """Record a store-changing command that is not a batch (revert, set-config) in the ledger."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     con.execute(
-        f"INSERT INTO runs VALUES (?, {_NEXT_ORDINAL}, 'revert', false, ?, ?, 0, 0, 0, 0, 0, '', ?, ?, NULL)",
-        [revert_run_id, now, now, json.dumps({"reverts": reverted_run_id}), reverted_run_id])
+        f"INSERT INTO runs VALUES (?, {_NEXT_ORDINAL}, ?, false, ?, ?, 0, 0, 0, 0, 0, '', ?, ?, NULL)",
+        [run_id, kind, now, now, json.dumps(details), reverts])

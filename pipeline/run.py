@@ -16,17 +16,18 @@ from typing import Any, Protocol
 import duckdb
 import polars as pl
 
-from pipeline import ledger, undo
+from pipeline import binding, ledger, undo
 from pipeline.apply import apply_changes, decide
 from pipeline.catalog import CATALOG
 from pipeline.check import CheckResult, check_requests
 from pipeline.config import OrgConfig, load_config
 from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalError
-from pipeline.read import RequestBatch, read_requests
+from pipeline.read import InputLayout, RequestBatch, read_requests
 from pipeline.html_summary import write_summary_html
 from pipeline.report import error_report, write_csv, write_json, write_parquet
 from pipeline.resolve import register_config, resolve_targets
 from pipeline.normalize import trim_expr
+from pipeline.pii import mask_reports
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
 from pipeline.store import StoreCounts, open_store, store_counts
 
@@ -138,11 +139,14 @@ class RunOptions:
     run_id: str | None = None
     parquet_reports: bool = False
     column_map: dict[str, str] | None = None
+    layout: InputLayout | None = None
+    """A job's input layout (renames, dropped columns, fixed values, series codes); instead of column_map."""
     max_errors: int | None = None
     max_error_rate: float | None = None
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     threads: int | None = None
     observer: StageObserver | None = None
+    mask_pii: bool = False
 
 
 def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path | str], reports_dir: Path | str,
@@ -161,13 +165,14 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
     try:
         ledger.ensure(con)
         undo.ensure(con)
-        batch = read_requests(files, column_map=opts.column_map)
+        binding.refuse_other_config(con, config, store_path)
+        batch = read_requests(files, column_map=opts.column_map, layout=opts.layout)
         t = clock.lap("read", t)
         if not opts.dry_run and not opts.allow_reapply:
             ledger.refuse_reapplied(con, batch.files)
         checked, outcomes = decide_batch(con, batch.frame, config, clock)
         t = time.perf_counter()
-        reports = _report_frames(batch, checked, outcomes)
+        reports = _report_frames(batch, checked, outcomes, opts.mask_pii)
         before = store_counts(con)
         aborted = _threshold_breach(reports, batch.frame.height, opts)
         con.execute("BEGIN TRANSACTION")
@@ -176,6 +181,8 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
             if not aborted:
                 if not opts.dry_run:
                     undo.record_changes(con, run_id)
+                    if not binding.bound_config(con):
+                        binding.bind(con, config)
                 apply_changes(con)
                 after = store_counts(con)
             t = clock.lap("apply", t)
@@ -261,7 +268,7 @@ class ReportFrames:
     errors_by_code: dict[int, int]
 
 
-def _report_frames(batch: RequestBatch, checked, outcomes: pl.DataFrame) -> ReportFrames:
+def _report_frames(batch: RequestBatch, checked, outcomes: pl.DataFrame, mask_pii: bool) -> ReportFrames:
     """success.csv, errors.csv and merges.csv rows; every input row lands in exactly one of the first two."""
     raw = batch.frame
     succeeded = outcomes.filter(pl.col("outcome").is_not_null())
@@ -284,8 +291,11 @@ def _report_frames(batch: RequestBatch, checked, outcomes: pl.DataFrame) -> Repo
     )
     merges = (succeeded.filter(pl.col("outcome") == "merged").join(checked.checked, on="seq", how="left")
               .sort("seq").select(*MERGE_COLUMNS))
+    errors = error_report(raw, failed)
+    if mask_pii:
+        success, errors, merges = mask_reports(success, errors, merges)
     return ReportFrames(
-        success=success, errors=error_report(raw, failed), merges=merges,
+        success=success, errors=errors, merges=merges,
         outcome_counts={k: succeeded.filter(pl.col("outcome") == k).height for k in ("applied", "unchanged", "merged")},
         errors_by_code={int(code): int(n) for code, n in failed.group_by("error_code").len().iter_rows()})
 
