@@ -238,21 +238,23 @@ def run(store_path: Path, config_path: Path, reports_dir: Path, dry_run: bool, a
               help="Apply files whose content an earlier run already applied.")
 @click.option("--parquet", "parquet_reports", is_flag=True, default=None,
               help="Also write success, errors and merges as Parquet.")
+@click.option("--mask-pii", is_flag=True, default=None,
+              help=f"Mask identifier values in every report (env {ENV_MASK_PII}=1).")
 @_engine_options
 @_output_options
 @_exits
 def job(job_path: Path, dry_run: bool | None, store_path: Path | None, config_path: Path | None,
-        reports_dir: Path | None, allow_reapply: bool | None, parquet_reports: bool | None,
+        reports_dir: Path | None, allow_reapply: bool | None, parquet_reports: bool | None, mask_pii: bool | None,
         memory_limit: str | None, threads: int | None, max_errors: int | None, max_error_rate: float | None,
         json_output: bool, quiet: bool, verbose: bool) -> int:
-    """Run the job file JOB_PATH (jobs/*.toml); options given here override the job file's."""
+    """Run the job file JOB_PATH; options given here override the job file's."""
     from pipeline.console import report_run, stage_progress
     from pipeline.job import JobOverrides, load_job, run_job
 
     loaded = load_job(job_path)
     overrides = JobOverrides(
         store=store_path, config=config_path, reports=reports_dir, dry_run=dry_run, allow_reapply=allow_reapply,
-        parquet_reports=parquet_reports, max_errors=max_errors, max_error_rate=max_error_rate,
+        parquet_reports=parquet_reports, mask_pii=mask_pii, max_errors=max_errors, max_error_rate=max_error_rate,
         memory_limit=memory_limit, threads=threads)
     with stage_progress(quiet=quiet, verbose=verbose) as observer:
         result = run_job(loaded, overrides, observer=observer)

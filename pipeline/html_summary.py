@@ -1,9 +1,15 @@
-"""summary.html: a run's summary for a person who never opened a CSV."""
+"""summary.html: a run's summary for a person who never opened a CSV.
+
+One self-contained file (inline CSS, inline SVG charts drawn here, no script, no network), so it
+opens from a mail attachment or a file share. Every value from the run is escaped: request values
+can be hostile.
+"""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -13,28 +19,191 @@ from pipeline.report import write_text
 if TYPE_CHECKING:
     from pipeline.run import RunResult
 
+MAX_MERGE_ROWS = 1000
+"""Merges listed in the page; merges.csv has all of them."""
+
+TOP_CODES = 10
+"""Error codes drawn in the chart; the table lists every code."""
+
+OUTCOMES: dict[str, tuple[str, str]] = {
+    "applied": ("#2f855a", "the change was made (or, in a dry run, would be)"),
+    "unchanged": ("#718096", "nothing to change: the customer already had it"),
+    "merged": ("#2b6cb0", "the change merged the row's customer into the customer holding the value"),
+    "failed": ("#c53030", "the row was refused; see the error codes below and errors.csv"),
+}
+"""Colour and plain-words meaning of each row outcome."""
+
+EXIT_MEANINGS = {
+    0: "every row succeeded",
+    1: "the run completed and some rows failed",
+    2: "usage or config error; nothing done",
+    3: "refused or aborted; nothing applied",
+    4: "internal failure; nothing applied",
+}
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1a202c;
+  background:#f7fafc;margin:0}
+main{max-width:1100px;margin:0 auto;padding:24px 32px 48px}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
+.sub{color:#4a5568;margin:0 0 16px}
+.status{display:inline-block;padding:6px 14px;border-radius:6px;font-weight:700;color:#fff;margin:8px 0}
+.status-applied{background:#2f855a}.status-dry{background:#b7791f}.status-aborted{background:#c53030}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}
+.card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:10px 18px;min-width:120px}
+.card .n{font-size:26px;font-weight:700}.card .l{color:#4a5568;font-size:13px}
+table{border-collapse:collapse;background:#fff;margin:8px 0;font-size:14px}
+th,td{border:1px solid #e2e8f0;padding:4px 10px;text-align:left;vertical-align:top}
+th{background:#edf2f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr:nth-child(even) td{background:#fafbfc}
+.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;word-break:break-all}
+.note{color:#4a5568;font-size:13px}
+.row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+svg{background:#fff;border:1px solid #e2e8f0;border-radius:8px}
+svg text{font:12px system-ui,"DejaVu Sans",sans-serif;fill:#1a202c}
+"""
+
+
+def _e(value: Any) -> str:
+    """A value as escaped HTML text; None is an empty cell."""
+    return "" if value is None else escape(str(value))
+
+
+def _table(table_id: str, headers: Sequence[str], rows: Iterable[Sequence[Any]],
+           numeric: frozenset[int] = frozenset(), mono: frozenset[int] = frozenset()) -> str:
+    """A table of escaped cells; columns at `numeric` are right-aligned, at `mono` monospaced."""
+    def cell(i: int, value: Any) -> str:
+        css = "num" if i in numeric else "mono" if i in mono else ""
+        return f'<td class="{css}">{_e(value)}</td>' if css else f"<td>{_e(value)}</td>"
+
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def bar_chart(chart_id: str, title: str, bars: Sequence[tuple[str, int, str]], label_width: int = 250) -> str:
+    """A horizontal bar chart as inline SVG: one `rect.bar` per (label, value, colour)."""
+    bar_area, row, top = 300, 28, 30
+    width, height = label_width + bar_area + 70, top + row * len(bars) + 10
+    longest = max((v for _, v, _ in bars), default=0) or 1
+    parts = [f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{_e(title)}" '
+             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+             f'<text x="10" y="20" font-weight="bold">{_e(title)}</text>']
+    for i, (label, value, colour) in enumerate(bars):
+        y = top + i * row
+        length = round(bar_area * value / longest, 1)
+        parts.append(
+            f'<text x="{label_width - 8}" y="{y + 17}" text-anchor="end">{_e(label)}</text>'
+            f'<rect class="bar" x="{label_width}" y="{y + 4}" width="{length}" height="{row - 8}" rx="3" '
+            f'fill="{colour}"><title>{_e(label)}: {value}</title></rect>'
+            f'<text x="{label_width + length + 6}" y="{y + 17}">{value}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def _status(result: RunResult) -> str:
+    if result.aborted:
+        return f'<div class="status status-aborted">ABORTED, nothing applied: {_e(result.aborted)}</div>'
+    if result.dry_run:
+        return ('<div class="status status-dry">DRY RUN: nothing was applied; '
+                'the counts are what a real run would do</div>')
+    return '<div class="status status-applied">APPLIED: the succeeded rows changed the store</div>'
+
+
+def _totals(result: RunResult) -> str:
+    cards = [(result.rows, "rows read"), (result.rows - result.failed, "succeeded"), (result.failed, "failed"),
+             (result.merges, "merges"), (len(result.files), "input files"), (result.exit_code, "exit code")]
+    body = "".join(f'<div class="card"><div class="n">{_e(n)}</div><div class="l">{_e(label)}</div></div>'
+                   for n, label in cards)
+    return (f'<section id="totals"><h2>Totals</h2><div class="cards">{body}</div>'
+            f'<p class="note">Exit code {_e(result.exit_code)}: '
+            f'{_e(EXIT_MEANINGS.get(result.exit_code, "unknown"))}.</p></section>')
+
+
+def _outcomes(result: RunResult) -> str:
+    counts = result.outcomes | {"failed": result.failed}
+    rows = [(k, n, _percent(n, result.rows), OUTCOMES.get(k, ("", ""))[1]) for k, n in counts.items()]
+    chart = bar_chart("outcomes-chart", "Rows by outcome",
+                      [(k, n, OUTCOMES.get(k, ("#4a5568", ""))[0]) for k, n in counts.items()], label_width=110)
+    return ('<section><h2>Outcomes</h2><div class="row">'
+            + _table("outcomes", ("outcome", "rows", "share", "meaning"), rows, frozenset({1, 2}))
+            + chart + "</div></section>")
+
+
+def _error_codes(result: RunResult) -> str:
+    ranked = sorted(result.errors_by_code.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not ranked:
+        return '<section><h2>Errors by code</h2><p id="no-errors">No row failed.</p></section>'
+    rows = [(code, CATALOG[code].name, CATALOG[code].meaning, CATALOG[code].stage, n, _percent(n, result.failed))
+            for code, n in ranked]
+    top = ranked[:TOP_CODES]
+    chart = bar_chart("errors-chart", f"Top {len(top)} error codes",
+                      [(f"{code} {CATALOG[code].name}", n, OUTCOMES["failed"][0]) for code, n in top])
+    return ('<section><h2>Errors by code</h2>'
+            '<p class="note">Each failed row has one code; errors.csv lists the rows with their message.</p>'
+            + chart + _table("errors", ("code", "name", "meaning", "stage", "rows", "share of failed"),
+                             rows, frozenset({4, 5})) + "</section>")
+
+
+def _merges(merges: pl.DataFrame) -> str:
+    if merges.height == 0:
+        return '<section><h2>Merges</h2><p id="no-merges">No customer was merged.</p></section>'
+    shown = merges.head(MAX_MERGE_ROWS).select("victim_id", "survivor_id", "file", "row_number", "id_type", "id_value")
+    note = (f'<p class="note" id="merges-note">Showing the first {MAX_MERGE_ROWS} of {merges.height} merges; '
+            "merges.csv has all of them.</p>" if merges.height > MAX_MERGE_ROWS else "")
+    return ('<section><h2>Merges</h2><p class="note">The victim customer was merged into the survivor '
+            'by the request row named.</p>'
+            + _table("merges", ("victim", "survivor", "file", "row", "id_type", "id_value"), shown.rows(),
+                     frozenset({0, 1, 3}))
+            + note + "</section>")
+
+
+def _files(result: RunResult) -> str:
+    rows = [(f.get("path"), f.get("rows"), f.get("sha256")) for f in result.files]
+    table = _table("files", ("file", "rows", "sha256"), rows, frozenset({1}), frozenset({2}))
+    return '<section><h2>Input files</h2><p class="note">In the order they were applied.</p>' + table + "</section>"
+
+
+def _stages(result: RunResult) -> str:
+    rows = [(stage, f"{s:.2f}") for stage, s in result.stage_seconds.items()]
+    rows.append(("total", f"{sum(result.stage_seconds.values()):.2f}"))
+    return ('<section><h2>Seconds per stage</h2>'
+            f'<p class="note">Started {_e(result.started_at)}, ended {_e(result.ended_at)}.</p>'
+            + _table("stages", ("stage", "seconds"), rows, frozenset({1})) + "</section>")
+
+
+def _store(result: RunResult) -> str:
+    before, after = result.store_before.to_dict(), result.store_after.to_dict()
+    rows = [(name.replace("_", " "), before[name], after[name], f"{after[name] - before[name]:+d}")
+            for name in before]
+    note = " (a dry run: what the store would be)" if result.dry_run and not result.aborted else ""
+    return (f'<section><h2>Store counts</h2><p class="note">Before and after the run{note}.</p>'
+            + _table("store", ("count", "before", "after", "change"), rows, frozenset({1, 2, 3})) + "</section>")
+
 
 def render_summary_html(result: RunResult, merges: pl.DataFrame) -> str:
-    """A self-contained page: totals, outcomes, error codes with their meaning, merges."""
-    outcome_rows = "".join(f"<tr><td>{escape(k)}</td><td>{v}</td></tr>"
-                           for k, v in (result.outcomes | {"failed": result.failed}).items())
-    code_rows = "".join(
-        f"<tr><td>{code}</td><td>{escape(CATALOG[code].name)}</td><td>{escape(CATALOG[code].meaning)}</td>"
-        f"<td>{n}</td></tr>" for code, n in sorted(result.errors_by_code.items(), key=lambda kv: (-kv[1], kv[0])))
-    merge_rows = "".join(f"<tr><td>{v}</td><td>{s}</td><td>{escape(str(f))}</td><td>{n}</td></tr>"
-                         for v, s, f, n in merges.select("victim_id", "survivor_id", "file", "row_number").rows())
+    """The page: status, totals, outcomes, error codes with their meaning, merges, files, stages, store."""
+    job = f" · job {_e(result.job)}" if result.job else ""
+    sections = [_status(result), _totals(result), _outcomes(result), _error_codes(result), _merges(merges),
+                _files(result), _stages(result), _store(result)]
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>loyalty-bulk run {escape(result.run_id)}</title></head>
-<body>
-<h1>Run {escape(result.run_id)}</h1>
-<p id="totals">{result.rows} rows; {result.rows - result.failed} succeeded, {result.failed} failed;
-{result.merges} merges; {"dry run" if result.dry_run else "applied"}; exit code {result.exit_code}</p>
-<h2>Outcomes</h2><table id="outcomes"><tr><th>outcome</th><th>rows</th></tr>{outcome_rows}</table>
-<h2>Errors by code</h2><table id="errors"><tr><th>code</th><th>name</th><th>meaning</th><th>rows</th></tr>{code_rows}</table>
-<h2>Merges</h2><table id="merges"><tr><th>victim</th><th>survivor</th><th>file</th><th>row</th></tr>{merge_rows}</table>
-</body></html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>loyalty-bulk run {_e(result.run_id)}{job}</title>
+<style>{CSS}</style></head>
+<body><main>
+<h1>loyalty-bulk run {_e(result.run_id)}</h1>
+<p class="sub">{f"Job {_e(result.job)}" if result.job else "No job file"} · reports in
+<span class="mono">{_e(result.reports_dir)}</span></p>
+{"".join(sections)}
+</main></body></html>
 """
 
 
 def write_summary_html(result: RunResult, merges: pl.DataFrame, path: Path) -> Path:
+    """Write summary.html for a finished run, atomically; `merges` is the merges.csv frame."""
     return write_text(render_summary_html(result, merges), path)

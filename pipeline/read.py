@@ -19,10 +19,16 @@ Decisions where SPEC section 2 is silent:
 - Parquet columns of text, integer, float, decimal, boolean or null type are cast to text; any other
   type (binary, nested, temporal, ...) is 7102 naming the column.
 - A file that cannot be opened at all (missing, a directory), a zip archive (an Excel workbook) and
-  binary content (a NUL byte in the first 8 KiB) are 7102; a UTF-16 file is 7101.
+  binary content (a NUL byte anywhere, refused with its line) are 7102; a UTF-16 file, with or
+  without a byte order mark, is 7101.
 - An empty cell is "" in CSV and null in Parquet; a column the file lacks is null.
 - When several files fail, the error raised is `RequestFilesRefused` (an `InputFileError` carrying
   the first failure's code and line) listing every failure, so one run shows them all.
+- A job's `InputLayout` may drop a column (mapped to "-"; a dropped Parquet column's type is not
+  checked), fix a column's value for every row (a file that also has that column is 7102: which value
+  applies would be ambiguous), and read series_id as a series code: a known code becomes its series id,
+  an unknown one stays as written so the check stage reports 3004 showing it (one of ASCII digits only
+  gets " (unknown series code)" appended, so it cannot pass as a series id).
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ import io
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +51,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputFileError
+from pipeline.normalize import trim_expr
 
 REQUEST_COLUMNS: tuple[str, ...] = (
     "row_id", "customer_id", "lookup_type", "lookup_value", "source", "account_id",
@@ -58,6 +65,15 @@ FILE_ENCODING, FILE_FORMAT, MISSING_COLUMN, UNKNOWN_COLUMN, NO_HEADER = 7101, 71
 
 Format = Literal["csv", "parquet"]
 
+IGNORE = "-"
+"""A column mapped to this is dropped as the file is read."""
+_IGNORED = " ignored column "
+"""Prefix of the placeholder names dropped columns carry until dropped (header names are trimmed, so never one)."""
+
+_BINARY_SNIFF_BYTES = 8192
+"""A NUL byte this close to the start marks a binary file; later, one bad line of a text file."""
+_CSV_BLOCK_SIZE = 1 << 20
+"""pyarrow's default parse block; a row longer than one block is parsed with one block for the whole body."""
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -103,13 +119,36 @@ class RequestFilesRefused(InputFileError):
                      + "\n".join(f"  {_where(e)}: {e.reason} (error {e.code})" for e in errors),)
 
 
-def read_requests(paths: Sequence[Path | str], column_map: Mapping[str, str] | None = None) -> RequestBatch:
+@dataclass(frozen=True)
+class InputLayout:
+    """How a job's files map onto SPEC section 2: renamed or dropped columns, fixed values, series codes.
+
+    `columns`: file header name -> request column, or IGNORE to drop the column.
+    `fixed`: request column -> the value every row gets (the file must not have that column).
+    `series_codes`: when set, series_id holds a series code, translated with this code -> id table.
+    """
+
+    columns: Mapping[str, str] = field(default_factory=dict)
+    fixed: Mapping[str, str] = field(default_factory=dict)
+    series_codes: Mapping[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.fixed) - set(REQUEST_COLUMNS))
+        if unknown:
+            raise ValueError(f"fixed values for unknown request columns: {', '.join(unknown)}")
+
+
+def read_requests(paths: Sequence[Path | str], column_map: Mapping[str, str] | None = None,
+                  layout: InputLayout | None = None) -> RequestBatch:
     """Read request files (CSV, gzip CSV or Parquet) in order into one frame of raw text columns.
 
-    `column_map` renames file header names to request column names before the column checks.
+    `column_map` renames file header names to request column names before the column checks; `layout`
+    (a job's) can also drop columns, fix values and translate series codes. Give one or the other.
     Every file is read before anything is returned; any refusal raises `InputFileError`.
     """
-    mapping = dict(column_map or {})
+    if layout is not None and column_map:
+        raise ValueError("give column_map or layout, not both")
+    layout = layout if layout is not None else InputLayout(columns=dict(column_map or {}))
     frames: list[pl.DataFrame] = []
     files: list[InputFile] = []
     errors: list[InputFileError] = []
@@ -117,7 +156,7 @@ def read_requests(paths: Sequence[Path | str], column_map: Mapping[str, str] | N
     for given in paths:
         name = str(given)
         try:
-            frame, info = _read_one(name, mapping)
+            frame, info = _read_one(name, layout)
         except InputFileError as error:
             errors.append(error)
             frames.clear()
@@ -135,7 +174,7 @@ def read_requests(paths: Sequence[Path | str], column_map: Mapping[str, str] | N
     return RequestBatch(frame=frame, files=tuple(files))
 
 
-def _read_one(name: str, mapping: dict[str, str]) -> tuple[pl.DataFrame, InputFile]:
+def _read_one(name: str, layout: InputLayout) -> tuple[pl.DataFrame, InputFile]:
     """Read one file into a frame of its request columns (as String) and describe it."""
     try:
         stored = Path(name).read_bytes()
@@ -144,11 +183,12 @@ def _read_one(name: str, mapping: dict[str, str]) -> tuple[pl.DataFrame, InputFi
     sha256 = hashlib.sha256(stored).hexdigest()
     content = _gunzip(name, stored) if stored.startswith(_GZIP_MAGIC) else stored
     if content.startswith(_PARQUET_MAGIC):
-        frame = _read_parquet(name, content, mapping)
+        frame = _read_parquet(name, content, dict(layout.columns), layout.fixed)
         fmt: Format = "parquet"
     else:
-        frame = _read_csv(name, content, mapping)
+        frame = _read_csv(name, content, dict(layout.columns), layout.fixed)
         fmt = "csv"
+    frame = _apply_layout(frame, layout)
     return frame, InputFile(path=name, sha256=sha256, rows=frame.height, columns=tuple(frame.columns), format=fmt)
 
 
@@ -159,22 +199,24 @@ def _gunzip(name: str, stored: bytes) -> bytes:
         raise InputFileError(name, FILE_ENCODING, f"the gzip stream is broken or truncated ({error})") from None
 
 
-def _read_parquet(name: str, content: bytes, mapping: dict[str, str]) -> pl.DataFrame:
+def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str] = {}
+                  ) -> pl.DataFrame:
     """Read a Parquet file, casting its text-like and numeric columns to String."""
     try:
         table = pq.read_table(io.BytesIO(content))
     except (pa.ArrowException, OSError, ValueError) as error:
         raise InputFileError(
             name, FILE_FORMAT, f"not a readable Parquet file, truncated or damaged ({error})") from None
-    columns = _check_header(name, [field.name for field in table.schema], mapping, line=None)
-    for field in table.schema:
-        if not _castable_to_text(field.type):
+    columns = _check_header(name, [field.name for field in table.schema], mapping, line=None, fixed=fixed)
+    for field, column in zip(table.schema, columns):
+        if not column.startswith(_IGNORED) and not _castable_to_text(field.type):
             raise InputFileError(
                 name, FILE_FORMAT,
                 f"column '{field.name}' has Parquet type {field.type}; request columns must be text or numbers")
     frame = pl.from_arrow(table, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
-    return frame.select(pl.col(old).cast(pl.String).alias(new) for old, new in zip(frame.columns, columns))
+    return frame.select(pl.col(old).cast(pl.String).alias(new) for old, new in zip(frame.columns, columns)
+                        if not new.startswith(_IGNORED))
 
 
 def _castable_to_text(arrow_type: pa.DataType) -> bool:
@@ -186,7 +228,7 @@ def _castable_to_text(arrow_type: pa.DataType) -> bool:
             or pa.types.is_boolean(arrow_type) or pa.types.is_null(arrow_type))
 
 
-def _read_csv(name: str, content: bytes, mapping: dict[str, str]) -> pl.DataFrame:
+def _read_csv(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str] = {}) -> pl.DataFrame:
     """Validate a CSV file's encoding, quoting and header, then parse its data rows as raw strings.
 
     pyarrow's parser is used rather than polars': polars pads a short row with "" and turns a blank
@@ -200,7 +242,7 @@ def _read_csv(name: str, content: bytes, mapping: dict[str, str]) -> pl.DataFram
     _check_quotes(name, content)
     header_line, header_text, body_start = _find_header(name, content)
     header = _split_header(name, header_text, header_line)
-    columns = _check_header(name, header, mapping, line=header_line)
+    columns = _check_header(name, header, mapping, line=header_line, fixed=fixed)
     if not _NON_BLANK.search(content, body_start):
         return pl.DataFrame(schema={column: pl.String for column in columns})
     wrong_width: list[int] = []
@@ -210,16 +252,26 @@ def _read_csv(name: str, content: bytes, mapping: dict[str, str]) -> pl.DataFram
             wrong_width.append(row.actual_columns)
         return "skip"
 
-    try:
-        table = pa_csv.read_csv(
+    def parse(block_size: int) -> pa.Table:
+        wrong_width.clear()
+        return pa_csv.read_csv(
             pa.BufferReader(pa.py_buffer(content).slice(body_start)),
-            read_options=pa_csv.ReadOptions(column_names=columns),
+            read_options=pa_csv.ReadOptions(column_names=columns, block_size=block_size),
             parse_options=pa_csv.ParseOptions(
                 delimiter=",", quote_char='"', double_quote=True, escape_char=False, newlines_in_values=True,
                 ignore_empty_lines=True, invalid_row_handler=skip_blank_or_note),
             convert_options=pa_csv.ConvertOptions(
                 column_types={column: pa.string() for column in columns}, strings_can_be_null=False,
                 quoted_strings_can_be_null=False, check_utf8=False))
+
+    try:
+        try:
+            table = parse(_CSV_BLOCK_SIZE)
+        except pa.ArrowInvalid as error:
+            if "straddl" not in str(error):
+                raise
+            # a row longer than a parse block (a 10 MB field): parse the whole body as one block
+            table = parse(len(content) - body_start + 1)
     except (pa.ArrowException, OSError) as error:
         raise InputFileError(name, FILE_FORMAT, f"cannot be parsed as CSV ({error})") from None
     if wrong_width:
@@ -236,8 +288,18 @@ def _refuse_non_text(name: str, content: bytes) -> None:
                              "not a CSV or Parquet file: it is a zip archive (an Excel workbook?); export it as CSV")
     if content.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise InputFileError(name, FILE_ENCODING, "the file is UTF-16; save it as UTF-8", line=1)
-    if b"\x00" in content[:8192]:
+    nul = content.find(b"\x00")
+    if nul < 0:
+        return
+    head = content[:64]
+    if len(head) >= 4 and (not any(head[1::2]) or not any(head[0::2])):
+        raise InputFileError(name, FILE_ENCODING, "the file looks like UTF-16 without a byte order mark; "
+                             "save it as UTF-8", line=1)
+    if nul < _BINARY_SNIFF_BYTES:
         raise InputFileError(name, FILE_FORMAT, "not a CSV or Parquet file: it contains binary data (NUL bytes)")
+    # past the start too: a text file with one NUL byte must not bring it into a value (or the store)
+    line, column = _line_and_column(content, nul)
+    raise InputFileError(name, FILE_FORMAT, f"a NUL byte at column {column}: a text file cannot hold one", line=line)
 
 
 def _check_utf8(name: str, content: bytes) -> None:
@@ -252,10 +314,16 @@ def _check_utf8(name: str, content: bytes) -> None:
             line=line) from None
 
 
-def _check_header(name: str, header: Sequence[str], mapping: dict[str, str], line: int | None) -> list[str]:
-    """Map header names to request columns and refuse unknown (7104), duplicate (7102) or missing (7103) ones."""
-    columns = [mapping.get(field, field) for field in header]
-    known = set(REQUEST_COLUMNS)
+def _check_header(name: str, header: Sequence[str], mapping: dict[str, str], line: int | None,
+                  fixed: Mapping[str, str] = {}) -> list[str]:
+    """Map header names to request columns and refuse unknown (7104), duplicate (7102) or missing (7103) ones.
+
+    A column mapped to IGNORE gets a placeholder name (dropped after reading); `fixed` columns count as
+    present, and one the file also has is 7102.
+    """
+    columns = [f"{_IGNORED}{position}" if mapping.get(field, field) == IGNORE else mapping.get(field, field)
+               for position, field in enumerate(header, 1)]
+    known = set(REQUEST_COLUMNS) | {column for column in columns if column.startswith(_IGNORED)}
     unknown = [(position, field, column) for position, (field, column) in enumerate(zip(header, columns), 1)
                if column not in known]
     if unknown:
@@ -280,7 +348,14 @@ def _check_header(name: str, header: Sequence[str], mapping: dict[str, str], lin
                 name, FILE_FORMAT,
                 f"column '{column}' appears more than once ({detail}); which value applies would be ambiguous",
                 line=line)
-    present = set(columns)
+    clashing = [(position, column) for position, column in enumerate(columns, 1) if column in fixed]
+    if clashing:
+        position, column = clashing[0]
+        raise InputFileError(
+            name, FILE_FORMAT,
+            f"column '{column}' (column {position}, header '{header[position - 1]}') is also given a fixed value "
+            f"by the job; which value applies would be ambiguous", line=line)
+    present = set(columns) | set(fixed)
     missing = [column for column in REQUIRED_COLUMNS if column not in present]
     if missing:
         raise InputFileError(name, MISSING_COLUMN,
@@ -401,6 +476,22 @@ def _refuse_wrong_width(name: str, content: bytes, body_start: int, header_line:
 def _width_reason(fields: int, width: int) -> str:
     hint = " (an unquoted comma in a value?)" if fields > width else ""
     return f"{fields} field{'s' if fields != 1 else ''}, but the header has {width}{hint}"
+
+def _apply_layout(frame: pl.DataFrame, layout: InputLayout) -> pl.DataFrame:
+    """Drop ignored columns, add the fixed ones and translate series codes to series ids."""
+    frame = frame.drop([column for column in frame.columns if column.startswith(_IGNORED)])
+    if layout.fixed:
+        frame = frame.with_columns(pl.lit(value, dtype=pl.String).alias(column) for column, value in layout.fixed.items())
+    if layout.series_codes is not None and "series_id" in frame.columns:
+        code = trim_expr("series_id")
+        known = code.replace_strict({c: str(i) for c, i in layout.series_codes.items()}, default=None,
+                                    return_dtype=pl.String)
+        frame = frame.with_columns(
+            pl.when(known.is_not_null()).then(known)
+            .when(code.str.contains(r"^[0-9]+$")).then(pl.col("series_id") + " (unknown series code)")
+            .otherwise(pl.col("series_id")).alias("series_id"))
+    return frame
+
 
 def _with_positions(frame: pl.DataFrame, name: str, seq_offset: int) -> pl.DataFrame:
     """Add seq, file and row_number, and every request column the file lacks (as null), in frame order."""

@@ -52,7 +52,8 @@ def test_every_command_has_help(path: tuple[str, ...], command: click.Command):
     result = invoke(*path, "--help")
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Usage:")
-    assert command.help.strip().splitlines()[0] in result.output
+    first_line = " ".join(command.help.strip().splitlines()[0].split())
+    assert first_line in " ".join(result.output.split())  # click wraps long lines
 
 
 def test_group_help_lists_its_commands():

@@ -1,0 +1,114 @@
+"""What a run tells the person at the terminal: stage progress on stderr, the end-of-run summary on stdout.
+
+`run` and `job` both use `stage_progress` (the observer given to RunOptions) and `report_run`, so
+the two commands print alike. Progress is drawn only when stderr is a terminal: CI logs, pipes and
+tests get plain text or nothing.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TextIO
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from pipeline.run import RunResult, StageObserver
+
+STAGES = ("read", "check", "resolve", "decide", "apply", "report")
+"""The stages in the order run_batch finishes them; the progress bar has one step per stage."""
+
+
+class StageProgress:
+    """A rich progress bar over the stages, naming the running stage and the seconds of the done ones."""
+
+    BAR_WIDTH = 58
+    """Columns taken by everything but the list of done stages."""
+
+    def __init__(self, console: Console, verbose: bool = False) -> None:
+        self.verbose = verbose
+        self.done: dict[str, float] = {}
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description:<9}"), BarColumn(bar_width=24),
+            MofNCompleteColumn(), TextColumn("stages"), TimeElapsedColumn(), TextColumn("[dim]{task.fields[done]}"),
+            console=console, transient=True)
+        self.task = self.progress.add_task(STAGES[0], total=len(STAGES), done="")
+
+    def __enter__(self) -> StageProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def stage_done(self, stage: str, seconds: float) -> None:
+        """Advance one step; the description names the stage that runs next."""
+        self.done[stage] = self.done.get(stage, 0.0) + seconds
+        following = STAGES[STAGES.index(stage) + 1] if stage in STAGES[:-1] else "done"
+        self.progress.update(self.task, advance=1, description=following, refresh=True, done=self._done_text())
+        if self.verbose:
+            self.progress.console.print(f"{stage} done in {seconds:.2f} s", highlight=False)
+
+
+    def _done_text(self) -> str:
+        """The finished stages with their seconds, oldest dropped first so the line fits the terminal."""
+        parts = [f"{name} {s:.2f}s" for name, s in self.done.items()]
+        room = self.progress.console.width - self.BAR_WIDTH
+        while len(parts) > 1 and len(", ".join(parts)) + 2 > room:
+            parts = parts[1:]
+        text = ", ".join(parts)
+        return text if len(parts) == len(self.done) else "… " + text
+
+
+class StageLog:
+    """Plain lines on a stream as stages finish: what --verbose shows when stderr is not a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def stage_done(self, stage: str, seconds: float) -> None:
+        print(f"{stage} done in {seconds:.2f} s", file=self.stream, flush=True)
+
+
+@contextmanager
+def stage_progress(quiet: bool = False, verbose: bool = False,
+                   stream: TextIO | None = None) -> Iterator[StageObserver | None]:
+    """The observer for RunOptions.observer, or None when nothing should be shown.
+
+    A progress bar when `stream` (default stderr) is a terminal and not quiet; with --verbose and no
+    terminal, one plain line per finished stage; otherwise nothing.
+    """
+    stream = stream if stream is not None else sys.stderr
+    if quiet:
+        yield None
+    elif stream.isatty():
+        with StageProgress(Console(file=stream, force_terminal=True), verbose) as progress:
+            yield progress
+    elif verbose:
+        yield StageLog(stream)
+    else:
+        yield None
+
+
+def summary_json(result: RunResult) -> str:
+    """The run as JSON, the same document as summary.json."""
+    return json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str)
+
+
+def report_run(result: RunResult, json_output: bool = False, quiet: bool = False, verbose: bool = False) -> None:
+    """Print a finished run: JSON only with --json; nothing on stdout with --quiet; else the summary.
+
+    With --quiet a run that aborted or had failed rows still says so in one line on stderr.
+    """
+    if json_output:
+        click.echo(summary_json(result))
+    elif not quiet:
+        click.echo(result.render(verbose=verbose))
+    if quiet and result.exit_code != 0:
+        what = (f"aborted, nothing applied: {result.aborted}" if result.aborted
+                else f"{result.failed} of {result.rows} rows failed")
+        click.echo(f"run {result.run_id}: {what}; see {result.reports_dir}", err=True)

@@ -1,0 +1,30 @@
+"""The benchmark command must keep working: a tiny run of bench/run.py, every scenario, no timing asserted."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIO_ROWS = ("| a |", "| b |", "| c |", "| d |", "| e |", "| big |")
+
+
+def test_bench_command_runs_every_scenario_at_tiny_size(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    cmd = [sys.executable, str(REPO / "bench" / "run.py"),
+           "--customers", "1500", "--rows", "1500", "--small-rows", "200",
+           "--dense-customers", "30", "--dense-rows", "600", "--repeat", "1",
+           "--big-customers", "1200", "--big-rows", "300", "--only", "a,b,c,d,e,big",
+           "--cache", str(tmp_path / "cache"), "--out", str(out), "--timeout", "120"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = out.read_text()
+    for row in SCENARIO_ROWS:
+        line = next(line for line in text.splitlines() if line.startswith(row))
+        assert "not run" not in line and "did not complete" not in line, line
+    assert "nproc" in text and "MemTotal" in text and "## Interpretation" in text
+    results = json.loads(out.with_suffix(".json").read_text())["scenarios"]
+    assert set(results) == {"a", "b", "c", "d", "e", "big"}
+    assert all(run["exit_code"] in (0, 1) for r in results.values() for run in r["runs"])
+    assert results["a"]["runs"][0]["stages"], "the stage seconds of summary.json are recorded"

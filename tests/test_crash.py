@@ -1,0 +1,178 @@
+"""Crash safety (SPEC section 5): a real `loyalty-bulk run` killed with SIGKILL at any moment leaves the
+store exactly as it was before the run or as it is after it, never between; the store still passes
+`store audit`; and running again reaches the same final store as an uninterrupted run.
+
+One generated store (big enough for a run of a few seconds) is built per test module; each kill
+point runs on its own copy. Kill points are spread by time over the whole measured run, plus a few
+triggered by what the run does on disk, to land inside the commit itself: while the WAL is being
+written, once the commit is done (reports appear), and while the WAL is checkpointed into the file.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipeline.audit import audit_store
+from pipeline.errors import StoreError
+from pipeline.run import run_batch
+from pipeline.sample import generate_sample
+from pipeline.store import export_store, init_store
+
+EXE = Path(sys.executable).parent / "loyalty-bulk"
+CUSTOMERS = ROWS = 20_000
+SEED = 20261126
+TIME_FRACTIONS = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85)
+"""Kill times as fractions of a run's wall time (process start to exit). Machines are noisy: when a run
+finishes before its kill time, the point is tried again, earlier, scaled to that run's own time. The end
+of the run (commit, reports, checkpoint) is reached by the TRIGGERS rather than by time."""
+ATTEMPTS = 3
+WAL_WRITING_BYTES = 64 * 1024
+"""The ledger's CREATE TABLEs leave a WAL of a few KB early on; the commit writes megabytes."""
+
+
+@dataclass(frozen=True)
+class CrashEnv:
+    """What every kill point compares against: the store before the run, and after an uninterrupted one."""
+
+    folder: Path
+    base_store: Path
+    config: Path
+    requests: Path
+    before: dict[str, bytes]
+    after: dict[str, bytes]
+    run_seconds: float
+    store_bytes: int
+
+
+def exported(store: Path, out: Path) -> dict[str, bytes]:
+    """The store's content as CSV bytes per table (export sorts by key, so equal content is equal bytes)."""
+    export_store(store, out, "csv")
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def start_run(store: Path, env: CrashEnv, reports: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(EXE), "run", "--store", str(store), "--config", str(env.config), "--reports", str(reports),
+         str(env.requests)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> CrashEnv:
+    folder = tmp_path_factory.mktemp("crash")
+    info = generate_sample(folder / "sample", customers=CUSTOMERS, rows=ROWS, seed=SEED)
+    base = folder / "base.duckdb"
+    init_store(base, info.snapshot_dir)
+    before = exported(base, folder / "before")
+    reference = folder / "reference.duckdb"
+    shutil.copy(base, reference)
+    partial = CrashEnv(folder, base, info.config_path, info.requests_path, before, {}, 0.0, base.stat().st_size)
+    started = time.perf_counter()
+    proc = start_run(reference, partial, folder / "reference-reports")
+    out, err = proc.communicate(timeout=120)
+    seconds = time.perf_counter() - started
+    assert proc.returncode in (0, 1), err.decode()
+    after = exported(reference, folder / "after")
+    assert after != before, "the reference run must change the store, or a kill could not be told apart"
+    return CrashEnv(folder, base, info.config_path, info.requests_path, before, after, seconds,
+                    base.stat().st_size)
+
+
+def wal_writing(store: Path, env: CrashEnv, reports: Path) -> bool:
+    wal = Path(f"{store}.wal")
+    return wal.exists() and wal.stat().st_size > WAL_WRITING_BYTES
+
+
+def committed(store: Path, env: CrashEnv, reports: Path) -> bool:
+    return reports.exists()
+
+
+def checkpointing(store: Path, env: CrashEnv, reports: Path) -> bool:
+    return store.stat().st_size > env.store_bytes
+
+
+TRIGGERS: dict[str, Callable[[Path, CrashEnv, Path], bool]] = {
+    "while the commit writes the WAL": wal_writing,
+    "just after the commit": committed,
+    "while the WAL is checkpointed": checkpointing,
+}
+
+KILL_POINTS = [f"at {f:.0%} of the run" for f in TIME_FRACTIONS] + list(TRIGGERS)
+
+
+def kill_at(store: Path, env: CrashEnv, reports: Path, point: str, run_seconds: float) -> tuple[bool, float]:
+    """Start a run and SIGKILL it at the kill point; (killed, seconds), killed False if it had finished."""
+    trigger = TRIGGERS.get(point)
+    deadline = None if trigger else run_seconds * TIME_FRACTIONS[KILL_POINTS.index(point)]
+    started = time.perf_counter()
+    proc = start_run(store, env, reports)
+    try:
+        while proc.poll() is None:
+            if trigger is not None and trigger(store, env, reports):
+                break
+            if deadline is not None and time.perf_counter() - started >= deadline:
+                break
+            if time.perf_counter() - started > 4 * env.run_seconds + 30:
+                pytest.fail(f"the run did not reach the kill point '{point}'")
+            time.sleep(0.0005)
+        killed = proc.poll() is None
+        if killed:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert killed or proc.returncode in (0, 1)
+    return killed, time.perf_counter() - started
+
+
+def committed_runs(store: Path) -> int:
+    """Real runs the store's ledger says committed (none when the ledger was never created)."""
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        if "runs" not in tables:
+            return 0
+        return con.execute("SELECT count(*) FROM runs WHERE NOT dry_run AND exit_code IN (0, 1)").fetchone()[0]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_leaves_the_store_before_or_after_the_run(env, tmp_path, point):
+    store = tmp_path / "store.duckdb"
+    shutil.copy(env.base_store, store)
+    reports = tmp_path / "killed-reports"
+    killed, seconds = kill_at(store, env, reports, point, env.run_seconds)
+    for _ in range(ATTEMPTS - 1):
+        if killed or point in TRIGGERS:
+            break
+        shutil.copy(env.base_store, store)
+        shutil.rmtree(reports, ignore_errors=True)
+        killed, seconds = kill_at(store, env, reports, point, 0.85 * seconds)
+    assert killed or point in TRIGGERS, f"the run finished before {point} {ATTEMPTS} times (last {seconds:.2f} s)"
+
+    state = exported(store, tmp_path / "killed")
+    assert state in (env.before, env.after), f"killed {point}: the store is neither its pre-run nor post-run content"
+    audit = audit_store(store, env.config, report_path=tmp_path / "audit.csv")
+    assert audit.exit_code == 0, audit.render()
+
+    if state == env.after:
+        assert committed_runs(store) == 1, "a store with the run's changes must show the run in its ledger"
+        with pytest.raises(StoreError, match="already applied"):
+            run_batch(store, env.config, [env.requests], tmp_path / "again")
+    else:
+        assert committed_runs(store) == 0, "a store without the run's changes must not show it as applied"
+        result = run_batch(store, env.config, [env.requests], tmp_path / "rerun")
+        assert result.exit_code in (0, 1)
+        assert exported(store, tmp_path / "final") == env.after
