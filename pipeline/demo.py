@@ -36,7 +36,6 @@ def main() -> int:
         print(f"demo failed: {exc}", file=sys.stderr)
         return exc.exit_code
     print(result.render())
-    print(f"\nReports: {result.reports_dir}/success.csv, errors.csv, merges.csv, summary.json")
     return 0
 
 
