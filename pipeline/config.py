@@ -103,7 +103,7 @@ def load_config(path: Path | str) -> OrgConfig:
 
 def parse_config(raw: dict[str, Any], path: str = "<config>", sha256: str = "") -> OrgConfig:
     """Validate a parsed TOML document; `path` only labels error messages."""
-    v = _Validator(path)
+    v = TomlValidator(path)
     v.known_keys(raw, "", {"org", "merge", "sources", "card_series", "card_labels", "blocked_values"})
     org = v.table(raw, "org", required=True)
     v.known_keys(org, "org.", {"max_active_cards_per_customer", "delink_label", "campaign_identifier_reuse"})
@@ -175,7 +175,7 @@ def parse_config(raw: dict[str, Any], path: str = "<config>", sha256: str = "") 
     )
 
 
-def _parse_source(v: _Validator, name: str, body: Any) -> Source:
+def _parse_source(v: TomlValidator, name: str, body: Any) -> Source:
     key = f"sources.{name}"
     if not isinstance(body, dict):
         v.fail(key, "must be a table")
@@ -199,7 +199,7 @@ def _parse_source(v: _Validator, name: str, body: Any) -> Source:
     return Source(name, kind, accounts, frozenset(id_types) - {CARD})
 
 
-def _parse_series(v: _Validator, key: str, body: Any) -> CardSeries:
+def _parse_series(v: TomlValidator, key: str, body: Any) -> CardSeries:
     if not isinstance(body, dict):
         v.fail(key, "must be a table")
     v.known_keys(body, key + ".", {"id", "code", "prefix", "suffix", "digits", "max_active_per_customer"})
@@ -218,7 +218,9 @@ def _parse_series(v: _Validator, key: str, body: Any) -> CardSeries:
     )
 
 
-class _Validator:
+class TomlValidator:
+    """Type and key checks for a parsed TOML document; every failure is a ConfigError naming the key."""
+
     def __init__(self, path: str):
         self.path = path
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import load_config
+from pipeline.config import TomlValidator, load_config
 from pipeline.errors import ConfigError
 from pipeline.read import IGNORE, REQUEST_COLUMNS, InputLayout
 from pipeline.run import RunOptions, RunResult, StageObserver, new_run_id, run_batch
@@ -229,38 +229,11 @@ def _parse_fixed(v: _JobValidator, table: dict[str, Any], columns: Mapping[str, 
     return fixed
 
 
-class _JobValidator:
-    """Type checks for job keys; every failure is a ConfigError naming the key (job.* keys)."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def fail(self, key: str, reason: str):
-        raise ConfigError(self.path, key, reason)
-
-    def known_keys(self, table: dict, prefix: str, allowed: frozenset[str]) -> None:
-        for key in table:
-            if key not in allowed:
-                self.fail(prefix + key, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-
-    def table(self, raw: dict, key: str, required: bool) -> dict:
-        if key not in raw:
-            if required:
-                self.fail(key, "missing table")
-            return {}
-        if not isinstance(raw[key], dict):
-            self.fail(key, "must be a table")
-        return raw[key]
+class _JobValidator(TomlValidator):
+    """TomlValidator for the [job] table: keys are given by name and reported as job.<name>."""
 
     def value(self, body: dict, name: str, kind: type, default: Any = ...) -> Any:
-        if name not in body:
-            if default is ...:
-                self.fail(f"job.{name}", "missing")
-            return default
-        value = body[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.fail(f"job.{name}", f"must be a {kind.__name__}, got {value!r}")
-        return value
+        return super().value(body, f"job.{name}", kind, default)
 
     def location(self, body: dict, name: str) -> str:
         value = self.value(body, name, str)

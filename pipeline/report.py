@@ -79,6 +79,15 @@ def _write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     return path
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make the rename itself durable; not every platform lets a folder be opened for this."""
     try:

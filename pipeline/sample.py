@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 
 from pipeline.config import OrgConfig, parse_config
+from pipeline.report import fsync_path, write_text
 
 ORG_TOML = """\
 # Synthetic org written by `loyalty-bulk sample` (SPEC section 7 layout).
@@ -330,7 +331,7 @@ def generate_sample(out_dir: Path | str, customers: int, rows: int, seed: int = 
     tmp_dir = out_dir / f".sample-tmp-{os.getpid()}"
     tmp_dir.mkdir(exist_ok=True)
     config_path = out_dir / "org.toml"
-    _write_text_atomically(config_path, ORG_TOML)
+    write_text(ORG_TOML, config_path)
     try:
         con = _connect(tmp_dir, memory_limit, threads)
         try:
@@ -731,23 +732,8 @@ def _copy_atomically(con: duckdb.DuckDBPyConnection, query: str, path: Path, par
     tmp = path.with_name(path.name + ".tmp")
     options = "FORMAT parquet, COMPRESSION zstd" if parquet else "FORMAT csv, HEADER"
     con.execute(f"COPY ({query}) TO $path ({options})", {"path": str(tmp), **(params or {})})
-    _fsync(tmp)
+    fsync_path(tmp)
     os.replace(tmp, path)
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    _fsync(tmp)
-    os.replace(tmp, path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _snapshot_counts(con: duckdb.DuckDBPyConnection, snapshot_dir: Path) -> dict[str, int]:

@@ -19,9 +19,10 @@ from typing import Literal
 import duckdb
 import polars as pl
 
-from pipeline.settings import DEFAULT_MEMORY_LIMIT
 from pipeline.errors import SnapshotRefused, StoreError
 from pipeline.normalize import normalize_expr, trim_expr
+from pipeline.report import fsync_path, write_csv
+from pipeline.settings import DEFAULT_MEMORY_LIMIT
 
 SCHEMA_VERSION = "1"
 TABLES = ("customers", "identifiers", "cards")
@@ -477,21 +478,6 @@ def _findings_on_staged(staged: dict[str, Path], work_dir: Path) -> pl.DataFrame
         con.close()
 
 
-def _write_report(findings: pl.DataFrame, report_path: Path) -> None:
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    findings.write_csv(tmp)
-    os.replace(tmp, report_path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def init_store(store_path: Path | str, snapshot_dir: Path | str, report_path: Path | str | None = None,
                force: bool = False) -> StoreCounts:
     """Make a store from a snapshot folder; refuse (SnapshotRefused, with a findings report) one that
@@ -536,15 +522,15 @@ def init_store(store_path: Path | str, snapshot_dir: Path | str, report_path: Pa
         if findings is None:
             findings = _findings_on_staged(staged, work_dir)
         if not findings.is_empty():
-            _write_report(findings, report)
+            write_csv(findings, report)
             raise SnapshotRefused(snapshot_dir, findings.height, report)
-        _fsync(new_store)
+        fsync_path(new_store)
         _check_not_busy(store_path)
         wal = Path(f"{store_path}.wal")
         if wal.exists():  # a WAL left by the replaced store would be replayed onto the new file
             wal.unlink()
         os.replace(new_store, store_path)
-        _fsync(store_path.parent)
+        fsync_path(store_path.parent)
         return counts
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -587,7 +573,7 @@ def export_store(store_path: Path | str, out_dir: Path | str, fmt: Format = "par
             sql = EXPORT_SQL.format(columns=", ".join(COLUMNS[table]), table=table,
                                     keys=", ".join(SORT_KEYS[table]), options=EXPORT_OPTIONS[fmt])
             con.execute(sql, [str(tmp)])
-            _fsync(tmp)
+            fsync_path(tmp)
             os.replace(tmp, target)
         counts = store_counts(con)
     finally:
