@@ -409,24 +409,24 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
         if not r.completed:
             verdicts[name] = ("did not complete", False)
     if a and a.completed:
-        checks = [(f"{a.median_seconds:.1f} s ≤ 20 s", a.median_seconds <= 20),
-                  (f"RSS {a.peak_rss / GIB:.2f} GiB ≤ 3 GiB", a.peak_rss <= 3 * GIB)]
+        checks = [(f"{a.median_seconds:.1f} s (≤ 20)", a.median_seconds <= 20),
+                  (f"RSS {a.peak_rss / GIB:.2f} GiB (≤ 3)", a.peak_rss <= 3 * GIB)]
         if e and e.completed and e.session == a.session:
             ratio = a.median_seconds / e.median_seconds
-            checks.append((f"{ratio:.1f}× floor ≤ 3×", ratio <= 3))
+            checks.append((f"{ratio:.1f}× floor (≤ 3×)", ratio <= 3))
         else:
             checks.append(("floor ratio n/a (no floor from the same session)", None))
         verdicts["a"] = ("; ".join(c for c, _ in checks), _all(ok for _, ok in checks))
     if "b" in results and results["b"].completed:
         b = results["b"]
-        verdicts["b"] = (f"{b.median_seconds:.2f} s ≤ 3 s", b.median_seconds <= 3)
+        verdicts["b"] = (f"{b.median_seconds:.2f} s (≤ 3)", b.median_seconds <= 3)
     if "c" in results and results["c"].completed:
         c = results["c"]
-        verdicts["c"] = (f"{c.median_seconds:.1f} s ≤ 60 s", c.median_seconds <= 60)
+        verdicts["c"] = (f"{c.median_seconds:.1f} s (≤ 60)", c.median_seconds <= 60)
     if d and d.completed:
         if a and a.completed:
             ratio = per_row(d) / per_row(a)
-            verdicts["d"] = (f"{per_row(d) * 1e6:.0f} µs/row = {ratio:.1f}× (a)'s {per_row(a) * 1e6:.0f} µs/row ≤ 3×",
+            verdicts["d"] = (f"{per_row(d) * 1e6:.0f} µs/row = {ratio:.1f}× (a)'s {per_row(a) * 1e6:.0f} µs/row (≤ 3×)",
                              ratio <= 3)
         else:
             verdicts["d"] = (f"{per_row(d) * 1e6:.0f} µs/row; (a) missing", None)

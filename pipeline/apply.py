@@ -25,8 +25,7 @@ OUTCOME_SCHEMA = {
 
 _INDEPENDENT = """
 CREATE OR REPLACE TEMP TABLE ind AS
-SELECT r.*, s.target, s.followed FROM req r JOIN res s USING (seq)
-WHERE seq NOT IN (SELECT seq FROM interacting);
+SELECT r.*, s.target, s.followed FROM req r JOIN res s USING (seq) ANTI JOIN interacting USING (seq);
 """
 
 _IDENT_DECISIONS = """
@@ -198,7 +197,7 @@ CREATE OR REPLACE TEMP TABLE chg_merge_status (victim_id BIGINT, survivor_id BIG
 
 _WORKING_SET = """
 CREATE OR REPLACE TEMP TABLE ws_rows AS SELECT r.*, s.target, s.followed
-    FROM req r JOIN res s USING (seq) WHERE seq IN (SELECT seq FROM interacting);
+    FROM req r JOIN res s USING (seq) SEMI JOIN interacting USING (seq);
 CREATE OR REPLACE TEMP TABLE ws_customers AS
     SELECT target AS customer_id FROM ws_rows WHERE target IS NOT NULL
     UNION SELECT v.customer_id FROM ws_rows r

@@ -35,9 +35,11 @@ CREATE OR REPLACE TEMP TABLE req_cards AS
     UNION SELECT DISTINCT lookup_value FROM req WHERE lookup_type = 'cardnumber';
 CREATE OR REPLACE TEMP TABLE card_state AS
     SELECT c.* FROM cards c JOIN req_cards USING (card_number);
-CREATE OR REPLACE TEMP TABLE chain AS
-    SELECT c.customer_id AS given, c.customer_id AS current, c.status, c.merged_into
+CREATE OR REPLACE TEMP TABLE known_refs AS
+    SELECT c.customer_id, c.status, c.merged_into
     FROM customers c JOIN (SELECT DISTINCT customer_id FROM req WHERE customer_id IS NOT NULL) r USING (customer_id);
+CREATE OR REPLACE TEMP TABLE chain AS
+    SELECT customer_id AS given, customer_id AS current, status, merged_into FROM known_refs WHERE status = 'MERGED';
 """
 
 _CHAIN_STEP = """
@@ -48,11 +50,12 @@ FROM customers c WHERE chain.status = 'MERGED' AND c.customer_id = chain.merged_
 _TARGETS = """
 CREATE OR REPLACE TEMP TABLE res AS
 SELECT r.seq,
-       CASE WHEN r.customer_id IS NOT NULL THEN ch.current
+       CASE WHEN r.customer_id IS NOT NULL THEN coalesce(ch.current, kr.customer_id)
             WHEN r.lookup_type = 'cardnumber' THEN cs.customer_id
             ELSE vi.customer_id END AS target,
-       coalesce(r.customer_id IS NOT NULL AND ch.current <> r.customer_id, false) AS followed
+       ch.current IS NOT NULL AS followed
 FROM req r
+LEFT JOIN known_refs kr ON kr.customer_id = r.customer_id
 LEFT JOIN chain ch ON ch.given = r.customer_id
 LEFT JOIN card_state cs ON r.lookup_type = 'cardnumber' AND cs.card_number = r.lookup_value
 LEFT JOIN val_idents vi ON r.lookup_type IS NOT NULL AND r.lookup_type <> 'cardnumber'
@@ -74,8 +77,8 @@ UNION ALL SELECT r.seq, hash('c', cs.customer_id) FROM req r
     JOIN card_state cs ON cs.card_number = r.id_value
     WHERE r.id_type = 'cardnumber' AND cs.customer_id IS NOT NULL;
 CREATE OR REPLACE TEMP TABLE interacting AS
-SELECT DISTINCT seq FROM row_keys WHERE k IN (
-    SELECT k FROM row_keys GROUP BY k HAVING count(DISTINCT seq) > 1);
+SELECT DISTINCT seq FROM row_keys SEMI JOIN (
+    SELECT k FROM row_keys GROUP BY k HAVING min(seq) < max(seq)) shared USING (k);
 """
 
 _RELEVANT = """

@@ -139,7 +139,7 @@ def open_store(path: Path | str, read_only: bool = False, memory_limit: str = DE
         raise StoreError(f"no store at {path}; make one with 'loyalty-bulk store init'")
     con = _connect(path, read_only, Path(f"{path}.tmp"), memory_limit, threads)
     try:
-        row = con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
+        row = next(iter(con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()), None)
     except duckdb.CatalogException:
         row = None
     if row is None or row[0] != SCHEMA_VERSION:

@@ -3,9 +3,11 @@ store exactly as it was before the run or as it is after it, never between; the 
 `store audit`; and running again reaches the same final store as an uninterrupted run.
 
 One generated store (big enough for a run of a few seconds) is built per test module; each kill
-point runs on its own copy. Kill points are spread by time over the whole measured run, plus a few
-triggered by what the run does on disk, to land inside the commit itself: while the WAL is being
-written, once the commit is done (reports appear), and while the WAL is checkpointed into the file.
+point runs on its own copy. Kill points are spread by time over the whole measured run, plus some
+triggered by what the run says or does on disk, to land in the apply itself: `run --verbose` prints
+"<stage> done" on stderr as each stage ends, and the apply stage ends inside the open transaction,
+before the ledger entry and the commit; then while the commit writes the WAL, once the commit is done
+(reports appear), and while the WAL is checkpointed into the file.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,8 +65,24 @@ def exported(store: Path, out: Path) -> dict[str, bytes]:
 
 def start_run(store: Path, env: CrashEnv, reports: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(EXE), "run", "--store", str(store), "--config", str(env.config), "--reports", str(reports),
-         str(env.requests)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [str(EXE), "run", "--verbose", "--store", str(store), "--config", str(env.config), "--reports",
+         str(reports), str(env.requests)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+class StageWatcher:
+    """Reads a run's stderr in a thread and remembers which stages said "<stage> done"."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.stages: set[str] = set()
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stderr:
+            self.lines.append(line)
+            if line.endswith(" s\n") and " done in " in line:
+                self.stages.add(line.split(" done in ", 1)[0])
 
 
 @pytest.fixture(scope="module")
@@ -78,29 +97,41 @@ def env(tmp_path_factory) -> CrashEnv:
     partial = CrashEnv(folder, base, info.config_path, info.requests_path, before, {}, 0.0, base.stat().st_size)
     started = time.perf_counter()
     proc = start_run(reference, partial, folder / "reference-reports")
-    out, err = proc.communicate(timeout=120)
+    watcher = StageWatcher(proc)
+    proc.wait(timeout=120)
     seconds = time.perf_counter() - started
-    assert proc.returncode in (0, 1), err.decode()
+    watcher.thread.join(timeout=10)
+    assert proc.returncode in (0, 1), "".join(watcher.lines)
+    assert {"check", "decide", "apply"} <= watcher.stages, "run --verbose names its stages as they end"
     after = exported(reference, folder / "after")
     assert after != before, "the reference run must change the store, or a kill could not be told apart"
     return CrashEnv(folder, base, info.config_path, info.requests_path, before, after, seconds,
                     base.stat().st_size)
 
 
-def wal_writing(store: Path, env: CrashEnv, reports: Path) -> bool:
+def stage_done(stage: str) -> Callable[[Path, CrashEnv, Path, set[str]], bool]:
+    def done(store: Path, env: CrashEnv, reports: Path, stages: set[str]) -> bool:
+        return stage in stages
+    return done
+
+
+def wal_writing(store: Path, env: CrashEnv, reports: Path, stages: set[str]) -> bool:
     wal = Path(f"{store}.wal")
     return wal.exists() and wal.stat().st_size > WAL_WRITING_BYTES
 
 
-def committed(store: Path, env: CrashEnv, reports: Path) -> bool:
+def committed(store: Path, env: CrashEnv, reports: Path, stages: set[str]) -> bool:
     return reports.exists()
 
 
-def checkpointing(store: Path, env: CrashEnv, reports: Path) -> bool:
+def checkpointing(store: Path, env: CrashEnv, reports: Path, stages: set[str]) -> bool:
     return store.stat().st_size > env.store_bytes
 
 
-TRIGGERS: dict[str, Callable[[Path, CrashEnv, Path], bool]] = {
+TRIGGERS: dict[str, Callable[[Path, CrashEnv, Path, set[str]], bool]] = {
+    "once the check stage is done": stage_done("check"),
+    "as the apply starts (decide done)": stage_done("decide"),
+    "inside the transaction, after the apply": stage_done("apply"),
     "while the commit writes the WAL": wal_writing,
     "just after the commit": committed,
     "while the WAL is checkpointed": checkpointing,
@@ -115,9 +146,10 @@ def kill_at(store: Path, env: CrashEnv, reports: Path, point: str, run_seconds: 
     deadline = None if trigger else run_seconds * TIME_FRACTIONS[KILL_POINTS.index(point)]
     started = time.perf_counter()
     proc = start_run(store, env, reports)
+    watcher = StageWatcher(proc)
     try:
         while proc.poll() is None:
-            if trigger is not None and trigger(store, env, reports):
+            if trigger is not None and trigger(store, env, reports, watcher.stages):
                 break
             if deadline is not None and time.perf_counter() - started >= deadline:
                 break
@@ -127,7 +159,8 @@ def kill_at(store: Path, env: CrashEnv, reports: Path, point: str, run_seconds: 
         killed = proc.poll() is None
         if killed:
             os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        watcher.thread.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -164,6 +197,8 @@ def test_sigkill_leaves_the_store_before_or_after_the_run(env, tmp_path, point):
 
     state = exported(store, tmp_path / "killed")
     assert state in (env.before, env.after), f"killed {point}: the store is neither its pre-run nor post-run content"
+    print(f"{point}: {'killed' if killed else 'finished'} after {seconds:.2f} s of {env.run_seconds:.2f} s, "
+          f"store {'post-run' if state == env.after else 'pre-run'}")
     audit = audit_store(store, env.config, report_path=tmp_path / "audit.csv")
     assert audit.exit_code == 0, audit.render()
 

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -165,8 +166,6 @@ def test_formula_values_are_neutralised_in_reports(corpus, base_store, tmp_path)
 
 
 def test_sql_looking_values_are_stored_verbatim(corpus, base_store, tmp_path):
-    import duckdb
-
     store = tmp_path / "store.duckdb"
     shutil.copy(base_store[0], store)
     assert run_cli(store, tmp_path / "r", corpus["sql_values.csv"]).exit_code == 1
