@@ -14,7 +14,7 @@ import polars as pl
 from pipeline.duck import query_frame, run_script
 
 from pipeline.config import OrgConfig
-from pipeline.replay import Outcome, Replayer, ReplayRow, WorkingSet
+from pipeline.replay import Replayer, ReplayRow, WorkingSet
 
 OUTCOME_SCHEMA = {
     "seq": pl.Int64, "outcome": pl.String, "error_code": pl.Int32, "error_field": pl.String,
@@ -255,60 +255,51 @@ def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> Decisions:
 
 
 def _replay_interacting(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> tuple[pl.DataFrame, int]:
-    """Replay the interacting rows in order and stage the working set's differences as changes."""
+    """Replay the interacting rows in order and stage the working set's net changes."""
     run_script(con, _WORKING_SET)
-    rows = [ReplayRow(*r) for r in con.execute(
+    rows = [ReplayRow._make(r) for r in con.execute(
         """SELECT seq, customer_id, target, lookup_type, lookup_value, source, account_id, action,
                   id_type, id_value, series_id, status_label FROM ws_rows ORDER BY seq""").fetchall()]
     if not rows:
         return pl.DataFrame(schema=OUTCOME_SCHEMA), 0
     customers = {cid: [status, merged_into, ctype] for cid, status, merged_into, ctype in con.execute(
-        "SELECT customer_id, status, merged_into, customer_type FROM rel_info "
-        "WHERE customer_id IN (SELECT customer_id FROM ws_customers)").fetchall()}
+        "SELECT customer_id, status, merged_into, customer_type FROM rel_info SEMI JOIN ws_customers USING (customer_id)"
+    ).fetchall()}
     idents: dict[int, set] = {}
     for cid, source, account, id_type, value in con.execute(
             "SELECT customer_id, source, account_id, id_type, id_value FROM rel_idents "
-            "WHERE customer_id IN (SELECT customer_id FROM ws_customers)").fetchall():
+            "SEMI JOIN ws_customers USING (customer_id)").fetchall():
         idents.setdefault(cid, set()).add((source, account, id_type, value))
     cards = {number: [series, holder, label] for number, series, holder, label in con.execute(
         """SELECT card_number, series_id, customer_id, status_label FROM rel_cards
            WHERE customer_id IN (SELECT customer_id FROM ws_customers)
               OR card_number IN (SELECT id_value FROM ws_rows WHERE id_type = 'cardnumber')
               OR card_number IN (SELECT lookup_value FROM ws_rows WHERE lookup_type = 'cardnumber')""").fetchall()}
-    ws = WorkingSet(customers=customers, idents=idents, cards=cards)
+    tracked = {(r.id_type, r.id_value) for r in rows} | {(r.lookup_type, r.lookup_value) for r in rows if r.lookup_type}
+    ws = WorkingSet(customers=customers, idents=idents, cards=cards, tracked_values=tracked)
     outcomes = Replayer(ws, config).replay(rows)
     _stage_working_set_changes(con, ws)
-    frame = pl.DataFrame([_outcome_record(o) for o in outcomes], schema=OUTCOME_SCHEMA, orient="row")
-    return frame, len(rows)
-
-
-def _outcome_record(o: Outcome) -> tuple:
-    return (o.seq, o.outcome, o.error_code, o.error_field, o.resolved_customer_id, o.survivor_id, o.victim_id,
-            list(o.warnings), o.holder_id, o.limit, o.card_series, o.card_status)
+    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), len(rows)
 
 
 def _stage_working_set_changes(con: duckdb.DuckDBPyConnection, ws: WorkingSet) -> None:
     """Append the replay's net effect to the chg_* tables as deletes, inserts and updates."""
-    final_idents = {(c, *i) for c, idents in ws.idents.items() for i in idents}
     ident_schema = {"customer_id": pl.Int64, "source": pl.String, "account_id": pl.String,
                     "id_type": pl.String, "id_value": pl.String}
-    deleted = pl.DataFrame(sorted(ws.initial_idents - final_idents), schema=ident_schema, orient="row")
-    inserted = pl.DataFrame(sorted(final_idents - ws.initial_idents), schema=ident_schema, orient="row")
-    changed_cards = pl.DataFrame(
-        [(n, card[1], card[2]) for n, card in ws.cards.items() if tuple(card) != ws.initial_cards[n]],
-        schema={"card_number": pl.String, "customer_id": pl.Int64, "status_label": pl.String}, orient="row")
-    merged = pl.DataFrame(
-        [(c, v[1]) for c, v in ws.customers.items() if tuple(v) != ws.initial_customers[c]],
-        schema={"victim_id": pl.Int64, "survivor_id": pl.Int64}, orient="row")
-    for table, frame in (("chg_delete", deleted), ("chg_insert", inserted), ("chg_cards", changed_cards)):
+    frames = {
+        "chg_delete": pl.DataFrame(list(ws.deleted), schema=ident_schema, orient="row"),
+        "chg_insert": pl.DataFrame(list(ws.inserted), schema=ident_schema, orient="row"),
+        "chg_cards": pl.DataFrame(ws.changed_cards(), orient="row",
+                                  schema={"card_number": pl.String, "customer_id": pl.Int64, "status_label": pl.String}),
+        # Replayed merges already moved identifiers and cards in the rows above, so only the customer
+        # rows change; a table of their own keeps the set-based moves of chg_merge away from them.
+        "chg_merge_status": pl.DataFrame(list(ws.merged.items()), orient="row",
+                                         schema={"victim_id": pl.Int64, "survivor_id": pl.Int64}),
+    }
+    for table, frame in frames.items():
         con.register("ws_frame", frame)
         con.execute(f"INSERT INTO {table} SELECT * FROM ws_frame")
         con.unregister("ws_frame")
-    # Replayed merges already moved identifiers and cards in the deletes/inserts above, so only
-    # the customer rows change; a separate table keeps the set-based moves from touching them.
-    con.register("ws_frame", merged)
-    con.execute("INSERT INTO chg_merge_status SELECT * FROM ws_frame")
-    con.unregister("ws_frame")
 
 
 def apply_changes(con: duckdb.DuckDBPyConnection) -> None:

@@ -21,6 +21,32 @@ MOBILE_PATTERN = r"^[0-9]{8,15}$"
 EXTERNAL_ID_PATTERN = f"^[^{_WS_CLASS}]{{1,64}}$"
 CONTROL_PATTERN = r"\p{Cc}"
 
+_INVISIBLE_RANGES = [(0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x61C, 0x61C), (0x180E, 0x180E),
+                     (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F),
+                     (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB)]
+"""Control and invisible format characters (zero-width space, BOM, direction marks, soft hyphen...).
+
+SPEC's email and externalId rules only exclude white space, which would let `alice\u200b@example.com`
+enter the store as a new identifier that looks exactly like alice@example.com. We refuse these
+characters in email (8055) and externalId (8064) values: see README, decisions."""
+_LOOKALIKE_RANGES = [(0x370, 0x3FF), (0x400, 0x52F)]
+"""Greek and Cyrillic letters; mixed with ASCII letters in one email they make a look-alike (8055)."""
+
+
+def _rust_class(ranges: list[tuple[int, int]]) -> str:
+    return "[" + "".join(f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in ranges) + "]"
+
+
+def _python_class(ranges: list[tuple[int, int]]) -> re.Pattern:
+    return re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]")
+
+
+INVISIBLE_PATTERN = _rust_class(_INVISIBLE_RANGES)
+LOOKALIKE_PATTERN = _rust_class(_LOOKALIKE_RANGES)
+_py_invisible = _python_class(_INVISIBLE_RANGES)
+_py_lookalike = _python_class(_LOOKALIKE_RANGES)
+_py_ascii_letter = re.compile("[A-Za-z]")
+
 _py_mobile_noise = re.compile("[" + re.escape(WHITESPACE) + r"\-.()]")
 _py_email = re.compile("^[^@" + re.escape(WHITESPACE) + "]+@[^@" + re.escape(WHITESPACE) + "]+\\.[^@"
                        + re.escape(WHITESPACE) + "]+$")
@@ -51,11 +77,13 @@ def format_error(id_type: str, value: str) -> int | None:
     Card numbers are checked against their series elsewhere (they need the series).
     """
     if id_type == "email":
-        return None if len(value) <= 254 and _py_email.fullmatch(value) else 8055
+        ok = (len(value) <= 254 and _py_email.fullmatch(value) and not _py_invisible.search(value)
+              and not (_py_ascii_letter.search(value) and _py_lookalike.search(value)))
+        return None if ok else 8055
     if id_type == "mobile":
         return None if re.fullmatch(r"[0-9]{8,15}", value) else 8056
     if id_type == "externalId":
-        return None if _py_external_id.fullmatch(value) else 8064
+        return None if _py_external_id.fullmatch(value) and not _py_invisible.search(value) else 8064
     if id_type == "cardnumber":
         return None
     if not 1 <= len(value) <= 128 or any(unicodedata.category(c) == "Cc" for c in value):
@@ -83,12 +111,15 @@ def format_error_expr(type_expr: pl.Expr, value_expr: pl.Expr) -> pl.Expr:
     code = pl.lit(None, dtype=pl.Int32)
     return (
         pl.when(type_expr == "email").then(
-            pl.when((value_expr.str.len_chars() <= 254) & value_expr.str.contains(EMAIL_PATTERN))
+            pl.when((value_expr.str.len_chars() <= 254) & value_expr.str.contains(EMAIL_PATTERN)
+                    & ~value_expr.str.contains(INVISIBLE_PATTERN)
+                    & ~(value_expr.str.contains("[A-Za-z]") & value_expr.str.contains(LOOKALIKE_PATTERN)))
             .then(code).otherwise(pl.lit(8055, dtype=pl.Int32)))
         .when(type_expr == "mobile").then(
             pl.when(value_expr.str.contains(MOBILE_PATTERN)).then(code).otherwise(pl.lit(8056, dtype=pl.Int32)))
         .when(type_expr == "externalId").then(
-            pl.when(value_expr.str.contains(EXTERNAL_ID_PATTERN)).then(code).otherwise(pl.lit(8064, dtype=pl.Int32)))
+            pl.when(value_expr.str.contains(EXTERNAL_ID_PATTERN) & ~value_expr.str.contains(INVISIBLE_PATTERN))
+            .then(code).otherwise(pl.lit(8064, dtype=pl.Int32)))
         .when(type_expr == "cardnumber").then(code)
         .otherwise(
             pl.when((value_expr.str.len_chars() >= 1) & (value_expr.str.len_chars() <= 128)

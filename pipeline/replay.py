@@ -8,6 +8,7 @@ why that part is closed). Everything else is decided set-based in DuckDB.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pipeline.catalog import already_present_code
 from pipeline.config import ACTIVE_STATUSES, CARD, CLOSED_STATUSES, OrgConfig
@@ -18,48 +19,81 @@ Ident = tuple[str, str, str, str]  # source, account_id, id_type, id_value
 
 @dataclass
 class WorkingSet:
-    """The reachable part of the store, mutable during replay; `initial_*` keep the state before it."""
+    """The reachable part of the store, mutable during replay, with a journal of its net changes.
+
+    `holders` indexes only the values the rows ask about (their id values and lookup values): no
+    other value is ever looked up, and indexing every identifier of every customer would cost more
+    than the replay itself.
+    """
 
     customers: dict[int, list]  # customer_id -> [status, merged_into, customer_type]
     idents: dict[int, set[Ident]]
     cards: dict[str, list]  # card_number -> [series_id, customer_id or None, status_label]
+    tracked_values: set[tuple[str, str]] = field(default_factory=set)
     holders: dict[tuple[str, str], set[tuple[int, str, str]]] = field(default_factory=dict)
     cards_of: dict[int, set[str]] = field(default_factory=dict)
     merges_into: dict[int, int] = field(default_factory=dict)
+    inserted: set[tuple] = field(default_factory=set)
+    deleted: set[tuple] = field(default_factory=set)
+    cards_before: dict[str, tuple] = field(default_factory=dict)
+    merged: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.holders = {value: set() for value in self.tracked_values}
         for customer_id in self.customers:
             self.idents.setdefault(customer_id, set())
             self.cards_of.setdefault(customer_id, set())
+        holders = self.holders
         for customer_id, idents in self.idents.items():
             for source, account, id_type, value in idents:
-                self.holders.setdefault((id_type, value), set()).add((customer_id, source, account))
+                held = holders.get((id_type, value))
+                if held is not None:
+                    held.add((customer_id, source, account))
         for number, (_, holder, _) in self.cards.items():
             if holder is not None:
                 self.cards_of.setdefault(holder, set()).add(number)
-        self.initial_customers = {k: tuple(v) for k, v in self.customers.items()}
-        self.initial_idents = {(c, *i) for c, idents in self.idents.items() for i in idents}
-        self.initial_cards = {k: tuple(v) for k, v in self.cards.items()}
 
     def add_ident(self, customer_id: int, ident: Ident) -> None:
         self.idents[customer_id].add(ident)
-        self.holders.setdefault((ident[2], ident[3]), set()).add((customer_id, ident[0], ident[1]))
+        held = self.holders.get((ident[2], ident[3]))
+        if held is not None:
+            held.add((customer_id, ident[0], ident[1]))
+        row = (customer_id, *ident)
+        if row in self.deleted:
+            self.deleted.discard(row)
+        else:
+            self.inserted.add(row)
 
     def remove_ident(self, customer_id: int, ident: Ident) -> None:
         self.idents[customer_id].discard(ident)
-        self.holders[(ident[2], ident[3])].discard((customer_id, ident[0], ident[1]))
+        held = self.holders.get((ident[2], ident[3]))
+        if held is not None:
+            held.discard((customer_id, ident[0], ident[1]))
+        row = (customer_id, *ident)
+        if row in self.inserted:
+            self.inserted.discard(row)
+        else:
+            self.deleted.add(row)
 
     def link_card(self, number: str, customer_id: int | None, label: str) -> None:
         card = self.cards[number]
+        self.cards_before.setdefault(number, tuple(card))
         if card[1] is not None:
             self.cards_of[card[1]].discard(number)
         card[1], card[2] = customer_id, label
         if customer_id is not None:
             self.cards_of[customer_id].add(number)
 
+    def mark_merged(self, victim: int, survivor: int) -> None:
+        self.customers[victim][0], self.customers[victim][1] = "MERGED", survivor
+        self.merged[victim] = survivor
 
-@dataclass(frozen=True)
-class ReplayRow:
+    def changed_cards(self) -> list[tuple[str, int | None, str]]:
+        return [(n, self.cards[n][1], self.cards[n][2]) for n, before in self.cards_before.items()
+                if tuple(self.cards[n]) != before]
+
+
+class ReplayRow(NamedTuple):
     """A checked row with its target as resolved against the store before the run."""
 
     seq: int
@@ -76,8 +110,7 @@ class ReplayRow:
     status_label: str | None
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What one row did; exactly one of outcome and error_code is set."""
 
     seq: int
@@ -191,7 +224,7 @@ class Replayer:
             ws.add_ident(survivor, ident)
         for number in list(ws.cards_of[victim]):
             ws.link_card(number, survivor, ws.cards[number][2])
-        ws.customers[victim][0], ws.customers[victim][1] = "MERGED", survivor
+        ws.mark_merged(victim, survivor)
         ws.merges_into[survivor] = ws.merges_into.get(survivor, 0) + 1
 
     def _remove(self, row: ReplayRow, c: int) -> dict:

@@ -180,15 +180,32 @@ def decimal(text: str) -> int | None:
     return int(match[1] + match[2])
 
 
+INVISIBLE = set(range(0x00, 0x20)) | set(range(0x7F, 0xA0)) | {0xAD, 0x61C, 0x180E, 0xFEFF} \
+    | set(range(0x200B, 0x2010)) | set(range(0x202A, 0x202F)) | set(range(0x2060, 0x2065)) \
+    | set(range(0x2066, 0x2070)) | set(range(0xFFF9, 0xFFFC))
+
+
+def has_invisible(value: str) -> bool:
+    """Project decision (README): control and invisible format characters make email/externalId malformed."""
+    return any(ord(ch) in INVISIBLE for ch in value)
+
+
+def is_lookalike(value: str) -> bool:
+    """Project decision (README): an email mixing ASCII letters with Greek or Cyrillic letters is malformed."""
+    ascii_letter = any("a" <= ch.lower() <= "z" and ch.isascii() for ch in value)
+    return ascii_letter and any(0x370 <= ord(ch) <= 0x52F for ch in value)
+
+
 def format_error(id_type: str, value: str) -> int | None:
     """The code for a normalised non-card add value that may not enter the store, else None."""
     if id_type == "email":
         ok = len(value) <= 254 and re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value) is not None
-        return None if ok else 8055
+        return None if ok and not has_invisible(value) and not is_lookalike(value) else 8055
     if id_type == "mobile":
         return None if re.fullmatch(r"[0-9]{8,15}", value) else 8056
     if id_type == "externalId":
-        return None if 1 <= len(value) <= 64 and not any(ch.isspace() for ch in value) else 8064
+        ok = 1 <= len(value) <= 64 and not any(ch.isspace() for ch in value) and not has_invisible(value)
+        return None if ok else 8064
     if 1 <= len(value) <= 128 and not any(unicodedata.category(ch) == "Cc" for ch in value):
         return None
     return 7001
