@@ -74,6 +74,15 @@ class Measurement:
     stderr: str
     load_before: float
 
+    def record(self, success_codes: tuple[int, ...] = (0,)) -> dict[str, Any]:
+        """The run's entry in RESULTS.json; a failure keeps the end of stderr (exit 1 of a non-run counts as 4)."""
+        run: dict[str, Any] = {"seconds": self.seconds, "max_rss": self.max_rss, "exit_code": self.exit_code,
+                               "load_before": self.load_before}
+        if self.exit_code not in success_codes:
+            run["exit_code"] = self.exit_code if self.exit_code != 1 else 4
+            run["stderr"] = self.stderr[-4000:]
+        return run
+
 
 def measure(cmd: list[str], timeout: float) -> Measurement:
     """Run cmd and time it; the peak RSS is the child's own (os.wait4), not the cumulative RUSAGE_CHILDREN."""
@@ -243,12 +252,7 @@ class Bench:
             m = measure([CLI, "store", "init", str(work / "init.duckdb"), "--snapshot", str(dataset / "snapshot")],
                         self.args.timeout)
             shutil.rmtree(work, ignore_errors=True)
-            run = {"seconds": m.seconds, "max_rss": m.max_rss, "exit_code": m.exit_code,
-                   "load_before": m.load_before}
-            if m.exit_code != 0:
-                run["exit_code"] = m.exit_code if m.exit_code != 1 else 4
-                run["stderr"] = m.stderr[-4000:]
-            return run
+            return m.record()
 
         self.repeat(result, self.args.repeat, once)
         return result
@@ -282,12 +286,7 @@ class Bench:
                 cmd += ["--threads", str(self.args.threads)]
             m = measure(cmd, self.args.timeout)
             shutil.rmtree(work, ignore_errors=True)
-            run = {"seconds": m.seconds, "max_rss": m.max_rss, "exit_code": m.exit_code, "output": m.stdout.strip(),
-                   "load_before": m.load_before}
-            if m.exit_code != 0:
-                run["exit_code"] = m.exit_code if m.exit_code != 1 else 4
-                run["stderr"] = m.stderr[-4000:]
-            return run
+            return m.record() | {"output": m.stdout.strip()}
 
         self.repeat(result, self.args.repeat, once)
         return result
