@@ -14,6 +14,7 @@ import polars as pl
 from pipeline.duck import query_frame, run_script
 
 from pipeline.config import OrgConfig
+from pipeline.errors import InternalError
 from pipeline.replay import Replayer, ReplayRow, WorkingSet
 
 OUTCOME_SCHEMA = {
@@ -207,10 +208,7 @@ CREATE OR REPLACE TEMP TABLE ws_customers AS
 """
 
 _APPLY = [
-    """DELETE FROM identifiers USING chg_delete d
-       WHERE identifiers.customer_id = d.customer_id AND identifiers.source = d.source
-         AND identifiers.account_id = d.account_id AND identifiers.id_type = d.id_type
-         AND identifiers.id_value = d.id_value""",
+    "DELETE FROM identifiers USING chg_delete_rows d WHERE identifiers.rowid = d.rid",
     "UPDATE identifiers SET customer_id = m.survivor_id FROM chg_merge m WHERE identifiers.customer_id = m.victim_id",
     "UPDATE cards SET customer_id = m.survivor_id FROM chg_merge m WHERE cards.customer_id = m.victim_id",
     """UPDATE customers SET status = 'MERGED', merged_into = m.survivor_id FROM chg_merge m
@@ -302,8 +300,24 @@ def _stage_working_set_changes(con: duckdb.DuckDBPyConnection, ws: WorkingSet) -
         con.unregister("ws_frame")
 
 
+_DELETE_ROWS = """
+CREATE OR REPLACE TEMP TABLE chg_delete_rows AS
+SELECT r.rid FROM chg_delete d JOIN rel_idents r USING (customer_id, source, account_id, id_type, id_value)
+"""
+
+
 def apply_changes(con: duckdb.DuckDBPyConnection) -> None:
-    """Apply the staged changes inside the caller's open transaction."""
+    """Apply the staged changes inside the caller's open transaction.
+
+    Deleted identifiers are found by their rowid, taken when resolve pulled them: every deleted row
+    belongs to a customer resolve pulled (a target, a holder or a merge victim), and nothing writes to
+    the store between resolve and here, so a string join over the whole table is not needed.
+    """
+    con.execute(_DELETE_ROWS)
+    planned, found = con.execute(
+        "SELECT (SELECT count(*) FROM chg_delete), (SELECT count(*) FROM chg_delete_rows)").fetchall()[0]
+    if planned != found:
+        raise InternalError(f"{planned} identifier deletions planned but {found} rows found; nothing was applied")
     for statement in _APPLY:
         con.execute(statement)
     con.execute("""UPDATE customers SET status = 'MERGED', merged_into = m.survivor_id FROM chg_merge_status m

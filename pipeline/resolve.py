@@ -89,7 +89,7 @@ CREATE OR REPLACE TEMP TABLE rel_customers AS
 CREATE OR REPLACE TEMP TABLE rel_info AS
     SELECT c.* FROM customers c JOIN rel_customers USING (customer_id);
 CREATE OR REPLACE TEMP TABLE rel_idents AS
-    SELECT i.* FROM identifiers i JOIN rel_customers USING (customer_id);
+    SELECT i.*, i.rowid AS rid FROM identifiers i JOIN rel_customers USING (customer_id);
 CREATE OR REPLACE TEMP TABLE rel_cards AS
     SELECT c.* FROM cards c JOIN rel_customers USING (customer_id)
     UNION SELECT * FROM card_state;
