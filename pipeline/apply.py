@@ -274,7 +274,14 @@ def _replay_interacting(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> tu
               OR card_number IN (SELECT id_value FROM ws_rows WHERE id_type = 'cardnumber')
               OR card_number IN (SELECT lookup_value FROM ws_rows WHERE lookup_type = 'cardnumber')""").fetchall()}
     tracked = {(r.id_type, r.id_value) for r in rows} | {(r.lookup_type, r.lookup_value) for r in rows if r.lookup_type}
-    ws = WorkingSet(customers=customers, idents=idents, cards=cards, tracked_values=tracked)
+    holdings = con.execute(
+        """SELECT i.id_type, i.id_value, i.customer_id, i.source, i.account_id FROM rel_idents i
+           SEMI JOIN ws_customers USING (customer_id)
+           SEMI JOIN (SELECT id_type, id_value FROM ws_rows
+                      UNION SELECT lookup_type, lookup_value FROM ws_rows WHERE lookup_type IS NOT NULL) t
+               USING (id_type, id_value)""").fetchall()
+    ws = WorkingSet(customers=customers, idents=idents, cards=cards, tracked_values=tracked,
+                    tracked_holdings=holdings)
     outcomes = Replayer(ws, config).replay(rows)
     _stage_working_set_changes(con, ws)
     return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), len(rows)

@@ -38,17 +38,17 @@ class WorkingSet:
     cards_before: dict[str, tuple] = field(default_factory=dict)
     merged: dict[int, int] = field(default_factory=dict)
 
+    tracked_holdings: list[tuple[str, str, int, str, str]] = field(default_factory=list)
+    """(id_type, id_value, customer_id, source, account_id) of every working-set holding of a tracked value."""
+
     def __post_init__(self) -> None:
         self.holders = {value: set() for value in self.tracked_values}
         for customer_id in self.customers:
             self.idents.setdefault(customer_id, set())
             self.cards_of.setdefault(customer_id, set())
         holders = self.holders
-        for customer_id, idents in self.idents.items():
-            for source, account, id_type, value in idents:
-                held = holders.get((id_type, value))
-                if held is not None:
-                    held.add((customer_id, source, account))
+        for id_type, value, customer_id, source, account in self.tracked_holdings:
+            holders[(id_type, value)].add((customer_id, source, account))
         for number, (_, holder, _) in self.cards.items():
             if holder is not None:
                 self.cards_of.setdefault(holder, set()).add(number)
@@ -159,16 +159,15 @@ class Replayer:
         if target is None:
             field_name = "customer_id" if row.customer_id is not None else "lookup_value"
             return Outcome(row.seq, error_code=8015, error_field=field_name)
-        warnings = (91009,) if followed else ()
         if row.id_type == CARD:
             result = self._card_add(row, target) if row.action == "add" else self._card_remove(row, target)
         elif row.action == "add":
             result = self._add(row, target)
         else:
             result = self._remove(row, target)
-        return Outcome(
-            row.seq, resolved_customer_id=target,
-            **{**result, "warnings": tuple(sorted(warnings + result.get("warnings", ())))})
+        if followed:
+            result["warnings"] = tuple(sorted(result.get("warnings", ()) + (91009,)))
+        return Outcome(row.seq, resolved_customer_id=target, **result)
 
     def _add(self, row: ReplayRow, c: int) -> dict:
         ws, config = self.ws, self.config
@@ -203,7 +202,7 @@ class Replayer:
             return {"outcome": "applied", "warnings": warnings}
         self._merge(c, survivor)
         ws.add_ident(survivor, ident)
-        return {"outcome": "merged", "survivor_id": survivor, "victim_id": c, "warnings": warnings + (8051,)}
+        return {"outcome": "merged", "survivor_id": survivor, "victim_id": c, "warnings": (8051,) + warnings}
 
     def _merge_refusal(self, victim: int, survivor: int, scope: Scope) -> dict | None:
         ws, config = self.ws, self.config
