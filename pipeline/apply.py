@@ -6,8 +6,6 @@ kinds of change, which are then applied together: deletes, merges (moves), inser
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import duckdb
 import polars as pl
 
@@ -219,21 +217,13 @@ _APPLY = [
 ]
 
 
-@dataclass(frozen=True)
-class Decisions:
-    """Every resolved row's outcome (OUTCOME_SCHEMA), and the merges in row order."""
-
-    outcomes: pl.DataFrame
-    interacting_rows: int
-
-
 def _params(config: OrgConfig) -> dict:
     return {"reuse": config.campaign_identifier_reuse, "merge_enabled": config.merge_enabled,
             "max_merges": config.max_merges_per_survivor_per_run}
 
 
-def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> Decisions:
-    """Decide all rows of `req` (after resolve_targets) and stage their changes in chg_* tables."""
+def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
+    """Decide all rows of `req` (after resolve_targets), one OUTCOME_SCHEMA row each; stage changes in chg_*."""
     con.execute(_INDEPENDENT)
     con.execute(_IDENT_DECISIONS, _params(config))
     con.execute(_CARD_DECISIONS, {"org_max": config.max_active_cards_per_customer})
@@ -243,23 +233,21 @@ def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> Decisions:
         query_frame(con, _NOT_FOUND),
     ]
     run_script(con, _IND_CHANGES, {"delink_label": config.delink_label})
-    replayed, ws_rows = _replay_interacting(con, config)
-    frames.append(replayed)
-    outcomes = pl.concat([f.cast(OUTCOME_SCHEMA) for f in frames]).sort("seq").with_columns(
+    frames.append(_replay_interacting(con, config))
+    return pl.concat([f.cast(OUTCOME_SCHEMA) for f in frames]).sort("seq").with_columns(
         # a failed row changed nothing, so it reports no warning either (errors.csv has no warning column)
         pl.when(pl.col("outcome").is_null()).then(pl.lit([], dtype=pl.List(pl.Int32)))
         .otherwise(pl.col("warnings")).alias("warnings"))
-    return Decisions(outcomes=outcomes, interacting_rows=ws_rows)
 
 
-def _replay_interacting(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> tuple[pl.DataFrame, int]:
+def _replay_interacting(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
     """Replay the interacting rows in order and stage the working set's net changes."""
     run_script(con, _WORKING_SET)
     rows = [ReplayRow._make(r) for r in con.execute(
         """SELECT seq, customer_id, target, lookup_type, lookup_value, source, account_id, action,
                   id_type, id_value, series_id, status_label FROM ws_rows ORDER BY seq""").fetchall()]
     if not rows:
-        return pl.DataFrame(schema=OUTCOME_SCHEMA), 0
+        return pl.DataFrame(schema=OUTCOME_SCHEMA)
     customers = {cid: [status, merged_into, ctype] for cid, status, merged_into, ctype in con.execute(
         "SELECT customer_id, status, merged_into, customer_type FROM rel_info SEMI JOIN ws_customers USING (customer_id)"
     ).fetchall()}
@@ -284,7 +272,7 @@ def _replay_interacting(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> tu
                     tracked_holdings=holdings)
     outcomes = Replayer(ws, config).replay(rows)
     _stage_working_set_changes(con, ws)
-    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), len(rows)
+    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row")
 
 
 def _stage_working_set_changes(con: duckdb.DuckDBPyConnection, ws: WorkingSet) -> None:

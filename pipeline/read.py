@@ -207,12 +207,13 @@ def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Map
     except (pa.ArrowException, OSError, ValueError) as error:
         raise InputFileError(
             name, FILE_FORMAT, f"not a readable Parquet file, truncated or damaged ({error})") from None
-    columns = _check_header(name, [field.name for field in table.schema], mapping, line=None, fixed=fixed)
-    for field, column in zip(table.schema, columns):
-        if not column.startswith(_IGNORED) and not _castable_to_text(field.type):
+    columns = _check_header(name, [f.name for f in table.schema], mapping, line=None, fixed=fixed)
+    for arrow_field, column in zip(table.schema, columns):
+        if not column.startswith(_IGNORED) and not _castable_to_text(arrow_field.type):
             raise InputFileError(
                 name, FILE_FORMAT,
-                f"column '{field.name}' has Parquet type {field.type}; request columns must be text or numbers")
+                f"column '{arrow_field.name}' has Parquet type {arrow_field.type}; "
+                "request columns must be text or numbers")
     frame = pl.from_arrow(table, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
     return frame.select(pl.col(old).cast(pl.String).alias(new) for old, new in zip(frame.columns, columns)

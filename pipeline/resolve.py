@@ -12,14 +12,11 @@ collision can only join rows that did not need joining, never split rows that di
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import duckdb
 import polars as pl
 
-from pipeline.duck import query_frame, run_script
-
 from pipeline.config import OrgConfig
+from pipeline.duck import run_script
 
 MAX_CHAIN_STEPS = 1_000
 
@@ -96,14 +93,6 @@ CREATE OR REPLACE TEMP TABLE rel_cards AS
 """
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """Temp tables now in the connection: res, row_keys, interacting, rel_info, rel_idents, rel_cards."""
-
-    rows: int
-    interacting: int
-
-
 def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
     """Expose the config's card labels and series to SQL as small tables (never as SQL text)."""
     labels = pl.DataFrame(
@@ -121,8 +110,11 @@ def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
     con.unregister("cfg_series_frame")
 
 
-def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> Resolution:
-    """Load the checked rows as `req`, resolve initial targets and split independent from interacting."""
+def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> None:
+    """Load the checked rows as `req`, resolve initial targets and split independent from interacting.
+
+    Leaves temp tables for the decide stage: req, res, row_keys, interacting, rel_info, rel_idents, rel_cards.
+    """
     frame = checked.select(
         "seq", "customer_id", "lookup_type", "lookup_value", "source", "account_id", "action",
         "id_type", "id_value", "series_id", "status_label")
@@ -139,6 +131,4 @@ def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> Re
     con.execute(_TARGETS)
     run_script(con, _KEYS)
     run_script(con, _RELEVANT)
-    interacting = con.execute("SELECT count(*) FROM interacting").fetchone()[0]
-    return Resolution(rows=frame.height, interacting=interacting)
 

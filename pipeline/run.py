@@ -227,8 +227,7 @@ def decide_batch(con: duckdb.DuckDBPyConnection, raw: pl.DataFrame, config: OrgC
     register_config(con, config)
     resolve_targets(con, checked.checked)
     t = clock.lap("resolve", t)
-    decisions = decide(con, config)
-    outcomes = _with_messages(decisions.outcomes, checked.checked)
+    outcomes = _with_messages(decide(con, config), checked.checked)
     clock.lap("decide", t)
     return checked, outcomes
 
