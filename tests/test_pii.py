@@ -46,3 +46,17 @@ def test_mask_pii_hides_every_identifier_value(tmp_path):
         a = pl.read_csv(tmp_path / "plain" / name, infer_schema=False).drop("id_value", "error_message", strict=False)
         b = pl.read_csv(tmp_path / "masked" / name, infer_schema=False).drop("id_value", "error_message", strict=False)
         assert a.drop("lookup_value", strict=False).equals(b.drop("lookup_value", strict=False))
+
+
+def test_console_output_never_prints_identifier_values(tmp_path):
+    store = tmp_path / "s.duckdb"
+    init_store(store, ROOT / "sample_data" / "snapshot")
+    result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG), "--verbose",
+                                       "--reports", str(tmp_path / "r"), *map(str, REQUESTS)])
+    assert result.exit_code == 1
+    values = set()
+    for name in ("success.csv", "errors.csv"):
+        frame = pl.read_csv(tmp_path / "r" / name, infer_schema=False)
+        values |= {v.strip().lstrip("'") for v in frame["id_value"].drop_nulls() if len(v.strip()) >= 5}
+    assert len(values) > 20
+    assert sorted(v for v in values if v in result.output) == []
