@@ -12,7 +12,7 @@ import click
 
 from pipeline.errors import EXIT_INTERNAL, LoyaltyBulkError
 from pipeline.settings import (DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, ENV_MASK_PII, ENV_MEMORY_LIMIT, ENV_THREADS,
-                               pick)
+                               env_flag, pick)
 
 
 def _exits(func):
@@ -146,10 +146,6 @@ def sample(out_dir: Path, customers: int, rows: int, seed: int) -> int:
     return 0
 
 
-def _truthy(text: str) -> bool:
-    return text.strip().lower() not in ("", "0", "false", "no")
-
-
 def _engine_options(func):
     """Options shared by `run` and `job`: DuckDB resources and error thresholds."""
     options = [
@@ -216,7 +212,7 @@ def run(store_path: Path, config_path: Path, reports_dir: Path, dry_run: bool, a
         options = RunOptions(
             dry_run=dry_run, allow_reapply=allow_reapply, parquet_reports=parquet_reports,
             max_errors=max_errors, max_error_rate=max_error_rate,
-            mask_pii=pick(mask_pii or None, ENV_MASK_PII, None, False, _truthy),
+            mask_pii=pick(mask_pii or None, ENV_MASK_PII, None, False, env_flag),
             memory_limit=pick(memory_limit, ENV_MEMORY_LIMIT, None, DEFAULT_MEMORY_LIMIT),
             threads=pick(threads, ENV_THREADS, None, DEFAULT_THREADS, int), observer=observer)
         result = run_batch(store_path, config_path, list(files), reports_dir, options)

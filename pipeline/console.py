@@ -6,7 +6,6 @@ tests get plain text or nothing.
 """
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,8 @@ from typing import TYPE_CHECKING, TextIO
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from pipeline.report import json_text
 
 if TYPE_CHECKING:
     from pipeline.run import RunResult, StageObserver
@@ -96,7 +97,7 @@ def stage_progress(quiet: bool = False, verbose: bool = False,
 
 def summary_json(result: RunResult) -> str:
     """The run as JSON, the same document as summary.json."""
-    return json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str)
+    return json_text(result.to_dict())
 
 
 def report_run(result: RunResult, json_output: bool = False, quiet: bool = False, verbose: bool = False) -> None:

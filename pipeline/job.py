@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError
 from pipeline.read import IGNORE, REQUEST_COLUMNS, InputLayout
 from pipeline.run import RunOptions, RunResult, StageObserver, new_run_id, run_batch
 from pipeline.settings import (DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, ENV_MASK_PII, ENV_MEMORY_LIMIT, ENV_THREADS,
-                               pick)
+                               env_flag, pick)
 
 TABLES = frozenset({"job", "columns", "fixed"})
 JOB_KEYS = frozenset({
@@ -132,7 +132,7 @@ def run_job(job: Job | Path | str, overrides: JobOverrides = JobOverrides(), run
         dry_run=pick(overrides.dry_run, None, job.dry_run, False),
         allow_reapply=pick(overrides.allow_reapply, None, job.allow_reapply, False),
         parquet_reports=pick(overrides.parquet_reports, None, job.parquet_reports, False),
-        mask_pii=pick(overrides.mask_pii, ENV_MASK_PII, job.mask_pii, False, _env_flag),
+        mask_pii=pick(overrides.mask_pii, ENV_MASK_PII, job.mask_pii, False, env_flag),
         job=job.name, run_id=run_id,
         layout=job_layout(job, config),
         max_errors=pick(overrides.max_errors, None, job.max_errors, None),
@@ -171,10 +171,6 @@ def job_layout(job: Job, config_path: str) -> InputLayout | None:
     if job.series_by_code:
         codes = {series.code: series.id for series in load_config(config_path).card_series.values()}
     return InputLayout(columns=dict(job.columns), fixed=dict(job.fixed), series_codes=codes)
-
-
-def _env_flag(text: str) -> bool:
-    return text.strip().lower() not in ("", "0", "false", "no")
 
 
 def _joined(base: Path, entry: str) -> str:

@@ -53,9 +53,14 @@ def write_parquet(frame: pl.DataFrame, path: Path | str) -> Path:
     return _write_atomic(Path(path), lambda handle: frame.write_parquet(handle))
 
 
+def json_text(obj: Any) -> str:
+    """The JSON text of every document we write or print (indented, UTF-8, dates as strings)."""
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=str)
+
+
 def write_json(obj: Any, path: Path | str) -> Path:
-    """Write a JSON document (indented, UTF-8) atomically."""
-    return write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", path)
+    """Write a JSON document atomically."""
+    return write_text(json_text(obj) + "\n", path)
 
 
 def write_text(text: str, path: Path | str) -> Path:

@@ -138,9 +138,8 @@ class RunOptions:
     job: str | None = None
     run_id: str | None = None
     parquet_reports: bool = False
-    column_map: dict[str, str] | None = None
     layout: InputLayout | None = None
-    """A job's input layout (renames, dropped columns, fixed values, series codes); instead of column_map."""
+    """A job's input layout (renames, dropped columns, fixed values, series codes)."""
     max_errors: int | None = None
     max_error_rate: float | None = None
     memory_limit: str = DEFAULT_MEMORY_LIMIT
@@ -166,7 +165,7 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
         ledger.ensure(con)
         undo.ensure(con)
         binding.refuse_other_config(con, config, store_path)
-        batch = read_requests(files, column_map=opts.column_map, layout=opts.layout)
+        batch = read_requests(files, layout=opts.layout)
         t = clock.lap("read", t)
         if not opts.dry_run and not opts.allow_reapply:
             ledger.refuse_reapplied(con, batch.files)

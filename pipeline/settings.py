@@ -13,6 +13,11 @@ ENV_THREADS = "LOYALTY_BULK_THREADS"
 ENV_MASK_PII = "LOYALTY_BULK_MASK_PII"
 
 
+def env_flag(text: str) -> bool:
+    """An environment variable read as a flag: anything but '', 0, false or no turns it on."""
+    return text.strip().lower() not in ("", "0", "false", "no")
+
+
 def pick(flag, env_name: str | None, job_value, default, cast=str):
     """The first value set among flag, environment, job file and default, in that order."""
     if flag is not None:
