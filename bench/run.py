@@ -181,6 +181,9 @@ class Bench:
     def ensure_store(self, dataset: Path) -> Path:
         """The store built once from the cached snapshot (the copy source of every run)."""
         store = dataset / "store.duckdb"
+        if store.exists() and not made_by_current_init(store):
+            self.log(f"{store} was made by an older `store init` (no ledger tables); rebuilding it")
+            store.unlink()
         if not store.exists():
             self.log(f"building {store} with `loyalty-bulk store init`")
             m = measure([CLI, "store", "init", str(store), "--snapshot", str(dataset / "snapshot")],
@@ -345,6 +348,12 @@ def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """No progress bar: it would garble the bench's log."""
     con.execute("SET enable_progress_bar = false")
     return con
+
+
+def made_by_current_init(store: Path) -> bool:
+    """Whether `store init` made the ledger tables (and compacted the row groups) in this store."""
+    with quiet(duckdb.connect(str(store), read_only=True)) as con:
+        return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'").fetchone()[0])
 
 
 def store_identifiers(store: Path) -> int:

@@ -207,14 +207,17 @@ CREATE OR REPLACE TEMP TABLE ws_customers AS
 
 _APPLY = [
     "DELETE FROM identifiers USING chg_delete_rows d WHERE identifiers.rowid = d.rid",
-    "UPDATE identifiers SET customer_id = m.survivor_id FROM chg_merge m WHERE identifiers.customer_id = m.victim_id",
+    "INSERT INTO identifiers SELECT survivor_id, source, account_id, id_type, id_value FROM chg_moves",
     "UPDATE cards SET customer_id = m.survivor_id FROM chg_merge m WHERE cards.customer_id = m.victim_id",
-    """UPDATE customers SET status = 'MERGED', merged_into = m.survivor_id FROM chg_merge m
-       WHERE customers.customer_id = m.victim_id""",
+    "DELETE FROM customers USING chg_customers c WHERE customers.rowid = c.rid",
+    "INSERT INTO customers SELECT customer_id, 'MERGED', survivor_id, customer_type FROM chg_customers",
     "INSERT INTO identifiers SELECT customer_id, source, account_id, id_type, id_value FROM chg_insert",
     """UPDATE cards SET customer_id = u.customer_id, status_label = u.status_label FROM chg_cards u
        WHERE cards.card_number = u.card_number""",
 ]
+"""Identifier moves and merged customers are written as delete + insert, never UPDATE: DuckDB's
+checkpoint rewrites every row group an UPDATE touched (0.6 s for 10k scattered customers on 25M
+identifiers), while deletes and appends cost it next to nothing."""
 
 
 def _params(config: OrgConfig) -> dict:
@@ -295,25 +298,36 @@ def _stage_working_set_changes(con: duckdb.DuckDBPyConnection, ws: WorkingSet) -
         con.unregister("ws_frame")
 
 
-_DELETE_ROWS = """
+_ROWS_TO_WRITE = """
 CREATE OR REPLACE TEMP TABLE chg_delete_rows AS
-SELECT r.rid FROM chg_delete d JOIN rel_idents r USING (customer_id, source, account_id, id_type, id_value)
+SELECT r.rid FROM chg_delete d JOIN rel_idents r USING (customer_id, source, account_id, id_type, id_value);
+CREATE OR REPLACE TEMP TABLE chg_moves AS
+SELECT i.rid, m.survivor_id, i.source, i.account_id, i.id_type, i.id_value
+FROM rel_idents i JOIN chg_merge m ON i.customer_id = m.victim_id ANTI JOIN chg_delete_rows d USING (rid);
+INSERT INTO chg_delete_rows SELECT rid FROM chg_moves;
+CREATE OR REPLACE TEMP TABLE chg_customers AS
+SELECT c.rid, c.customer_id, m.survivor_id, c.customer_type
+FROM rel_info c JOIN (SELECT * FROM chg_merge UNION ALL SELECT * FROM chg_merge_status) m
+    ON c.customer_id = m.victim_id
 """
 
 
 def apply_changes(con: duckdb.DuckDBPyConnection) -> None:
     """Apply the staged changes inside the caller's open transaction.
 
-    Deleted identifiers are found by their rowid, taken when resolve pulled them: every deleted row
-    belongs to a customer resolve pulled (a target, a holder or a merge victim), and nothing writes to
-    the store between resolve and here, so a string join over the whole table is not needed.
+    Deleted and moved identifiers and merged customers are found by their rowid, taken when resolve
+    pulled them: every such row belongs to a customer resolve pulled (a target, a holder or a merge
+    victim), and nothing writes to the store between resolve and here, so a string join over the
+    whole table is not needed.
     """
-    con.execute(_DELETE_ROWS)
-    planned, found = con.execute(
-        "SELECT (SELECT count(*) FROM chg_delete), (SELECT count(*) FROM chg_delete_rows)").fetchall()[0]
-    if planned != found:
-        raise InternalError(f"{planned} identifier deletions planned but {found} rows found; nothing was applied")
+    run_script(con, _ROWS_TO_WRITE)
+    planned, found, merged, merged_found = con.execute(
+        """SELECT (SELECT count(*) FROM chg_delete), (SELECT count(*) FROM chg_delete_rows)
+                  - (SELECT count(*) FROM chg_moves),
+                  (SELECT count(*) FROM chg_merge) + (SELECT count(*) FROM chg_merge_status),
+                  (SELECT count(*) FROM chg_customers)""").fetchall()[0]
+    if planned != found or merged != merged_found:
+        raise InternalError(f"{planned} identifier deletions and {merged} merges planned but {found} and "
+                            f"{merged_found} rows found; nothing was applied")
     for statement in _APPLY:
         con.execute(statement)
-    con.execute("""UPDATE customers SET status = 'MERGED', merged_into = m.survivor_id FROM chg_merge_status m
-                   WHERE customers.customer_id = m.victim_id""")

@@ -1,4 +1,7 @@
-"""The run ledger kept inside the store: which runs happened, on which files, with which counts."""
+"""The run ledger kept inside the store: which runs happened, on which files, with which counts.
+
+The undo log of each applied run (written and read by undo.py) lives beside it; `ensure` makes both.
+"""
 from __future__ import annotations
 
 import json
@@ -8,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from pipeline.duck import run_script
 from pipeline.errors import StoreError
 
 if TYPE_CHECKING:
@@ -25,12 +29,25 @@ CREATE TABLE IF NOT EXISTS run_files (
     rows BIGINT NOT NULL);
 """
 
+UNDO_SQL = """
+CREATE TABLE IF NOT EXISTS undo_identifiers (
+    run_id VARCHAR NOT NULL, op VARCHAR NOT NULL, customer_id BIGINT NOT NULL, source VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL, id_type VARCHAR NOT NULL, id_value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS undo_cards (
+    run_id VARCHAR NOT NULL, card_number VARCHAR NOT NULL, old_customer_id BIGINT, old_label VARCHAR NOT NULL,
+    new_customer_id BIGINT, new_label VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS undo_customers (
+    run_id VARCHAR NOT NULL, customer_id BIGINT NOT NULL, old_status VARCHAR NOT NULL, old_merged_into BIGINT,
+    new_status VARCHAR NOT NULL, new_merged_into BIGINT)
+"""
+
 
 _NEXT_ORDINAL = "(SELECT coalesce(max(ordinal), 0) + 1 FROM runs)"
 
 
 def ensure(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(LEDGER_SQL)
+    """Create the ledger and undo-log tables where missing (store init makes them; older stores lack them)."""
+    run_script(con, LEDGER_SQL + ";" + UNDO_SQL)
 
 
 def refuse_reapplied(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile]) -> None:

@@ -84,7 +84,7 @@ CREATE OR REPLACE TEMP TABLE rel_customers AS
     UNION SELECT customer_id FROM val_idents
     UNION SELECT customer_id FROM card_state WHERE customer_id IS NOT NULL;
 CREATE OR REPLACE TEMP TABLE rel_info AS
-    SELECT c.* FROM customers c JOIN rel_customers USING (customer_id);
+    SELECT c.*, c.rowid AS rid FROM customers c JOIN rel_customers USING (customer_id);
 CREATE OR REPLACE TEMP TABLE rel_idents AS
     SELECT i.*, i.rowid AS rid FROM identifiers i JOIN rel_customers USING (customer_id);
 CREATE OR REPLACE TEMP TABLE rel_cards AS

@@ -163,7 +163,6 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
     con = open_store(store_path, memory_limit=opts.memory_limit, threads=opts.threads)
     try:
         ledger.ensure(con)
-        undo.ensure(con)
         binding.refuse_other_config(con, config, store_path)
         batch = read_requests(files, layout=opts.layout)
         t = clock.lap("read", t)

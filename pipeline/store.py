@@ -19,6 +19,7 @@ from typing import Literal
 import duckdb
 import polars as pl
 
+from pipeline import ledger
 from pipeline.errors import SnapshotRefused, StoreError
 from pipeline.normalize import normalize_expr, trim_expr
 from pipeline.report import fsync_path, write_csv
@@ -516,6 +517,11 @@ def init_store(store_path: Path | str, snapshot_dir: Path | str, report_path: Pa
                                    ("snapshot", str(snapshot_dir.resolve()))):
                     con.execute(META_SQL, [key, value])
                 counts = store_counts(con)
+                con.execute("CHECKPOINT")
+                # The parallel load leaves part-filled row groups, which DuckDB compacts at the next
+                # checkpoint that rewrites the catalog. Making the ledger tables here takes that cost
+                # (≈0.7 s on 25M identifiers) instead of the first run's COMMIT.
+                ledger.ensure(con)
                 con.execute("CHECKPOINT")
         finally:
             con.close()

@@ -19,18 +19,6 @@ from pipeline.duck import run_script
 from pipeline.errors import StoreError
 from pipeline.store import StoreCounts, open_store, store_counts
 
-UNDO_SQL = """
-CREATE TABLE IF NOT EXISTS undo_identifiers (
-    run_id VARCHAR NOT NULL, op VARCHAR NOT NULL, customer_id BIGINT NOT NULL, source VARCHAR NOT NULL,
-    account_id VARCHAR NOT NULL, id_type VARCHAR NOT NULL, id_value VARCHAR NOT NULL);
-CREATE TABLE IF NOT EXISTS undo_cards (
-    run_id VARCHAR NOT NULL, card_number VARCHAR NOT NULL, old_customer_id BIGINT, old_label VARCHAR NOT NULL,
-    new_customer_id BIGINT, new_label VARCHAR NOT NULL);
-CREATE TABLE IF NOT EXISTS undo_customers (
-    run_id VARCHAR NOT NULL, customer_id BIGINT NOT NULL, old_status VARCHAR NOT NULL, old_merged_into BIGINT,
-    new_status VARCHAR NOT NULL, new_merged_into BIGINT)
-"""
-
 _RECORD = """
 INSERT INTO undo_identifiers
     SELECT $run_id, 'deleted', customer_id, source, account_id, id_type, id_value FROM chg_delete
@@ -101,10 +89,6 @@ UPDATE customers SET status = u.old_status, merged_into = u.old_merged_into FROM
 """
 
 
-def ensure(con: duckdb.DuckDBPyConnection) -> None:
-    run_script(con, UNDO_SQL)
-
-
 def record_changes(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     """Log the staged changes of a run; call inside the apply transaction, before apply_changes.
 
@@ -135,7 +119,6 @@ def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> Rever
     con = open_store(store_path)
     try:
         ledger.ensure(con)
-        ensure(con)
         row = con.execute("SELECT ordinal, dry_run, exit_code, reverted_by FROM runs WHERE run_id = ?",
                           [run_id]).fetchone()
         if row is None:
