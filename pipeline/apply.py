@@ -6,6 +6,8 @@ kinds of change, which are then applied together: deletes, merges (moves), inser
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import duckdb
 import polars as pl
 
@@ -226,7 +228,26 @@ def _params(config: OrgConfig) -> dict:
 
 
 def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
-    """Decide all rows of `req` (after resolve_targets), one OUTCOME_SCHEMA row each; stage changes in chg_*."""
+    """Decide all rows of `req` (after resolve_targets), one OUTCOME_SCHEMA row each; stage changes in chg_*.
+
+    The replay of interacting rows is pure Python over a working set pulled beforehand, so it runs in a
+    worker thread while DuckDB decides the independent rows (DuckDB releases the GIL as it works): on
+    two cores the two overlap instead of adding up. Only this thread ever touches the connection.
+    """
+    pulled = _pull_working_set(con)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay") as pool:
+        replayed = pool.submit(_replay, pulled, config)
+        frames = _decide_independent(con, config)
+        outcomes, changes = replayed.result()
+    _stage_working_set_changes(con, changes)
+    return pl.concat([f.cast(OUTCOME_SCHEMA) for f in (*frames, outcomes)]).sort("seq").with_columns(
+        # a failed row changed nothing, so it reports no warning either (errors.csv has no warning column)
+        pl.when(pl.col("outcome").is_null()).then(pl.lit([], dtype=pl.List(pl.Int32)))
+        .otherwise(pl.col("warnings")).alias("warnings"))
+
+
+def _decide_independent(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> list[pl.DataFrame]:
+    """Decide the rows that share no key set-based against the store; stage their changes in chg_*."""
     con.execute(_INDEPENDENT)
     con.execute(_IDENT_DECISIONS, _params(config))
     con.execute(_CARD_DECISIONS, {"org_max": config.max_active_cards_per_customer})
@@ -236,53 +257,61 @@ def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
         query_frame(con, _NOT_FOUND),
     ]
     run_script(con, _IND_CHANGES, {"delink_label": config.delink_label})
-    frames.append(_replay_interacting(con, config))
-    return pl.concat([f.cast(OUTCOME_SCHEMA) for f in frames]).sort("seq").with_columns(
-        # a failed row changed nothing, so it reports no warning either (errors.csv has no warning column)
-        pl.when(pl.col("outcome").is_null()).then(pl.lit([], dtype=pl.List(pl.Int32)))
-        .otherwise(pl.col("warnings")).alias("warnings"))
+    con.execute("DROP TABLE ind")
+    return frames
 
 
-def _replay_interacting(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
-    """Replay the interacting rows in order and stage the working set's net changes."""
+_PULLS = {
+    "rows": """SELECT seq, customer_id, target, lookup_type, lookup_value, source, account_id, action,
+                      id_type, id_value, series_id, status_label FROM ws_rows ORDER BY seq""",
+    "customers": """SELECT customer_id, status, merged_into, customer_type FROM rel_info
+                    SEMI JOIN ws_customers USING (customer_id)""",
+    "idents": """SELECT customer_id, source, account_id, id_type, id_value FROM rel_idents
+                 SEMI JOIN ws_customers USING (customer_id)""",
+    "cards": """SELECT card_number, series_id, customer_id, status_label FROM rel_cards
+                WHERE customer_id IN (SELECT customer_id FROM ws_customers)
+                   OR card_number IN (SELECT id_value FROM ws_rows WHERE id_type = 'cardnumber')
+                   OR card_number IN (SELECT lookup_value FROM ws_rows WHERE lookup_type = 'cardnumber')""",
+    # (id_type, id_value, customer_id, source, account_id) of every working-set holding of a value the rows ask about
+    "holdings": """SELECT i.id_type, i.id_value, i.customer_id, i.source, i.account_id FROM rel_idents i
+                   SEMI JOIN ws_customers USING (customer_id)
+                   SEMI JOIN (SELECT id_type, id_value FROM ws_rows
+                              UNION SELECT lookup_type, lookup_value FROM ws_rows WHERE lookup_type IS NOT NULL) t
+                       USING (id_type, id_value)""",
+}
+
+
+def _pull_working_set(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
+    """The interacting rows and the part of the store they reach, as frames (no Python objects yet)."""
     run_script(con, _WORKING_SET)
-    rows = [ReplayRow._make(r) for r in con.execute(
-        """SELECT seq, customer_id, target, lookup_type, lookup_value, source, account_id, action,
-                  id_type, id_value, series_id, status_label FROM ws_rows ORDER BY seq""").fetchall()]
+    pulled = {name: query_frame(con, query) for name, query in _PULLS.items()}
+    run_script(con, "DROP TABLE ws_rows; DROP TABLE ws_customers")
+    return pulled
+
+
+def _replay(pulled: dict[str, pl.DataFrame], config: OrgConfig) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """Replay the interacting rows in order; their outcomes and their net changes (for chg_*)."""
+    rows = [ReplayRow._make(r) for r in pulled["rows"].iter_rows()]
     if not rows:
-        return pl.DataFrame(schema=OUTCOME_SCHEMA)
-    customers = {cid: [status, merged_into, ctype] for cid, status, merged_into, ctype in con.execute(
-        "SELECT customer_id, status, merged_into, customer_type FROM rel_info SEMI JOIN ws_customers USING (customer_id)"
-    ).fetchall()}
+        return pl.DataFrame(schema=OUTCOME_SCHEMA), {}
+    customers = {cid: [status, merged_into, ctype]
+                 for cid, status, merged_into, ctype in pulled["customers"].iter_rows()}
     idents: dict[int, set] = {}
-    for cid, source, account, id_type, value in con.execute(
-            "SELECT customer_id, source, account_id, id_type, id_value FROM rel_idents "
-            "SEMI JOIN ws_customers USING (customer_id)").fetchall():
+    for cid, source, account, id_type, value in pulled["idents"].iter_rows():
         idents.setdefault(cid, set()).add((source, account, id_type, value))
-    cards = {number: [series, holder, label] for number, series, holder, label in con.execute(
-        """SELECT card_number, series_id, customer_id, status_label FROM rel_cards
-           WHERE customer_id IN (SELECT customer_id FROM ws_customers)
-              OR card_number IN (SELECT id_value FROM ws_rows WHERE id_type = 'cardnumber')
-              OR card_number IN (SELECT lookup_value FROM ws_rows WHERE lookup_type = 'cardnumber')""").fetchall()}
+    cards = {number: [series, holder, label] for number, series, holder, label in pulled["cards"].iter_rows()}
     tracked = {(r.id_type, r.id_value) for r in rows} | {(r.lookup_type, r.lookup_value) for r in rows if r.lookup_type}
-    holdings = con.execute(
-        """SELECT i.id_type, i.id_value, i.customer_id, i.source, i.account_id FROM rel_idents i
-           SEMI JOIN ws_customers USING (customer_id)
-           SEMI JOIN (SELECT id_type, id_value FROM ws_rows
-                      UNION SELECT lookup_type, lookup_value FROM ws_rows WHERE lookup_type IS NOT NULL) t
-               USING (id_type, id_value)""").fetchall()
     ws = WorkingSet(customers=customers, idents=idents, cards=cards, tracked_values=tracked,
-                    tracked_holdings=holdings)
+                    tracked_holdings=pulled["holdings"].rows())
     outcomes = Replayer(ws, config).replay(rows)
-    _stage_working_set_changes(con, ws)
-    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row")
+    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), _net_changes(ws)
 
 
-def _stage_working_set_changes(con: duckdb.DuckDBPyConnection, ws: WorkingSet) -> None:
-    """Append the replay's net effect to the chg_* tables as deletes, inserts and updates."""
+def _net_changes(ws: WorkingSet) -> dict[str, pl.DataFrame]:
+    """The replay's net effect as rows for the chg_* tables: deletes, inserts, card and customer updates."""
     ident_schema = {"customer_id": pl.Int64, "source": pl.String, "account_id": pl.String,
                     "id_type": pl.String, "id_value": pl.String}
-    frames = {
+    return {
         "chg_delete": pl.DataFrame(list(ws.deleted), schema=ident_schema, orient="row"),
         "chg_insert": pl.DataFrame(list(ws.inserted), schema=ident_schema, orient="row"),
         "chg_cards": pl.DataFrame(ws.changed_cards(), orient="row",
@@ -292,7 +321,11 @@ def _stage_working_set_changes(con: duckdb.DuckDBPyConnection, ws: WorkingSet) -
         "chg_merge_status": pl.DataFrame(list(ws.merged.items()), orient="row",
                                          schema={"victim_id": pl.Int64, "survivor_id": pl.Int64}),
     }
-    for table, frame in frames.items():
+
+
+def _stage_working_set_changes(con: duckdb.DuckDBPyConnection, changes: dict[str, pl.DataFrame]) -> None:
+    """Append the replay's net changes to the chg_* tables."""
+    for table, frame in changes.items():
         con.register("ws_frame", frame)
         con.execute(f"INSERT INTO {table} SELECT * FROM ws_frame")
         con.unregister("ws_frame")

@@ -35,14 +35,17 @@ CREATE OR REPLACE TEMP TABLE card_state AS
 CREATE OR REPLACE TEMP TABLE known_refs AS
     SELECT c.customer_id, c.status, c.merged_into
     FROM customers c JOIN (SELECT DISTINCT customer_id FROM req WHERE customer_id IS NOT NULL) r USING (customer_id);
+CREATE OR REPLACE TEMP TABLE merged_customers AS
+    SELECT customer_id, merged_into FROM customers WHERE status = 'MERGED';
 CREATE OR REPLACE TEMP TABLE chain AS
-    SELECT customer_id AS given, customer_id AS current, status, merged_into FROM known_refs WHERE status = 'MERGED';
+    SELECT customer_id AS given, merged_into AS current FROM known_refs WHERE status = 'MERGED';
 """
 
 _CHAIN_STEP = """
-UPDATE chain SET current = c.customer_id, status = c.status, merged_into = c.merged_into
-FROM customers c WHERE chain.status = 'MERGED' AND c.customer_id = chain.merged_into
+UPDATE chain SET current = m.merged_into FROM merged_customers m WHERE m.customer_id = chain.current
 """
+
+_CHAIN_OPEN = "SELECT count(*) FROM chain SEMI JOIN merged_customers m ON m.customer_id = chain.current"
 
 _TARGETS = """
 CREATE OR REPLACE TEMP TABLE res AS
@@ -93,6 +96,9 @@ CREATE OR REPLACE TEMP TABLE rel_cards AS
 """
 
 
+_SCRATCH = ("req_values", "req_cards", "known_refs", "merged_customers", "chain", "row_keys", "rel_customers")
+
+
 def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
     """Expose the config's card labels and series to SQL as small tables (never as SQL text)."""
     labels = pl.DataFrame(
@@ -113,7 +119,8 @@ def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
 def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> None:
     """Load the checked rows as `req`, resolve initial targets and split independent from interacting.
 
-    Leaves temp tables for the decide stage: req, res, row_keys, interacting, rel_info, rel_idents, rel_cards.
+    Leaves temp tables for the decide stage: req, res, interacting, val_idents, card_state, rel_info, rel_idents,
+    rel_cards.
     """
     frame = checked.select(
         "seq", "customer_id", "lookup_type", "lookup_value", "source", "account_id", "action",
@@ -123,12 +130,14 @@ def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> No
     con.unregister("checked_frame")
     run_script(con, _REQUEST_TABLES)
     for _ in range(MAX_CHAIN_STEPS):
-        con.execute(_CHAIN_STEP)
-        if not con.execute("SELECT count(*) FROM chain WHERE status = 'MERGED'").fetchone()[0]:
+        if not con.execute(_CHAIN_OPEN).fetchone()[0]:
             break
+        con.execute(_CHAIN_STEP)
     else:
         raise RuntimeError("a merged_into chain in the store does not end; run `store audit`")
     con.execute(_TARGETS)
     run_script(con, _KEYS)
     run_script(con, _RELEVANT)
+    # what decide does not read goes now: temp tables live in DuckDB's memory until the run ends
+    run_script(con, ";".join(f"DROP TABLE {t}" for t in _SCRATCH))
 
