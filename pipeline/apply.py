@@ -25,7 +25,7 @@ OUTCOME_SCHEMA = {
 }
 
 _INDEPENDENT = """
-CREATE OR REPLACE TEMP TABLE ind AS
+CREATE OR REPLACE TEMP VIEW ind AS
 SELECT r.*, s.target, s.followed FROM req r JOIN res s USING (seq) ANTI JOIN interacting USING (seq);
 """
 
@@ -257,7 +257,7 @@ def _decide_independent(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> li
         query_frame(con, _NOT_FOUND),
     ]
     run_script(con, _IND_CHANGES, {"delink_label": config.delink_label})
-    con.execute("DROP TABLE ind")
+    con.execute("DROP VIEW ind")
     return frames
 
 

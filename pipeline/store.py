@@ -110,7 +110,7 @@ SELECT
 
 def store_counts(con: duckdb.DuckDBPyConnection) -> StoreCounts:
     """Count the rows of the store behind `con`."""
-    row = con.execute(COUNTS_SQL).fetchone()
+    row = con.execute(COUNTS_SQL).fetchall()[0]  # consumed whole: a pending result blocks register()
     return StoreCounts(*(int(v) for v in row))
 
 
