@@ -96,7 +96,10 @@ CREATE OR REPLACE TEMP TABLE rel_cards AS
 """
 
 
-_SCRATCH = ("req_values", "req_cards", "known_refs", "merged_customers", "chain", "row_keys", "rel_customers")
+_DROP_SCRATCH = """
+DROP TABLE req_values; DROP TABLE req_cards; DROP TABLE known_refs; DROP TABLE merged_customers;
+DROP TABLE chain; DROP TABLE row_keys; DROP TABLE rel_customers
+"""
 
 
 def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
@@ -139,5 +142,5 @@ def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> No
     run_script(con, _KEYS)
     run_script(con, _RELEVANT)
     # what decide does not read goes now: temp tables live in DuckDB's memory until the run ends
-    run_script(con, ";".join(f"DROP TABLE {t}" for t in _SCRATCH))
+    run_script(con, _DROP_SCRATCH)
 
