@@ -4,7 +4,8 @@
                                   [--only a,b,c,d,e] [--memory-limit 2GB] [--threads N] [--out bench/RESULTS.md]
 
 Scenarios (each run is a subprocess of the installed CLI on a fresh copy of the cached store; the
-copy is not timed; wall time and the child's own peak RSS come from os.wait4):
+copy is not timed; wall time and the child's own peak RSS come from os.wait4; the scenarios run
+round-robin, one run each per round, so the runs compared with each other share the same minutes):
   a  the sample generator's mixed batch of --rows rows on the --customers store
   b  a --small-rows batch generated for the same store
   c  `store init` from the cached Parquet snapshot
@@ -145,6 +146,7 @@ class Bench:
         self.cache_root = Path(args.cache).expanduser()
         self.dataset = self.cache_root / f"{args.customers}-{args.seed}"
         self.build: dict[str, Any] = {}
+        self.planned: list[tuple[ScenarioResult, Callable[[int], dict[str, Any]], Callable[[], None] | None]] = []
 
     def log(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -202,16 +204,33 @@ class Bench:
             shutil.copyfile(store, work / "store.duckdb")
         return work
 
-    def repeat(self, result: ScenarioResult, times: int, run_once: Callable[[int], dict[str, Any]]) -> None:
+    def schedule(self, result: ScenarioResult, run_once: Callable[[int], dict[str, Any]],
+                 finish: Callable[[], None] | None = None) -> ScenarioResult:
+        """Plan a scenario's runs; `run_rounds` runs them, `finish` then completes its result."""
+        self.planned.append((result, run_once, finish))
+        return result
+
+    def run_rounds(self, times: int) -> None:
+        """Run the planned scenarios round-robin, one run each per round.
+
+        Runs of different scenarios that are compared with each other ((a) with the floor (e), (d)
+        with (a)) then share the same minutes of the machine, which other processes also use.
+        """
+        planned, self.planned = self.planned, []
         for i in range(times):
-            run = run_once(i)
-            result.runs.append(run)
-            rss = run["max_rss"] / GIB
-            self.log(f"  ({result.name}) run {i + 1}/{times}: {run['seconds']:.2f} s, peak RSS {rss:.2f} GiB, "
-                     f"exit {run['exit_code']}")
-            if run["exit_code"] not in (0, 1):
-                self.log(f"  ({result.name}) failed: {run.get('stderr', '')[-2000:]}")
-                break
+            for result, run_once, _ in planned:
+                if result.runs and result.runs[-1]["exit_code"] not in (0, 1):
+                    continue
+                run = run_once(i)
+                result.runs.append(run)
+                rss = run["max_rss"] / GIB
+                self.log(f"  ({result.name}) run {i + 1}/{times}: {run['seconds']:.2f} s, peak RSS {rss:.2f} GiB, "
+                         f"exit {run['exit_code']}")
+                if run["exit_code"] not in (0, 1):
+                    self.log(f"  ({result.name}) failed: {run.get('stderr', '')[-2000:]}")
+        for _, _, finish in planned:
+            if finish is not None:
+                finish()
 
     def cli_run(self, dataset: Path, store: Path, requests: Path, memory_limit: str | None = None) -> dict[str, Any]:
         """One `loyalty-bulk run` on a fresh store copy; adds the stage seconds and counts of summary.json."""
@@ -236,13 +255,15 @@ class Bench:
         return run
 
     def batch_scenario(self, name: str, dataset: Path, store: Path, requests: Path, rows: int,
-                       repeat: int, memory_limit: str | None = None) -> ScenarioResult:
+                       memory_limit: str | None = None) -> ScenarioResult:
         result = ScenarioResult(name, rows, {"requests": str(requests), "store": str(store),
                                              "options": self.engine_options(memory_limit)}, self.session)
         self.log(f"scenario ({name}): {TITLES[name]}, {rows:,} rows")
-        self.repeat(result, repeat, lambda i: self.cli_run(dataset, store, requests, memory_limit))
-        result.mix = mix_of(requests, result.runs)
-        return result
+
+        def finish() -> None:
+            result.mix = mix_of(requests, result.runs) | result.mix
+
+        return self.schedule(result, lambda i: self.cli_run(dataset, store, requests, memory_limit), finish)
 
     def scenario_c(self, dataset: Path) -> ScenarioResult:
         result = ScenarioResult("c", None, {"snapshot": str(dataset / "snapshot"),
@@ -257,8 +278,7 @@ class Bench:
             shutil.rmtree(work, ignore_errors=True)
             return m.record()
 
-        self.repeat(result, self.args.repeat, once)
-        return result
+        return self.schedule(result, once)
 
     def scenario_d(self, dataset: Path, store: Path) -> ScenarioResult:
         from dense import write_dense_requests
@@ -271,7 +291,7 @@ class Bench:
             kinds = write_dense_requests(dataset / "snapshot", requests, args.dense_customers, args.dense_rows,
                                          args.seed)
             kinds_path.write_text(json.dumps(kinds))
-        result = self.batch_scenario("d", dataset, store, requests, args.dense_rows, args.repeat)
+        result = self.batch_scenario("d", dataset, store, requests, args.dense_rows)
         result.params["dense_customers"] = args.dense_customers
         result.mix["generated operations"] = json.loads(kinds_path.read_text())
         return result
@@ -291,8 +311,7 @@ class Bench:
             shutil.rmtree(work, ignore_errors=True)
             return m.record() | {"output": m.stdout.strip()}
 
-        self.repeat(result, self.args.repeat, once)
-        return result
+        return self.schedule(result, once)
 
     def scenario_big(self) -> ScenarioResult:
         args = self.args
@@ -301,7 +320,8 @@ class Bench:
         requests = self.ensure_batch(dataset, args.big_customers, args.big_rows)
         store = self.ensure_store(dataset)
         limit = args.memory_limit or "2GB"
-        result = self.batch_scenario("big", dataset, store, requests, args.big_rows, 1, memory_limit=limit)
+        result = self.batch_scenario("big", dataset, store, requests, args.big_rows, memory_limit=limit)
+        self.run_rounds(1)
         result.params["customers"] = args.big_customers
         result.params["identifiers"] = store_identifiers(store)
         result.note = f"memory limit {limit}"
@@ -329,9 +349,9 @@ class Bench:
             params = {"customers": args.customers, "identifiers": store_identifiers(store)}
             for name in main_scenarios:
                 if name == "a":
-                    results["a"] = self.batch_scenario("a", self.dataset, store, requests, args.rows, args.repeat)
+                    results["a"] = self.batch_scenario("a", self.dataset, store, requests, args.rows)
                 elif name == "b" and small is not None:
-                    results["b"] = self.batch_scenario("b", self.dataset, store, small, args.small_rows, args.repeat)
+                    results["b"] = self.batch_scenario("b", self.dataset, store, small, args.small_rows)
                 elif name == "c":
                     results["c"] = self.scenario_c(self.dataset)
                 elif name == "d":
@@ -339,6 +359,7 @@ class Bench:
                 elif name == "e":
                     results["e"] = self.scenario_e(self.dataset, store, requests)
                 results[name].params.update(params)
+            self.run_rounds(args.repeat)
         if "big" in only:
             results["big"] = self.scenario_big()
         return results
