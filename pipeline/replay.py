@@ -42,22 +42,26 @@ class WorkingSet:
     """(id_type, id_value, customer_id, source, account_id) of every working-set holding of a tracked value."""
 
     def __post_init__(self) -> None:
-        self.holders = {value: set() for value in self.tracked_values}
+        self.holders = {}  # a tracked value gets its entry when it first has a holder
         for customer_id in self.customers:
             self.idents.setdefault(customer_id, set())
             self.cards_of.setdefault(customer_id, set())
         holders = self.holders
         for id_type, value, customer_id, source, account in self.tracked_holdings:
-            holders[(id_type, value)].add((customer_id, source, account))
+            held = holders.get((id_type, value))
+            if held is None:
+                holders[(id_type, value)] = {(customer_id, source, account)}
+            else:
+                held.add((customer_id, source, account))
         for number, (_, holder, _) in self.cards.items():
             if holder is not None:
                 self.cards_of.setdefault(holder, set()).add(number)
 
     def add_ident(self, customer_id: int, ident: Ident) -> None:
         self.idents[customer_id].add(ident)
-        held = self.holders.get((ident[2], ident[3]))
-        if held is not None:
-            held.add((customer_id, ident[0], ident[1]))
+        value = (ident[2], ident[3])
+        if value in self.tracked_values:
+            self.holders.setdefault(value, set()).add((customer_id, ident[0], ident[1]))
         row = (customer_id, *ident)
         if row in self.deleted:
             self.deleted.discard(row)
