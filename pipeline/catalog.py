@@ -4,8 +4,11 @@ Codes from the platform's own catalog keep their numbers; codes of this pipeline
 """
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from typing import Literal
+
+import polars as pl
 
 Stage = Literal["file", "check", "resolve", "apply"]
 Kind = Literal["error", "warning"]
@@ -23,6 +26,17 @@ class CatalogEntry:
     def message(self, **values: object) -> str:
         """The message for one row; unknown placeholders stay visible rather than failing."""
         return self.template.format_map(_Lenient(values))
+
+    def message_expr(self, **values: pl.Expr | str) -> pl.Expr:
+        """The message as a polars expression over a frame's rows; unknown placeholders stay visible."""
+        parts: list[pl.Expr] = []
+        for literal, name, _spec, _conv in string.Formatter().parse(self.template):
+            if literal:
+                parts.append(pl.lit(literal))
+            if name is not None:
+                value = values.get(name, "{" + name + "}")
+                parts.append(pl.lit(value) if isinstance(value, str) else value.cast(pl.String).fill_null(""))
+        return pl.concat_str(parts) if parts else pl.lit("")
 
 
 class _Lenient(dict):

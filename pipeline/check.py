@@ -20,7 +20,6 @@ Decisions where SPEC is silent:
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -233,7 +232,7 @@ def build_rules(config: OrgConfig) -> list[Rule]:
     add_value_given = is_add & (id_value_given != "")
 
     def message(code: int, **values: pl.Expr | str) -> pl.Expr:
-        return _template_expr(CATALOG[code].template, values)
+        return CATALOG[code].message_expr(**values)
 
     def invalid(field: str, reason: pl.Expr | str) -> pl.Expr:
         return message(7001, field=field, reason=reason)
@@ -350,15 +349,3 @@ def _full_match(pattern: str, value: pl.Expr) -> pl.Expr:
 
 def _pair(left: str, right: str) -> str:
     return f"{left}{_SEP}{right}"
-
-
-def _template_expr(template: str, values: Mapping[str, pl.Expr | str]) -> pl.Expr:
-    """A catalog message template as a polars expression; unknown placeholders stay visible."""
-    parts: list[pl.Expr] = []
-    for literal, name, _spec, _conv in string.Formatter().parse(template):
-        if literal:
-            parts.append(pl.lit(literal))
-        if name is not None:
-            value = values.get(name, "{" + name + "}")
-            parts.append(pl.lit(value) if isinstance(value, str) else value.cast(pl.String).fill_null(""))
-    return pl.concat_str(parts) if parts else pl.lit("")

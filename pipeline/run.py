@@ -243,17 +243,20 @@ def _now() -> str:
 
 def _with_messages(outcomes: pl.DataFrame, checked: pl.DataFrame) -> pl.DataFrame:
     """Add error_message to resolve/apply errors from the catalog templates and the row's values."""
-    rows = outcomes.join(checked.select("seq", "customer_id", "lookup_value", "id_type", "id_value", "series_id"),
-                         on="seq", how="left")
-    messages = []
-    for r in rows.filter(pl.col("error_code").is_not_null()).iter_rows(named=True):
-        field_value = r["customer_id"] if r["error_field"] == "customer_id" else r["lookup_value"]
-        messages.append((r["seq"], CATALOG[r["error_code"]].message(
-            field=r["error_field"], value=field_value if r["error_code"] == 8015 else r["id_value"],
-            id_type=r["id_type"], customer=r["resolved_customer_id"], holder=r["holder_id"],
-            limit=r["limit"], series=r["card_series"], status=r["card_status"])))
-    frame = pl.DataFrame(messages, schema={"seq": pl.Int64, "error_message": pl.String}, orient="row")
-    return outcomes.join(frame, on="seq", how="left")
+    failed = (outcomes.filter(pl.col("error_code").is_not_null())
+              .join(checked.select("seq", "customer_id", "lookup_value", "id_type", "id_value"), on="seq", how="left"))
+    values = {
+        "field": pl.col("error_field"),
+        "value": pl.when(pl.col("error_code") != 8015).then(pl.col("id_value"))
+                 .when(pl.col("error_field") == "customer_id").then(pl.col("customer_id").cast(pl.String))
+                 .otherwise(pl.col("lookup_value")),
+        "id_type": pl.col("id_type"), "customer": pl.col("resolved_customer_id"), "holder": pl.col("holder_id"),
+        "limit": pl.col("limit"), "series": pl.col("card_series"), "status": pl.col("card_status"),
+    }
+    message = pl.lit(None, dtype=pl.String)
+    for code in failed["error_code"].unique().to_list():
+        message = pl.when(pl.col("error_code") == code).then(CATALOG[code].message_expr(**values)).otherwise(message)
+    return outcomes.join(failed.select("seq", message.alias("error_message")), on="seq", how="left")
 
 
 @dataclass(frozen=True)
