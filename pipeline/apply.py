@@ -243,6 +243,7 @@ def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
         frames = _decide_independent(con, config)
         outcomes, changes = replayed.result()
     _stage_working_set_changes(con, changes)
+    run_script(con, _DROP_DECIDED)  # frees DuckDB memory before the reports are built
     return pl.concat([f.cast(OUTCOME_SCHEMA) for f in (*frames, outcomes)]).sort("seq").with_columns(
         # a failed row changed nothing, so it reports no warning either (errors.csv has no warning column)
         pl.when(pl.col("outcome").is_null()).then(pl.lit([], dtype=pl.List(pl.Int32)))
@@ -280,6 +281,12 @@ def _decide_independent(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> li
     con.execute("DROP VIEW ind")
     return frames
 
+
+_DROP_DECIDED = """
+DROP TABLE req; DROP TABLE res; DROP TABLE interacting; DROP TABLE val_idents; DROP TABLE card_state;
+DROP TABLE ind_ident; DROP TABLE ind_card
+"""
+"""What only deciding reads; the undo log and the apply read rel_* and chg_*."""
 
 _PULLS = {
     "rows": """SELECT seq, customer_id, target, lookup_type, lookup_value, source, account_id, action,
