@@ -442,7 +442,7 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
                   (f"RSS {a.peak_rss / GIB:.2f} GiB (≤ 3)", a.peak_rss <= 3 * GIB)]
         if e and e.completed and e.session == a.session:
             ratio = a.median_seconds / e.median_seconds
-            checks.append((f"{ratio:.1f}× floor (≤ 3×)", ratio <= 3))
+            checks.append((f"{ratio:.2f}× floor (≤ 3×)", ratio <= 3))
         else:
             checks.append(("floor ratio n/a (no floor from the same session)", None))
         verdicts["a"] = ("; ".join(c for c, _ in checks), _all(ok for _, ok in checks))
@@ -455,17 +455,22 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
     if d and d.completed:
         if a and a.completed:
             ratio = per_row(d) / per_row(a)
-            verdicts["d"] = (f"{per_row(d) * 1e6:.0f} µs/row = {ratio:.1f}× (a)'s {per_row(a) * 1e6:.0f} µs/row (≤ 3×)",
-                             ratio <= 3)
+            verdicts["d"] = (f"{per_row(d) * 1e6:.1f} µs/row = {ratio:.2f}× (a)'s {per_row(a) * 1e6:.1f} µs/row (≤ 3×;"
+                             f" per round: {_round_ratios(d, a, d.rows / a.rows)})", ratio <= 3)
         else:
             verdicts["d"] = (f"{per_row(d) * 1e6:.0f} µs/row; (a) missing", None)
     if e and e.completed:
-        verdicts["e"] = (f"(a) / floor = {a.median_seconds / e.median_seconds:.1f}×" if a and a.completed
-                         else "reference only", None)
+        verdicts["e"] = (f"(a) / floor = {a.median_seconds / e.median_seconds:.2f}× (per round: {_round_ratios(a, e)})"
+                         if a and a.completed else "reference only", None)
     if "big" in results and results["big"].completed:
         big = results["big"]
         verdicts["big"] = (f"completed in {big.median_seconds:.0f} s, RSS {big.peak_rss / GIB:.2f} GiB", True)
     return verdicts
+
+
+def _round_ratios(x: ScenarioResult, y: ScenarioResult, scale: float = 1.0) -> str:
+    """x / y run by run: the scenarios run round-robin, so run i of each shared the same minutes."""
+    return ", ".join(f"{xr['seconds'] / scale / yr['seconds']:.2f}" for xr, yr in zip(x.runs, y.runs))
 
 
 def _all(oks) -> bool:
