@@ -4,6 +4,8 @@ No SQL, parsing or report writing here (STYLE.md); library exceptions map to exi
 """
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from functools import wraps
 from pathlib import Path
@@ -37,6 +39,16 @@ def _exits(func):
 @click.version_option(package_name="loyalty-bulk")
 def main() -> None:
     """Batch identifier and card changes for a loyalty platform."""
+    atexit.register(_no_final_collection)
+
+
+def _no_final_collection() -> None:
+    """Skip the garbage collection Python runs once more while the process exits.
+
+    It walks every object left (polars, DuckDB, Pandera and pydantic alike): about 0.1 s of a 10k-row
+    run, for memory the operating system takes back anyway. Files are closed and fsynced before this.
+    """
+    gc.freeze()
 
 
 @main.command()
