@@ -20,7 +20,7 @@ Decisions where SPEC is silent:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandera.polars as pa
