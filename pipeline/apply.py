@@ -362,18 +362,18 @@ _ROWS_TO_WRITE = """
 CREATE OR REPLACE TEMP TABLE chg_delete_rows AS
 SELECT r.rid FROM chg_delete d JOIN rel_idents r USING (customer_id, source, account_id, id_type, id_value);
 CREATE OR REPLACE TEMP TABLE chg_moves AS
-SELECT i.rid, m.survivor_id, i.source, i.account_id, i.id_type, i.id_value
+SELECT i.rid, m.victim_id, m.survivor_id, i.source, i.account_id, i.id_type, i.id_value
 FROM rel_idents i JOIN chg_merge m ON i.customer_id = m.victim_id ANTI JOIN chg_delete_rows d USING (rid);
 INSERT INTO chg_delete_rows SELECT rid FROM chg_moves;
 CREATE OR REPLACE TEMP TABLE chg_customers AS
-SELECT c.rid, c.customer_id, m.survivor_id, c.customer_type
+SELECT c.rid, c.customer_id, c.status AS old_status, c.merged_into AS old_merged_into, m.survivor_id, c.customer_type
 FROM rel_info c JOIN (SELECT * FROM chg_merge UNION ALL SELECT * FROM chg_merge_status) m
     ON c.customer_id = m.victim_id
 """
 
 
 def apply_changes(con: duckdb.DuckDBPyConnection) -> None:
-    """Apply the staged changes inside the caller's open transaction.
+    """Apply the staged changes inside the caller's open transaction (undo.record_changes logs them after).
 
     Deleted and moved identifiers and merged customers are found by their rowid, taken when resolve
     pulled them: every such row belongs to a customer resolve pulled (a target, a holder or a merge

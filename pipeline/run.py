@@ -177,11 +177,11 @@ def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path 
         try:
             after = before
             if not aborted:
+                apply_changes(con)
                 if not opts.dry_run:
                     undo.record_changes(con, run_id)
                     if not binding.bound_config(con):
                         binding.bind(con, config)
-                apply_changes(con)
                 after = store_counts(con)
             t = clock.lap("apply", t)
             result = _result(run_id, opts, started_at, clock, batch, reports, before, after, reports_dir, aborted)

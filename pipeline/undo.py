@@ -23,19 +23,15 @@ _RECORD = """
 INSERT INTO undo_identifiers
     SELECT $run_id, 'deleted', customer_id, source, account_id, id_type, id_value FROM chg_delete
     UNION ALL SELECT $run_id, 'inserted', customer_id, source, account_id, id_type, id_value FROM chg_insert
-    UNION ALL SELECT $run_id, 'deleted', i.customer_id, i.source, i.account_id, i.id_type, i.id_value
-        FROM rel_idents i JOIN chg_merge m ON i.customer_id = m.victim_id
-    UNION ALL SELECT $run_id, 'inserted', m.survivor_id, i.source, i.account_id, i.id_type, i.id_value
-        FROM rel_idents i JOIN chg_merge m ON i.customer_id = m.victim_id;
+    UNION ALL SELECT $run_id, 'deleted', victim_id, source, account_id, id_type, id_value FROM chg_moves
+    UNION ALL SELECT $run_id, 'inserted', survivor_id, source, account_id, id_type, id_value FROM chg_moves;
 INSERT INTO undo_cards
     SELECT $run_id, c.card_number, c.customer_id, c.status_label, u.customer_id, u.status_label
         FROM rel_cards c JOIN chg_cards u USING (card_number)
     UNION ALL SELECT $run_id, c.card_number, c.customer_id, c.status_label, m.survivor_id, c.status_label
         FROM rel_cards c JOIN chg_merge m ON c.customer_id = m.victim_id;
 INSERT INTO undo_customers
-    SELECT $run_id, c.customer_id, c.status, c.merged_into, 'MERGED', m.survivor_id
-    FROM rel_info c JOIN (SELECT * FROM chg_merge UNION ALL SELECT * FROM chg_merge_status) m
-        ON c.customer_id = m.victim_id
+    SELECT $run_id, customer_id, old_status, old_merged_into, 'MERGED', survivor_id FROM chg_customers
 """
 
 _TOUCHED = """
@@ -90,10 +86,11 @@ UPDATE customers SET status = u.old_status, merged_into = u.old_merged_into FROM
 
 
 def record_changes(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-    """Log the staged changes of a run; call inside the apply transaction, before apply_changes.
+    """Log the changes of a run; call inside the apply transaction, after apply_changes.
 
-    The before-state comes from the rows resolve pulled (rel_*), which hold every customer, identifier
-    and card a run can change, so the log costs no scan of the store.
+    It reads the staged changes (chg_*), the identifier moves and merged customers apply_changes
+    located (chg_moves, chg_customers), and the before-state resolve pulled (rel_*), which holds every
+    customer, identifier and card a run can change, so the log costs no scan of the store.
     """
     run_script(con, _RECORD, {"run_id": run_id})
 
