@@ -39,7 +39,6 @@ def _exits(func):
 @click.version_option(package_name="loyalty-bulk")
 def main() -> None:
     """Batch identifier and card changes for a loyalty platform."""
-    atexit.register(_no_final_collection)
 
 
 def _no_final_collection() -> None:
@@ -49,6 +48,9 @@ def _no_final_collection() -> None:
     run, for memory the operating system takes back anyway. Files are closed and fsynced before this.
     """
     gc.freeze()
+
+
+atexit.register(_no_final_collection)  # once per process, not once per command (tests run many)
 
 
 @main.command()
