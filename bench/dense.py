@@ -7,6 +7,7 @@ customer added to another in a different scope), re-adds, card links and delinks
 malformed rows. Most rows share a customer, a value or a card with an earlier row, so the engine
 has to replay them in order: the worst case for its set-based path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,13 +42,27 @@ WHERE customer_id IS NULL AND status_label = 'Not Issued'
 ORDER BY hash(card_number, $seed) LIMIT $n
 """
 
-KIND_WEIGHTS = {"fresh_add": 32, "remove": 15, "move": 20, "merge": 1, "readd": 5, "card_link": 12,
-                "card_delink": 10, "malformed": 5}
+KIND_WEIGHTS = {
+    "fresh_add": 32,
+    "remove": 15,
+    "move": 20,
+    "merge": 1,
+    "readd": 5,
+    "card_link": 12,
+    "card_delink": 10,
+    "malformed": 5,
+}
 """Shares in percent of the drawn operations (a move writes two rows)."""
 
 FRESH_VALUE = {
-    "mobile": "88{:011d}", "email": "dense.{}@bench.example", "externalId": "DENSE-{}", "wechat": "oD{:012d}",
-    "unionId": "uD{:012d}", "cuid": "cu_d{}", "fbId": "2000{:010d}", "line": "UD{:012d}",
+    "mobile": "88{:011d}",
+    "email": "dense.{}@bench.example",
+    "externalId": "DENSE-{}",
+    "wechat": "oD{:012d}",
+    "unionId": "uD{:012d}",
+    "cuid": "cu_d{}",
+    "fbId": "2000{:010d}",
+    "line": "UD{:012d}",
 }
 SHARED_TYPES = ("mobile", "email")
 """Identifier types whose value may live in several scopes: adding one held elsewhere merges."""
@@ -69,8 +84,14 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[tuple
 class DenseBatch:
     """Draws request rows over a fixed small set of customers, values and cards."""
 
-    def __init__(self, customers: list[int], identifiers: list[Identifier], held_cards: list[tuple[str, int, int]],
-                 pool_cards: list[tuple[str, int]], seed: int) -> None:
+    def __init__(
+        self,
+        customers: list[int],
+        identifiers: list[Identifier],
+        held_cards: list[tuple[str, int, int]],
+        pool_cards: list[tuple[str, int]],
+        seed: int,
+    ) -> None:
         self.rng = random.Random(seed)
         self.customers = customers
         self.identifiers = identifiers
@@ -106,27 +127,42 @@ class DenseBatch:
             return {"lookup_type": ident.id_type, "lookup_value": ident.id_value}
         return {"customer_id": str(customer_id)}
 
-    def _identifier_row(self, action: str, customer_id: int, source: str, account_id: str, id_type: str,
-                        id_value: str) -> dict[str, str]:
-        return {**self._target(customer_id, source, account_id), "source": source, "account_id": account_id,
-                "action": action, "id_type": id_type, "id_value": id_value}
+    def _identifier_row(
+        self, action: str, customer_id: int, source: str, account_id: str, id_type: str, id_value: str
+    ) -> dict[str, str]:
+        return {
+            **self._target(customer_id, source, account_id),
+            "source": source,
+            "account_id": account_id,
+            "action": action,
+            "id_type": id_type,
+            "id_value": id_value,
+        }
 
     def _fresh_add(self) -> list[dict[str, str]]:
         source, account_id, id_type, _ = self.rng.choice(SLOTS)
         self.fresh += 1
-        return [self._identifier_row("add", self._customer(), source, account_id, id_type,
-                                     FRESH_VALUE[id_type].format(self.fresh))]
+        return [
+            self._identifier_row(
+                "add", self._customer(), source, account_id, id_type, FRESH_VALUE[id_type].format(self.fresh)
+            )
+        ]
 
     def _remove(self) -> list[dict[str, str]]:
         ident = self.rng.choice(self.identifiers)
-        return [self._identifier_row("remove", ident.customer_id, ident.source, ident.account_id, ident.id_type,
-                                     ident.id_value)]
+        return [
+            self._identifier_row(
+                "remove", ident.customer_id, ident.source, ident.account_id, ident.id_type, ident.id_value
+            )
+        ]
 
     def _move(self) -> list[dict[str, str]]:
         ident = self.rng.choice(self.identifiers)
         scope = (ident.source, ident.account_id, ident.id_type, ident.id_value)
-        return [self._identifier_row("remove", ident.customer_id, *scope),
-                self._identifier_row("add", self._customer(), *scope)]
+        return [
+            self._identifier_row("remove", ident.customer_id, *scope),
+            self._identifier_row("add", self._customer(), *scope),
+        ]
 
     def _scopes(self, customer_id: int) -> set[tuple[str, str]]:
         return {(i.source, i.account_id) for i in self.by_customer[customer_id]}
@@ -149,14 +185,25 @@ class DenseBatch:
 
     def _readd(self) -> list[dict[str, str]]:
         ident = self.rng.choice(self.identifiers)
-        return [self._identifier_row("add", ident.customer_id, ident.source, ident.account_id, ident.id_type,
-                                     ident.id_value)]
+        return [
+            self._identifier_row(
+                "add", ident.customer_id, ident.source, ident.account_id, ident.id_type, ident.id_value
+            )
+        ]
 
     def _card_row(self, action: str, customer_id: int, number: str, series_id: int, label: str) -> dict[str, str]:
         held = self.by_customer[customer_id]
         source, account_id = (held[0].source, held[0].account_id) if held else ("INSTORE", "")
-        return {**self._target(customer_id, source, account_id), "source": source, "account_id": account_id, "action": action, "id_type": "cardnumber", "id_value": number,
-                "series_id": str(series_id), "status_label": label}
+        return {
+            **self._target(customer_id, source, account_id),
+            "source": source,
+            "account_id": account_id,
+            "action": action,
+            "id_type": "cardnumber",
+            "id_value": number,
+            "series_id": str(series_id),
+            "status_label": label,
+        }
 
     def _card_link(self) -> list[dict[str, str]]:
         number, series_id = self.rng.choice(self.pool_cards)
@@ -171,24 +218,41 @@ class DenseBatch:
 
     def _malformed(self) -> list[dict[str, str]]:
         customer_id = self._customer()
-        return [{"customer_id": str(customer_id), "source": "INSTORE", "action": "add", "id_type": "email",
-                 "id_value": f"broken{self.rng.randrange(10**6)}@nowhere"}]
+        return [
+            {
+                "customer_id": str(customer_id),
+                "source": "INSTORE",
+                "action": "add",
+                "id_type": "email",
+                "id_value": f"broken{self.rng.randrange(10**6)}@nowhere",
+            }
+        ]
 
 
-def write_dense_requests(snapshot_dir: Path, out_csv: Path, customers: int = 1000, rows: int = 100_000,
-                         seed: int = 1) -> dict[str, int]:
+def write_dense_requests(
+    snapshot_dir: Path, out_csv: Path, customers: int = 1000, rows: int = 100_000, seed: int = 1
+) -> dict[str, int]:
     """Write scenario (d)'s request file and return the number of operations of each kind."""
     con = duckdb.connect(config={"threads": 2, "memory_limit": "1GB"})
     con.execute("SET enable_progress_bar = false")
     try:
-        picked = [r[0] for r in _fetch(con, PICK_CUSTOMERS_SQL, {
-            "customers": str(snapshot_dir / "customers.parquet"), "seed": seed, "n": customers})]
+        picked = [
+            r[0]
+            for r in _fetch(
+                con,
+                PICK_CUSTOMERS_SQL,
+                {"customers": str(snapshot_dir / "customers.parquet"), "seed": seed, "n": customers},
+            )
+        ]
         ids = {"ids": picked}
-        identifiers = [Identifier(*r) for r in _fetch(con, THEIR_IDENTIFIERS_SQL, {
-            "identifiers": str(snapshot_dir / "identifiers.parquet"), **ids})]
+        identifiers = [
+            Identifier(*r)
+            for r in _fetch(
+                con, THEIR_IDENTIFIERS_SQL, {"identifiers": str(snapshot_dir / "identifiers.parquet"), **ids}
+            )
+        ]
         held = _fetch(con, THEIR_CARDS_SQL, {"cards": str(snapshot_dir / "cards.parquet"), **ids})
-        pool = _fetch(con, POOL_CARDS_SQL, {"cards": str(snapshot_dir / "cards.parquet"), "seed": seed,
-                                            "n": customers})
+        pool = _fetch(con, POOL_CARDS_SQL, {"cards": str(snapshot_dir / "cards.parquet"), "seed": seed, "n": customers})
     finally:
         con.close()
     batch = DenseBatch(picked, identifiers, held, pool, seed)

@@ -6,6 +6,7 @@ row) and write one CSV with a line per request. No checks, normalisation, orderi
 merges or cards: a lower bound, not a competitor. `bench/run.py` times it as a subprocess on a
 fresh copy of the same store as (a) and reports (a) / floor.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ WHERE rowid IN (SELECT held_rowid FROM joined WHERE lower(action) = 'remove' AND
 REPORT_SQL = "COPY (SELECT * EXCLUDE (held_rowid) FROM joined ORDER BY seq) TO $out (FORMAT csv, HEADER)"
 
 
-def run_floor(store: Path, requests: Path, out_csv: Path, memory_limit: str = "2GB",
-              threads: int | None = None) -> tuple[int, int]:
+def run_floor(
+    store: Path, requests: Path, out_csv: Path, memory_limit: str = "2GB", threads: int | None = None
+) -> tuple[int, int]:
     """Do the floor's work on `store`; returns (identifiers inserted, identifiers deleted)."""
     config: dict = {"memory_limit": memory_limit, "temp_directory": f"{store}.tmp"}
     if threads:

@@ -15,6 +15,7 @@ round-robin, one run each per round, so the runs compared with each other share 
 The results go to --out (Markdown) and a JSON sidecar beside it, merged with earlier scenarios so
 that `--only big` adds to the table instead of replacing it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import duckdb
 
@@ -43,7 +45,7 @@ BIN = Path(sys.executable).parent
 CLI = str(BIN / "loyalty-bulk")
 SCENARIOS = ("a", "b", "c", "d", "e", "big")
 DEFAULT_SCENARIOS = "a,b,c,d,e"
-GIB = 1024 ** 3
+GIB = 1024**3
 INTERPRETATION = "## Interpretation"
 
 TITLES = {
@@ -77,8 +79,12 @@ class Measurement:
 
     def record(self, success_codes: tuple[int, ...] = (0,)) -> dict[str, Any]:
         """The run's entry in RESULTS.json; a failure keeps the end of stderr (exit 1 of a non-run counts as 4)."""
-        run: dict[str, Any] = {"seconds": self.seconds, "max_rss": self.max_rss, "exit_code": self.exit_code,
-                               "load_before": self.load_before}
+        run: dict[str, Any] = {
+            "seconds": self.seconds,
+            "max_rss": self.max_rss,
+            "exit_code": self.exit_code,
+            "load_before": self.load_before,
+        }
         if self.exit_code not in success_codes:
             run["exit_code"] = self.exit_code if self.exit_code != 1 else 4
             run["stderr"] = self.stderr[-4000:]
@@ -101,8 +107,14 @@ def measure(cmd: list[str], timeout: float) -> Measurement:
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Measurement(seconds=seconds, max_rss=usage.ru_maxrss * 1024, exit_code=proc.returncode,
-                           stdout=out.read().decode(errors="replace"), stderr=err.read().decode(errors="replace"), load_before=load_before)
+        return Measurement(
+            seconds=seconds,
+            max_rss=usage.ru_maxrss * 1024,
+            exit_code=proc.returncode,
+            stdout=out.read().decode(errors="replace"),
+            stderr=err.read().decode(errors="replace"),
+            load_before=load_before,
+        )
 
 
 @dataclass
@@ -142,7 +154,7 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.session = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.session = datetime.now(UTC).isoformat(timespec="seconds")
         self.cache_root = Path(args.cache).expanduser()
         self.dataset = self.cache_root / f"{args.customers}-{args.seed}"
         self.build: dict[str, Any] = {}
@@ -166,8 +178,21 @@ class Bench:
         if not marker.exists():
             shutil.rmtree(batch, ignore_errors=True)
             self.log(f"generating {customers:,} customers / {rows:,} rows with `loyalty-bulk sample` in {batch}")
-            m = measure([CLI, "sample", "--out", str(batch), "--customers", str(customers), "--rows", str(rows),
-                         "--seed", str(self.args.seed)], self.args.timeout)
+            m = measure(
+                [
+                    CLI,
+                    "sample",
+                    "--out",
+                    str(batch),
+                    "--customers",
+                    str(customers),
+                    "--rows",
+                    str(rows),
+                    "--seed",
+                    str(self.args.seed),
+                ],
+                self.args.timeout,
+            )
             if m.exit_code != 0:
                 raise SystemExit(f"loyalty-bulk sample failed ({m.exit_code}): {m.stderr}")
             marker.write_text(m.stdout)
@@ -188,8 +213,7 @@ class Bench:
             store.unlink()
         if not store.exists():
             self.log(f"building {store} with `loyalty-bulk store init`")
-            m = measure([CLI, "store", "init", str(store), "--snapshot", str(dataset / "snapshot")],
-                        self.args.timeout)
+            m = measure([CLI, "store", "init", str(store), "--snapshot", str(dataset / "snapshot")], self.args.timeout)
             if m.exit_code != 0:
                 raise SystemExit(f"store init failed ({m.exit_code}): {m.stderr}")
             self.build[f"store init {dataset.name}"] = {"seconds": round(m.seconds, 1), "max_rss": m.max_rss}
@@ -204,8 +228,12 @@ class Bench:
             shutil.copyfile(store, work / "store.duckdb")
         return work
 
-    def schedule(self, result: ScenarioResult, run_once: Callable[[int], dict[str, Any]],
-                 finish: Callable[[], None] | None = None) -> ScenarioResult:
+    def schedule(
+        self,
+        result: ScenarioResult,
+        run_once: Callable[[int], dict[str, Any]],
+        finish: Callable[[], None] | None = None,
+    ) -> ScenarioResult:
         """Plan a scenario's runs; `run_rounds` runs them, `finish` then completes its result."""
         self.planned.append((result, run_once, finish))
         return result
@@ -224,8 +252,10 @@ class Bench:
                 run = run_once(i)
                 result.runs.append(run)
                 rss = run["max_rss"] / GIB
-                self.log(f"  ({result.name}) run {i + 1}/{times}: {run['seconds']:.2f} s, peak RSS {rss:.2f} GiB, "
-                         f"exit {run['exit_code']}")
+                self.log(
+                    f"  ({result.name}) run {i + 1}/{times}: {run['seconds']:.2f} s, peak RSS {rss:.2f} GiB, "
+                    f"exit {run['exit_code']}"
+                )
                 if run["exit_code"] not in (0, 1):
                     self.log(f"  ({result.name}) failed: {run.get('stderr', '')[-2000:]}")
         for _, _, finish in planned:
@@ -236,11 +266,25 @@ class Bench:
         """One `loyalty-bulk run` on a fresh store copy; adds the stage seconds and counts of summary.json."""
         work = self.fresh_work(dataset, store)
         reports = work / "reports"
-        cmd = [CLI, "run", "--store", str(work / "store.duckdb"), "--config", str(dataset / "org.toml"),
-               "--reports", str(reports), *self.engine_options(memory_limit), str(requests)]
+        cmd = [
+            CLI,
+            "run",
+            "--store",
+            str(work / "store.duckdb"),
+            "--config",
+            str(dataset / "org.toml"),
+            "--reports",
+            str(reports),
+            *self.engine_options(memory_limit),
+            str(requests),
+        ]
         m = measure(cmd, self.args.timeout)
-        run: dict[str, Any] = {"seconds": m.seconds, "max_rss": m.max_rss, "exit_code": m.exit_code,
-                               "load_before": m.load_before}
+        run: dict[str, Any] = {
+            "seconds": m.seconds,
+            "max_rss": m.max_rss,
+            "exit_code": m.exit_code,
+            "load_before": m.load_before,
+        }
         summary_path = reports / "summary.json"
         if m.exit_code in (0, 1) and summary_path.exists():
             summary = json.loads(summary_path.read_text())
@@ -254,10 +298,15 @@ class Bench:
         shutil.rmtree(work, ignore_errors=True)
         return run
 
-    def batch_scenario(self, name: str, dataset: Path, store: Path, requests: Path, rows: int,
-                       memory_limit: str | None = None) -> ScenarioResult:
-        result = ScenarioResult(name, rows, {"requests": str(requests), "store": str(store),
-                                             "options": self.engine_options(memory_limit)}, self.session)
+    def batch_scenario(
+        self, name: str, dataset: Path, store: Path, requests: Path, rows: int, memory_limit: str | None = None
+    ) -> ScenarioResult:
+        result = ScenarioResult(
+            name,
+            rows,
+            {"requests": str(requests), "store": str(store), "options": self.engine_options(memory_limit)},
+            self.session,
+        )
         self.log(f"scenario ({name}): {TITLES[name]}, {rows:,} rows")
 
         def finish() -> None:
@@ -266,15 +315,20 @@ class Bench:
         return self.schedule(result, lambda i: self.cli_run(dataset, store, requests, memory_limit), finish)
 
     def scenario_c(self, dataset: Path) -> ScenarioResult:
-        result = ScenarioResult("c", None, {"snapshot": str(dataset / "snapshot"),
-                                            "options": ["(store init has no --memory-limit; default limit)"]},
-                                self.session)
+        result = ScenarioResult(
+            "c",
+            None,
+            {"snapshot": str(dataset / "snapshot"), "options": ["(store init has no --memory-limit; default limit)"]},
+            self.session,
+        )
         self.log("scenario (c): store init")
 
         def once(_: int) -> dict[str, Any]:
             work = self.fresh_work(dataset, None)
-            m = measure([CLI, "store", "init", str(work / "init.duckdb"), "--snapshot", str(dataset / "snapshot")],
-                        self.args.timeout)
+            m = measure(
+                [CLI, "store", "init", str(work / "init.duckdb"), "--snapshot", str(dataset / "snapshot")],
+                self.args.timeout,
+            )
             shutil.rmtree(work, ignore_errors=True)
             return m.record()
 
@@ -288,8 +342,9 @@ class Bench:
         kinds_path = requests.with_suffix(".kinds.json")
         if not (requests.exists() and kinds_path.exists()):
             self.log(f"writing the dense batch {requests}")
-            kinds = write_dense_requests(dataset / "snapshot", requests, args.dense_customers, args.dense_rows,
-                                         args.seed)
+            kinds = write_dense_requests(
+                dataset / "snapshot", requests, args.dense_customers, args.dense_rows, args.seed
+            )
             kinds_path.write_text(json.dumps(kinds))
         result = self.batch_scenario("d", dataset, store, requests, args.dense_rows)
         result.params["dense_customers"] = args.dense_customers
@@ -303,8 +358,18 @@ class Bench:
 
         def once(_: int) -> dict[str, Any]:
             work = self.fresh_work(dataset, store)
-            cmd = [sys.executable, str(BENCH_DIR / "floor.py"), "--store", str(work / "store.duckdb"),
-                   "--requests", str(requests), "--out", str(work / "floor.csv"), "--memory-limit", limit]
+            cmd = [
+                sys.executable,
+                str(BENCH_DIR / "floor.py"),
+                "--store",
+                str(work / "store.duckdb"),
+                "--requests",
+                str(requests),
+                "--out",
+                str(work / "floor.csv"),
+                "--memory-limit",
+                limit,
+            ]
             if self.args.threads:
                 cmd += ["--threads", str(self.args.threads)]
             m = measure(cmd, self.args.timeout)
@@ -396,8 +461,10 @@ def mix_of(requests: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The request file's composition, and the outcome shares its first completed run reported."""
     con = quiet(duckdb.connect())
     try:
-        composition = {f"{action or '(empty)'} {'card' if card else 'identifier'}": n
-                       for action, card, n in con.execute(REQUEST_MIX_SQL, {"path": str(requests)}).fetchall()}
+        composition = {
+            f"{action or '(empty)'} {'card' if card else 'identifier'}": n
+            for action, card, n in con.execute(REQUEST_MIX_SQL, {"path": str(requests)}).fetchall()
+        }
     finally:
         con.close()
     mix: dict[str, Any] = {"request rows by action": composition}
@@ -414,13 +481,24 @@ def machine() -> dict[str, str]:
     """nproc, memory, CPU model, versions and the git commit of the tree measured."""
     meminfo = Path("/proc/meminfo").read_text().splitlines()
     mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return {"nproc": str(os.cpu_count()), "memory": f"{mem_kb / 1024 ** 2:.1f} GiB (MemTotal)", "cpu": cpu,
-            "python": platform.python_version(), "duckdb": duckdb.__version__,
-            "git commit": commit + (" (with uncommitted changes)" if dirty else "")}
+    return {
+        "nproc": str(os.cpu_count()),
+        "memory": f"{mem_kb / 1024**2:.1f} GiB (MemTotal)",
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "git commit": commit + (" (with uncommitted changes)" if dirty else ""),
+    }
 
 
 def _git(*args: str) -> str:
@@ -438,8 +516,10 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
         if not r.completed:
             verdicts[name] = ("did not complete", False)
     if a and a.completed:
-        checks = [(f"{a.median_seconds:.1f} s (≤ 20)", a.median_seconds <= 20),
-                  (f"RSS {a.peak_rss / GIB:.2f} GiB (≤ 3)", a.peak_rss <= 3 * GIB)]
+        checks = [
+            (f"{a.median_seconds:.1f} s (≤ 20)", a.median_seconds <= 20),
+            (f"RSS {a.peak_rss / GIB:.2f} GiB (≤ 3)", a.peak_rss <= 3 * GIB),
+        ]
         if e and e.completed and e.session == a.session:
             ratio = a.median_seconds / e.median_seconds
             checks.append((f"{ratio:.2f}× floor (≤ 3×)", ratio <= 3))
@@ -455,13 +535,20 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
     if d and d.completed:
         if a and a.completed:
             ratio = per_row(d) / per_row(a)
-            verdicts["d"] = (f"{per_row(d) * 1e6:.1f} µs/row = {ratio:.2f}× (a)'s {per_row(a) * 1e6:.1f} µs/row (≤ 3×;"
-                             f" per round: {_round_ratios(d, a, d.rows / a.rows)})", ratio <= 3)
+            verdicts["d"] = (
+                f"{per_row(d) * 1e6:.1f} µs/row = {ratio:.2f}× (a)'s {per_row(a) * 1e6:.1f} µs/row (≤ 3×;"
+                f" per round: {_round_ratios(d, a, d.rows / a.rows)})",
+                ratio <= 3,
+            )
         else:
             verdicts["d"] = (f"{per_row(d) * 1e6:.0f} µs/row; (a) missing", None)
     if e and e.completed:
-        verdicts["e"] = (f"(a) / floor = {a.median_seconds / e.median_seconds:.2f}× (per round: {_round_ratios(a, e)})"
-                         if a and a.completed else "reference only", None)
+        verdicts["e"] = (
+            f"(a) / floor = {a.median_seconds / e.median_seconds:.2f}× (per round: {_round_ratios(a, e)})"
+            if a and a.completed
+            else "reference only",
+            None,
+        )
     if "big" in results and results["big"].completed:
         big = results["big"]
         verdicts["big"] = (f"completed in {big.median_seconds:.0f} s, RSS {big.peak_rss / GIB:.2f} GiB", True)
@@ -470,7 +557,7 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
 
 def _round_ratios(x: ScenarioResult, y: ScenarioResult, scale: float = 1.0) -> str:
     """x / y run by run: the scenarios run round-robin, so run i of each shared the same minutes."""
-    return ", ".join(f"{xr['seconds'] / scale / yr['seconds']:.2f}" for xr, yr in zip(x.runs, y.runs))
+    return ", ".join(f"{xr['seconds'] / scale / yr['seconds']:.2f}" for xr, yr in zip(x.runs, y.runs, strict=True))
 
 
 def _all(oks) -> bool:
@@ -484,13 +571,21 @@ def per_row(r: ScenarioResult) -> float:
 def render(results: dict[str, ScenarioResult], header: dict[str, Any], interpretation: str) -> str:
     """RESULTS.md: machine and command, the summary table, then a section per scenario."""
     verdicts = evaluate(results)
-    lines = ["# Benchmark results", "",
-             "Written by `bench/run.py`; rerun it to refresh everything above the Interpretation section.", ""]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `bench/run.py`; rerun it to refresh everything above the Interpretation section.",
+        "",
+    ]
     lines += [f"- date: {header['date']}", f"- command: `{header['command']}`"]
     lines += [f"- {k}: {v}" for k, v in header["machine"].items()]
-    lines += ["", "## Summary", "",
-              "| scenario | what | rows | median s | runs (s) | peak RSS GiB | target | measured | result |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        "| scenario | what | rows | median s | runs (s) | peak RSS GiB | target | measured | result |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in SCENARIOS:
         r = results.get(name)
         if r is None:
@@ -502,11 +597,16 @@ def render(results: dict[str, ScenarioResult], header: dict[str, Any], interpret
         rss = f"{r.peak_rss / GIB:.2f}" if r.runs else ""
         result = "pass" if ok else "FAIL" if ok is False else "–"
         rows = f"{r.rows:,}" if r.rows else ""
-        lines.append(f"| {name} | {TITLES[name]} | {rows} | {median} | {runs} | {rss} | {TARGETS[name]} | {text} "
-                     f"| {result} |")
+        lines.append(
+            f"| {name} | {TITLES[name]} | {rows} | {median} | {runs} | {rss} | {TARGETS[name]} | {text} | {result} |"
+        )
     if header.get("build"):
-        lines += ["", "One-off builds of this session (not measured scenarios): " + "; ".join(
-            f"{k} {v['seconds']} s, RSS {v['max_rss'] / GIB:.2f} GiB" for k, v in header["build"].items()) + "."]
+        lines += [
+            "",
+            "One-off builds of this session (not measured scenarios): "
+            + "; ".join(f"{k} {v['seconds']} s, RSS {v['max_rss'] / GIB:.2f} GiB" for k, v in header["build"].items())
+            + ".",
+        ]
     for name in SCENARIOS:
         if name in results:
             lines += ["", *scenario_section(results[name])]
@@ -521,8 +621,10 @@ def scenario_section(r: ScenarioResult) -> list[str]:
         lines.append(f"- note: {r.note}")
     loads = [f"{run['load_before']:.1f}" for run in r.runs if "load_before" in run]
     if loads:
-        lines.append(f"- 1-min load average before each run (other processes share the {os.cpu_count()} cores): "
-                     f"{', '.join(loads)}")
+        lines.append(
+            f"- 1-min load average before each run (other processes share the {os.cpu_count()} cores): "
+            f"{', '.join(loads)}"
+        )
     if r.rows and r.runs:
         lines.append(f"- per row: {per_row(r) * 1e6:.1f} µs (median wall / rows)")
     stages = r.stage_medians()
@@ -532,11 +634,15 @@ def scenario_section(r: ScenarioResult) -> list[str]:
         lines += ["", "| stage | median s | share of wall |", "|---|---|---|"]
         for stage, seconds in stages.items():
             lines.append(f"| {stage} | {seconds:.2f} | {seconds / r.median_seconds:.0%} |")
-        lines.append(f"| (outside stages: start-up, imports, open, checkpoint) | {other:.2f} "
-                     f"| {other / r.median_seconds:.0%} |")
+        lines.append(
+            f"| (outside stages: start-up, imports, open, checkpoint) | {other:.2f} | {other / r.median_seconds:.0%} |"
+        )
     for key, value in r.mix.items():
-        text = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in value.items()) \
-            if isinstance(value, dict) else str(value)
+        text = (
+            ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in value.items())
+            if isinstance(value, dict)
+            else str(value)
+        )
         lines.append(f"- {key}: {text}")
     for i, run in enumerate(r.runs, 1):
         if run.get("stderr"):
@@ -562,8 +668,9 @@ def write_results(out: Path, results: dict[str, ScenarioResult], header: dict[st
     if out.exists() and INTERPRETATION in out.read_text():
         interpretation = out.read_text().split(INTERPRETATION, 1)[1]
     out.parent.mkdir(parents=True, exist_ok=True)
-    sidecar.write_text(json.dumps({"header": header,
-                                   "scenarios": {k: asdict(v) for k, v in merged.items()}}, indent=1) + "\n")
+    sidecar.write_text(
+        json.dumps({"header": header, "scenarios": {k: asdict(v) for k, v in merged.items()}}, indent=1) + "\n"
+    )
     out.write_text(render(merged, header, interpretation))
 
 
@@ -578,8 +685,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--big-rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--cache", default="~/.cache/loyalty-bulk-bench",
-                        help="cache root; the data lives in CACHE/<customers>-<seed>/")
+    parser.add_argument(
+        "--cache", default="~/.cache/loyalty-bulk-bench", help="cache root; the data lives in CACHE/<customers>-<seed>/"
+    )
     parser.add_argument("--only", default=DEFAULT_SCENARIOS, help=f"comma-separated among {','.join(SCENARIOS)}")
     parser.add_argument("--memory-limit", default=None, help="passed to `run` (big: default 2GB)")
     parser.add_argument("--threads", type=int, default=None, help="passed to `run` and the floor")
@@ -598,8 +706,12 @@ def main(argv: list[str] | None = None) -> int:
     only = [s for s in SCENARIOS if s in args.only.split(",")]
     bench = Bench(args)
     results = bench.run(only)
-    header = {"date": bench.session, "machine": machine(), "build": bench.build,
-              "command": shlex.join([Path(sys.executable).name, "bench/run.py", *(argv or sys.argv[1:])])}
+    header = {
+        "date": bench.session,
+        "machine": machine(),
+        "build": bench.build,
+        "command": shlex.join([Path(sys.executable).name, "bench/run.py", *(argv or sys.argv[1:])]),
+    }
     write_results(args.out, results, header)
     for name, (text, ok) in evaluate(results).items():
         bench.log(f"({name}) {text} -> {'pass' if ok else 'FAIL' if ok is False else '-'}")

@@ -4,6 +4,7 @@ Independent rows are decided by one set-based query each for identifiers and car
 rows are replayed in order (replay.py). Both produce the same outcome columns and the same four
 kinds of change, which are then applied together: deletes, merges (moves), inserts, card updates.
 """
+
 from __future__ import annotations
 
 import gc
@@ -14,17 +15,24 @@ from contextlib import contextmanager
 import duckdb
 import polars as pl
 
-from pipeline.duck import query_frame, run_script
-
 from pipeline.config import OrgConfig
+from pipeline.duck import query_frame, run_script
 from pipeline.errors import InternalError
 from pipeline.replay import Replayer, ReplayRow, WorkingSet
 
 OUTCOME_SCHEMA = {
-    "seq": pl.Int64, "outcome": pl.String, "error_code": pl.Int32, "error_field": pl.String,
-    "resolved_customer_id": pl.Int64, "survivor_id": pl.Int64, "victim_id": pl.Int64,
-    "warnings": pl.List(pl.Int32), "holder_id": pl.Int64, "limit": pl.Int64,
-    "card_series": pl.Int64, "card_status": pl.String,
+    "seq": pl.Int64,
+    "outcome": pl.String,
+    "error_code": pl.Int32,
+    "error_field": pl.String,
+    "resolved_customer_id": pl.Int64,
+    "survivor_id": pl.Int64,
+    "victim_id": pl.Int64,
+    "warnings": pl.List(pl.Int32),
+    "holder_id": pl.Int64,
+    "limit": pl.Int64,
+    "card_series": pl.Int64,
+    "card_status": pl.String,
 }
 
 _INDEPENDENT = """
@@ -226,8 +234,11 @@ identifiers), while deletes and appends cost it next to nothing."""
 
 
 def _params(config: OrgConfig) -> dict:
-    return {"reuse": config.campaign_identifier_reuse, "merge_enabled": config.merge_enabled,
-            "max_merges": config.max_merges_per_survivor_per_run}
+    return {
+        "reuse": config.campaign_identifier_reuse,
+        "merge_enabled": config.merge_enabled,
+        "max_merges": config.max_merges_per_survivor_per_run,
+    }
 
 
 def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
@@ -244,10 +255,17 @@ def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
         outcomes, changes = replayed.result()
     _stage_working_set_changes(con, changes)
     run_script(con, _DROP_DECIDED)  # frees DuckDB memory before the reports are built
-    return pl.concat([f.cast(OUTCOME_SCHEMA) for f in (*frames, outcomes)]).sort("seq").with_columns(
-        # a failed row changed nothing, so it reports no warning either (errors.csv has no warning column)
-        pl.when(pl.col("outcome").is_null()).then(pl.lit([], dtype=pl.List(pl.Int32)))
-        .otherwise(pl.col("warnings")).alias("warnings"))
+    return (
+        pl.concat([f.cast(OUTCOME_SCHEMA) for f in (*frames, outcomes)])
+        .sort("seq")
+        .with_columns(
+            # a failed row changed nothing, so it reports no warning either (errors.csv has no warning column)
+            pl.when(pl.col("outcome").is_null())
+            .then(pl.lit([], dtype=pl.List(pl.Int32)))
+            .otherwise(pl.col("warnings"))
+            .alias("warnings")
+        )
+    )
 
 
 @contextmanager
@@ -321,32 +339,47 @@ def _replay(pulled: dict[str, pl.DataFrame], config: OrgConfig) -> tuple[pl.Data
     rows = [ReplayRow._make(r) for r in pulled["rows"].iter_rows()]
     if not rows:
         return pl.DataFrame(schema=OUTCOME_SCHEMA), {}
-    customers = {cid: [status, merged_into, ctype]
-                 for cid, status, merged_into, ctype in pulled["customers"].iter_rows()}
+    customers = {
+        cid: [status, merged_into, ctype] for cid, status, merged_into, ctype in pulled["customers"].iter_rows()
+    }
     idents: dict[int, set] = {}
     for cid, source, account, id_type, value in pulled["idents"].iter_rows():
         idents.setdefault(cid, set()).add((source, account, id_type, value))
     cards = {number: [series, holder, label] for number, series, holder, label in pulled["cards"].iter_rows()}
     tracked = {(r.id_type, r.id_value) for r in rows} | {(r.lookup_type, r.lookup_value) for r in rows if r.lookup_type}
-    ws = WorkingSet(customers=customers, idents=idents, cards=cards, tracked_values=tracked,
-                    tracked_holdings=pulled["holdings"].rows())
+    ws = WorkingSet(
+        customers=customers,
+        idents=idents,
+        cards=cards,
+        tracked_values=tracked,
+        tracked_holdings=pulled["holdings"].rows(),
+    )
     outcomes = Replayer(ws, config).replay(rows)
     return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), _net_changes(ws)
 
 
 def _net_changes(ws: WorkingSet) -> dict[str, pl.DataFrame]:
     """The replay's net effect as rows for the chg_* tables: deletes, inserts, card and customer updates."""
-    ident_schema = {"customer_id": pl.Int64, "source": pl.String, "account_id": pl.String,
-                    "id_type": pl.String, "id_value": pl.String}
+    ident_schema = {
+        "customer_id": pl.Int64,
+        "source": pl.String,
+        "account_id": pl.String,
+        "id_type": pl.String,
+        "id_value": pl.String,
+    }
     return {
         "chg_delete": pl.DataFrame(list(ws.deleted), schema=ident_schema, orient="row"),
         "chg_insert": pl.DataFrame(list(ws.inserted), schema=ident_schema, orient="row"),
-        "chg_cards": pl.DataFrame(ws.changed_cards(), orient="row",
-                                  schema={"card_number": pl.String, "customer_id": pl.Int64, "status_label": pl.String}),
+        "chg_cards": pl.DataFrame(
+            ws.changed_cards(),
+            orient="row",
+            schema={"card_number": pl.String, "customer_id": pl.Int64, "status_label": pl.String},
+        ),
         # Replayed merges already moved identifiers and cards in the rows above, so only the customer
         # rows change; a table of their own keeps the set-based moves of chg_merge away from them.
-        "chg_merge_status": pl.DataFrame(list(ws.merged.items()), orient="row",
-                                         schema={"victim_id": pl.Int64, "survivor_id": pl.Int64}),
+        "chg_merge_status": pl.DataFrame(
+            list(ws.merged.items()), orient="row", schema={"victim_id": pl.Int64, "survivor_id": pl.Int64}
+        ),
     }
 
 
@@ -385,9 +418,12 @@ def apply_changes(con: duckdb.DuckDBPyConnection) -> None:
         """SELECT (SELECT count(*) FROM chg_delete), (SELECT count(*) FROM chg_delete_rows)
                   - (SELECT count(*) FROM chg_moves),
                   (SELECT count(*) FROM chg_merge) + (SELECT count(*) FROM chg_merge_status),
-                  (SELECT count(*) FROM chg_customers)""").fetchall()[0]
+                  (SELECT count(*) FROM chg_customers)"""
+    ).fetchall()[0]
     if planned != found or merged != merged_found:
-        raise InternalError(f"{planned} identifier deletions and {merged} merges planned but {found} and "
-                            f"{merged_found} rows found; nothing was applied")
+        raise InternalError(
+            f"{planned} identifier deletions and {merged} merges planned but {found} and "
+            f"{merged_found} rows found; nothing was applied"
+        )
     for statement in _APPLY:
         con.execute(statement)

@@ -8,6 +8,7 @@ sources, every card's series and label are configured, and every card number fit
 The config is exposed to DuckDB as registered frames, never as SQL text, like the run's own
 `register_config`. Findings use the columns of `store.FINDING_COLUMNS`, one row per breach.
 """
+
 from __future__ import annotations
 
 import time
@@ -113,8 +114,9 @@ class AuditResult:
         return "\n".join(lines)
 
 
-def audit_store(path: Path | str, config_path: Path | str | None = None,
-                report_path: Path | str | None = None) -> AuditResult:
+def audit_store(
+    path: Path | str, config_path: Path | str | None = None, report_path: Path | str | None = None
+) -> AuditResult:
     """Check every invariant of SPEC section 1 (and, with a config, its config facts) on a store.
 
     The store is opened read-only, so an audit never changes it and may run beside readers. The
@@ -132,12 +134,17 @@ def audit_store(path: Path | str, config_path: Path | str | None = None,
         counts = store_counts(con)
     finally:
         con.close()
-    findings = pl.concat([p.cast({c: pl.String for c in FINDING_COLUMNS}) for p in parts]).sort(FINDING_COLUMNS)
+    findings = pl.concat([p.cast(dict.fromkeys(FINDING_COLUMNS, pl.String)) for p in parts]).sort(FINDING_COLUMNS)
     report.parent.mkdir(parents=True, exist_ok=True)
     write_csv(findings, report)
-    return AuditResult(store_path=str(store_path), config_path=None if config_path is None else str(config_path),
-                       findings=findings, report_path=str(report), counts=counts,
-                       seconds=time.perf_counter() - started)
+    return AuditResult(
+        store_path=str(store_path),
+        config_path=None if config_path is None else str(config_path),
+        findings=findings,
+        report_path=str(report),
+        counts=counts,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def config_violations(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
@@ -157,16 +164,24 @@ def _config_frames(config: OrgConfig) -> dict[str, pl.DataFrame]:
     """The config facts the audit query joins against, one small frame per registered view name."""
     sources = config.sources.values()
     return {
-        "audit_sources": pl.DataFrame({"source": [s.name for s in sources], "kind": [s.kind for s in sources]},
-                                      schema={"source": pl.String, "kind": pl.String}),
+        "audit_sources": pl.DataFrame(
+            {"source": [s.name for s in sources], "kind": [s.kind for s in sources]},
+            schema={"source": pl.String, "kind": pl.String},
+        ),
         "audit_accounts": pl.DataFrame(
-            [(s.name, a) for s in sources for a in s.accounts], schema={"source": pl.String, "account_id": pl.String},
-            orient="row"),
+            [(s.name, a) for s in sources for a in s.accounts],
+            schema={"source": pl.String, "account_id": pl.String},
+            orient="row",
+        ),
         "audit_id_types": pl.DataFrame(
             [(s.name, t) for s in sources for t in sorted(s.id_types | {CARD})],
-            schema={"source": pl.String, "id_type": pl.String}, orient="row"),
+            schema={"source": pl.String, "id_type": pl.String},
+            orient="row",
+        ),
         "audit_series": pl.DataFrame(
             [(s.id, s.code, s.number_pattern) for s in config.card_series.values()],
-            schema={"series_id": pl.Int64, "code": pl.String, "pattern": pl.String}, orient="row"),
+            schema={"series_id": pl.Int64, "code": pl.String, "pattern": pl.String},
+            orient="row",
+        ),
         "audit_labels": pl.DataFrame({"label": list(config.card_labels)}, schema={"label": pl.String}),
     }

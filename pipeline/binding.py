@@ -3,9 +3,10 @@
 A run with a config of another identity is refused (exit 3) until `store set-config` records the
 change, in the store's meta data and in its ledger.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -32,13 +33,14 @@ def refuse_other_config(con: duckdb.DuckDBPyConnection, config: OrgConfig, store
             f"store {store_path} belongs to org config {identity[:12]} ({bound.get('org_config_path')}, "
             f"bound {bound.get('org_config_bound_at')}); {config.path} is {config.identity[:12]}; "
             f"nothing was applied. If the org config really changed, record it first with "
-            f"'loyalty-bulk store set-config {store_path} --config {config.path}'")
+            f"'loyalty-bulk store set-config {store_path} --config {config.path}'"
+        )
 
 
 def bind(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
     """Record the config as the store's own, inside the caller's transaction."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for key, value in zip(_KEYS, (config.identity, config.path, now)):
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    for key, value in zip(_KEYS, (config.identity, config.path, now), strict=True):
         con.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [key, value])
 
 
@@ -51,11 +53,11 @@ def set_config(store_path: Path | str, config_path: Path | str, run_id: str) -> 
         previous = bound_config(con).get("org_config_identity")
         con.execute("BEGIN TRANSACTION")
         bind(con, config)
-        ledger.record_event(con, run_id, "set-config", {"from": previous, "to": config.identity,
-                                                        "config": str(config_path)})
+        ledger.record_event(
+            con, run_id, "set-config", {"from": previous, "to": config.identity, "config": str(config_path)}
+        )
         con.execute("COMMIT")
     finally:
         con.close()
     was = f"was {previous[:12]}" if previous else "was unbound"
     return f"store {store_path} now belongs to org config {config.identity[:12]} ({config_path}); {was}"
-

@@ -17,6 +17,7 @@ Decisions where SPEC is silent:
 - Blocked patterns run on polars' regex engine, anchored as a full match; a pattern that engine
   refuses (look-arounds, back-references) falls back to Python's `re`, value by value.
 """
+
 from __future__ import annotations
 
 import re
@@ -33,12 +34,35 @@ from pipeline.config import CARD, ID_TYPES, LINKABLE_STATUSES, OrgConfig
 from pipeline.errors import InternalError
 from pipeline.normalize import format_error_expr, normalize_expr, trim_expr
 
-FIELDS = ("action", "source", "account_id", "customer_id", "lookup_type", "id_type", "id_value",
-          "series_id", "status_label")
+FIELDS = (
+    "action",
+    "source",
+    "account_id",
+    "customer_id",
+    "lookup_type",
+    "id_type",
+    "id_value",
+    "series_id",
+    "status_label",
+)
 """The fields whose rules are checked, in the order of SPEC section 3 step 1 (reporting precedence)."""
 
-CHECKED_COLUMNS = ("seq", "file", "row_number", "row_id", "customer_id", "lookup_type", "lookup_value",
-                   "source", "account_id", "action", "id_type", "id_value", "series_id", "status_label")
+CHECKED_COLUMNS = (
+    "seq",
+    "file",
+    "row_number",
+    "row_id",
+    "customer_id",
+    "lookup_type",
+    "lookup_value",
+    "source",
+    "account_id",
+    "action",
+    "id_type",
+    "id_value",
+    "series_id",
+    "status_label",
+)
 ERRORS_SCHEMA = {"seq": pl.Int64, "error_code": pl.Int32, "error_field": pl.String, "error_message": pl.String}
 
 MAX_CUSTOMER_ID = 2**63 - 1
@@ -90,10 +114,25 @@ def prepare_fields(frame: pl.DataFrame) -> pl.DataFrame:
     because four rules (8055, 8056, 8064, 7001) read it and it is the costliest expression.
     """
     trimmed = frame.select(
-        pl.col("seq").cast(pl.Int64), pl.col("file").cast(pl.String), pl.col("row_number").cast(pl.Int64),
-        *(trim_expr(name).alias(name) for name in (
-            "row_id", "action", "source", "account_id", "customer_id", "lookup_type", "lookup_value",
-            "id_type", "id_value", "series_id", "status_label")),
+        pl.col("seq").cast(pl.Int64),
+        pl.col("file").cast(pl.String),
+        pl.col("row_number").cast(pl.Int64),
+        *(
+            trim_expr(name).alias(name)
+            for name in (
+                "row_id",
+                "action",
+                "source",
+                "account_id",
+                "customer_id",
+                "lookup_type",
+                "lookup_value",
+                "id_type",
+                "id_value",
+                "series_id",
+                "status_label",
+            )
+        ),
     )
     normalised = trimmed.with_columns(
         normalize_expr(pl.col("lookup_type"), pl.col("lookup_value")).alias("lookup_value"),
@@ -115,7 +154,10 @@ def _schema(rules: list[Rule]) -> pa.DataFrameSchema:
         by_field[rule.field].append(_pandera_check(rule))
     return pa.DataFrameSchema(
         {name: pa.Column(pl.String, checks=checks, nullable=False) for name, checks in by_field.items()},
-        strict=False, coerce=False, name="request_fields")
+        strict=False,
+        coerce=False,
+        name="request_fields",
+    )
 
 
 def _pandera_check(rule: Rule) -> pa.Check:
@@ -153,13 +195,15 @@ def _first_failures(fields: pl.DataFrame, rules: list[Rule], failures: pl.DataFr
     for check, group in failures.group_by("check"):
         rule = rules[rank[check[0]]]
         rows = fields.select(pl.all().gather(group.get_column("index")))
-        parts.append(rows.select(
-            pl.col("seq"),
-            pl.lit(rank[rule.error], dtype=pl.Int32).alias("rank"),
-            pl.lit(rule.code, dtype=pl.Int32).alias("error_code"),
-            pl.lit(rule.field).alias("error_field"),
-            rule.message.fill_null("").alias("message"),
-        ))
+        parts.append(
+            rows.select(
+                pl.col("seq"),
+                pl.lit(rank[rule.error], dtype=pl.Int32).alias("rank"),
+                pl.lit(rule.code, dtype=pl.Int32).alias("error_code"),
+                pl.lit(rule.field).alias("error_field"),
+                rule.message.fill_null("").alias("message"),
+            )
+        )
     return (
         pl.concat(parts)
         .sort("seq", "rank")
@@ -171,9 +215,13 @@ def _first_failures(fields: pl.DataFrame, rules: list[Rule], failures: pl.DataFr
             pl.col("message").slice(1).str.join("; ").alias("others"),
         )
         .select(
-            "seq", "error_code", "error_field",
-            pl.when(pl.col("others") == "").then(pl.col("first"))
-            .otherwise(pl.format("{} (also: {})", "first", "others")).alias("error_message"),
+            "seq",
+            "error_code",
+            "error_field",
+            pl.when(pl.col("others") == "")
+            .then(pl.col("first"))
+            .otherwise(pl.format("{} (also: {})", "first", "others"))
+            .alias("error_message"),
         )
         .cast(ERRORS_SCHEMA)
     )
@@ -183,14 +231,18 @@ def _typed(passed: pl.DataFrame) -> pl.DataFrame:
     """The checked rows in their output types; a reference not used by the row is null."""
     by_id = pl.col("customer_id") != ""
     return passed.select(
-        "seq", "file", "row_number",
+        "seq",
+        "file",
+        "row_number",
         _null_if_empty("row_id"),
         pl.when(by_id).then(pl.col("customer_id").cast(pl.Int64, strict=False)).alias("customer_id"),
         pl.when(~by_id).then(pl.col("lookup_type")).alias("lookup_type"),
         pl.when(~by_id).then(pl.col("lookup_value")).alias("lookup_value"),
-        "source", "account_id",
+        "source",
+        "account_id",
         pl.col("action").str.to_lowercase(),
-        "id_type", "id_value",
+        "id_type",
+        "id_value",
         pl.when(pl.col("series_id") != "").then(pl.col("series_id").cast(pl.Int64, strict=False)).alias("series_id"),
         _null_if_empty("status_label"),
     )
@@ -220,9 +272,11 @@ def build_rules(config: OrgConfig) -> list[Rule]:
 
     def accepted(type_expr: pl.Expr) -> pl.Expr:
         """cardnumber anywhere; for a known source its types; for an unknown one any known type."""
-        return ((type_expr == CARD)
-                | pl.concat_str(source, pl.lit(_SEP), type_expr).is_in(typed_sources)
-                | (~source_known & type_expr.is_in(sorted(ID_TYPES))))
+        return (
+            (type_expr == CARD)
+            | pl.concat_str(source, pl.lit(_SEP), type_expr).is_in(typed_sources)
+            | (~source_known & type_expr.is_in(sorted(ID_TYPES)))
+        )
 
     has_id, has_type, has_value = customer != "", lookup_type != "", lookup_value != ""
     series_number = pl.when(series.str.contains(_DIGITS)).then(series.cast(pl.Int64, strict=False))
@@ -237,58 +291,131 @@ def build_rules(config: OrgConfig) -> list[Rule]:
     def invalid(field: str, reason: pl.Expr | str) -> pl.Expr:
         return message(7001, field=field, reason=reason)
 
-    rules = [
+    return [
         Rule("action.required", 7001, "action", action != "", invalid("action", "missing (add or remove)")),
         Rule("action.known", 7002, "action", (action == "") | is_add | is_remove, message(7002, value=action)),
         Rule("source.required", 7001, "source", source != "", invalid("source", "missing")),
         Rule("source.known", 8003, "source", (source == "") | source_known, message(8003, value=source)),
-        Rule("account_id.required", 8045, "account_id", ~(source.is_in(multi) & (account == "")),
-             message(8045, source=source)),
-        Rule("account_id.known", 8127, "account_id",
-             (account == "") | ~source_known
-             | (source.is_in(multi) & pl.concat_str(source, pl.lit(_SEP), account).is_in(scopes)),
-             pl.concat_str(message(8127, value=account, source=source),
-                           pl.when(source.is_in(single)).then(pl.lit(" (a single-account source takes no account_id)"))
-                           .otherwise(pl.lit("")))),
-        Rule("customer_reference.shape", 7003, "customer_id",
-             (has_id & ~has_type & ~has_value) | (~has_id & has_type & has_value),
-             message(7003, reason=_reference_problem(has_id, has_type, has_value))),
-        Rule("customer_id.form", 7001, "customer_id",
-             ~has_id | (customer.str.contains(_DIGITS) & (customer.cast(pl.Int64, strict=False) >= 1).fill_null(False)),
-             invalid("customer_id", pl.format("'{}' is not a customer id (digits only, 1 to {})",
-                                              customer, pl.lit(str(MAX_CUSTOMER_ID))))),
-        Rule("lookup_type.allowed", 7004, "lookup_type", ~has_type | accepted(lookup_type),
-             message(7004, field="lookup_type", value=lookup_type, source=source)),
+        Rule(
+            "account_id.required",
+            8045,
+            "account_id",
+            ~(source.is_in(multi) & (account == "")),
+            message(8045, source=source),
+        ),
+        Rule(
+            "account_id.known",
+            8127,
+            "account_id",
+            (account == "")
+            | ~source_known
+            | (source.is_in(multi) & pl.concat_str(source, pl.lit(_SEP), account).is_in(scopes)),
+            pl.concat_str(
+                message(8127, value=account, source=source),
+                pl.when(source.is_in(single))
+                .then(pl.lit(" (a single-account source takes no account_id)"))
+                .otherwise(pl.lit("")),
+            ),
+        ),
+        Rule(
+            "customer_reference.shape",
+            7003,
+            "customer_id",
+            (has_id & ~has_type & ~has_value) | (~has_id & has_type & has_value),
+            message(7003, reason=_reference_problem(has_id, has_type, has_value)),
+        ),
+        Rule(
+            "customer_id.form",
+            7001,
+            "customer_id",
+            ~has_id | (customer.str.contains(_DIGITS) & (customer.cast(pl.Int64, strict=False) >= 1).fill_null(False)),
+            invalid(
+                "customer_id",
+                pl.format("'{}' is not a customer id (digits only, 1 to {})", customer, pl.lit(str(MAX_CUSTOMER_ID))),
+            ),
+        ),
+        Rule(
+            "lookup_type.allowed",
+            7004,
+            "lookup_type",
+            ~has_type | accepted(lookup_type),
+            message(7004, field="lookup_type", value=lookup_type, source=source),
+        ),
         Rule("id_type.required", 7001, "id_type", id_type != "", invalid("id_type", "missing")),
-        Rule("id_type.allowed", 7004, "id_type", (id_type == "") | accepted(id_type),
-             message(7004, field="id_type", value=id_type, source=source)),
+        Rule(
+            "id_type.allowed",
+            7004,
+            "id_type",
+            (id_type == "") | accepted(id_type),
+            message(7004, field="id_type", value=id_type, source=source),
+        ),
         Rule("id_value.required", 7001, "id_value", id_value_given != "", invalid("id_value", "missing")),
         *_format_rules(id_value, add_value_given, message, invalid),
-        Rule("id_value.card_number", 7001, "id_value",
-             ~(card_add & series_known) | _fits_series(config, series_number, id_value),
-             invalid("id_value", pl.format("card number '{}' does not fit series {}", id_value, series))),
-        Rule("id_value.blocked", 7005, "id_value", ~(add_value_given & _blocked(config, id_type, id_value)),
-             message(7005, id_type=id_type, value=id_value)),
-        Rule("series_id.required", 3004, "series_id", ~(card_add & (series == "")),
-             message(3004, reason="series_id is required when adding a card")),
-        Rule("series_id.known", 3004, "series_id", (series == "") | series_known,
-             message(3004, reason=pl.format("series_id '{}' is not a configured card series", series))),
-        Rule("status_label.required", 8086, "status_label", ~(card_add & (label == "")),
-             message(8086, reason="status_label is required when adding a card")),
-        Rule("status_label.known", 8086, "status_label", (label == "") | label_known,
-             message(8086, reason=pl.format("status_label '{}' is not a configured card label", label))),
-        Rule("status_label.link", 7011, "status_label",
-             ~(card_add & label_known & ~label_status.is_in(sorted(LINKABLE_STATUSES))),
-             message(7011, value=label, status=label_status, operation="adding a card (ISSUED or ACTIVE)")),
-        Rule("status_label.delink", 7011, "status_label",
-             ~(card_remove & label_known & (label_status != "NOT_ISSUED")),
-             message(7011, value=label, status=label_status, operation="removing a card (NOT_ISSUED)")),
+        Rule(
+            "id_value.card_number",
+            7001,
+            "id_value",
+            ~(card_add & series_known) | _fits_series(config, series_number, id_value),
+            invalid("id_value", pl.format("card number '{}' does not fit series {}", id_value, series)),
+        ),
+        Rule(
+            "id_value.blocked",
+            7005,
+            "id_value",
+            ~(add_value_given & _blocked(config, id_type, id_value)),
+            message(7005, id_type=id_type, value=id_value),
+        ),
+        Rule(
+            "series_id.required",
+            3004,
+            "series_id",
+            ~(card_add & (series == "")),
+            message(3004, reason="series_id is required when adding a card"),
+        ),
+        Rule(
+            "series_id.known",
+            3004,
+            "series_id",
+            (series == "") | series_known,
+            message(3004, reason=pl.format("series_id '{}' is not a configured card series", series)),
+        ),
+        Rule(
+            "status_label.required",
+            8086,
+            "status_label",
+            ~(card_add & (label == "")),
+            message(8086, reason="status_label is required when adding a card"),
+        ),
+        Rule(
+            "status_label.known",
+            8086,
+            "status_label",
+            (label == "") | label_known,
+            message(8086, reason=pl.format("status_label '{}' is not a configured card label", label)),
+        ),
+        Rule(
+            "status_label.link",
+            7011,
+            "status_label",
+            ~(card_add & label_known & ~label_status.is_in(sorted(LINKABLE_STATUSES))),
+            message(7011, value=label, status=label_status, operation="adding a card (ISSUED or ACTIVE)"),
+        ),
+        Rule(
+            "status_label.delink",
+            7011,
+            "status_label",
+            ~(card_remove & label_known & (label_status != "NOT_ISSUED")),
+            message(7011, value=label, status=label_status, operation="removing a card (NOT_ISSUED)"),
+        ),
     ]
-    return rules
 
 
-def _format_rules(id_value: pl.Expr, add_value_given: pl.Expr, message: Callable[..., pl.Expr],
-                  invalid: Callable[[str, pl.Expr | str], pl.Expr]) -> list[Rule]:
+def _format_rules(
+    id_value: pl.Expr,
+    add_value_given: pl.Expr,
+    message: Callable[..., pl.Expr],
+    invalid: Callable[[str, pl.Expr | str], pl.Expr],
+) -> list[Rule]:
     """SPEC section 2's format rules, one Pandera check per code, all from normalize.format_error_expr."""
     code = pl.col("id_value_format")
 
@@ -299,9 +426,13 @@ def _format_rules(id_value: pl.Expr, add_value_given: pl.Expr, message: Callable
         Rule("id_value.email", 8055, "id_value", failing(8055), message(8055, value=id_value)),
         Rule("id_value.mobile", 8056, "id_value", failing(8056), message(8056, value=id_value)),
         Rule("id_value.external_id", 8064, "id_value", failing(8064), message(8064, value=id_value)),
-        Rule("id_value.format", 7001, "id_value", failing(7001),
-             invalid("id_value", pl.format("'{}' must be 1 to 128 characters without control characters",
-                                           id_value))),
+        Rule(
+            "id_value.format",
+            7001,
+            "id_value",
+            failing(7001),
+            invalid("id_value", pl.format("'{}' must be 1 to 128 characters without control characters", id_value)),
+        ),
     ]
 
 
@@ -320,8 +451,11 @@ def _fits_series(config: OrgConfig, series_number: pl.Expr, number: pl.Expr) -> 
     fits: pl.Expr | None = None
     for series in config.card_series.values():
         branch = number.str.contains(series.number_pattern)
-        fits = (pl.when(series_number == series.id).then(branch) if fits is None
-                else fits.when(series_number == series.id).then(branch))
+        fits = (
+            pl.when(series_number == series.id).then(branch)
+            if fits is None
+            else fits.when(series_number == series.id).then(branch)
+        )
     return pl.lit(True) if fits is None else fits.otherwise(pl.lit(True))
 
 

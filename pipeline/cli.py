@@ -2,6 +2,7 @@
 
 No SQL, parsing or report writing here (STYLE.md); library exceptions map to exit codes.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -13,12 +14,20 @@ from pathlib import Path
 import click
 
 from pipeline.errors import EXIT_INTERNAL, LoyaltyBulkError
-from pipeline.settings import (DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, ENV_MASK_PII, ENV_MEMORY_LIMIT, ENV_THREADS,
-                               env_flag, pick)
+from pipeline.settings import (
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_THREADS,
+    ENV_MASK_PII,
+    ENV_MEMORY_LIMIT,
+    ENV_THREADS,
+    env_flag,
+    pick,
+)
 
 
 def _exits(func):
     """Turn library failures into a one-line message and their exit code."""
+
     @wraps(func)
     def wrapper(*args, **kwargs):
         try:
@@ -32,6 +41,7 @@ def _exits(func):
             click.echo(f"internal error: {type(exc).__name__}: {exc}; nothing was applied", err=True)
             sys.exit(EXIT_INTERNAL)
         sys.exit(code or 0)
+
     return wrapper
 
 
@@ -54,10 +64,21 @@ atexit.register(_no_final_collection)  # once per process, not once per command 
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Org config TOML (SPEC section 7).")
-@click.option("--reports", "reports_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("reports/validate"), show_default=True, help="Folder for errors.csv and summary.json.")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Org config TOML (SPEC section 7).",
+)
+@click.option(
+    "--reports",
+    "reports_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports/validate"),
+    show_default=True,
+    help="Folder for errors.csv and summary.json.",
+)
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_exits
 def validate(config_path: Path, reports_dir: Path, files: tuple[Path, ...]) -> int:
@@ -76,16 +97,32 @@ def store() -> None:
 
 @store.command("init")
 @click.argument("store_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--snapshot", "snapshot_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder with customers, identifiers and cards (Parquet or CSV).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the findings when the snapshot is refused [default: STORE.init-report.csv].")
+@click.option(
+    "--snapshot",
+    "snapshot_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder with customers, identifiers and cards (Parquet or CSV).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the findings when the snapshot is refused [default: STORE.init-report.csv].",
+)
 @click.option("--force", is_flag=True, help="Replace an existing store file.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Bind the new store to this org config now (otherwise its first run binds it).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Bind the new store to this org config now (otherwise its first run binds it).",
+)
 @_exits
-def store_init(store_path: Path, snapshot_dir: Path, report_path: Path | None, force: bool,
-               config_path: Path | None) -> int:
+def store_init(
+    store_path: Path, snapshot_dir: Path, report_path: Path | None, force: bool, config_path: Path | None
+) -> int:
     """Make STORE_PATH from a snapshot folder, refusing one that breaks an invariant."""
     from pipeline.binding import set_config
     from pipeline.config import load_config
@@ -103,8 +140,13 @@ def store_init(store_path: Path, snapshot_dir: Path, report_path: Path | None, f
 
 @store.command("set-config")
 @click.argument("store_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The org config the store belongs to from now on.")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The org config the store belongs to from now on.",
+)
 @_exits
 def store_set_config(store_path: Path, config_path: Path) -> int:
     """Record that the store now belongs to another org config (kept in the ledger)."""
@@ -131,10 +173,20 @@ def store_export(store_path: Path, out_dir: Path, fmt: str) -> int:
 
 @store.command("audit")
 @click.argument("store_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Org config TOML: also check sources, accounts, id types, card series, numbers and labels.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the findings CSV [default: STORE.audit.csv].")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Org config TOML: also check sources, accounts, id types, card series, numbers and labels.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the findings CSV [default: STORE.audit.csv].",
+)
 @_exits
 def store_audit(store_path: Path, config_path: Path | None, report_path: Path | None) -> int:
     """Check every invariant of SPEC section 1 on STORE_PATH (read-only); exit 0 clean, 1 findings."""
@@ -163,14 +215,29 @@ def sample(out_dir: Path, customers: int, rows: int, seed: int) -> int:
 def _engine_options(func):
     """Options shared by `run` and `job`: DuckDB resources and error thresholds."""
     options = [
-        click.option("--memory-limit", default=None,
-                     help=f"DuckDB memory limit, e.g. 4GB (env {ENV_MEMORY_LIMIT}; default {DEFAULT_MEMORY_LIMIT})."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help=f"DuckDB threads (env {ENV_THREADS}; default: all cores)."),
-        click.option("--max-errors", type=click.IntRange(min=0), default=None,
-                     help="Abort (exit 3, nothing applied) when more rows than this fail."),
-        click.option("--max-error-rate", type=click.FloatRange(0, 1), default=None,
-                     help="Abort (exit 3, nothing applied) when this share of rows fails, e.g. 0.05."),
+        click.option(
+            "--memory-limit",
+            default=None,
+            help=f"DuckDB memory limit, e.g. 4GB (env {ENV_MEMORY_LIMIT}; default {DEFAULT_MEMORY_LIMIT}).",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            default=None,
+            help=f"DuckDB threads (env {ENV_THREADS}; default: all cores).",
+        ),
+        click.option(
+            "--max-errors",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Abort (exit 3, nothing applied) when more rows than this fail.",
+        ),
+        click.option(
+            "--max-error-rate",
+            type=click.FloatRange(0, 1),
+            default=None,
+            help="Abort (exit 3, nothing applied) when this share of rows fails, e.g. 0.05.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -179,6 +246,7 @@ def _engine_options(func):
 
 def _output_options(func):
     """Options shared by `run` and `job`: --json, --quiet, --verbose (see pipeline.console.report_run)."""
+
     @wraps(func)
     def checked(*args, quiet: bool, verbose: bool, **kwargs):
         if quiet and verbose:
@@ -186,11 +254,19 @@ def _output_options(func):
         return func(*args, quiet=quiet, verbose=verbose, **kwargs)
 
     options = [
-        click.option("--json", "json_output", is_flag=True,
-                     help="Print the run summary as JSON (the content of summary.json) and nothing else on stdout."),
+        click.option(
+            "--json",
+            "json_output",
+            is_flag=True,
+            help="Print the run summary as JSON (the content of summary.json) and nothing else on stdout.",
+        ),
         click.option("-q", "--quiet", is_flag=True, help="Nothing on stdout (unless --json); only errors on stderr."),
-        click.option("-v", "--verbose", is_flag=True,
-                     help="Also show stage seconds as they finish, input files with sha256, store counts."),
+        click.option(
+            "-v",
+            "--verbose",
+            is_flag=True,
+            help="Also show stage seconds as they finish, input files with sha256, store counts.",
+        ),
     ]
     for option in reversed(options):
         checked = option(checked)
@@ -198,37 +274,75 @@ def _output_options(func):
 
 
 @main.command()
-@click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The store (DuckDB file).")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Org config TOML (SPEC section 7).")
-@click.option("--reports", "reports_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder the reports are written into.")
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The store (DuckDB file).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Org config TOML (SPEC section 7).",
+)
+@click.option(
+    "--reports",
+    "reports_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the reports are written into.",
+)
 @click.option("--dry-run", is_flag=True, help="Do everything but change the store; reports as for a real run.")
 @click.option("--allow-reapply", is_flag=True, help="Apply files whose content an earlier run already applied.")
-@click.option("--parquet", "parquet_reports", is_flag=True,
-              help="Also write success, errors and merges as Parquet (raw values, not neutralised).")
-@click.option("--mask-pii", is_flag=True, default=None,
-              help=f"Mask identifier values in every report (env {ENV_MASK_PII}=1).")
+@click.option(
+    "--parquet",
+    "parquet_reports",
+    is_flag=True,
+    help="Also write success, errors and merges as Parquet (raw values, not neutralised).",
+)
+@click.option(
+    "--mask-pii", is_flag=True, default=None, help=f"Mask identifier values in every report (env {ENV_MASK_PII}=1)."
+)
 @_engine_options
 @_output_options
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_exits
-def run(store_path: Path, config_path: Path, reports_dir: Path, dry_run: bool, allow_reapply: bool,
-        parquet_reports: bool, mask_pii: bool | None, memory_limit: str | None, threads: int | None,
-        max_errors: int | None, max_error_rate: float | None, json_output: bool, quiet: bool, verbose: bool,
-        files: tuple[Path, ...]) -> int:
+def run(
+    store_path: Path,
+    config_path: Path,
+    reports_dir: Path,
+    dry_run: bool,
+    allow_reapply: bool,
+    parquet_reports: bool,
+    mask_pii: bool | None,
+    memory_limit: str | None,
+    threads: int | None,
+    max_errors: int | None,
+    max_error_rate: float | None,
+    json_output: bool,
+    quiet: bool,
+    verbose: bool,
+    files: tuple[Path, ...],
+) -> int:
     """Apply request FILES to the store, in order, with row-by-row semantics."""
     from pipeline.console import report_run, stage_progress
     from pipeline.run import RunOptions, run_batch
 
     with stage_progress(quiet=quiet, verbose=verbose) as observer:
         options = RunOptions(
-            dry_run=dry_run, allow_reapply=allow_reapply, parquet_reports=parquet_reports,
-            max_errors=max_errors, max_error_rate=max_error_rate,
+            dry_run=dry_run,
+            allow_reapply=allow_reapply,
+            parquet_reports=parquet_reports,
+            max_errors=max_errors,
+            max_error_rate=max_error_rate,
             mask_pii=pick(mask_pii or None, ENV_MASK_PII, None, False, env_flag),
             memory_limit=pick(memory_limit, ENV_MEMORY_LIMIT, None, DEFAULT_MEMORY_LIMIT),
-            threads=pick(threads, ENV_THREADS, None, DEFAULT_THREADS, int), observer=observer)
+            threads=pick(threads, ENV_THREADS, None, DEFAULT_THREADS, int),
+            observer=observer,
+        )
         result = run_batch(store_path, config_path, list(files), reports_dir, options)
     report_run(result, json_output=json_output, quiet=quiet, verbose=verbose)
     return result.exit_code
@@ -236,36 +350,79 @@ def run(store_path: Path, config_path: Path, reports_dir: Path, dry_run: bool, a
 
 @main.command()
 @click.argument("job_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dry-run/--no-dry-run", default=None,
-              help="Do everything but change the store (or, with --no-dry-run, apply a dry_run job).")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Use this store instead of the job's.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Use this org config instead of the job's.")
-@click.option("--reports", "reports_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the reports here instead of the job's folder ({job} and {run_id} allowed).")
-@click.option("--allow-reapply", is_flag=True, default=None,
-              help="Apply files whose content an earlier run already applied.")
-@click.option("--parquet", "parquet_reports", is_flag=True, default=None,
-              help="Also write success, errors and merges as Parquet.")
-@click.option("--mask-pii", is_flag=True, default=None,
-              help=f"Mask identifier values in every report (env {ENV_MASK_PII}=1).")
+@click.option(
+    "--dry-run/--no-dry-run",
+    default=None,
+    help="Do everything but change the store (or, with --no-dry-run, apply a dry_run job).",
+)
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Use this store instead of the job's.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Use this org config instead of the job's.",
+)
+@click.option(
+    "--reports",
+    "reports_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the reports here instead of the job's folder ({job} and {run_id} allowed).",
+)
+@click.option(
+    "--allow-reapply", is_flag=True, default=None, help="Apply files whose content an earlier run already applied."
+)
+@click.option(
+    "--parquet", "parquet_reports", is_flag=True, default=None, help="Also write success, errors and merges as Parquet."
+)
+@click.option(
+    "--mask-pii", is_flag=True, default=None, help=f"Mask identifier values in every report (env {ENV_MASK_PII}=1)."
+)
 @_engine_options
 @_output_options
 @_exits
-def job(job_path: Path, dry_run: bool | None, store_path: Path | None, config_path: Path | None,
-        reports_dir: Path | None, allow_reapply: bool | None, parquet_reports: bool | None, mask_pii: bool | None,
-        memory_limit: str | None, threads: int | None, max_errors: int | None, max_error_rate: float | None,
-        json_output: bool, quiet: bool, verbose: bool) -> int:
+def job(
+    job_path: Path,
+    dry_run: bool | None,
+    store_path: Path | None,
+    config_path: Path | None,
+    reports_dir: Path | None,
+    allow_reapply: bool | None,
+    parquet_reports: bool | None,
+    mask_pii: bool | None,
+    memory_limit: str | None,
+    threads: int | None,
+    max_errors: int | None,
+    max_error_rate: float | None,
+    json_output: bool,
+    quiet: bool,
+    verbose: bool,
+) -> int:
     """Run the job file JOB_PATH; options given here override the job file's."""
     from pipeline.console import report_run, stage_progress
     from pipeline.job import JobOverrides, load_job, run_job
 
     loaded = load_job(job_path)
     overrides = JobOverrides(
-        store=store_path, config=config_path, reports=reports_dir, dry_run=dry_run, allow_reapply=allow_reapply,
-        parquet_reports=parquet_reports, mask_pii=mask_pii, max_errors=max_errors, max_error_rate=max_error_rate,
-        memory_limit=memory_limit, threads=threads)
+        store=store_path,
+        config=config_path,
+        reports=reports_dir,
+        dry_run=dry_run,
+        allow_reapply=allow_reapply,
+        parquet_reports=parquet_reports,
+        mask_pii=mask_pii,
+        max_errors=max_errors,
+        max_error_rate=max_error_rate,
+        memory_limit=memory_limit,
+        threads=threads,
+    )
     with stage_progress(quiet=quiet, verbose=verbose) as observer:
         result = run_job(loaded, overrides, observer=observer)
     report_run(result, json_output=json_output, quiet=quiet, verbose=verbose)
@@ -273,8 +430,13 @@ def job(job_path: Path, dry_run: bool | None, store_path: Path | None, config_pa
 
 
 @main.command()
-@click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The store (DuckDB file).")
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The store (DuckDB file).",
+)
 @click.argument("run_id")
 @_exits
 def revert(store_path: Path, run_id: str) -> int:

@@ -3,6 +3,7 @@
 A broken config raises ConfigError naming the key (exit code 2). Unknown keys are refused too:
 a misspelt key silently falling back to a default is worse than a refusal.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +16,23 @@ from typing import Any, Literal
 
 from pipeline.errors import ConfigError
 
-ID_TYPES = frozenset({
-    "mobile", "email", "externalId", "wechat", "unionId", "martjackId", "fbId", "tmall_uname", "cuid",
-    "ali_uname", "jd_uname", "vip_uname", "line",
-})
+ID_TYPES = frozenset(
+    {
+        "mobile",
+        "email",
+        "externalId",
+        "wechat",
+        "unionId",
+        "martjackId",
+        "fbId",
+        "tmall_uname",
+        "cuid",
+        "ali_uname",
+        "jd_uname",
+        "vip_uname",
+        "line",
+    }
+)
 CARD = "cardnumber"
 STANDARD_STATUSES = frozenset({"NOT_ISSUED", "ISSUED", "ACTIVE", "SUSPENDED", "EXPIRED", "DELETED"})
 ACTIVE_STATUSES = frozenset({"ISSUED", "ACTIVE", "SUSPENDED"})
@@ -114,8 +128,9 @@ def parse_config(raw: dict[str, Any], path: str = "<config>", sha256: str = "") 
     card_labels: dict[str, str] = {}
     for label, status in labels_raw.items():
         if not isinstance(status, str) or status not in STANDARD_STATUSES:
-            v.fail(f"card_labels.{label}",
-                   f"'{status}' is not a standard status ({', '.join(sorted(STANDARD_STATUSES))})")
+            v.fail(
+                f"card_labels.{label}", f"'{status}' is not a standard status ({', '.join(sorted(STANDARD_STATUSES))})"
+            )
         card_labels[label] = status
 
     delink_label = v.value(org, "org.delink_label", str)
@@ -182,7 +197,7 @@ def _parse_source(v: TomlValidator, name: str, body: Any) -> Source:
     v.known_keys(body, key + ".", {"kind", "accounts", "id_types"})
     kind = v.value(body, key + ".kind", str)
     if kind not in ("single", "multi"):
-        v.fail(key + ".kind", f"'{kind}' must be \"single\" or \"multi\"")
+        v.fail(key + ".kind", f'\'{kind}\' must be "single" or "multi"')
     accounts = tuple(v.string_list(body.get("accounts", []), key + ".accounts"))
     if kind == "multi" and not accounts:
         v.fail(key + ".accounts", "a multi-account source needs at least one account")

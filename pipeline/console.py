@@ -4,6 +4,7 @@
 the two commands print alike. Progress is drawn only when stderr is a terminal: CI logs, pipes and
 tests get plain text or nothing.
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,9 +35,16 @@ class StageProgress:
         self.verbose = verbose
         self.done: dict[str, float] = {}
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("[bold]{task.description:<9}"), BarColumn(bar_width=24),
-            MofNCompleteColumn(), TextColumn("stages"), TimeElapsedColumn(), TextColumn("[dim]{task.fields[done]}"),
-            console=console, transient=True)
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description:<9}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("stages"),
+            TimeElapsedColumn(),
+            TextColumn("[dim]{task.fields[done]}"),
+            console=console,
+            transient=True,
+        )
         self.task = self.progress.add_task(STAGES[0], total=len(STAGES), done="")
 
     def __enter__(self) -> StageProgress:
@@ -53,7 +61,6 @@ class StageProgress:
         self.progress.update(self.task, advance=1, description=following, refresh=True, done=self._done_text())
         if self.verbose:
             self.progress.console.print(f"{stage} done in {seconds:.2f} s", highlight=False)
-
 
     def _done_text(self) -> str:
         """The finished stages with their seconds, oldest dropped first so the line fits the terminal."""
@@ -76,8 +83,9 @@ class StageLog:
 
 
 @contextmanager
-def stage_progress(quiet: bool = False, verbose: bool = False,
-                   stream: TextIO | None = None) -> Iterator[StageObserver | None]:
+def stage_progress(
+    quiet: bool = False, verbose: bool = False, stream: TextIO | None = None
+) -> Iterator[StageObserver | None]:
     """The observer for RunOptions.observer, or None when nothing should be shown.
 
     A progress bar when `stream` (default stderr) is a terminal and not quiet; with --verbose and no
@@ -110,6 +118,9 @@ def report_run(result: RunResult, json_output: bool = False, quiet: bool = False
     elif not quiet:
         click.echo(result.render(verbose=verbose))
     if quiet and result.exit_code != 0:
-        what = (f"aborted, nothing applied: {result.aborted}" if result.aborted
-                else f"{result.failed} of {result.rows} rows failed")
+        what = (
+            f"aborted, nothing applied: {result.aborted}"
+            if result.aborted
+            else f"{result.failed} of {result.rows} rows failed"
+        )
         click.echo(f"run {result.run_id}: {what}; see {result.reports_dir}", err=True)

@@ -3,6 +3,7 @@
 Run from the repository root (the Makefile does): the job file's paths are relative to jobs/, its
 reports go to reports/nightly_migration/<run id>/.
 """
+
 from __future__ import annotations
 
 import sys

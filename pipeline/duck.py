@@ -1,4 +1,5 @@
 """Small DuckDB helpers shared by the stages: multi-statement scripts and whole results as frames."""
+
 from __future__ import annotations
 
 import duckdb

@@ -3,6 +3,7 @@
 Row problems are data (see catalog.py); these exceptions are only for the run as a whole.
 Every message says what state is left behind.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,7 +52,8 @@ class SnapshotRefused(StoreError):
     def __init__(self, snapshot: Path | str, findings: int, report: Path | str):
         self.snapshot, self.findings, self.report = str(snapshot), findings, str(report)
         super().__init__(
-            f"snapshot {snapshot} breaks {findings} invariant finding(s); see {report}; no store was written")
+            f"snapshot {snapshot} breaks {findings} invariant finding(s); see {report}; no store was written"
+        )
 
 
 class InternalError(LoyaltyBulkError):

@@ -4,6 +4,7 @@ One self-contained file (inline CSS, inline SVG charts drawn here, no script, no
 opens from a mail attachment or a file share. Every value from the run is escaped: request values
 can be hostile.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -69,9 +70,15 @@ def _e(value: Any) -> str:
     return "" if value is None else escape(str(value))
 
 
-def _table(table_id: str, headers: Sequence[str], rows: Iterable[Sequence[Any]],
-           numeric: frozenset[int] = frozenset(), mono: frozenset[int] = frozenset()) -> str:
+def _table(
+    table_id: str,
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    numeric: frozenset[int] = frozenset(),
+    mono: frozenset[int] = frozenset(),
+) -> str:
     """A table of escaped cells; columns at `numeric` are right-aligned, at `mono` monospaced."""
+
     def cell(i: int, value: Any) -> str:
         css = "num" if i in numeric else "mono" if i in mono else ""
         return f'<td class="{css}">{_e(value)}</td>' if css else f"<td>{_e(value)}</td>"
@@ -86,9 +93,11 @@ def bar_chart(chart_id: str, title: str, bars: Sequence[tuple[str, int, str]], l
     bar_area, row, top = 300, 28, 30
     width, height = label_width + bar_area + 70, top + row * len(bars) + 10
     longest = max((v for _, v, _ in bars), default=0) or 1
-    parts = [f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{_e(title)}" '
-             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
-             f'<text x="10" y="20" font-weight="bold">{_e(title)}</text>']
+    parts = [
+        f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{_e(title)}" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+        f'<text x="10" y="20" font-weight="bold">{_e(title)}</text>',
+    ]
     for i, (label, value, colour) in enumerate(bars):
         y = top + i * row
         length = round(bar_area * value / longest, 1)
@@ -96,7 +105,8 @@ def bar_chart(chart_id: str, title: str, bars: Sequence[tuple[str, int, str]], l
             f'<text x="{label_width - 8}" y="{y + 17}" text-anchor="end">{_e(label)}</text>'
             f'<rect class="bar" x="{label_width}" y="{y + 4}" width="{length}" height="{row - 8}" rx="3" '
             f'fill="{colour}"><title>{_e(label)}: {value}</title></rect>'
-            f'<text x="{label_width + length + 6}" y="{y + 17}">{value}</text>')
+            f'<text x="{label_width + length + 6}" y="{y + 17}">{value}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -109,57 +119,90 @@ def _status(result: RunResult) -> str:
     if result.aborted:
         return f'<div class="status status-aborted">ABORTED, nothing applied: {_e(result.aborted)}</div>'
     if result.dry_run:
-        return ('<div class="status status-dry">DRY RUN: nothing was applied; '
-                'the counts are what a real run would do</div>')
+        return (
+            '<div class="status status-dry">DRY RUN: nothing was applied; the counts are what a real run would do</div>'
+        )
     return '<div class="status status-applied">APPLIED: the succeeded rows changed the store</div>'
 
 
 def _totals(result: RunResult) -> str:
-    cards = [(result.rows, "rows read"), (result.rows - result.failed, "succeeded"), (result.failed, "failed"),
-             (result.merges, "merges"), (len(result.files), "input files"), (result.exit_code, "exit code")]
-    body = "".join(f'<div class="card"><div class="n">{_e(n)}</div><div class="l">{_e(label)}</div></div>'
-                   for n, label in cards)
-    return (f'<section id="totals"><h2>Totals</h2><div class="cards">{body}</div>'
-            f'<p class="note">Exit code {_e(result.exit_code)}: '
-            f'{_e(EXIT_MEANINGS.get(result.exit_code, "unknown"))}.</p></section>')
+    cards = [
+        (result.rows, "rows read"),
+        (result.rows - result.failed, "succeeded"),
+        (result.failed, "failed"),
+        (result.merges, "merges"),
+        (len(result.files), "input files"),
+        (result.exit_code, "exit code"),
+    ]
+    body = "".join(
+        f'<div class="card"><div class="n">{_e(n)}</div><div class="l">{_e(label)}</div></div>' for n, label in cards
+    )
+    return (
+        f'<section id="totals"><h2>Totals</h2><div class="cards">{body}</div>'
+        f'<p class="note">Exit code {_e(result.exit_code)}: '
+        f"{_e(EXIT_MEANINGS.get(result.exit_code, 'unknown'))}.</p></section>"
+    )
 
 
 def _outcomes(result: RunResult) -> str:
     counts = result.outcomes | {"failed": result.failed}
     rows = [(k, n, _percent(n, result.rows), OUTCOMES.get(k, ("", ""))[1]) for k, n in counts.items()]
-    chart = bar_chart("outcomes-chart", "Rows by outcome",
-                      [(k, n, OUTCOMES.get(k, ("#4a5568", ""))[0]) for k, n in counts.items()], label_width=110)
-    return ('<section><h2>Outcomes</h2><div class="row">'
-            + _table("outcomes", ("outcome", "rows", "share", "meaning"), rows, frozenset({1, 2}))
-            + chart + "</div></section>")
+    chart = bar_chart(
+        "outcomes-chart",
+        "Rows by outcome",
+        [(k, n, OUTCOMES.get(k, ("#4a5568", ""))[0]) for k, n in counts.items()],
+        label_width=110,
+    )
+    return (
+        '<section><h2>Outcomes</h2><div class="row">'
+        + _table("outcomes", ("outcome", "rows", "share", "meaning"), rows, frozenset({1, 2}))
+        + chart
+        + "</div></section>"
+    )
 
 
 def _error_codes(result: RunResult) -> str:
     ranked = sorted(result.errors_by_code.items(), key=lambda kv: (-kv[1], kv[0]))
     if not ranked:
         return '<section><h2>Errors by code</h2><p id="no-errors">No row failed.</p></section>'
-    rows = [(code, CATALOG[code].name, CATALOG[code].meaning, CATALOG[code].stage, n, _percent(n, result.failed))
-            for code, n in ranked]
+    rows = [
+        (code, CATALOG[code].name, CATALOG[code].meaning, CATALOG[code].stage, n, _percent(n, result.failed))
+        for code, n in ranked
+    ]
     top = ranked[:TOP_CODES]
-    chart = bar_chart("errors-chart", f"Top {len(top)} error codes",
-                      [(f"{code} {CATALOG[code].name}", n, OUTCOMES["failed"][0]) for code, n in top])
-    return ('<section><h2>Errors by code</h2>'
-            '<p class="note">Each failed row has one code; errors.csv lists the rows with their message.</p>'
-            + chart + _table("errors", ("code", "name", "meaning", "stage", "rows", "share of failed"),
-                             rows, frozenset({4, 5})) + "</section>")
+    chart = bar_chart(
+        "errors-chart",
+        f"Top {len(top)} error codes",
+        [(f"{code} {CATALOG[code].name}", n, OUTCOMES["failed"][0]) for code, n in top],
+    )
+    return (
+        "<section><h2>Errors by code</h2>"
+        '<p class="note">Each failed row has one code; errors.csv lists the rows with their message.</p>'
+        + chart
+        + _table("errors", ("code", "name", "meaning", "stage", "rows", "share of failed"), rows, frozenset({4, 5}))
+        + "</section>"
+    )
 
 
 def _merges(merges: pl.DataFrame) -> str:
     if merges.height == 0:
         return '<section><h2>Merges</h2><p id="no-merges">No customer was merged.</p></section>'
     shown = merges.head(MAX_MERGE_ROWS).select("victim_id", "survivor_id", "file", "row_number", "id_type", "id_value")
-    note = (f'<p class="note" id="merges-note">Showing the first {MAX_MERGE_ROWS} of {merges.height} merges; '
-            "merges.csv has all of them.</p>" if merges.height > MAX_MERGE_ROWS else "")
-    return ('<section><h2>Merges</h2><p class="note">The victim customer was merged into the survivor '
-            'by the request row named.</p>'
-            + _table("merges", ("victim", "survivor", "file", "row", "id_type", "id_value"), shown.rows(),
-                     frozenset({0, 1, 3}))
-            + note + "</section>")
+    note = (
+        f'<p class="note" id="merges-note">Showing the first {MAX_MERGE_ROWS} of {merges.height} merges; '
+        "merges.csv has all of them.</p>"
+        if merges.height > MAX_MERGE_ROWS
+        else ""
+    )
+    return (
+        '<section><h2>Merges</h2><p class="note">The victim customer was merged into the survivor '
+        "by the request row named.</p>"
+        + _table(
+            "merges", ("victim", "survivor", "file", "row", "id_type", "id_value"), shown.rows(), frozenset({0, 1, 3})
+        )
+        + note
+        + "</section>"
+    )
 
 
 def _files(result: RunResult) -> str:
@@ -171,25 +214,38 @@ def _files(result: RunResult) -> str:
 def _stages(result: RunResult) -> str:
     rows = [(stage, f"{s:.2f}") for stage, s in result.stage_seconds.items()]
     rows.append(("total", f"{sum(result.stage_seconds.values()):.2f}"))
-    return ('<section><h2>Seconds per stage</h2>'
-            f'<p class="note">Started {_e(result.started_at)}, ended {_e(result.ended_at)}.</p>'
-            + _table("stages", ("stage", "seconds"), rows, frozenset({1})) + "</section>")
+    return (
+        "<section><h2>Seconds per stage</h2>"
+        f'<p class="note">Started {_e(result.started_at)}, ended {_e(result.ended_at)}.</p>'
+        + _table("stages", ("stage", "seconds"), rows, frozenset({1}))
+        + "</section>"
+    )
 
 
 def _store(result: RunResult) -> str:
     before, after = result.store_before.to_dict(), result.store_after.to_dict()
-    rows = [(name.replace("_", " "), before[name], after[name], f"{after[name] - before[name]:+d}")
-            for name in before]
+    rows = [(name.replace("_", " "), before[name], after[name], f"{after[name] - before[name]:+d}") for name in before]
     note = " (a dry run: what the store would be)" if result.dry_run and not result.aborted else ""
-    return (f'<section><h2>Store counts</h2><p class="note">Before and after the run{note}.</p>'
-            + _table("store", ("count", "before", "after", "change"), rows, frozenset({1, 2, 3})) + "</section>")
+    return (
+        f'<section><h2>Store counts</h2><p class="note">Before and after the run{note}.</p>'
+        + _table("store", ("count", "before", "after", "change"), rows, frozenset({1, 2, 3}))
+        + "</section>"
+    )
 
 
 def render_summary_html(result: RunResult, merges: pl.DataFrame) -> str:
     """The page: status, totals, outcomes, error codes with their meaning, merges, files, stages, store."""
     job = f" · job {_e(result.job)}" if result.job else ""
-    sections = [_status(result), _totals(result), _outcomes(result), _error_codes(result), _merges(merges),
-                _files(result), _stages(result), _store(result)]
+    sections = [
+        _status(result),
+        _totals(result),
+        _outcomes(result),
+        _error_codes(result),
+        _merges(merges),
+        _files(result),
+        _stages(result),
+        _store(result),
+    ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -5,6 +5,7 @@
 (precedence: flag > environment > job file > default, see settings.py) and calls `run_batch`.
 The README's "Job files" section is the reference for every key.
 """
+
 from __future__ import annotations
 
 import glob
@@ -20,14 +21,35 @@ from pipeline.config import TomlValidator, load_config
 from pipeline.errors import ConfigError
 from pipeline.read import IGNORE, REQUEST_COLUMNS, InputLayout
 from pipeline.run import RunOptions, RunResult, StageObserver, new_run_id, run_batch
-from pipeline.settings import (DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, ENV_MASK_PII, ENV_MEMORY_LIMIT, ENV_THREADS,
-                               env_flag, pick)
+from pipeline.settings import (
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_THREADS,
+    ENV_MASK_PII,
+    ENV_MEMORY_LIMIT,
+    ENV_THREADS,
+    env_flag,
+    pick,
+)
 
 TABLES = frozenset({"job", "columns", "fixed"})
-JOB_KEYS = frozenset({
-    "name", "store", "config", "inputs", "reports", "dry_run", "allow_reapply", "parquet_reports",
-    "max_errors", "max_error_rate", "memory_limit", "threads", "series_by_code", "mask_pii",
-})
+JOB_KEYS = frozenset(
+    {
+        "name",
+        "store",
+        "config",
+        "inputs",
+        "reports",
+        "dry_run",
+        "allow_reapply",
+        "parquet_reports",
+        "max_errors",
+        "max_error_rate",
+        "memory_limit",
+        "threads",
+        "series_by_code",
+        "mask_pii",
+    }
+)
 REPORTS_FIELDS = frozenset({"job", "run_id"})
 """Placeholders a reports folder may use: {job} and {run_id}."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -104,7 +126,8 @@ def parse_job(raw: dict[str, Any], path: Path | str) -> Job:
     columns = _parse_columns(v, v.table(raw, "columns", required=False))
     fixed = _parse_fixed(v, v.table(raw, "fixed", required=False), columns)
     return Job(
-        path=str(path), name=name,
+        path=str(path),
+        name=name,
         store=_joined(base, v.location(body, "store")),
         config=_joined(base, v.location(body, "config")),
         inputs=_expand_inputs(v, base, body),
@@ -117,13 +140,18 @@ def parse_job(raw: dict[str, Any], path: Path | str) -> Job:
         max_error_rate=v.rate(body, "max_error_rate"),
         memory_limit=v.value(body, "memory_limit", str, default=None),
         threads=v.count(body, "threads", minimum=1),
-        columns=columns, fixed=fixed,
+        columns=columns,
+        fixed=fixed,
         series_by_code=v.value(body, "series_by_code", bool, default=False),
     )
 
 
-def run_job(job: Job | Path | str, overrides: JobOverrides = JobOverrides(), run_id: str | None = None,
-            observer: StageObserver | None = None) -> RunResult:
+def run_job(
+    job: Job | Path | str,
+    overrides: JobOverrides = JobOverrides(),
+    run_id: str | None = None,
+    observer: StageObserver | None = None,
+) -> RunResult:
     """Run a job: its inputs, in order, against its store, with the command line's overrides applied."""
     job = job if isinstance(job, Job) else load_job(job)
     run_id = run_id or new_run_id()
@@ -133,7 +161,8 @@ def run_job(job: Job | Path | str, overrides: JobOverrides = JobOverrides(), run
         allow_reapply=pick(overrides.allow_reapply, None, job.allow_reapply, False),
         parquet_reports=pick(overrides.parquet_reports, None, job.parquet_reports, False),
         mask_pii=pick(overrides.mask_pii, ENV_MASK_PII, job.mask_pii, False, env_flag),
-        job=job.name, run_id=run_id,
+        job=job.name,
+        run_id=run_id,
         layout=job_layout(job, config),
         max_errors=pick(overrides.max_errors, None, job.max_errors, None),
         max_error_rate=pick(overrides.max_error_rate, None, job.max_error_rate, None),
@@ -158,7 +187,7 @@ def reports_folder(job: Job, run_id: str, override: Path | str | None = None) ->
 def check_reports_template(template: str, where: str, key: str) -> None:
     """Refuse a reports folder with a placeholder other than {job} and {run_id}, or broken braces."""
     try:
-        template.format(**{name: "x" for name in REPORTS_FIELDS})
+        template.format(**dict.fromkeys(REPORTS_FIELDS, "x"))
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(where, key, f"'{template}': only {{job}} and {{run_id}} may be used ({exc!r})") from None
 
@@ -206,7 +235,7 @@ def _parse_columns(v: _JobValidator, table: dict[str, Any]) -> dict[str, str]:
         if header != header.strip() or not header:
             v.fail(key, "header names are trimmed when read; write the name without surrounding white space")
         if not isinstance(column, str) or column not in allowed:
-            v.fail(key, f"{column!r} must be a request column ({', '.join(REQUEST_COLUMNS)}) or \"{IGNORE}\" to ignore")
+            v.fail(key, f'{column!r} must be a request column ({", ".join(REQUEST_COLUMNS)}) or "{IGNORE}" to ignore')
     return dict(table)
 
 

@@ -2,11 +2,12 @@
 
 The undo log of each applied run (written and read by undo.py) lives beside it; `ensure` makes both.
 """
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -56,11 +57,14 @@ def refuse_reapplied(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile])
         hit = con.execute(
             """SELECT r.run_id, r.started_at FROM run_files f JOIN runs r USING (run_id)
                WHERE f.sha256 = ? AND NOT r.dry_run AND r.exit_code IN (0, 1) AND r.reverted_by IS NULL
-               ORDER BY r.ordinal LIMIT 1""", [f.sha256]).fetchone()
+               ORDER BY r.ordinal LIMIT 1""",
+            [f.sha256],
+        ).fetchone()
         if hit:
             raise StoreError(
                 f"{f.path} (sha256 {f.sha256[:12]}…) was already applied by run {hit[0]} at {hit[1]}; "
-                "nothing was applied (use --allow-reapply to apply it again)")
+                "nothing was applied (use --allow-reapply to apply it again)"
+            )
 
 
 def record(con: duckdb.DuckDBPyConnection, result: RunResult, files: Sequence[InputFile], config_sha256: str) -> None:
@@ -68,11 +72,25 @@ def record(con: duckdb.DuckDBPyConnection, result: RunResult, files: Sequence[In
     summary = result.to_dict()
     con.execute(
         f"INSERT INTO runs VALUES (?, {_NEXT_ORDINAL}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-        [result.run_id, result.job, result.dry_run, result.started_at, result.ended_at, result.rows,
-         result.rows - result.failed, result.failed, result.merges, result.exit_code, config_sha256,
-         json.dumps(summary)])
-    con.executemany("INSERT INTO run_files VALUES (?, ?, ?, ?, ?)",
-                    [[result.run_id, i, f.path, f.sha256, f.rows] for i, f in enumerate(files)])
+        [
+            result.run_id,
+            result.job,
+            result.dry_run,
+            result.started_at,
+            result.ended_at,
+            result.rows,
+            result.rows - result.failed,
+            result.failed,
+            result.merges,
+            result.exit_code,
+            config_sha256,
+            json.dumps(summary),
+        ],
+    )
+    con.executemany(
+        "INSERT INTO run_files VALUES (?, ?, ?, ?, ?)",
+        [[result.run_id, i, f.path, f.sha256, f.rows] for i, f in enumerate(files)],
+    )
 
 
 def record_revert(con: duckdb.DuckDBPyConnection, revert_run_id: str, reverted_run_id: str) -> None:
@@ -80,10 +98,12 @@ def record_revert(con: duckdb.DuckDBPyConnection, revert_run_id: str, reverted_r
     record_event(con, revert_run_id, "revert", {"reverts": reverted_run_id}, reverts=reverted_run_id)
 
 
-def record_event(con: duckdb.DuckDBPyConnection, run_id: str, kind: str, details: dict,
-                 reverts: str | None = None) -> None:
+def record_event(
+    con: duckdb.DuckDBPyConnection, run_id: str, kind: str, details: dict, reverts: str | None = None
+) -> None:
     """Record a store-changing command that is not a batch (revert, set-config) in the ledger."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     con.execute(
         f"INSERT INTO runs VALUES (?, {_NEXT_ORDINAL}, ?, false, ?, ?, 0, 0, 0, 0, 0, '', ?, ?, NULL)",
-        [run_id, kind, now, now, json.dumps(details), reverts])
+        [run_id, kind, now, now, json.dumps(details), reverts],
+    )

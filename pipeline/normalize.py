@@ -2,6 +2,7 @@
 
 Both faces implement the same rules; the tests compare them on random strings.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,9 +22,19 @@ MOBILE_PATTERN = r"^[0-9]{8,15}$"
 EXTERNAL_ID_PATTERN = f"^[^{_WS_CLASS}]{{1,64}}$"
 CONTROL_PATTERN = r"\p{Cc}"
 
-_INVISIBLE_RANGES = [(0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x61C, 0x61C), (0x180E, 0x180E),
-                     (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F),
-                     (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB)]
+_INVISIBLE_RANGES = [
+    (0x00, 0x1F),
+    (0x7F, 0x9F),
+    (0xAD, 0xAD),
+    (0x61C, 0x61C),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+]
 """Control and invisible format characters (zero-width space, BOM, direction marks, soft hyphen...).
 
 SPEC's email and externalId rules only exclude white space, which would let `alice\u200b@example.com`
@@ -48,8 +59,9 @@ _py_lookalike = _python_class(_LOOKALIKE_RANGES)
 _py_ascii_letter = re.compile("[A-Za-z]")
 
 _py_mobile_noise = re.compile("[" + re.escape(WHITESPACE) + r"\-.()]")
-_py_email = re.compile("^[^@" + re.escape(WHITESPACE) + "]+@[^@" + re.escape(WHITESPACE) + "]+\\.[^@"
-                       + re.escape(WHITESPACE) + "]+$")
+_py_email = re.compile(
+    "^[^@" + re.escape(WHITESPACE) + "]+@[^@" + re.escape(WHITESPACE) + "]+\\.[^@" + re.escape(WHITESPACE) + "]+$"
+)
 _py_external_id = re.compile("^[^" + re.escape(WHITESPACE) + "]{1,64}$")
 
 
@@ -77,8 +89,12 @@ def format_error(id_type: str, value: str) -> int | None:
     Card numbers are checked against their series elsewhere (they need the series).
     """
     if id_type == "email":
-        ok = (len(value) <= 254 and _py_email.fullmatch(value) and not _py_invisible.search(value)
-              and not (_py_ascii_letter.search(value) and _py_lookalike.search(value)))
+        ok = (
+            len(value) <= 254
+            and _py_email.fullmatch(value)
+            and not _py_invisible.search(value)
+            and not (_py_ascii_letter.search(value) and _py_lookalike.search(value))
+        )
         return None if ok else 8055
     if id_type == "mobile":
         return None if re.fullmatch(r"[0-9]{8,15}", value) else 8056
@@ -100,8 +116,10 @@ def normalize_expr(type_expr: pl.Expr, value_expr: pl.Expr) -> pl.Expr:
     """Normalise a trimmed value column according to a type column."""
     mobile = value_expr.str.replace_all(_MOBILE_NOISE, "").str.replace(_MOBILE_PREFIX, "")
     return (
-        pl.when(type_expr == "email").then(value_expr.str.to_lowercase())
-        .when(type_expr == "mobile").then(mobile)
+        pl.when(type_expr == "email")
+        .then(value_expr.str.to_lowercase())
+        .when(type_expr == "mobile")
+        .then(mobile)
         .otherwise(value_expr)
     )
 
@@ -110,20 +128,34 @@ def format_error_expr(type_expr: pl.Expr, value_expr: pl.Expr) -> pl.Expr:
     """Check code (Int32) for a normalised add value by type, null when the value may enter the store."""
     code = pl.lit(None, dtype=pl.Int32)
     return (
-        pl.when(type_expr == "email").then(
-            pl.when((value_expr.str.len_chars() <= 254) & value_expr.str.contains(EMAIL_PATTERN)
-                    & ~value_expr.str.contains(INVISIBLE_PATTERN)
-                    & ~(value_expr.str.contains("[A-Za-z]") & value_expr.str.contains(LOOKALIKE_PATTERN)))
-            .then(code).otherwise(pl.lit(8055, dtype=pl.Int32)))
-        .when(type_expr == "mobile").then(
-            pl.when(value_expr.str.contains(MOBILE_PATTERN)).then(code).otherwise(pl.lit(8056, dtype=pl.Int32)))
-        .when(type_expr == "externalId").then(
+        pl.when(type_expr == "email")
+        .then(
+            pl.when(
+                (value_expr.str.len_chars() <= 254)
+                & value_expr.str.contains(EMAIL_PATTERN)
+                & ~value_expr.str.contains(INVISIBLE_PATTERN)
+                & ~(value_expr.str.contains("[A-Za-z]") & value_expr.str.contains(LOOKALIKE_PATTERN))
+            )
+            .then(code)
+            .otherwise(pl.lit(8055, dtype=pl.Int32))
+        )
+        .when(type_expr == "mobile")
+        .then(pl.when(value_expr.str.contains(MOBILE_PATTERN)).then(code).otherwise(pl.lit(8056, dtype=pl.Int32)))
+        .when(type_expr == "externalId")
+        .then(
             pl.when(value_expr.str.contains(EXTERNAL_ID_PATTERN) & ~value_expr.str.contains(INVISIBLE_PATTERN))
-            .then(code).otherwise(pl.lit(8064, dtype=pl.Int32)))
-        .when(type_expr == "cardnumber").then(code)
+            .then(code)
+            .otherwise(pl.lit(8064, dtype=pl.Int32))
+        )
+        .when(type_expr == "cardnumber")
+        .then(code)
         .otherwise(
-            pl.when((value_expr.str.len_chars() >= 1) & (value_expr.str.len_chars() <= 128)
-                    & ~value_expr.str.contains(CONTROL_PATTERN))
-            .then(code).otherwise(pl.lit(7001, dtype=pl.Int32)))
+            pl.when(
+                (value_expr.str.len_chars() >= 1)
+                & (value_expr.str.len_chars() <= 128)
+                & ~value_expr.str.contains(CONTROL_PATTERN)
+            )
+            .then(code)
+            .otherwise(pl.lit(7001, dtype=pl.Int32))
+        )
     )
-

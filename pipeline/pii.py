@@ -4,6 +4,7 @@ email keeps its domain (`***@example.com`), mobile its last 3 digits (`********6
 its last 4 characters, any other identifier its first character. Error messages, which quote values,
 are replaced by the catalog's meaning of the code and the field.
 """
+
 from __future__ import annotations
 
 import polars as pl
@@ -17,7 +18,8 @@ def mask_expr(type_expr: pl.Expr, value_expr: pl.Expr) -> pl.Expr:
     masked = (
         pl.when((type_expr == "email") & value_expr.str.contains("@", literal=True))
         .then(pl.lit("***@") + value_expr.str.split("@").list.last())
-        .when(type_expr == "email").then(pl.lit("***"))
+        .when(type_expr == "email")
+        .then(pl.lit("***"))
         .when(type_expr == "mobile")
         .then(value_expr.str.slice(-3).str.pad_start(length, "*"))
         .when(type_expr == "cardnumber")
@@ -30,8 +32,11 @@ def mask_expr(type_expr: pl.Expr, value_expr: pl.Expr) -> pl.Expr:
 def masked_messages() -> pl.Expr:
     """error_message without any value: the code's meaning and the field at fault."""
     meanings = {code: entry.meaning for code, entry in CATALOG.items()}
-    return (pl.col("error_field").fill_null("") + pl.lit(": ")
-            + pl.col("error_code").replace_strict(meanings, default="", return_dtype=pl.String))
+    return (
+        pl.col("error_field").fill_null("")
+        + pl.lit(": ")
+        + pl.col("error_code").replace_strict(meanings, default="", return_dtype=pl.String)
+    )
 
 
 def mask_reports(success: pl.DataFrame, errors: pl.DataFrame, merges: pl.DataFrame) -> tuple[pl.DataFrame, ...]:
@@ -43,6 +48,7 @@ def mask_reports(success: pl.DataFrame, errors: pl.DataFrame, merges: pl.DataFra
         errors.with_columns(
             mask_expr(trimmed_type, pl.col("id_value")).alias("id_value"),
             mask_expr(lookup_type, pl.col("lookup_value")).alias("lookup_value"),
-            masked_messages().alias("error_message")),
+            masked_messages().alias("error_message"),
+        ),
         merges.with_columns(mask_expr(pl.col("id_type"), pl.col("id_value")).alias("id_value")),
     )

@@ -30,6 +30,7 @@ Decisions where SPEC section 2 is silent:
   an unknown one stays as written so the check stage reports 3004 showing it (one of ASCII digits only
   gets " (unknown series code)" appended, so it cannot pass as a series id).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -54,8 +55,17 @@ from pipeline.errors import InputFileError
 from pipeline.normalize import trim_expr
 
 REQUEST_COLUMNS: tuple[str, ...] = (
-    "row_id", "customer_id", "lookup_type", "lookup_value", "source", "account_id",
-    "action", "id_type", "id_value", "series_id", "status_label",
+    "row_id",
+    "customer_id",
+    "lookup_type",
+    "lookup_value",
+    "source",
+    "account_id",
+    "action",
+    "id_type",
+    "id_value",
+    "series_id",
+    "status_label",
 )
 REQUIRED_COLUMNS: tuple[str, ...] = ("source", "action", "id_type", "id_value")
 LOOKUP_COLUMNS: tuple[str, ...] = ("lookup_type", "lookup_value")
@@ -115,8 +125,10 @@ class RequestFilesRefused(InputFileError):
         first = errors[0]
         super().__init__(first.path, first.code, first.reason, first.line)
         self.errors = tuple(errors)
-        self.args = (f"{len(errors)} request files were refused; nothing was applied:\n"
-                     + "\n".join(f"  {_where(e)}: {e.reason} (error {e.code})" for e in errors),)
+        self.args = (
+            f"{len(errors)} request files were refused; nothing was applied:\n"
+            + "\n".join(f"  {_where(e)}: {e.reason} (error {e.code})" for e in errors),
+        )
 
 
 @dataclass(frozen=True)
@@ -138,8 +150,9 @@ class InputLayout:
             raise ValueError(f"fixed values for unknown request columns: {', '.join(unknown)}")
 
 
-def read_requests(paths: Sequence[Path | str], column_map: Mapping[str, str] | None = None,
-                  layout: InputLayout | None = None) -> RequestBatch:
+def read_requests(
+    paths: Sequence[Path | str], column_map: Mapping[str, str] | None = None, layout: InputLayout | None = None
+) -> RequestBatch:
     """Read request files (CSV, gzip CSV or Parquet) in order into one frame of raw text columns.
 
     `column_map` renames file header names to request column names before the column checks; `layout`
@@ -199,34 +212,45 @@ def _gunzip(name: str, stored: bytes) -> bytes:
         raise InputFileError(name, FILE_ENCODING, f"the gzip stream is broken or truncated ({error})") from None
 
 
-def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str] = {}
-                  ) -> pl.DataFrame:
+def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str] = {}) -> pl.DataFrame:
     """Read a Parquet file, casting its text-like and numeric columns to String."""
     try:
         table = pq.read_table(io.BytesIO(content))
     except (pa.ArrowException, OSError, ValueError) as error:
         raise InputFileError(
-            name, FILE_FORMAT, f"not a readable Parquet file, truncated or damaged ({error})") from None
+            name, FILE_FORMAT, f"not a readable Parquet file, truncated or damaged ({error})"
+        ) from None
     columns = _check_header(name, [f.name for f in table.schema], mapping, line=None, fixed=fixed)
-    for arrow_field, column in zip(table.schema, columns):
+    for arrow_field, column in zip(table.schema, columns, strict=True):
         if not column.startswith(_IGNORED) and not _castable_to_text(arrow_field.type):
             raise InputFileError(
-                name, FILE_FORMAT,
+                name,
+                FILE_FORMAT,
                 f"column '{arrow_field.name}' has Parquet type {arrow_field.type}; "
-                "request columns must be text or numbers")
+                "request columns must be text or numbers",
+            )
     frame = pl.from_arrow(table, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
-    return frame.select(pl.col(old).cast(pl.String).alias(new) for old, new in zip(frame.columns, columns)
-                        if not new.startswith(_IGNORED))
+    return frame.select(
+        pl.col(old).cast(pl.String).alias(new)
+        for old, new in zip(frame.columns, columns, strict=True)
+        if not new.startswith(_IGNORED)
+    )
 
 
 def _castable_to_text(arrow_type: pa.DataType) -> bool:
     if pa.types.is_dictionary(arrow_type):
         arrow_type = arrow_type.value_type
-    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
-            or pa.types.is_string_view(arrow_type) or pa.types.is_integer(arrow_type)
-            or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type)
-            or pa.types.is_boolean(arrow_type) or pa.types.is_null(arrow_type))
+    return (
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_string_view(arrow_type)
+        or pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_decimal(arrow_type)
+        or pa.types.is_boolean(arrow_type)
+        or pa.types.is_null(arrow_type)
+    )
 
 
 def _read_csv(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str] = {}) -> pl.DataFrame:
@@ -238,14 +262,14 @@ def _read_csv(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping
     """
     _refuse_non_text(name, content)
     if content.startswith(codecs.BOM_UTF8):
-        content = content[len(codecs.BOM_UTF8):]
+        content = content[len(codecs.BOM_UTF8) :]
     _check_utf8(name, content)
     _check_quotes(name, content)
     header_line, header_text, body_start = _find_header(name, content)
     header = _split_header(name, header_text, header_line)
     columns = _check_header(name, header, mapping, line=header_line, fixed=fixed)
     if not _NON_BLANK.search(content, body_start):
-        return pl.DataFrame(schema={column: pl.String for column in columns})
+        return pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
     wrong_width: list[int] = []
 
     def skip_blank_or_note(row: pa_csv.InvalidRow) -> str:
@@ -259,11 +283,21 @@ def _read_csv(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping
             pa.BufferReader(pa.py_buffer(content).slice(body_start)),
             read_options=pa_csv.ReadOptions(column_names=columns, block_size=block_size),
             parse_options=pa_csv.ParseOptions(
-                delimiter=",", quote_char='"', double_quote=True, escape_char=False, newlines_in_values=True,
-                ignore_empty_lines=True, invalid_row_handler=skip_blank_or_note),
+                delimiter=",",
+                quote_char='"',
+                double_quote=True,
+                escape_char=False,
+                newlines_in_values=True,
+                ignore_empty_lines=True,
+                invalid_row_handler=skip_blank_or_note,
+            ),
             convert_options=pa_csv.ConvertOptions(
-                column_types={column: pa.string() for column in columns}, strings_can_be_null=False,
-                quoted_strings_can_be_null=False, check_utf8=False))
+                column_types={column: pa.string() for column in columns},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                check_utf8=False,
+            ),
+        )
 
     try:
         try:
@@ -285,8 +319,9 @@ def _read_csv(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping
 def _refuse_non_text(name: str, content: bytes) -> None:
     """Refuse obviously binary content (7102) and UTF-16 (7101) before the UTF-8 check blames a byte."""
     if content.startswith(_ZIP_MAGIC):
-        raise InputFileError(name, FILE_FORMAT,
-                             "not a CSV or Parquet file: it is a zip archive (an Excel workbook?); export it as CSV")
+        raise InputFileError(
+            name, FILE_FORMAT, "not a CSV or Parquet file: it is a zip archive (an Excel workbook?); export it as CSV"
+        )
     if content.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise InputFileError(name, FILE_ENCODING, "the file is UTF-16; save it as UTF-8", line=1)
     nul = content.find(b"\x00")
@@ -294,8 +329,9 @@ def _refuse_non_text(name: str, content: bytes) -> None:
         return
     head = content[:64]
     if len(head) >= 4 and (not any(head[1::2]) or not any(head[0::2])):
-        raise InputFileError(name, FILE_ENCODING, "the file looks like UTF-16 without a byte order mark; "
-                             "save it as UTF-8", line=1)
+        raise InputFileError(
+            name, FILE_ENCODING, "the file looks like UTF-16 without a byte order mark; save it as UTF-8", line=1
+        )
     if nul < _BINARY_SNIFF_BYTES:
         raise InputFileError(name, FILE_FORMAT, "not a CSV or Parquet file: it contains binary data (NUL bytes)")
     # past the start too: a text file with one NUL byte must not bring it into a value (or the store)
@@ -310,32 +346,44 @@ def _check_utf8(name: str, content: bytes) -> None:
     except UnicodeDecodeError as error:
         line, column = _line_and_column(content, error.start)
         raise InputFileError(
-            name, FILE_ENCODING,
+            name,
+            FILE_ENCODING,
             f"invalid UTF-8 byte 0x{content[error.start]:02x} at column {column}; save the file as UTF-8",
-            line=line) from None
+            line=line,
+        ) from None
 
 
-def _check_header(name: str, header: Sequence[str], mapping: dict[str, str], line: int | None,
-                  fixed: Mapping[str, str] = {}) -> list[str]:
+def _check_header(
+    name: str, header: Sequence[str], mapping: dict[str, str], line: int | None, fixed: Mapping[str, str] = {}
+) -> list[str]:
     """Map header names to request columns and refuse unknown (7104), duplicate (7102) or missing (7103) ones.
 
     A column mapped to IGNORE gets a placeholder name (dropped after reading); `fixed` columns count as
     present, and one the file also has is 7102.
     """
-    columns = [f"{_IGNORED}{position}" if mapping.get(field, field) == IGNORE else mapping.get(field, field)
-               for position, field in enumerate(header, 1)]
+    columns = [
+        f"{_IGNORED}{position}" if mapping.get(field, field) == IGNORE else mapping.get(field, field)
+        for position, field in enumerate(header, 1)
+    ]
     known = set(REQUEST_COLUMNS) | {column for column in columns if column.startswith(_IGNORED)}
-    unknown = [(position, field, column) for position, (field, column) in enumerate(zip(header, columns), 1)
-               if column not in known]
+    unknown = [
+        (position, field, column)
+        for position, (field, column) in enumerate(zip(header, columns, strict=True), 1)
+        if column not in known
+    ]
     if unknown:
         described = ", ".join(
-            f"'{field}' (column {position})" if field == column
+            f"'{field}' (column {position})"
+            if field == column
             else f"'{field}' (column {position}, mapped to '{column}')"
-            for position, field, column in unknown)
+            for position, field, column in unknown
+        )
         raise InputFileError(
-            name, UNKNOWN_COLUMN,
+            name,
+            UNKNOWN_COLUMN,
             f"unknown column{'s' if len(unknown) > 1 else ''} {described}; allowed: {', '.join(REQUEST_COLUMNS)}",
-            line=line)
+            line=line,
+        )
     positions: dict[str, list[int]] = {}
     for position, column in enumerate(columns, 1):
         positions.setdefault(column, []).append(position)
@@ -346,29 +394,39 @@ def _check_header(name: str, header: Sequence[str], mapping: dict[str, str], lin
             else:
                 detail = "header names " + " and ".join(f"'{header[p - 1]}' (column {p})" for p in where)
             raise InputFileError(
-                name, FILE_FORMAT,
+                name,
+                FILE_FORMAT,
                 f"column '{column}' appears more than once ({detail}); which value applies would be ambiguous",
-                line=line)
+                line=line,
+            )
     clashing = [(position, column) for position, column in enumerate(columns, 1) if column in fixed]
     if clashing:
         position, column = clashing[0]
         raise InputFileError(
-            name, FILE_FORMAT,
+            name,
+            FILE_FORMAT,
             f"column '{column}' (column {position}, header '{header[position - 1]}') is also given a fixed value "
-            f"by the job; which value applies would be ambiguous", line=line)
+            f"by the job; which value applies would be ambiguous",
+            line=line,
+        )
     present = set(columns) | set(fixed)
     missing = [column for column in REQUIRED_COLUMNS if column not in present]
     if missing:
-        raise InputFileError(name, MISSING_COLUMN,
-                             f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
-                             line=line)
+        raise InputFileError(
+            name,
+            MISSING_COLUMN,
+            f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
+            line=line,
+        )
     if "customer_id" not in present and not all(column in present for column in LOOKUP_COLUMNS):
         found = [column for column in LOOKUP_COLUMNS if column in present]
         detail = f" (found only {found[0]})" if found else ""
         raise InputFileError(
-            name, MISSING_COLUMN,
+            name,
+            MISSING_COLUMN,
             f"missing the customer reference: a customer_id column, or both lookup_type and lookup_value{detail}",
-            line=line)
+            line=line,
+        )
     return columns
 
 
@@ -388,12 +446,16 @@ def _check_quotes(name: str, content: bytes) -> None:
     offset, never_closed = found
     line, column = _line_and_column(content, offset)
     if never_closed:
-        raise InputFileError(name, FILE_FORMAT,
-                             f"the quoted field starting at column {column} is never closed", line=line)
+        raise InputFileError(
+            name, FILE_FORMAT, f"the quoted field starting at column {column} is never closed", line=line
+        )
     raise InputFileError(
-        name, FILE_FORMAT,
-        f'stray quote character at column {column}: a quote may only enclose a whole field '
-        f'(inside a quoted field, write a quote as "")', line=line)
+        name,
+        FILE_FORMAT,
+        f"stray quote character at column {column}: a quote may only enclose a whole field "
+        f'(inside a quoted field, write a quote as "")',
+        line=line,
+    )
 
 
 def _first_bad_quote(content: bytes, chunk_size: int = 1 << 20) -> tuple[int, bool] | None:
@@ -407,16 +469,19 @@ def _first_bad_quote(content: bytes, chunk_size: int = 1 << 20) -> tuple[int, bo
     size = data.size
     quotes_seen, last_quote = 0, -2
     for base in range(0, size, chunk_size):
-        positions = np.flatnonzero(data[base:base + chunk_size] == _QUOTE)
+        positions = np.flatnonzero(data[base : base + chunk_size] == _QUOTE)
         if not positions.size:
             continue
         positions += base
         previous = np.concatenate(([last_quote], positions[:-1]))
         first_opening = quotes_seen % 2
         opening = positions[first_opening::2]
-        opening_ok = ((opening == 0) | _OPENS_AFTER[data[np.maximum(opening - 1, 0)]]
-                      | (previous[first_opening::2] == opening - 1))
-        closing = positions[1 - first_opening::2]
+        opening_ok = (
+            (opening == 0)
+            | _OPENS_AFTER[data[np.maximum(opening - 1, 0)]]
+            | (previous[first_opening::2] == opening - 1)
+        )
+        closing = positions[1 - first_opening :: 2]
         closing_ok = (closing == size - 1) | _CLOSES_BEFORE[data[np.minimum(closing + 1, size - 1)]]
         bad = [int(opening[~opening_ok][0])] if not opening_ok.all() else []
         if not closing_ok.all():
@@ -437,8 +502,9 @@ def _find_header(name: str, content: bytes) -> tuple[int, str, int]:
         text = content[position:end].decode("utf-8")
         if text.strip():
             if text.count('"') % 2:
-                raise InputFileError(name, FILE_FORMAT, "the header row has a line break inside a quoted name",
-                                     line=line)
+                raise InputFileError(
+                    name, FILE_FORMAT, "the header row has a line break inside a quoted name", line=line
+                )
             return line, text, next_position
         position, line = next_position, line + 1
     reason = "the file is empty" if not content else "the file has only blank lines; expected a header row"
@@ -453,8 +519,9 @@ def _split_header(name: str, text: str, line: int) -> list[str]:
     return names
 
 
-def _refuse_wrong_width(name: str, content: bytes, body_start: int, header_line: int, width: int,
-                        seen_fields: int) -> None:
+def _refuse_wrong_width(
+    name: str, content: bytes, body_start: int, header_line: int, width: int, seen_fields: int
+) -> None:
     """Find the first data row whose field count differs from the header's, and refuse it with its line.
 
     Only on the failure path, so a per-record Python scan is fine here.
@@ -478,19 +545,27 @@ def _width_reason(fields: int, width: int) -> str:
     hint = " (an unquoted comma in a value?)" if fields > width else ""
     return f"{fields} field{'s' if fields != 1 else ''}, but the header has {width}{hint}"
 
+
 def _apply_layout(frame: pl.DataFrame, layout: InputLayout) -> pl.DataFrame:
     """Drop ignored columns, add the fixed ones and translate series codes to series ids."""
     frame = frame.drop([column for column in frame.columns if column.startswith(_IGNORED)])
     if layout.fixed:
-        frame = frame.with_columns(pl.lit(value, dtype=pl.String).alias(column) for column, value in layout.fixed.items())
+        frame = frame.with_columns(
+            pl.lit(value, dtype=pl.String).alias(column) for column, value in layout.fixed.items()
+        )
     if layout.series_codes is not None and "series_id" in frame.columns:
         code = trim_expr("series_id")
-        known = code.replace_strict({c: str(i) for c, i in layout.series_codes.items()}, default=None,
-                                    return_dtype=pl.String)
+        known = code.replace_strict(
+            {c: str(i) for c, i in layout.series_codes.items()}, default=None, return_dtype=pl.String
+        )
         frame = frame.with_columns(
-            pl.when(known.is_not_null()).then(known)
-            .when(code.str.contains(r"^[0-9]+$")).then(pl.col("series_id") + " (unknown series code)")
-            .otherwise(pl.col("series_id")).alias("series_id"))
+            pl.when(known.is_not_null())
+            .then(known)
+            .when(code.str.contains(r"^[0-9]+$"))
+            .then(pl.col("series_id") + " (unknown series code)")
+            .otherwise(pl.col("series_id"))
+            .alias("series_id")
+        )
     return frame
 
 
@@ -502,14 +577,22 @@ def _with_positions(frame: pl.DataFrame, name: str, seq_offset: int) -> pl.DataF
         pl.int_range(seq_offset, seq_offset + height, dtype=pl.Int64).alias("seq"),
         pl.lit(name, dtype=pl.String).alias("file"),
         pl.int_range(1, height + 1, dtype=pl.Int64).alias("row_number"),
-        *(pl.col(column) if column in present else pl.lit(None, dtype=pl.String).alias(column)
-          for column in REQUEST_COLUMNS),
+        *(
+            pl.col(column) if column in present else pl.lit(None, dtype=pl.String).alias(column)
+            for column in REQUEST_COLUMNS
+        ),
     )
 
 
 def _empty_frame() -> pl.DataFrame:
-    return pl.DataFrame(schema={"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64,
-                                **{column: pl.String for column in REQUEST_COLUMNS}})
+    return pl.DataFrame(
+        schema={
+            "seq": pl.Int64,
+            "file": pl.String,
+            "row_number": pl.Int64,
+            **dict.fromkeys(REQUEST_COLUMNS, pl.String),
+        }
+    )
 
 
 def _where(error: InputFileError) -> str:

@@ -5,6 +5,7 @@ against the store as it was before the run: their order matters. They are replay
 time, exactly as SPEC section 3 reads, over the part of the store they can reach (see resolve.py for
 why that part is closed). Everything else is decided set-based in DuckDB.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -93,8 +94,11 @@ class WorkingSet:
         self.merged[victim] = survivor
 
     def changed_cards(self) -> list[tuple[str, int | None, str]]:
-        return [(n, self.cards[n][1], self.cards[n][2]) for n, before in self.cards_before.items()
-                if tuple(self.cards[n]) != before]
+        return [
+            (n, self.cards[n][1], self.cards[n][2])
+            for n, before in self.cards_before.items()
+            if tuple(self.cards[n]) != before
+        ]
 
 
 class ReplayRow(NamedTuple):
@@ -170,7 +174,7 @@ class Replayer:
         else:
             result = self._remove(row, target)
         if followed:
-            result["warnings"] = tuple(sorted(result.get("warnings", ()) + (91009,)))
+            result["warnings"] = tuple(sorted((*result.get("warnings", ()), 91009)))
         return Outcome(row.seq, resolved_customer_id=target, **result)
 
     def _add(self, row: ReplayRow, c: int) -> dict:
@@ -206,7 +210,7 @@ class Replayer:
             return {"outcome": "applied", "warnings": warnings}
         self._merge(c, survivor)
         ws.add_ident(survivor, ident)
-        return {"outcome": "merged", "survivor_id": survivor, "victim_id": c, "warnings": (8051,) + warnings}
+        return {"outcome": "merged", "survivor_id": survivor, "victim_id": c, "warnings": (8051, *warnings)}
 
     def _merge_refusal(self, victim: int, survivor: int, scope: Scope) -> dict | None:
         ws, config = self.ws, self.config

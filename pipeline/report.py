@@ -3,6 +3,7 @@
 Files are written to a temporary file in the target folder, fsynced, then moved over the target
 with `os.replace`, so a reader never sees half a report and a crash leaves the old file or the new.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,31 @@ import polars as pl
 
 from pipeline.catalog import CATALOG
 
-REQUEST_INPUT_COLUMNS = ("customer_id", "lookup_type", "lookup_value", "source", "account_id", "action",
-                         "id_type", "id_value", "series_id", "status_label")
+REQUEST_INPUT_COLUMNS = (
+    "customer_id",
+    "lookup_type",
+    "lookup_value",
+    "source",
+    "account_id",
+    "action",
+    "id_type",
+    "id_value",
+    "series_id",
+    "status_label",
+)
 """The request columns of SPEC section 2 other than row_id, in SPEC order."""
 
-ERROR_REPORT_COLUMNS = ("file", "row_number", "row_id", *REQUEST_INPUT_COLUMNS,
-                        "error_code", "error_name", "error_field", "error_message", "stage")
+ERROR_REPORT_COLUMNS = (
+    "file",
+    "row_number",
+    "row_id",
+    *REQUEST_INPUT_COLUMNS,
+    "error_code",
+    "error_name",
+    "error_field",
+    "error_message",
+    "stage",
+)
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 """A CSV cell starting with one of these could be run as a formula by a spreadsheet (CSV injection)."""
@@ -36,9 +56,12 @@ def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
     reports keep the raw values, so only CSV writing calls this.
     """
     return frame.with_columns(
-        pl.when(pl.col(name).str.contains(_STARTS_FORMULA)).then(pl.lit("'") + pl.col(name))
-        .otherwise(pl.col(name)).alias(name)
-        for name, dtype in frame.schema.items() if dtype == pl.String
+        pl.when(pl.col(name).str.contains(_STARTS_FORMULA))
+        .then(pl.lit("'") + pl.col(name))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.String
     )
 
 
@@ -70,15 +93,20 @@ def write_text(text: str, path: Path | str) -> Path:
 
 def _write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
+        temporary = Path(handle.name)
+        try:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(handle.name, path)
+        except BaseException:
+            handle.close()
+            temporary.unlink(missing_ok=True)
+            raise
+    try:
+        os.replace(temporary, path)
     except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
     return path
@@ -107,8 +135,9 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def error_report(frame: pl.DataFrame, errors: pl.DataFrame,
-                 stage_by_code: Mapping[int, str] | None = None) -> pl.DataFrame:
+def error_report(
+    frame: pl.DataFrame, errors: pl.DataFrame, stage_by_code: Mapping[int, str] | None = None
+) -> pl.DataFrame:
     """errors.csv rows: each failed row's input as read (raw, untrimmed) plus its error, by seq.
 
     `frame` holds seq and the raw input columns (read.py's frame); `errors` holds seq, error_code,
@@ -116,14 +145,23 @@ def error_report(frame: pl.DataFrame, errors: pl.DataFrame,
     """
     stages = {code: entry.stage for code, entry in CATALOG.items()} | dict(stage_by_code or {})
     names = {code: entry.name for code, entry in CATALOG.items()}
-    raw = frame.select("seq", *(pl.col(name) if name in frame.columns else pl.lit(None, dtype=pl.String).alias(name)
-                                for name in ("file", "row_number", "row_id", *REQUEST_INPUT_COLUMNS)))
+    raw = frame.select(
+        "seq",
+        *(
+            pl.col(name) if name in frame.columns else pl.lit(None, dtype=pl.String).alias(name)
+            for name in ("file", "row_number", "row_id", *REQUEST_INPUT_COLUMNS)
+        ),
+    )
     joined = errors.join(raw, on="seq", how="left").sort("seq")
     code = pl.col("error_code")
     return joined.select(
-        "file", pl.col("row_number").cast(pl.Int64), "row_id", *REQUEST_INPUT_COLUMNS,
+        "file",
+        pl.col("row_number").cast(pl.Int64),
+        "row_id",
+        *REQUEST_INPUT_COLUMNS,
         code.cast(pl.Int32),
         code.replace_strict(names, default=None, return_dtype=pl.String).alias("error_name"),
-        "error_field", "error_message",
+        "error_field",
+        "error_message",
         code.replace_strict(stages, default=None, return_dtype=pl.String).alias("stage"),
     )

@@ -10,6 +10,7 @@ same result whether it is applied first, last or alone: it is decided set-based 
 keys name, with all their identifiers and cards (`working set`). Keys are 64-bit hashes; a
 collision can only join rows that did not need joining, never split rows that did.
 """
+
 from __future__ import annotations
 
 import duckdb
@@ -106,11 +107,15 @@ def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
     """Expose the config's card labels and series to SQL as small tables (never as SQL text)."""
     labels = pl.DataFrame(
         {"label": list(config.card_labels), "status": list(config.card_labels.values())},
-        schema={"label": pl.String, "status": pl.String})
+        schema={"label": pl.String, "status": pl.String},
+    )
     series = pl.DataFrame(
-        {"series_id": [s.id for s in config.card_series.values()],
-         "max_active": [s.max_active_per_customer for s in config.card_series.values()]},
-        schema={"series_id": pl.Int64, "max_active": pl.Int64})
+        {
+            "series_id": [s.id for s in config.card_series.values()],
+            "max_active": [s.max_active_per_customer for s in config.card_series.values()],
+        },
+        schema={"series_id": pl.Int64, "max_active": pl.Int64},
+    )
     con.register("cfg_labels_frame", labels)
     con.register("cfg_series_frame", series)
     con.execute("CREATE OR REPLACE TEMP TABLE cfg_labels AS SELECT * FROM cfg_labels_frame")
@@ -126,8 +131,18 @@ def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> No
     rel_cards.
     """
     frame = checked.select(
-        "seq", "customer_id", "lookup_type", "lookup_value", "source", "account_id", "action",
-        "id_type", "id_value", "series_id", "status_label")
+        "seq",
+        "customer_id",
+        "lookup_type",
+        "lookup_value",
+        "source",
+        "account_id",
+        "action",
+        "id_type",
+        "id_value",
+        "series_id",
+        "status_label",
+    )
     con.register("checked_frame", frame)
     con.execute("CREATE OR REPLACE TEMP TABLE req AS SELECT * FROM checked_frame")
     con.unregister("checked_frame")
@@ -143,4 +158,3 @@ def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> No
     run_script(con, _RELEVANT)
     # what decide does not read goes now: temp tables live in DuckDB's memory until the run ends
     run_script(con, _DROP_SCRATCH)
-

@@ -3,13 +3,15 @@
 `run_batch` is what `loyalty-bulk run` and `loyalty-bulk job` call; it returns a RunResult that
 renders the console summary and summary.json from the same object.
 """
+
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,17 +24,31 @@ from pipeline.catalog import CATALOG
 from pipeline.check import CheckResult, check_requests
 from pipeline.config import OrgConfig, load_config
 from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalError
-from pipeline.read import InputLayout, RequestBatch, read_requests
 from pipeline.html_summary import write_summary_html
-from pipeline.report import error_report, write_csv, write_json, write_parquet
-from pipeline.resolve import register_config, resolve_targets
 from pipeline.normalize import trim_expr
 from pipeline.pii import mask_reports
+from pipeline.read import InputLayout, RequestBatch, read_requests
+from pipeline.report import error_report, write_csv, write_json, write_parquet
+from pipeline.resolve import register_config, resolve_targets
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
 from pipeline.store import StoreCounts, open_store, store_counts
 
-SUCCESS_COLUMNS = ("file", "row_number", "row_id", "action", "source", "account_id", "id_type", "id_value",
-                   "customer_id", "resolved_customer_id", "outcome", "survivor_id", "victim_id", "warning_codes")
+SUCCESS_COLUMNS = (
+    "file",
+    "row_number",
+    "row_id",
+    "action",
+    "source",
+    "account_id",
+    "id_type",
+    "id_value",
+    "customer_id",
+    "resolved_customer_id",
+    "outcome",
+    "survivor_id",
+    "victim_id",
+    "warning_codes",
+)
 MERGE_COLUMNS = ("victim_id", "survivor_id", "file", "row_number", "id_type", "id_value")
 
 
@@ -82,16 +98,25 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "job": self.job, "dry_run": self.dry_run,
-            "aborted": self.aborted is not None, "abort_reason": self.aborted,
-            "started_at": self.started_at, "ended_at": self.ended_at,
-            "stage_seconds": self.stage_seconds, "files": list(self.files), "rows": self.rows,
+            "run_id": self.run_id,
+            "job": self.job,
+            "dry_run": self.dry_run,
+            "aborted": self.aborted is not None,
+            "abort_reason": self.aborted,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "stage_seconds": self.stage_seconds,
+            "files": list(self.files),
+            "rows": self.rows,
             "outcomes": self.outcomes | {"failed": self.failed},
-            "errors_by_code": {str(code): {"name": CATALOG[code].name, "count": n}
-                               for code, n in sorted(self.errors_by_code.items())},
+            "errors_by_code": {
+                str(code): {"name": CATALOG[code].name, "count": n} for code, n in sorted(self.errors_by_code.items())
+            },
             "merges": self.merges,
-            "store_before": self.store_before.to_dict(), "store_after": self.store_after.to_dict(),
-            "exit_code": self.exit_code, "reports_dir": self.reports_dir,
+            "store_before": self.store_before.to_dict(),
+            "store_after": self.store_after.to_dict(),
+            "exit_code": self.exit_code,
+            "reports_dir": self.reports_dir,
         }
 
     REPORT_FILES = ("success.csv", "errors.csv", "merges.csv", "summary.json", "summary.html")
@@ -99,22 +124,31 @@ class RunResult:
     @property
     def status(self) -> str:
         """One phrase for what happened to the store: aborted, dry run or applied."""
-        return (f"ABORTED, nothing applied: {self.aborted}" if self.aborted
-                else "dry run (nothing applied)" if self.dry_run else "applied")
+        return (
+            f"ABORTED, nothing applied: {self.aborted}"
+            if self.aborted
+            else "dry run (nothing applied)"
+            if self.dry_run
+            else "applied"
+        )
 
     def render(self, verbose: bool = False) -> str:
         """The end-of-run summary for a person; `verbose` adds the input files and the store counts."""
         job = f" (job {self.job})" if self.job else ""
         lines = [f"run {self.run_id}{job}: {self.rows} rows, {self.status}, exit code {self.exit_code}"]
-        lines.append("  outcomes: " + ", ".join(f"{k} {v}" for k, v in self.outcomes.items())
-                     + f", failed {self.failed}")
+        lines.append(
+            "  outcomes: " + ", ".join(f"{k} {v}" for k, v in self.outcomes.items()) + f", failed {self.failed}"
+        )
         if self.errors_by_code:
             lines.append("  errors by code:")
         for code, n in sorted(self.errors_by_code.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    {code} {CATALOG[code].name}: {n}")
         lines.append(f"  merges: {self.merges}")
-        lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
-                     + f" (total {sum(self.stage_seconds.values()):.2f})")
+        lines.append(
+            "  seconds: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
+            + f" (total {sum(self.stage_seconds.values()):.2f})"
+        )
         if verbose:
             lines.append("  files:")
             lines += [f"    {f['path']}: {f['rows']} rows, sha256 {f['sha256']}" for f in self.files]
@@ -126,7 +160,7 @@ class RunResult:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
@@ -148,8 +182,14 @@ class RunOptions:
     mask_pii: bool = False
 
 
-def run_batch(store_path: Path | str, config_path: Path | str, files: list[Path | str], reports_dir: Path | str,
-              options: RunOptions = RunOptions(), **overrides: Any) -> RunResult:
+def run_batch(
+    store_path: Path | str,
+    config_path: Path | str,
+    files: list[Path | str],
+    reports_dir: Path | str,
+    options: RunOptions = RunOptions(),
+    **overrides: Any,
+) -> RunResult:
     """Apply request files to a store with the result of applying their rows one at a time.
 
     Keyword overrides replace fields of `options` (e.g. `dry_run=True`).
@@ -212,8 +252,9 @@ def _threshold_breach(reports: ReportFrames, rows: int, opts: RunOptions) -> str
     return None
 
 
-def decide_batch(con: duckdb.DuckDBPyConnection, raw: pl.DataFrame, config: OrgConfig,
-                 clock: StageClock | None = None) -> tuple[CheckResult, pl.DataFrame]:
+def decide_batch(
+    con: duckdb.DuckDBPyConnection, raw: pl.DataFrame, config: OrgConfig, clock: StageClock | None = None
+) -> tuple[CheckResult, pl.DataFrame]:
     """Check, resolve and decide a batch of raw request rows; the changes wait in chg_* tables.
 
     Returns the check result and one outcome row per checked row (OUTCOME_SCHEMA + error_message).
@@ -231,27 +272,32 @@ def decide_batch(con: duckdb.DuckDBPyConnection, raw: pl.DataFrame, config: OrgC
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    try:
+    with contextlib.suppress(duckdb.Error):
         con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _with_messages(outcomes: pl.DataFrame, checked: pl.DataFrame) -> pl.DataFrame:
     """Add error_message to resolve/apply errors from the catalog templates and the row's values."""
-    failed = (outcomes.filter(pl.col("error_code").is_not_null())
-              .join(checked.select("seq", "customer_id", "lookup_value", "id_type", "id_value"), on="seq", how="left"))
+    failed = outcomes.filter(pl.col("error_code").is_not_null()).join(
+        checked.select("seq", "customer_id", "lookup_value", "id_type", "id_value"), on="seq", how="left"
+    )
     values = {
         "field": pl.col("error_field"),
-        "value": pl.when(pl.col("error_code") != 8015).then(pl.col("id_value"))
-                 .when(pl.col("error_field") == "customer_id").then(pl.col("customer_id").cast(pl.String))
-                 .otherwise(pl.col("lookup_value")),
-        "id_type": pl.col("id_type"), "customer": pl.col("resolved_customer_id"), "holder": pl.col("holder_id"),
-        "limit": pl.col("limit"), "series": pl.col("card_series"), "status": pl.col("card_status"),
+        "value": pl.when(pl.col("error_code") != 8015)
+        .then(pl.col("id_value"))
+        .when(pl.col("error_field") == "customer_id")
+        .then(pl.col("customer_id").cast(pl.String))
+        .otherwise(pl.col("lookup_value")),
+        "id_type": pl.col("id_type"),
+        "customer": pl.col("resolved_customer_id"),
+        "holder": pl.col("holder_id"),
+        "limit": pl.col("limit"),
+        "series": pl.col("card_series"),
+        "status": pl.col("card_status"),
     }
     message = pl.lit(None, dtype=pl.String)
     for code in failed["error_code"].unique().to_list():
@@ -272,11 +318,14 @@ def _report_frames(batch: RequestBatch, checked, outcomes: pl.DataFrame, mask_pi
     """success.csv, errors.csv and merges.csv rows; every input row lands in exactly one of the first two."""
     raw = batch.frame
     succeeded = outcomes.filter(pl.col("outcome").is_not_null())
-    failed = pl.concat([
-        checked.errors.select("seq", pl.col("error_code").cast(pl.Int32), "error_field", "error_message"),
-        outcomes.filter(pl.col("error_code").is_not_null())
-        .select("seq", pl.col("error_code").cast(pl.Int32), "error_field", "error_message"),
-    ])
+    failed = pl.concat(
+        [
+            checked.errors.select("seq", pl.col("error_code").cast(pl.Int32), "error_field", "error_message"),
+            outcomes.filter(pl.col("error_code").is_not_null()).select(
+                "seq", pl.col("error_code").cast(pl.Int32), "error_field", "error_message"
+            ),
+        ]
+    )
     seen = pl.concat([succeeded["seq"], failed["seq"]])
     if seen.n_unique() != seen.len() or seen.len() != raw.height:
         raise InternalError("some input rows would appear in no report or in two; nothing was applied")
@@ -284,34 +333,73 @@ def _report_frames(batch: RequestBatch, checked, outcomes: pl.DataFrame, mask_pi
         succeeded.join(checked.checked, on="seq", how="left")
         .join(raw.select("seq", pl.col("customer_id").alias("customer_id_given")), on="seq", how="left")
         .sort("seq")
-        .select("file", "row_number", "row_id", "action", "source", "account_id", "id_type", "id_value",
-                trim_expr("customer_id_given").alias("customer_id"), "resolved_customer_id",
-                "outcome", "survivor_id", "victim_id",
-                pl.col("warnings").list.eval(pl.element().cast(pl.String)).list.join(";").alias("warning_codes"))
+        .select(
+            "file",
+            "row_number",
+            "row_id",
+            "action",
+            "source",
+            "account_id",
+            "id_type",
+            "id_value",
+            trim_expr("customer_id_given").alias("customer_id"),
+            "resolved_customer_id",
+            "outcome",
+            "survivor_id",
+            "victim_id",
+            pl.col("warnings").list.eval(pl.element().cast(pl.String)).list.join(";").alias("warning_codes"),
+        )
     )
-    merges = (succeeded.filter(pl.col("outcome") == "merged").join(checked.checked, on="seq", how="left")
-              .sort("seq").select(*MERGE_COLUMNS))
+    merges = (
+        succeeded.filter(pl.col("outcome") == "merged")
+        .join(checked.checked, on="seq", how="left")
+        .sort("seq")
+        .select(*MERGE_COLUMNS)
+    )
     errors = error_report(raw, failed)
     if mask_pii:
         success, errors, merges = mask_reports(success, errors, merges)
     return ReportFrames(
-        success=success, errors=errors, merges=merges,
+        success=success,
+        errors=errors,
+        merges=merges,
         outcome_counts={k: succeeded.filter(pl.col("outcome") == k).height for k in ("applied", "unchanged", "merged")},
-        errors_by_code={int(code): int(n) for code, n in failed.group_by("error_code").len().iter_rows()})
+        errors_by_code={int(code): int(n) for code, n in failed.group_by("error_code").len().iter_rows()},
+    )
 
 
-def _result(run_id: str, opts: RunOptions, started_at: str, clock: StageClock, batch: RequestBatch,
-            reports: ReportFrames, before: StoreCounts, after: StoreCounts, reports_dir: Path,
-            aborted: str | None) -> RunResult:
+def _result(
+    run_id: str,
+    opts: RunOptions,
+    started_at: str,
+    clock: StageClock,
+    batch: RequestBatch,
+    reports: ReportFrames,
+    before: StoreCounts,
+    after: StoreCounts,
+    reports_dir: Path,
+    aborted: str | None,
+) -> RunResult:
     failed = sum(reports.errors_by_code.values())
     exit_code = EXIT_REFUSED if aborted else EXIT_ROWS_FAILED if failed else EXIT_OK
     return RunResult(
-        run_id=run_id, job=opts.job, dry_run=opts.dry_run, aborted=aborted, started_at=started_at, ended_at=_now(),
+        run_id=run_id,
+        job=opts.job,
+        dry_run=opts.dry_run,
+        aborted=aborted,
+        started_at=started_at,
+        ended_at=_now(),
         stage_seconds=dict(clock.seconds),
         files=tuple({"path": f.path, "sha256": f.sha256, "rows": f.rows} for f in batch.files),
-        rows=batch.frame.height, outcomes=reports.outcome_counts, errors_by_code=reports.errors_by_code,
-        merges=reports.merges.height, store_before=before, store_after=after,
-        exit_code=exit_code, reports_dir=str(reports_dir))
+        rows=batch.frame.height,
+        outcomes=reports.outcome_counts,
+        errors_by_code=reports.errors_by_code,
+        merges=reports.merges.height,
+        store_before=before,
+        store_after=after,
+        exit_code=exit_code,
+        reports_dir=str(reports_dir),
+    )
 
 
 def _write_reports(reports: ReportFrames, result: RunResult, reports_dir: Path, parquet: bool) -> None:

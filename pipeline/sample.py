@@ -5,6 +5,7 @@ Every value is a pure function of (seed, row index): a customer's identifiers an
 recomputed anywhere (the request generator does so instead of joining the 25M-row identifiers),
 and the same arguments always write the same bytes.
 """
+
 from __future__ import annotations
 
 import math
@@ -102,8 +103,19 @@ patterns = []
 CUSTOMER_ID_BASE = 1_000_000
 MAX_CUSTOMERS = 50_000_000
 MAX_ROWS = 100_000_000
-REQUEST_COLUMNS = ("row_id", "customer_id", "lookup_type", "lookup_value", "source", "account_id", "action",
-                   "id_type", "id_value", "series_id", "status_label")
+REQUEST_COLUMNS = (
+    "row_id",
+    "customer_id",
+    "lookup_type",
+    "lookup_value",
+    "source",
+    "account_id",
+    "action",
+    "id_type",
+    "id_value",
+    "series_id",
+    "status_label",
+)
 
 PROFILES = ("omni", "store", "wechat", "app", "facebook", "line")
 """A customer's profile decides the scopes it may hold identifiers in; percent shares below."""
@@ -133,8 +145,18 @@ SLOTS: tuple[tuple[str, str, str, str], ...] = (
     ("LINE", "", "mobile", "mobile"),
     ("LINE", "", "line", "line_id"),
 )
-VALUE_KINDS = ("mobile", "email", "pos_id", "app_id", "openid_main", "openid_cn2", "union_id", "cuid", "fb_id",
-               "line_id")
+VALUE_KINDS = (
+    "mobile",
+    "email",
+    "pos_id",
+    "app_id",
+    "openid_main",
+    "openid_cn2",
+    "union_id",
+    "cuid",
+    "fb_id",
+    "line_id",
+)
 """Value generators, in the order of the branches of the id_value macro."""
 # probability that a customer of each profile (columns, PROFILES order) holds each slot (rows)
 SLOT_PROBS: tuple[tuple[float, ...], ...] = (
@@ -176,14 +198,84 @@ CARD_POOL_SHARE = (0.03, 0.03, 0.02)
 MIN_CARD_POOL = 3
 
 COUNTRY_CODES = ("86", "86", "86", "86", "86", "852", "65", "65", "60", "66", "81", "1", "44")
-FIRST_NAMES = ("wei", "li", "ming", "jun", "mei", "hui", "anna", "john", "sarah", "david", "emma", "kenji",
-               "yuki", "somchai", "nurul", "siti", "ahmad", "chloe", "lucas", "olivia", "james", "mia", "noah",
-               "priya", "arjun", "linh", "minh", "hana", "jia", "xin")
-LAST_NAMES = ("wang", "li", "zhang", "liu", "chen", "yang", "huang", "zhao", "wu", "zhou", "tan", "lim", "lee",
-              "ng", "wong", "tanaka", "suzuki", "sato", "nguyen", "tran", "smith", "brown", "jones", "garcia",
-              "kumar", "sharma", "rahman", "ismail", "chua", "ong")
-DOMAINS = ("gmail.com", "gmail.com", "gmail.com", "qq.com", "163.com", "outlook.com", "yahoo.com", "hotmail.com",
-           "icloud.com", "naver.com", "yahoo.co.jp", "126.com")
+FIRST_NAMES = (
+    "wei",
+    "li",
+    "ming",
+    "jun",
+    "mei",
+    "hui",
+    "anna",
+    "john",
+    "sarah",
+    "david",
+    "emma",
+    "kenji",
+    "yuki",
+    "somchai",
+    "nurul",
+    "siti",
+    "ahmad",
+    "chloe",
+    "lucas",
+    "olivia",
+    "james",
+    "mia",
+    "noah",
+    "priya",
+    "arjun",
+    "linh",
+    "minh",
+    "hana",
+    "jia",
+    "xin",
+)
+LAST_NAMES = (
+    "wang",
+    "li",
+    "zhang",
+    "liu",
+    "chen",
+    "yang",
+    "huang",
+    "zhao",
+    "wu",
+    "zhou",
+    "tan",
+    "lim",
+    "lee",
+    "ng",
+    "wong",
+    "tanaka",
+    "suzuki",
+    "sato",
+    "nguyen",
+    "tran",
+    "smith",
+    "brown",
+    "jones",
+    "garcia",
+    "kumar",
+    "sharma",
+    "rahman",
+    "ismail",
+    "chua",
+    "ong",
+)
+DOMAINS = (
+    "gmail.com",
+    "gmail.com",
+    "gmail.com",
+    "qq.com",
+    "163.com",
+    "outlook.com",
+    "yahoo.com",
+    "hotmail.com",
+    "icloud.com",
+    "naver.com",
+    "yahoo.co.jp",
+    "126.com",
+)
 
 _U = "18446744073709551616.0"
 _MACROS = f"""
@@ -295,15 +387,17 @@ class SampleInfo:
 
     def render(self) -> str:
         kinds = ", ".join(f"{name} {count:,}" for name, count in self.request_kinds.items() if count)
-        return "\n".join([
-            f"sample written to {self.out_dir} (seed {self.seed}) in {self.seconds:.1f} s",
-            f"  org config  {self.config_path}",
-            f"  snapshot    {self.snapshot_dir}: {self.customers:,} customers ({self.merged:,} merged, "
-            f"{self.campaign:,} campaign), {self.identifiers:,} identifiers, "
-            f"{self.cards:,} cards ({self.held_cards:,} held)",
-            f"  requests    {self.requests_path}: {self.rows:,} rows",
-            f"  request mix {kinds}",
-        ])
+        return "\n".join(
+            [
+                f"sample written to {self.out_dir} (seed {self.seed}) in {self.seconds:.1f} s",
+                f"  org config  {self.config_path}",
+                f"  snapshot    {self.snapshot_dir}: {self.customers:,} customers ({self.merged:,} merged, "
+                f"{self.campaign:,} campaign), {self.identifiers:,} identifiers, "
+                f"{self.cards:,} cards ({self.held_cards:,} held)",
+                f"  requests    {self.requests_path}: {self.rows:,} rows",
+                f"  request mix {kinds}",
+            ]
+        )
 
 
 def sample_config() -> OrgConfig:
@@ -311,8 +405,9 @@ def sample_config() -> OrgConfig:
     return parse_config(tomllib.loads(ORG_TOML), path="<sample org.toml>")
 
 
-def generate_sample(out_dir: Path | str, customers: int, rows: int, seed: int = 1,
-                    memory_limit: str = "1GB", threads: int = 2) -> SampleInfo:
+def generate_sample(
+    out_dir: Path | str, customers: int, rows: int, seed: int = 1, memory_limit: str = "1GB", threads: int = 2
+) -> SampleInfo:
     """Write org.toml, snapshot/{customers,identifiers,cards}.parquet and requests.csv into out_dir.
 
     The same arguments always produce byte-identical files (the thread count changes only how
@@ -337,8 +432,10 @@ def generate_sample(out_dir: Path | str, customers: int, rows: int, seed: int = 
         try:
             _set_variables(con, config, customers, seed)
             # DuckDB's range() is scanned by one thread; a table of numbers is scanned by all
-            con.execute("CREATE TEMP TABLE numbers_table AS SELECT range AS i FROM range(?)",
-                        [max(customers, rows, MIN_CARD_POOL)])
+            con.execute(
+                "CREATE TEMP TABLE numbers_table AS SELECT range AS i FROM range(?)",
+                [max(customers, rows, MIN_CARD_POOL)],
+            )
             con.execute(_MACROS)
             _set_merged_lists(con)
             _copy_atomically(con, _CUSTOMERS_SQL, snapshot_dir / "customers.parquet", parquet=True)
@@ -346,22 +443,37 @@ def generate_sample(out_dir: Path | str, customers: int, rows: int, seed: int = 
             _copy_atomically(con, _CARDS_SQL, snapshot_dir / "cards.parquet", parquet=True)
             kinds = _build_requests(con, rows)
             requests_path = out_dir / "requests.csv"
-            _copy_atomically(con, _REQUESTS_CSV_SQL, requests_path, parquet=False,
-                             params={"width": max(7, len(str(rows)))})
+            _copy_atomically(
+                con, _REQUESTS_CSV_SQL, requests_path, parquet=False, params={"width": max(7, len(str(rows)))}
+            )
             counts = _snapshot_counts(con, snapshot_dir)
         finally:
             con.close()
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    return SampleInfo(out_dir=out_dir, config_path=config_path, snapshot_dir=snapshot_dir,
-                      requests_path=requests_path, seed=seed, rows=rows, request_kinds=kinds,
-                      seconds=time.perf_counter() - started, **counts)
+    return SampleInfo(
+        out_dir=out_dir,
+        config_path=config_path,
+        snapshot_dir=snapshot_dir,
+        requests_path=requests_path,
+        seed=seed,
+        rows=rows,
+        request_kinds=kinds,
+        seconds=time.perf_counter() - started,
+        **counts,
+    )
 
 
 def _connect(tmp_dir: Path, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB that spills to tmp_dir rather than grow past memory_limit."""
-    return duckdb.connect(config={"memory_limit": memory_limit, "threads": threads,
-                                  "temp_directory": str(tmp_dir), "preserve_insertion_order": True})
+    return duckdb.connect(
+        config={
+            "memory_limit": memory_limit,
+            "threads": threads,
+            "temp_directory": str(tmp_dir),
+            "preserve_insertion_order": True,
+        }
+    )
 
 
 def _set_variables(con: duckdb.DuckDBPyConnection, config: OrgConfig, customers: int, seed: int) -> None:
@@ -369,8 +481,8 @@ def _set_variables(con: duckdb.DuckDBPyConnection, config: OrgConfig, customers:
     series = sorted(config.card_series.values(), key=lambda s: s.id)
     widths = [s.digits if s.digits is not None else 9 for s in series]
     pool = [max(MIN_CARD_POOL, round(customers * share)) for share in CARD_POOL_SHARE]
-    for width, pool_n, s in zip(widths, pool, series):
-        if customers + pool_n > 10 ** width:
+    for width, pool_n, s in zip(widths, pool, series, strict=True):
+        if customers + pool_n > 10**width:
             raise ValueError(f"{customers:,} customers do not fit the {s.code} card number space")
     profile_of = [p for p, share in enumerate(PROFILE_SHARES) for _ in range(share)]
     profile_slots = [[s for s, probs in enumerate(SLOT_PROBS) if probs[p] > 0] for p in range(len(PROFILES))]
@@ -378,8 +490,10 @@ def _set_variables(con: duckdb.DuckDBPyConnection, config: OrgConfig, customers:
         "seed": ("BIGINT", seed),
         "n": ("BIGINT", customers),
         "base": ("BIGINT", CUSTOMER_ID_BASE),
-        "draw_mults": ("BIGINT[]", [_coprime_near(customers, 0.05 + 0.9 * (0.6180339887 * k % 1))
-                                    for k in range(1, 2 * len(KINDS) + 1)]),
+        "draw_mults": (
+            "BIGINT[]",
+            [_coprime_near(customers, 0.05 + 0.9 * (0.6180339887 * k % 1)) for k in range(1, 2 * len(KINDS) + 1)],
+        ),
         "merged_rate": ("DOUBLE", 0.02 * 7 / 6),
         "profile_of": ("INTEGER[]", profile_of),
         "probs": ("DOUBLE[][]", [list(map(float, row)) for row in SLOT_PROBS]),
@@ -395,7 +509,7 @@ def _set_variables(con: duckdb.DuckDBPyConnection, config: OrgConfig, customers:
         "series_prefix": ("VARCHAR[]", [s.prefix for s in series]),
         "series_suffix": ("VARCHAR[]", [s.suffix for s in series]),
         "series_width": ("INTEGER[]", widths),
-        "series_space": ("BIGINT[]", [10 ** w for w in widths]),
+        "series_space": ("BIGINT[]", [10**w for w in widths]),
         "card_held": ("DOUBLE[]", list(CARD_HELD_SHARE)),
         "pool_n": ("BIGINT[]", pool),
         "held_labels": ("VARCHAR[]", [label for label, w in HELD_LABEL_WEIGHTS.items() for _ in range(w)]),
@@ -420,10 +534,14 @@ def _coprime_near(n: int, fraction: float) -> int:
 
 def _set_merged_lists(con: duckdb.DuckDBPyConnection) -> None:
     """The MERGED customers as lists: chains point into the non-chain ones, requests pick from all."""
-    con.execute("SET VARIABLE nonchain = (SELECT coalesce(list(i ORDER BY i), []::BIGINT[]) "
-                "FROM numbers(n()) t(i) WHERE is_merged(i) AND NOT chain_raw(i))")
-    con.execute("SET VARIABLE merged = (SELECT coalesce(list(i ORDER BY i), []::BIGINT[]) "
-                "FROM numbers(n()) t(i) WHERE is_merged(i))")
+    con.execute(
+        "SET VARIABLE nonchain = (SELECT coalesce(list(i ORDER BY i), []::BIGINT[]) "
+        "FROM numbers(n()) t(i) WHERE is_merged(i) AND NOT chain_raw(i))"
+    )
+    con.execute(
+        "SET VARIABLE merged = (SELECT coalesce(list(i ORDER BY i), []::BIGINT[]) "
+        "FROM numbers(n()) t(i) WHERE is_merged(i))"
+    )
 
 
 _CUSTOMERS_SQL = """
@@ -451,8 +569,11 @@ FROM (SELECT k, unnest([0, 1, 2]) AS j FROM numbers(list_max(getvariable('pool_n
 WHERE k < getvariable('pool_n')[j + 1]
 """
 _REQUEST_FIELDS = REQUEST_COLUMNS[1:]
-_REQUESTS_TABLE_SQL = ("CREATE TEMP TABLE requests (kind VARCHAR, g BIGINT, part INTEGER, order_key UBIGINT, "
-                       + ", ".join(f"{name} VARCHAR" for name in _REQUEST_FIELDS) + ")")
+_REQUESTS_TABLE_SQL = (
+    "CREATE TEMP TABLE requests (kind VARCHAR, g BIGINT, part INTEGER, order_key UBIGINT, "
+    + ", ".join(f"{name} VARCHAR" for name in _REQUEST_FIELDS)
+    + ")"
+)
 _REQUESTS_CSV_SQL = """
 SELECT 'REQ-' || lpad(row_number() OVER (ORDER BY order_key, g, part)::VARCHAR, $width, '0') AS row_id,
        customer_id, lookup_type, lookup_value, source, nullif(account_id, '') AS account_id, action,
@@ -500,19 +621,23 @@ def _value(s: str, x: str) -> str:
     return f"id_value({x}, {s})"
 
 
-def _reference(c: str, share: float, lookup_ok: str = "FALSE", lookup_type: str = "NULL",
-               lookup_value: str = "NULL") -> dict[str, str]:
+def _reference(
+    c: str, share: float, lookup_ok: str = "FALSE", lookup_type: str = "NULL", lookup_value: str = "NULL"
+) -> dict[str, str]:
     """Target customer c by customer_id, or (share of rows where lookup_ok) by lookup."""
     use = f"(({lookup_ok}) AND u(g, 'reference') < {share})"
-    return {"customer_id": f"CASE WHEN NOT {use} THEN cid({c}) END",
-            "lookup_type": f"CASE WHEN {use} THEN {lookup_type} END",
-            "lookup_value": f"CASE WHEN {use} THEN {lookup_value} END"}
+    return {
+        "customer_id": f"CASE WHEN NOT {use} THEN cid({c}) END",
+        "lookup_type": f"CASE WHEN {use} THEN {lookup_type} END",
+        "lookup_value": f"CASE WHEN {use} THEN {lookup_value} END",
+    }
 
 
 def _by_anchor(c: str, s: str, share: float) -> dict[str, str]:
     """Target c by id, or by its anchor identifier when the row's slot s lies in the anchor's scope."""
-    return _reference(c, share, f"same_scope(anchor({c}), {s})", f"slot_type(anchor({c}))",
-                      f"id_value({c}, anchor({c}))")
+    return _reference(
+        c, share, f"same_scope(anchor({c}), {s})", f"slot_type(anchor({c}))", f"id_value({c}, anchor({c}))"
+    )
 
 
 def _by_anchor_or_itself(c: str, s: str, share: float) -> dict[str, str]:
@@ -521,15 +646,23 @@ def _by_anchor_or_itself(c: str, s: str, share: float) -> dict[str, str]:
     return _reference(c, share, "TRUE", f"slot_type({t})", f"id_value({c}, {t})")
 
 
-def _card_row(c: str, action: str, number: str, series: str | None, label: str, share: float,
-              by_card: bool = False) -> dict[str, str]:
+def _card_row(
+    c: str, action: str, number: str, series: str | None, label: str, share: float, by_card: bool = False
+) -> dict[str, str]:
     """A card row on c, in the scope of c's anchor; looked up by the anchor or by the card itself."""
     if by_card:
         reference = _reference(c, share, "TRUE", "'cardnumber'", number)
     else:
         reference = _reference(c, share, "TRUE", f"slot_type(anchor({c}))", f"id_value({c}, anchor({c}))")
-    return {**reference, **_anchor_scope(c), "action": f"action_word('{action}', g)", "id_type": "'cardnumber'",
-            "id_value": number, "series_id": series or "NULL", "status_label": label}
+    return {
+        **reference,
+        **_anchor_scope(c),
+        "action": f"action_word('{action}', g)",
+        "id_type": "'cardnumber'",
+        "id_value": number,
+        "series_id": series or "NULL",
+        "status_label": label,
+    }
 
 
 _CUSTOMER = "draw(r, a, $count, {stream}) AS c"
@@ -539,21 +672,34 @@ _ACTIVE_OTHER = "NOT is_merged(d) AND d <> c"
 _ADD = "action_word('add', g)"
 _REMOVE = "action_word('remove', g)"
 
-_MALFORMED_BASE = {"customer_id": "cid(c)", "source": "'INSTORE'", "action": "'add'", "id_type": "'email'",
-                   "id_value": "email(n() + g)"}
+_MALFORMED_BASE = {
+    "customer_id": "cid(c)",
+    "source": "'INSTORE'",
+    "action": "'add'",
+    "id_type": "'email'",
+    "id_value": "email(n() + g)",
+}
 _GOLD_CARD = "pool_card(pick(g, 'k', getvariable('pool_n')[1]), 0)"
 MALFORMED_VARIANTS: dict[str, dict[str, str]] = {
-    "bad_email_no_dot": {"id_value": "split_part(email(n() + g), '@', 1) || '@' "
-                                     "|| replace(split_part(email(n() + g), '@', 2), '.', '')"},
+    "bad_email_no_dot": {
+        "id_value": "split_part(email(n() + g), '@', 1) || '@' || replace(split_part(email(n() + g), '@', 2), '.', '')"
+    },
     "bad_email_double_at": {"id_value": "replace(email(n() + g), '@', '@@')"},
     "bad_mobile_short": {"id_type": "'mobile'", "id_value": "left(mobile(n() + g), 6)"},
-    "bad_mobile_letter": {"source": "'MOBILE_APP'", "id_type": "'mobile'",
-                          "id_value": "left(mobile(n() + g), 4) || 'O' || substr(mobile(n() + g), 5)"},
+    "bad_mobile_letter": {
+        "source": "'MOBILE_APP'",
+        "id_type": "'mobile'",
+        "id_value": "left(mobile(n() + g), 4) || 'O' || substr(mobile(n() + g), 5)",
+    },
     "bad_external_id": {"id_type": "'externalId'", "id_value": "'POS ' || pick(g, 'pos', 1000000)"},
     "unknown_source": {"source": "one_of(['TWITTER', 'instore', 'TMALL'], h(g, 'src'))"},
     "wechat_without_account": {"source": "'WECHAT'", "id_type": "'wechat'", "id_value": "id_value(n() + g, 5)"},
-    "unknown_account": {"source": "'WECHAT'", "account_id": "'WX-OLD'", "id_type": "'wechat'",
-                        "id_value": "id_value(n() + g, 9)"},
+    "unknown_account": {
+        "source": "'WECHAT'",
+        "account_id": "'WX-OLD'",
+        "id_type": "'wechat'",
+        "id_value": "id_value(n() + g, 9)",
+    },
     "account_on_single_source": {"account_id": "'WX-MAIN'"},
     "both_references": {"lookup_type": "'mobile'", "lookup_value": "mobile(c)"},
     "no_reference": {"customer_id": "NULL"},
@@ -561,26 +707,48 @@ MALFORMED_VARIANTS: dict[str, dict[str, str]] = {
     "bad_action": {"action": "one_of(['update', 'delete', 'upsert'], h(g, 'act'))"},
     "type_not_allowed": {"id_type": "'fbId'", "id_value": "id_value(n() + g, 16)"},
     "empty_value": {"id_value": "NULL"},
-    "blocked_mobile": {"id_type": "'mobile'",
-                       "id_value": "one_of(['0000000000', '1234567890', '00000000000'], h(g, 'b'))"},
-    "blocked_email": {"id_value": "one_of(['test@test.com', 'noreply@' || one_of(getvariable('domains'), g)], "
-                                  "h(g, 'b'))"},
-    "unknown_series": {"id_type": "'cardnumber'", "id_value": _GOLD_CARD, "series_id": "'999'",
-                       "status_label": "'Active'"},
-    "unknown_label": {"id_type": "'cardnumber'", "id_value": _GOLD_CARD, "series_id": "'101'",
-                      "status_label": "'Lost'"},
-    "link_label_not_allowed": {"id_type": "'cardnumber'", "id_value": _GOLD_CARD, "series_id": "'101'",
-                               "status_label": "'Not Issued'"},
-    "card_number_format": {"id_type": "'cardnumber'", "id_value": "'GLD' || pick(g, 'short', 10000000)",
-                           "series_id": "'101'", "status_label": "'Active'"},
+    "blocked_mobile": {
+        "id_type": "'mobile'",
+        "id_value": "one_of(['0000000000', '1234567890', '00000000000'], h(g, 'b'))",
+    },
+    "blocked_email": {
+        "id_value": "one_of(['test@test.com', 'noreply@' || one_of(getvariable('domains'), g)], h(g, 'b'))"
+    },
+    "unknown_series": {
+        "id_type": "'cardnumber'",
+        "id_value": _GOLD_CARD,
+        "series_id": "'999'",
+        "status_label": "'Active'",
+    },
+    "unknown_label": {
+        "id_type": "'cardnumber'",
+        "id_value": _GOLD_CARD,
+        "series_id": "'101'",
+        "status_label": "'Lost'",
+    },
+    "link_label_not_allowed": {
+        "id_type": "'cardnumber'",
+        "id_value": _GOLD_CARD,
+        "series_id": "'101'",
+        "status_label": "'Not Issued'",
+    },
+    "card_number_format": {
+        "id_type": "'cardnumber'",
+        "id_value": "'GLD' || pick(g, 'short', 10000000)",
+        "series_id": "'101'",
+        "status_label": "'Active'",
+    },
 }
 
 
 def _malformed_row() -> dict[str, str]:
     row: dict[str, str] = {}
     for column in _REQUEST_FIELDS:
-        branches = [f"WHEN {v} THEN ({overrides[column]})::VARCHAR"
-                    for v, overrides in enumerate(MALFORMED_VARIANTS.values()) if column in overrides]
+        branches = [
+            f"WHEN {v} THEN ({overrides[column]})::VARCHAR"
+            for v, overrides in enumerate(MALFORMED_VARIANTS.values())
+            if column in overrides
+        ]
         base = _MALFORMED_BASE.get(column, "NULL")
         row[column] = f"CASE v {' '.join(branches)} ELSE ({base})::VARCHAR END" if branches else base
     return row
@@ -589,87 +757,220 @@ def _malformed_row() -> dict[str, str]:
 _MOVE_KEYS = "h(g, 'move_a'), h(g, 'move_b')"
 
 KINDS: tuple[_Kind, ...] = (
-    _Kind("fresh_add", 0.0, (
-        _Role(f"{_CUSTOMER}, CASE WHEN u2(g, a, 'near') < 0.6 THEN profile_slot(c, h2(g, a, 's')) "
-              f"ELSE pick2(g, a, 's', {_N_SLOTS}) END AS s", "NOT is_merged(c) AND NOT has(c, s)", tries=6),
-    ), ({**_slot("s"), **_by_anchor("c", "s", 0.5), "action": _ADD,
-         "id_value": "CASE WHEN u(g, 'own') < 0.3 THEN id_value(c, s) ELSE id_value(n() + g, s) END"},)),
-    _Kind("remove", 0.12, (
-        _Role(f"{_CUSTOMER}, {_PROFILE_SLOT}", "has(c, s) AND s <> anchor(c)", tries=24),
-    ), ({**_slot("s"), **_by_anchor_or_itself("c", "s", 0.4), "action": _REMOVE, "id_value": _value("s", "c")},)),
-    _Kind("move", 0.12, (
-        _Role(f"{_CUSTOMER}, one_of(getvariable('move_slots'), h2(g, a, 's')) AS s",
-              "has(c, s) AND s <> anchor(c)", tries=64),
-        _Role(_OTHER, f"{_ACTIVE_OTHER} AND NOT has(d, s)", tries=6),
-    ), ({**_slot("s"), **_by_anchor_or_itself("c", "s", 0.3), "action": _REMOVE, "id_value": _value("s", "c"),
-         "order_key": f"least({_MOVE_KEYS})"},
-        {**_slot("s"), **_by_anchor("d", "s", 0.3), "action": _ADD, "id_value": _value("s", "c"),
-         "order_key": f"greatest({_MOVE_KEYS})"})),
-    _Kind("merge", 0.01, (
-        _Role(f"getvariable('merge_plans')[1 + pick(g, 'plan', {len(MERGE_PLANS)})] AS plan, {_CUSTOMER}",
-              "profile(c) = plan[1] AND NOT is_merged(c) AND NOT is_campaign(c)", tries=64),
-        _Role(_OTHER, "profile(d) = plan[3] AND has(d, plan[4]) AND NOT is_campaign(d)",
-              tries=64),
-    ), ({**_slot("plan[2]"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("plan[4]", "d")},)),
-    _Kind("card_link", 0.09, (
-        _Role("pick_series(g) AS j, (1000000007 * ((a * $count + r) % getvariable('pool_n')[j + 1]) "
-              "+ pick(j, 'pool', getvariable('pool_n')[j + 1])) % getvariable('pool_n')[j + 1] AS k",
-              "pool_label(k, j) = 'Not Issued'", tries=4),
-        _Role(_CUSTOMER, "NOT is_merged(c) AND NOT is_campaign(c) AND NOT holds_card(c, j)", tries=6),
-    ), (_card_row("c", "add", "pool_card(k, j)", "series_id(j)",
-                  "one_of(['Active', 'Active', 'Issued'], h(g, 'label'))", 0.25),)),
-    _Kind("card_delink", 0.05, (
-        _Role(f"{_CUSTOMER}, held_series(c, ['Active', 'Issued', 'Blocked'], pick(g, 'series', 3)) AS j",
-              "j IS NOT NULL", tries=32),
-    ), (_card_row("c", "remove", "card_number(c, j)", "CASE WHEN u(g, 'series') < 0.5 THEN series_id(j) END",
-                  "CASE WHEN u(g, 'label') < 0.7 THEN NULL WHEN u(g, 'label') < 0.9 THEN 'Returned' "
-                  "ELSE 'Not Issued' END", 0.3, by_card=True),)),
-    _Kind("card_relabel", 0.01, (
-        _Role(f"{_CUSTOMER}, held_series(c, ['Issued'], pick(g, 'series', 3)) AS j", "j IS NOT NULL", tries=192),
-    ), (_card_row("c", "add", "card_number(c, j)", "series_id(j)", "'Active'", 0.3, by_card=True),)),
-    _Kind("readd_unchanged", 0.06, (
-        _Role(f"{_CUSTOMER}, {_PROFILE_SLOT}", "has(c, s)"),
-    ), ({**_slot("s"), **_by_anchor_or_itself("c", "s", 0.3), "action": _ADD, "id_value": _value("s", "c")},)),
-    _Kind("merged_target", 0.02, (
-        _Role(f"one_of(getvariable('merged'), h2(g, a, 'm')) AS m, pick2(g, a, 's', {_N_SLOTS}) AS s",
-              "NOT has(survivor(m), s)", tries=6),
-    ), ({**_slot("s"), "customer_id": "cid(m)", "action": _ADD, "id_value": _value("s", "n() + g")},)),
-    _Kind("taken_in_scope", 0.006, (
-        _Role(f"{_OTHER}, profile_slot(d, h2(g, a, 's')) AS s",
-              "has(d, s) AND NOT is_campaign(d)"),
-        _Role(_CUSTOMER, "NOT is_merged(c) AND NOT has(c, s) AND c <> d", tries=6),
-    ), ({**_slot("s"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("s", "d")},)),
-    _Kind("campaign_holder", 0.004, (
-        _Role(f"{_OTHER}, profile_slot(d, h2(g, a, 's')) AS s",
-              "has(d, s) AND is_campaign(d)", tries=128),
-        _Role(_CUSTOMER, "NOT is_merged(c) AND NOT has(c, s) AND c <> d"),
-    ), ({**_slot("s"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("s", "d")},)),
-    _Kind("slot_occupied", 0.01, (
-        _Role(f"{_CUSTOMER}, {_PROFILE_SLOT}", "has(c, s)"),
-    ), ({**_slot("s"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("s", "n() + g")},)),
-    _Kind("card_taken", 0.004, (
-        _Role(f"{_OTHER}, held_series(d, ['Active'], pick(g, 'series', 3)) AS j", "j IS NOT NULL", tries=32),
-        _Role(_CUSTOMER, "NOT is_merged(c) AND c <> d", tries=4),
-    ), (_card_row("c", "add", "card_number(d, j)", "series_id(j)", "'Active'", 0.0),)),
-    _Kind("card_closed", 0.003, (
-        _Role("pick_series(g) AS j, pick2(g, a, 'k', getvariable('pool_n')[j + 1]) AS k",
-              "pool_label(k, j) IN ('Expired', 'Deleted')", tries=32),
-        _Role(_CUSTOMER, "NOT is_merged(c) AND NOT is_campaign(c)", tries=4),
-    ), (_card_row("c", "add", "pool_card(k, j)", "series_id(j)", "'Active'", 0.0),)),
-    _Kind("unknown_customer", 0.005, (_Role("u(g, 'ghost') < 0.6 AS by_id", tries=1),), ({
-        "customer_id": "CASE WHEN by_id THEN cid(n() + pick(g, 'ghost', 1000000)) END",
-        "lookup_type": "CASE WHEN NOT by_id THEN 'mobile' END",
-        "lookup_value": "CASE WHEN NOT by_id THEN mobile(n() + g) END",
-        "source": "'INSTORE'", "action": _ADD, "id_type": "'email'", "id_value": "email(n() + g)"},)),
-    _Kind("malformed", 0.05, (
-        _Role(f"pick(g, 'c', n()) AS c, pick(g, 'variant', {len(MALFORMED_VARIANTS)}) AS v", tries=1),
-    ), (_malformed_row(),)),
+    _Kind(
+        "fresh_add",
+        0.0,
+        (
+            _Role(
+                f"{_CUSTOMER}, CASE WHEN u2(g, a, 'near') < 0.6 THEN profile_slot(c, h2(g, a, 's')) "
+                f"ELSE pick2(g, a, 's', {_N_SLOTS}) END AS s",
+                "NOT is_merged(c) AND NOT has(c, s)",
+                tries=6,
+            ),
+        ),
+        (
+            {
+                **_slot("s"),
+                **_by_anchor("c", "s", 0.5),
+                "action": _ADD,
+                "id_value": "CASE WHEN u(g, 'own') < 0.3 THEN id_value(c, s) ELSE id_value(n() + g, s) END",
+            },
+        ),
+    ),
+    _Kind(
+        "remove",
+        0.12,
+        (_Role(f"{_CUSTOMER}, {_PROFILE_SLOT}", "has(c, s) AND s <> anchor(c)", tries=24),),
+        ({**_slot("s"), **_by_anchor_or_itself("c", "s", 0.4), "action": _REMOVE, "id_value": _value("s", "c")},),
+    ),
+    _Kind(
+        "move",
+        0.12,
+        (
+            _Role(
+                f"{_CUSTOMER}, one_of(getvariable('move_slots'), h2(g, a, 's')) AS s",
+                "has(c, s) AND s <> anchor(c)",
+                tries=64,
+            ),
+            _Role(_OTHER, f"{_ACTIVE_OTHER} AND NOT has(d, s)", tries=6),
+        ),
+        (
+            {
+                **_slot("s"),
+                **_by_anchor_or_itself("c", "s", 0.3),
+                "action": _REMOVE,
+                "id_value": _value("s", "c"),
+                "order_key": f"least({_MOVE_KEYS})",
+            },
+            {
+                **_slot("s"),
+                **_by_anchor("d", "s", 0.3),
+                "action": _ADD,
+                "id_value": _value("s", "c"),
+                "order_key": f"greatest({_MOVE_KEYS})",
+            },
+        ),
+    ),
+    _Kind(
+        "merge",
+        0.01,
+        (
+            _Role(
+                f"getvariable('merge_plans')[1 + pick(g, 'plan', {len(MERGE_PLANS)})] AS plan, {_CUSTOMER}",
+                "profile(c) = plan[1] AND NOT is_merged(c) AND NOT is_campaign(c)",
+                tries=64,
+            ),
+            _Role(_OTHER, "profile(d) = plan[3] AND has(d, plan[4]) AND NOT is_campaign(d)", tries=64),
+        ),
+        ({**_slot("plan[2]"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("plan[4]", "d")},),
+    ),
+    _Kind(
+        "card_link",
+        0.09,
+        (
+            _Role(
+                "pick_series(g) AS j, (1000000007 * ((a * $count + r) % getvariable('pool_n')[j + 1]) "
+                "+ pick(j, 'pool', getvariable('pool_n')[j + 1])) % getvariable('pool_n')[j + 1] AS k",
+                "pool_label(k, j) = 'Not Issued'",
+                tries=4,
+            ),
+            _Role(_CUSTOMER, "NOT is_merged(c) AND NOT is_campaign(c) AND NOT holds_card(c, j)", tries=6),
+        ),
+        (
+            _card_row(
+                "c",
+                "add",
+                "pool_card(k, j)",
+                "series_id(j)",
+                "one_of(['Active', 'Active', 'Issued'], h(g, 'label'))",
+                0.25,
+            ),
+        ),
+    ),
+    _Kind(
+        "card_delink",
+        0.05,
+        (
+            _Role(
+                f"{_CUSTOMER}, held_series(c, ['Active', 'Issued', 'Blocked'], pick(g, 'series', 3)) AS j",
+                "j IS NOT NULL",
+                tries=32,
+            ),
+        ),
+        (
+            _card_row(
+                "c",
+                "remove",
+                "card_number(c, j)",
+                "CASE WHEN u(g, 'series') < 0.5 THEN series_id(j) END",
+                "CASE WHEN u(g, 'label') < 0.7 THEN NULL WHEN u(g, 'label') < 0.9 THEN 'Returned' "
+                "ELSE 'Not Issued' END",
+                0.3,
+                by_card=True,
+            ),
+        ),
+    ),
+    _Kind(
+        "card_relabel",
+        0.01,
+        (_Role(f"{_CUSTOMER}, held_series(c, ['Issued'], pick(g, 'series', 3)) AS j", "j IS NOT NULL", tries=192),),
+        (_card_row("c", "add", "card_number(c, j)", "series_id(j)", "'Active'", 0.3, by_card=True),),
+    ),
+    _Kind(
+        "readd_unchanged",
+        0.06,
+        (_Role(f"{_CUSTOMER}, {_PROFILE_SLOT}", "has(c, s)"),),
+        ({**_slot("s"), **_by_anchor_or_itself("c", "s", 0.3), "action": _ADD, "id_value": _value("s", "c")},),
+    ),
+    _Kind(
+        "merged_target",
+        0.02,
+        (
+            _Role(
+                f"one_of(getvariable('merged'), h2(g, a, 'm')) AS m, pick2(g, a, 's', {_N_SLOTS}) AS s",
+                "NOT has(survivor(m), s)",
+                tries=6,
+            ),
+        ),
+        ({**_slot("s"), "customer_id": "cid(m)", "action": _ADD, "id_value": _value("s", "n() + g")},),
+    ),
+    _Kind(
+        "taken_in_scope",
+        0.006,
+        (
+            _Role(f"{_OTHER}, profile_slot(d, h2(g, a, 's')) AS s", "has(d, s) AND NOT is_campaign(d)"),
+            _Role(_CUSTOMER, "NOT is_merged(c) AND NOT has(c, s) AND c <> d", tries=6),
+        ),
+        ({**_slot("s"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("s", "d")},),
+    ),
+    _Kind(
+        "campaign_holder",
+        0.004,
+        (
+            _Role(f"{_OTHER}, profile_slot(d, h2(g, a, 's')) AS s", "has(d, s) AND is_campaign(d)", tries=128),
+            _Role(_CUSTOMER, "NOT is_merged(c) AND NOT has(c, s) AND c <> d"),
+        ),
+        ({**_slot("s"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("s", "d")},),
+    ),
+    _Kind(
+        "slot_occupied",
+        0.01,
+        (_Role(f"{_CUSTOMER}, {_PROFILE_SLOT}", "has(c, s)"),),
+        ({**_slot("s"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("s", "n() + g")},),
+    ),
+    _Kind(
+        "card_taken",
+        0.004,
+        (
+            _Role(f"{_OTHER}, held_series(d, ['Active'], pick(g, 'series', 3)) AS j", "j IS NOT NULL", tries=32),
+            _Role(_CUSTOMER, "NOT is_merged(c) AND c <> d", tries=4),
+        ),
+        (_card_row("c", "add", "card_number(d, j)", "series_id(j)", "'Active'", 0.0),),
+    ),
+    _Kind(
+        "card_closed",
+        0.003,
+        (
+            _Role(
+                "pick_series(g) AS j, pick2(g, a, 'k', getvariable('pool_n')[j + 1]) AS k",
+                "pool_label(k, j) IN ('Expired', 'Deleted')",
+                tries=32,
+            ),
+            _Role(_CUSTOMER, "NOT is_merged(c) AND NOT is_campaign(c)", tries=4),
+        ),
+        (_card_row("c", "add", "pool_card(k, j)", "series_id(j)", "'Active'", 0.0),),
+    ),
+    _Kind(
+        "unknown_customer",
+        0.005,
+        (_Role("u(g, 'ghost') < 0.6 AS by_id", tries=1),),
+        (
+            {
+                "customer_id": "CASE WHEN by_id THEN cid(n() + pick(g, 'ghost', 1000000)) END",
+                "lookup_type": "CASE WHEN NOT by_id THEN 'mobile' END",
+                "lookup_value": "CASE WHEN NOT by_id THEN mobile(n() + g) END",
+                "source": "'INSTORE'",
+                "action": _ADD,
+                "id_type": "'email'",
+                "id_value": "email(n() + g)",
+            },
+        ),
+    ),
+    _Kind(
+        "malformed",
+        0.05,
+        (_Role(f"pick(g, 'c', n()) AS c, pick(g, 'variant', {len(MALFORMED_VARIANTS)}) AS v", tries=1),),
+        (_malformed_row(),),
+    ),
 )
 """The request mix; fresh_add takes whatever share the others leave."""
 
-_FALLBACK = _Kind("fallback_add", 0.0, (
-    _Role("pick(g, 'c', n()) AS c, CASE WHEN NOT has(c, 16) THEN 16 ELSE 18 END AS s", tries=1),
-), ({**_slot("s"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("s", "n() + g")},))
+_FALLBACK = _Kind(
+    "fallback_add",
+    0.0,
+    (_Role("pick(g, 'c', n()) AS c, CASE WHEN NOT has(c, 16) THEN 16 ELSE 18 END AS s", tries=1),),
+    ({**_slot("s"), "customer_id": "cid(c)", "action": _ADD, "id_value": _value("s", "n() + g")},),
+)
 """Fills the rows a kind could not draw (a small store may have no customer that fits): a fresh
 fbId or LINE id added by customer_id, which the customer's profile leaves free."""
 
@@ -682,7 +983,8 @@ def _kind_sql(kind: _Kind, stream: int) -> str:
             f"p{i} AS (SELECT unnest(arg_min(cand, cand.a{i})) FROM ("
             f"SELECT p.*, x.a AS a{i}, {role.columns.format(stream=stream)} "
             f"FROM p{i - 1} p, range({role.tries}) x(a)) cand "
-            f"WHERE {role.where} GROUP BY cand.r)")
+            f"WHERE {role.where} GROUP BY cand.r)"
+        )
     last = f"p{len(kind.roles)}"
     parts = []
     for part, row in enumerate(kind.rows):
@@ -691,12 +993,16 @@ def _kind_sql(kind: _Kind, stream: int) -> str:
         parts.append(f"SELECT g, {part} AS part, {order_key} AS order_key, {values} FROM {last}")
     # values are written the way people type them; each normalises back to the generated value
     columns = ", ".join(_STYLED.get(c, c) for c in _REQUEST_FIELDS)
-    return (f"INSERT INTO requests WITH {', '.join(ctes)} SELECT '{kind.name}', g, part, order_key, {columns} "
-            f"FROM ({' UNION ALL '.join(parts)})")
+    return (
+        f"INSERT INTO requests WITH {', '.join(ctes)} SELECT '{kind.name}', g, part, order_key, {columns} "
+        f"FROM ({' UNION ALL '.join(parts)})"
+    )
 
 
-_STYLED = {"lookup_value": "styled(lookup_type, lookup_value, g, 'lookup' || part)",
-           "id_value": "styled(id_type, id_value, g, 'value' || part)"}
+_STYLED = {
+    "lookup_value": "styled(lookup_type, lookup_value, g, 'lookup' || part)",
+    "id_value": "styled(id_type, id_value, g, 'value' || part)",
+}
 
 
 def request_counts(rows: int) -> dict[str, int]:
@@ -726,8 +1032,9 @@ def _build_requests(con: duckdb.DuckDBPyConnection, rows: int) -> dict[str, int]
     return {name: found.get(name, 0) for name in [k.name for k in KINDS] + [_FALLBACK.name]}
 
 
-def _copy_atomically(con: duckdb.DuckDBPyConnection, query: str, path: Path, parquet: bool,
-                     params: dict[str, Any] | None = None) -> None:
+def _copy_atomically(
+    con: duckdb.DuckDBPyConnection, query: str, path: Path, parquet: bool, params: dict[str, Any] | None = None
+) -> None:
     """COPY a query to a temporary file, fsync it, then rename it over `path`."""
     tmp = path.with_name(path.name + ".tmp")
     options = "FORMAT parquet, COMPRESSION zstd" if parquet else "FORMAT csv, HEADER"
@@ -739,10 +1046,20 @@ def _copy_atomically(con: duckdb.DuckDBPyConnection, query: str, path: Path, par
 def _snapshot_counts(con: duckdb.DuckDBPyConnection, snapshot_dir: Path) -> dict[str, int]:
     customers, merged, campaign = con.execute(
         "SELECT count(*), count(*) FILTER (status = 'MERGED'), count(*) FILTER (customer_type = 'CAMPAIGN') "
-        "FROM read_parquet($path)", {"path": str(snapshot_dir / "customers.parquet")}).fetchone()
-    identifiers = con.execute("SELECT count(*) FROM read_parquet($path)",
-                              {"path": str(snapshot_dir / "identifiers.parquet")}).fetchone()[0]
-    cards, held = con.execute("SELECT count(*), count(customer_id) FROM read_parquet($path)",
-                              {"path": str(snapshot_dir / "cards.parquet")}).fetchone()
-    return {"customers": customers, "merged": merged, "campaign": campaign, "identifiers": identifiers,
-            "cards": cards, "held_cards": held}
+        "FROM read_parquet($path)",
+        {"path": str(snapshot_dir / "customers.parquet")},
+    ).fetchone()
+    identifiers = con.execute(
+        "SELECT count(*) FROM read_parquet($path)", {"path": str(snapshot_dir / "identifiers.parquet")}
+    ).fetchone()[0]
+    cards, held = con.execute(
+        "SELECT count(*), count(customer_id) FROM read_parquet($path)", {"path": str(snapshot_dir / "cards.parquet")}
+    ).fetchone()
+    return {
+        "customers": customers,
+        "merged": merged,
+        "campaign": campaign,
+        "identifiers": identifiers,
+        "cards": cards,
+        "held_cards": held,
+    }

@@ -1,4 +1,5 @@
 """Defaults, in one place. Precedence: command-line flag > environment variable > job file > default."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ A store only ever comes into place whole: `init_store` builds it beside the targ
 in when every invariant holds. `find_invariant_violations` is read-only and set-based so that the
 same check can audit a whole store later.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -57,12 +58,25 @@ CREATE TABLE cards (
 """
 
 COLUMNS: dict[str, dict[str, pl.DataType]] = {
-    "customers": {"customer_id": pl.Int64(), "status": pl.String(), "merged_into": pl.Int64(),
-                  "customer_type": pl.String()},
-    "identifiers": {"customer_id": pl.Int64(), "source": pl.String(), "account_id": pl.String(),
-                    "id_type": pl.String(), "id_value": pl.String()},
-    "cards": {"card_number": pl.String(), "series_id": pl.Int32(), "customer_id": pl.Int64(),
-              "status_label": pl.String()},
+    "customers": {
+        "customer_id": pl.Int64(),
+        "status": pl.String(),
+        "merged_into": pl.Int64(),
+        "customer_type": pl.String(),
+    },
+    "identifiers": {
+        "customer_id": pl.Int64(),
+        "source": pl.String(),
+        "account_id": pl.String(),
+        "id_type": pl.String(),
+        "id_value": pl.String(),
+    },
+    "cards": {
+        "card_number": pl.String(),
+        "series_id": pl.Int32(),
+        "customer_id": pl.Int64(),
+        "status_label": pl.String(),
+    },
 }
 """Snapshot columns per table, in store order, with their types."""
 
@@ -90,8 +104,10 @@ class StoreCounts:
     linked_cards: int
 
     def render(self) -> str:
-        return (f"{self.customers} customers ({self.active} active, {self.merged} merged), "
-                f"{self.identifiers} identifiers, {self.cards} cards ({self.linked_cards} linked)")
+        return (
+            f"{self.customers} customers ({self.active} active, {self.merged} merged), "
+            f"{self.identifiers} identifiers, {self.cards} cards ({self.linked_cards} linked)"
+        )
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -114,8 +130,13 @@ def store_counts(con: duckdb.DuckDBPyConnection) -> StoreCounts:
     return StoreCounts(*(int(v) for v in row))
 
 
-def _connect(path: Path | str, read_only: bool, temp_dir: Path, memory_limit: str = DEFAULT_MEMORY_LIMIT,
-             threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def _connect(
+    path: Path | str,
+    read_only: bool,
+    temp_dir: Path,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    threads: int | None = None,
+) -> duckdb.DuckDBPyConnection:
     config: dict = {"memory_limit": memory_limit, "temp_directory": str(temp_dir)}
     if threads:
         config["threads"] = threads
@@ -125,15 +146,18 @@ def _connect(path: Path | str, read_only: bool, temp_dir: Path, memory_limit: st
         if "lock" in str(exc).lower():
             pid = re.search(r"PID (\d+)", str(exc))
             holder = f" (PID {pid.group(1)})" if pid else ""
-            raise StoreError(f"store {path} is in use by another process{holder}; nothing was applied; "
-                             "run again once that process has finished") from exc
+            raise StoreError(
+                f"store {path} is in use by another process{holder}; nothing was applied; "
+                "run again once that process has finished"
+            ) from exc
         raise StoreError(f"cannot open store {path}: {exc}; nothing was done") from exc
     except duckdb.Error as exc:
         raise StoreError(f"cannot open store {path}: {exc}; nothing was done") from exc
 
 
-def open_store(path: Path | str, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT,
-               threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def open_store(
+    path: Path | str, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open an existing store, with a memory limit and a spill folder beside it."""
     path = Path(path)
     if not path.is_file():
@@ -365,29 +389,33 @@ def find_invariant_violations(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     )
     parts = [_fetch(con, sql) for sql in queries]
     parts.append(_chain_findings(con))
-    findings = pl.concat([p.cast({c: pl.String for c in FINDING_COLUMNS}) for p in parts])
+    findings = pl.concat([p.cast(dict.fromkeys(FINDING_COLUMNS, pl.String)) for p in parts])
     return findings.sort(FINDING_COLUMNS)
 
 
 def _snapshot_file(snapshot_dir: Path, table: str) -> Path:
-    found = [snapshot_dir / f"{table}{suffix}" for suffix in SNAPSHOT_SUFFIXES
-             if (snapshot_dir / f"{table}{suffix}").is_file()]
+    found = [
+        snapshot_dir / f"{table}{suffix}"
+        for suffix in SNAPSHOT_SUFFIXES
+        if (snapshot_dir / f"{table}{suffix}").is_file()
+    ]
     if not found:
-        raise StoreError(f"snapshot {snapshot_dir}: no {table} file ({', '.join(table + s for s in SNAPSHOT_SUFFIXES)});"
-                         " no store was written")
+        raise StoreError(
+            f"snapshot {snapshot_dir}: no {table} file ({', '.join(table + s for s in SNAPSHOT_SUFFIXES)});"
+            " no store was written"
+        )
     if len(found) > 1:
-        raise StoreError(f"snapshot {snapshot_dir}: several {table} files ({', '.join(p.name for p in found)});"
-                         " keep one; no store was written")
+        raise StoreError(
+            f"snapshot {snapshot_dir}: several {table} files ({', '.join(p.name for p in found)});"
+            " keep one; no store was written"
+        )
     return found[0]
 
 
 def _scan(path: Path) -> pl.LazyFrame:
     try:
-        if path.name.endswith(".parquet"):
-            lf = pl.scan_parquet(path)
-        else:
-            # every CSV field is text: '0001' must not silently become 1 before we cast it ourselves
-            lf = pl.scan_csv(path, infer_schema=False)
+        # every CSV field is text: '0001' must not silently become 1 before we cast it ourselves
+        lf = pl.scan_parquet(path) if path.name.endswith(".parquet") else pl.scan_csv(path, infer_schema=False)
         lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise StoreError(f"{path}: cannot be read as {_kind(path)}: {exc}; no store was written") from exc
@@ -406,14 +434,19 @@ def _prepared(table: str, path: Path, lf: pl.LazyFrame) -> pl.LazyFrame:
     unknown = [c for c in names if c not in expected]
     missing = [c for c in expected if c not in names]
     if unknown:
-        raise StoreError(f"{path}: unknown column '{unknown[0]}' (expected {', '.join(expected)});"
-                         " no store was written")
+        raise StoreError(
+            f"{path}: unknown column '{unknown[0]}' (expected {', '.join(expected)}); no store was written"
+        )
     if missing:
-        raise StoreError(f"{path}: missing column '{missing[0]}' (expected {', '.join(expected)});"
-                         " no store was written")
+        raise StoreError(
+            f"{path}: missing column '{missing[0]}' (expected {', '.join(expected)}); no store was written"
+        )
     # integers stay as they are; anything else is read as text first so that it can be trimmed
-    as_text = [pl.col(c).cast(pl.String) for c in expected
-               if schema[c] != pl.String() and not (expected[c].is_integer() and schema[c].is_integer())]
+    as_text = [
+        pl.col(c).cast(pl.String)
+        for c in expected
+        if schema[c] != pl.String() and not (expected[c].is_integer() and schema[c].is_integer())
+    ]
     lf = lf.with_columns(as_text)
     exprs: list[pl.Expr] = []
     checks: list[pl.Expr] = []
@@ -426,8 +459,9 @@ def _prepared(table: str, path: Path, lf: pl.LazyFrame) -> pl.LazyFrame:
             raw = pl.col(column) if schema[column].is_integer() else trim_expr(column).replace("", None)
             typed = raw.cast(dtype, strict=False)
             exprs.append(typed.alias(column))
-            checks.append(pl.when(raw.is_not_null() & typed.is_null()).then(raw.cast(pl.String))
-                          .alias(f"_bad_{column}"))
+            checks.append(
+                pl.when(raw.is_not_null() & typed.is_null()).then(raw.cast(pl.String)).alias(f"_bad_{column}")
+            )
     # an empty required text is missing (reported as not_null); a missing account_id is '' (single-account)
     blanks = [pl.col(c).replace("", None) for c, t in expected.items() if not t.is_integer() and c != "account_id"]
     prepared = lf.select(exprs + checks).with_columns(blanks)
@@ -451,13 +485,16 @@ def _stage(snapshot_dir: Path, work_dir: Path) -> dict[str, Path]:
             try:
                 lf.sink_parquet(target, compression="lz4")
             except pl.exceptions.PolarsError as exc:
-                raise StoreError(f"{sources[table]}: cannot be read as {_kind(sources[table])}: {exc};"
-                                 " no store was written") from exc
+                raise StoreError(
+                    f"{sources[table]}: cannot be read as {_kind(sources[table])}: {exc}; no store was written"
+                ) from exc
             for column in (c for c in lf.collect_schema().names() if c.startswith("_bad_")):
                 count, example = con.execute(BAD_VALUE_SQL.format(col=column), [str(target)]).fetchone()
                 if count:
-                    raise StoreError(f"{sources[table]}: column '{column[5:]}': {count} value(s) are not integers"
-                                     f" of the column's range, e.g. '{example}'; no store was written")
+                    raise StoreError(
+                        f"{sources[table]}: column '{column[5:]}': {count} value(s) are not integers"
+                        f" of the column's range, e.g. '{example}'; no store was written"
+                    )
             staged[table] = target
     finally:
         con.close()
@@ -479,8 +516,9 @@ def _findings_on_staged(staged: dict[str, Path], work_dir: Path) -> pl.DataFrame
         con.close()
 
 
-def init_store(store_path: Path | str, snapshot_dir: Path | str, report_path: Path | str | None = None,
-               force: bool = False) -> StoreCounts:
+def init_store(
+    store_path: Path | str, snapshot_dir: Path | str, report_path: Path | str | None = None, force: bool = False
+) -> StoreCounts:
     """Make a store from a snapshot folder; refuse (SnapshotRefused, with a findings report) one that
     breaks an invariant. The store appears only when complete and valid.
     """
@@ -504,17 +542,18 @@ def init_store(store_path: Path | str, snapshot_dir: Path | str, report_path: Pa
                 with_nulls = False
                 con.execute("BEGIN")
                 for table in TABLES:
-                    con.execute(LOAD_SQL.format(table=table, columns=", ".join(COLUMNS[table])),
-                                [str(staged[table])])
+                    con.execute(LOAD_SQL.format(table=table, columns=", ".join(COLUMNS[table])), [str(staged[table])])
                 con.execute("COMMIT")
             except duckdb.ConstraintException:
                 con.execute("ROLLBACK")
                 with_nulls = True
             findings = None if with_nulls else find_invariant_violations(con)
             if findings is not None and findings.is_empty():
-                for key, value in (("schema_version", SCHEMA_VERSION),
-                                   ("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds")),
-                                   ("snapshot", str(snapshot_dir.resolve()))):
+                for key, value in (
+                    ("schema_version", SCHEMA_VERSION),
+                    ("created_at", datetime.now(UTC).isoformat(timespec="seconds")),
+                    ("snapshot", str(snapshot_dir.resolve())),
+                ):
                     con.execute(META_SQL, [key, value])
                 counts = store_counts(con)
                 con.execute("CHECKPOINT")
@@ -565,19 +604,26 @@ def export_store(store_path: Path | str, out_dir: Path | str, fmt: Format = "par
         raise StoreError(f"unknown export format '{fmt}' (parquet or csv); nothing was written")
     out_dir = Path(out_dir)
     suffix = f".{fmt}"
-    clashes = [out_dir / f"{t}{s}" for t in TABLES for s in SNAPSHOT_SUFFIXES
-               if s != suffix and (out_dir / f"{t}{s}").exists()]
+    clashes = [
+        out_dir / f"{t}{s}" for t in TABLES for s in SNAPSHOT_SUFFIXES if s != suffix and (out_dir / f"{t}{s}").exists()
+    ]
     if clashes:
-        raise StoreError(f"{out_dir} already holds {', '.join(p.name for p in clashes)} in another format;"
-                         " an export there would make the snapshot ambiguous; nothing was written")
+        raise StoreError(
+            f"{out_dir} already holds {', '.join(p.name for p in clashes)} in another format;"
+            " an export there would make the snapshot ambiguous; nothing was written"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     con = open_store(store_path, read_only=True)
     try:
         for table in TABLES:
             target = out_dir / f"{table}{suffix}"
             tmp = out_dir / f".{table}{suffix}.tmp"
-            sql = EXPORT_SQL.format(columns=", ".join(COLUMNS[table]), table=table,
-                                    keys=", ".join(SORT_KEYS[table]), options=EXPORT_OPTIONS[fmt])
+            sql = EXPORT_SQL.format(
+                columns=", ".join(COLUMNS[table]),
+                table=table,
+                keys=", ".join(SORT_KEYS[table]),
+                options=EXPORT_OPTIONS[fmt],
+            )
             con.execute(sql, [str(tmp)])
             fsync_path(tmp)
             os.replace(tmp, target)

@@ -7,6 +7,7 @@ deleted and restores cards and customers, in one transaction, after checking tha
 touched any customer, identifier or card of that run and that the store still shows the run's
 after-state for all of them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -106,9 +107,11 @@ class RevertResult:
     store_after: StoreCounts
 
     def render(self) -> str:
-        return (f"reverted run {self.reverted_run_id} (as run {self.run_id}): {self.identifiers_removed} "
-                f"identifiers removed, {self.identifiers_restored} put back, {self.cards_restored} cards and "
-                f"{self.customers_restored} customers restored; store now {self.store_after.render()}")
+        return (
+            f"reverted run {self.reverted_run_id} (as run {self.run_id}): {self.identifiers_removed} "
+            f"identifiers removed, {self.identifiers_restored} put back, {self.cards_restored} cards and "
+            f"{self.customers_restored} customers restored; store now {self.store_after.render()}"
+        )
 
 
 def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> RevertResult:
@@ -116,8 +119,9 @@ def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> Rever
     con = open_store(store_path)
     try:
         ledger.ensure(con)
-        row = con.execute("SELECT ordinal, dry_run, exit_code, reverted_by FROM runs WHERE run_id = ?",
-                          [run_id]).fetchone()
+        row = con.execute(
+            "SELECT ordinal, dry_run, exit_code, reverted_by FROM runs WHERE run_id = ?", [run_id]
+        ).fetchone()
         if row is None:
             raise StoreError(f"no run {run_id} in the ledger of {store_path}; nothing was changed")
         ordinal, dry_run, exit_code, reverted_by = row
@@ -129,14 +133,21 @@ def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> Rever
         con.execute(_TOUCHED)
         later = [r[0] for r in con.execute(_LATER_CONFLICTS, {"run_id": run_id}).fetchall()]
         if later:
-            raise StoreError(f"cannot revert run {run_id}: later run(s) {', '.join(later)} changed customers, "
-                             "identifiers or cards it touched; nothing was changed")
+            raise StoreError(
+                f"cannot revert run {run_id}: later run(s) {', '.join(later)} changed customers, "
+                "identifiers or cards it touched; nothing was changed"
+            )
         drift = {what: n for what, n in con.execute(_DRIFT, {"run_id": run_id}).fetchall() if n}
         if drift:
-            raise StoreError(f"cannot revert run {run_id}: the store no longer shows its result "
-                             f"({', '.join(f'{n} {w}(s)' for w, n in drift.items())} changed since); nothing was changed")
-        counts = dict(con.execute(
-            """SELECT op, count(*) FROM undo_identifiers WHERE run_id = ? GROUP BY op""", [run_id]).fetchall())
+            raise StoreError(
+                f"cannot revert run {run_id}: the store no longer shows its result "
+                f"({', '.join(f'{n} {w}(s)' for w, n in drift.items())} changed since); nothing was changed"
+            )
+        counts = dict(
+            con.execute(
+                """SELECT op, count(*) FROM undo_identifiers WHERE run_id = ? GROUP BY op""", [run_id]
+            ).fetchall()
+        )
         cards = con.execute("SELECT count(*) FROM undo_cards WHERE run_id = ?", [run_id]).fetchone()[0]
         customers = con.execute("SELECT count(*) FROM undo_customers WHERE run_id = ?", [run_id]).fetchone()[0]
         con.execute("BEGIN TRANSACTION")
@@ -149,7 +160,8 @@ def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> Rever
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        return RevertResult(revert_run_id, run_id, counts.get("deleted", 0), counts.get("inserted", 0),
-                            cards, customers, after)
+        return RevertResult(
+            revert_run_id, run_id, counts.get("deleted", 0), counts.get("inserted", 0), cards, customers, after
+        )
     finally:
         con.close()

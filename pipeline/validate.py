@@ -3,6 +3,7 @@
 Writes errors.csv (one row per failed row, raw input echoed) and summary.json to the reports folder.
 A file-level error (InputFileError) or a broken config (ConfigError) propagates as a whole-run failure.
 """
+
 from __future__ import annotations
 
 import time
@@ -10,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
 
 from pipeline.catalog import CATALOG
 from pipeline.check import check_requests
@@ -68,10 +68,11 @@ class ValidateResult:
 
     def render(self) -> str:
         """A short human summary: rows, failures, the most frequent codes, where the reports are."""
-        lines = [f"checked {self.rows} row(s) in {len(self.files)} file(s): "
-                 f"{self.rows_passed} passed, {self.rows_failed} failed ({self.seconds:.2f} s)"]
-        for count in self.error_counts[:TOP_CODES]:
-            lines.append(f"  {count.code} {count.name}: {count.count}")
+        lines = [
+            f"checked {self.rows} row(s) in {len(self.files)} file(s): "
+            f"{self.rows_passed} passed, {self.rows_failed} failed ({self.seconds:.2f} s)"
+        ]
+        lines.extend(f"  {count.code} {count.name}: {count.count}" for count in self.error_counts[:TOP_CODES])
         if len(self.error_counts) > TOP_CODES:
             lines.append(f"  ... and {len(self.error_counts) - TOP_CODES} more code(s), see summary.json")
         lines.append(f"reports: {self.errors_csv} and {self.summary_json}")
@@ -86,10 +87,7 @@ def validate_files(config_path: Path | str, paths: Sequence[Path | str], reports
     result = check_requests(batch.frame, config)
     reports = Path(reports_dir)
     errors_csv = write_csv(error_report(batch.frame, result.errors), reports / "errors.csv")
-    counts = (
-        result.errors.group_by("error_code").len()
-        .sort(["len", "error_code"], descending=[True, False])
-    )
+    counts = result.errors.group_by("error_code").len().sort(["len", "error_code"], descending=[True, False])
     validated = ValidateResult(
         config_path=str(config_path),
         files=batch.files,

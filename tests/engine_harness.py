@@ -1,4 +1,5 @@
 """Runs the real engine on a ModelStore and rows, in an in-memory DuckDB, for comparison with the model."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,11 +25,19 @@ class EngineRun:
 def raw_frame(rows: list[dict[str, str | None]]) -> pl.DataFrame:
     """Request rows shaped like read_requests' frame: seq, file, row_number, then the raw columns."""
     return pl.DataFrame(
-        {"seq": list(range(len(rows))), "file": ["batch.csv"] * len(rows),
-         "row_number": list(range(1, len(rows) + 1)),
-         **{c: [r.get(c) for r in rows] for c in REQUEST_COLUMNS}},
-        schema={"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64,
-                **{c: pl.String for c in REQUEST_COLUMNS}})
+        {
+            "seq": list(range(len(rows))),
+            "file": ["batch.csv"] * len(rows),
+            "row_number": list(range(1, len(rows) + 1)),
+            **{c: [r.get(c) for r in rows] for c in REQUEST_COLUMNS},
+        },
+        schema={
+            "seq": pl.Int64,
+            "file": pl.String,
+            "row_number": pl.Int64,
+            **dict.fromkeys(REQUEST_COLUMNS, pl.String),
+        },
+    )
 
 
 def load_store(con: duckdb.DuckDBPyConnection, store: ModelStore) -> None:
@@ -47,8 +56,9 @@ def store_frames(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
     return frames
 
 
-def run_engine(store: ModelStore, rows: list[dict[str, str | None]], config: OrgConfig,
-               dry_run: bool = False) -> EngineRun:
+def run_engine(
+    store: ModelStore, rows: list[dict[str, str | None]], config: OrgConfig, dry_run: bool = False
+) -> EngineRun:
     con = duckdb.connect()
     load_store(con, store)
     checked, outcomes = decide_batch(con, raw_frame(rows), config)
@@ -56,13 +66,22 @@ def run_engine(store: ModelStore, rows: list[dict[str, str | None]], config: Org
     apply_changes(con)
     con.execute("ROLLBACK" if dry_run else "COMMIT")
     by_seq: dict[int, RowResult] = {}
-    values = dict(zip(checked.checked["seq"].to_list(), checked.checked["id_value"].to_list()))
+    values = dict(zip(checked.checked["seq"].to_list(), checked.checked["id_value"].to_list(), strict=True))
     for r in checked.errors.iter_rows(named=True):
         by_seq[r["seq"]] = RowResult(False, None, r["error_code"], r["error_field"], None, None, None, (), None)
     for r in outcomes.iter_rows(named=True):
         ok = r["outcome"] is not None
-        by_seq[r["seq"]] = RowResult(ok, r["outcome"], r["error_code"], r["error_field"], r["resolved_customer_id"],
-                                     r["survivor_id"], r["victim_id"], tuple(r["warnings"] or ()), values[r["seq"]])
+        by_seq[r["seq"]] = RowResult(
+            ok,
+            r["outcome"],
+            r["error_code"],
+            r["error_field"],
+            r["resolved_customer_id"],
+            r["survivor_id"],
+            r["victim_id"],
+            tuple(r["warnings"] or ()),
+            values[r["seq"]],
+        )
     assert sorted(by_seq) == list(range(len(rows))), "every row must have exactly one result"
     frames = store_frames(con)
     con.close()

@@ -55,6 +55,7 @@ Interpretations taken where the SPEC leaves room (the engine must agree with eve
 19. Failed rows carry no warnings (errors.csv has no warning column), no outcome, and their
     resolved_customer_id only when the failure is at apply; id_value is set unless the check failed.
 """
+
 from __future__ import annotations
 
 import re
@@ -106,12 +107,11 @@ class ModelStore:
         slots: Counter = Counter((c, s, a, t) for (c, s, a, t, _) in identifiers)
         problems += [f"identifier {key} held more than once" for key, n in in_scope.items() if n > 1]
         problems += [f"customer slot {key} holds several values" for key, n in slots.items() if n > 1]
-        for (c, s, a, t, v) in identifiers:
+        for c, s, a, t, v in identifiers:
             if self.customers.get(c, ("",))[0] != "ACTIVE":
                 problems.append(f"identifier {(c, s, a, t, v)} not held by an ACTIVE customer")
-            if config is not None and s in config.sources:
-                if (config.sources[s].kind == "single") != (a == ""):
-                    problems.append(f"identifier {(c, s, a, t, v)}: account_id does not fit the source")
+            if config is not None and s in config.sources and (config.sources[s].kind == "single") != (a == ""):
+                problems.append(f"identifier {(c, s, a, t, v)}: account_id does not fit the source")
         for number, (_, holder, _) in self.cards.items():
             if holder is not None and self.customers.get(holder, ("",))[0] != "ACTIVE":
                 problems.append(f"card {number} held by {holder}, not an ACTIVE customer")
@@ -180,9 +180,16 @@ def decimal(text: str) -> int | None:
     return int(match[1] + match[2])
 
 
-INVISIBLE = set(range(0x00, 0x20)) | set(range(0x7F, 0xA0)) | {0xAD, 0x61C, 0x180E, 0xFEFF} \
-    | set(range(0x200B, 0x2010)) | set(range(0x202A, 0x202F)) | set(range(0x2060, 0x2065)) \
-    | set(range(0x2066, 0x2070)) | set(range(0xFFF9, 0xFFFC))
+INVISIBLE = (
+    set(range(0x20))
+    | set(range(0x7F, 0xA0))
+    | {0xAD, 0x61C, 0x180E, 0xFEFF}
+    | set(range(0x200B, 0x2010))
+    | set(range(0x202A, 0x202F))
+    | set(range(0x2060, 0x2065))
+    | set(range(0x2066, 0x2070))
+    | set(range(0xFFF9, 0xFFFC))
+)
 
 
 def has_invisible(value: str) -> bool:
@@ -214,7 +221,7 @@ def format_error(id_type: str, value: str) -> int | None:
 def fits_series(number: str, prefix: str, suffix: str, digits: int | None) -> bool:
     if len(number) < len(prefix) + len(suffix) or not number.startswith(prefix) or not number.endswith(suffix):
         return False
-    middle = number[len(prefix):len(number) - len(suffix)]
+    middle = number[len(prefix) : len(number) - len(suffix)]
     return digits is None or re.fullmatch(f"[0-9]{{{digits}}}", middle) is not None
 
 
@@ -227,9 +234,21 @@ def is_blocked(config: OrgConfig, id_type: str, value: str) -> bool:
 
 def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
     """Step 1: the row on its own, fields in the SPEC's order; raises RowFailed for the first problem."""
-    f = {name: (raw.get(name) or "").strip() for name in (
-        "customer_id", "lookup_type", "lookup_value", "source", "account_id", "action", "id_type",
-        "id_value", "series_id", "status_label")}
+    f = {
+        name: (raw.get(name) or "").strip()
+        for name in (
+            "customer_id",
+            "lookup_type",
+            "lookup_value",
+            "source",
+            "account_id",
+            "action",
+            "id_type",
+            "id_value",
+            "series_id",
+            "status_label",
+        )
+    }
 
     action = f["action"].lower()
     if not action:
@@ -294,8 +313,18 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
         raise RowFailed(7011, "status_label")
 
     lookup_value = normalise(f["lookup_type"], f["lookup_value"]) if by_lookup else ""
-    return CheckedRow(action, source.name, f["account_id"], customer_id, f["lookup_type"] if by_lookup else "",
-                      lookup_value, id_type, id_value, series.id if series else None, label)
+    return CheckedRow(
+        action,
+        source.name,
+        f["account_id"],
+        customer_id,
+        f["lookup_type"] if by_lookup else "",
+        lookup_value,
+        id_type,
+        id_value,
+        series.id if series else None,
+        label,
+    )
 
 
 def resolve_target(store: ModelStore, row: CheckedRow) -> tuple[int, list[int]]:
@@ -312,8 +341,7 @@ def resolve_target(store: ModelStore, row: CheckedRow) -> tuple[int, list[int]]:
         holders = [card[1]] if card is not None and card[1] is not None else []
     else:
         wanted = (row.source, row.account_id, row.lookup_type, row.lookup_value)
-        holders = [c for (c, *key) in store.identifiers
-                   if tuple(key) == wanted and store.customers[c][0] == "ACTIVE"]
+        holders = [c for (c, *key) in store.identifiers if tuple(key) == wanted and store.customers[c][0] == "ACTIVE"]
     if not holders:
         raise RowFailed(8015, "lookup_value")
     return holders[0], []
@@ -363,7 +391,7 @@ def add_identifier(store: ModelStore, row: CheckedRow, c: int, config: OrgConfig
     store.customers[c] = ("MERGED", survivor, store.customers[c][2])
     store.identifiers.add((survivor, *s, t, v))
     merges[survivor] += 1
-    return Applied("merged", tuple(sorted(warnings + [8051])), survivor_id=survivor, victim_id=c)
+    return Applied("merged", tuple(sorted([*warnings, 8051])), survivor_id=survivor, victim_id=c)
 
 
 def remove_identifier(store: ModelStore, row: CheckedRow, c: int) -> Applied:
@@ -377,9 +405,11 @@ def remove_identifier(store: ModelStore, row: CheckedRow, c: int) -> Applied:
 
 
 def active_cards(store: ModelStore, config: OrgConfig, c: int, series_id: int | None = None) -> int:
-    return sum(1 for (ser, holder, label) in store.cards.values()
-               if holder == c and config.card_labels.get(label) in ACTIVE_STATUSES
-               and (series_id is None or ser == series_id))
+    return sum(
+        1
+        for (ser, holder, label) in store.cards.values()
+        if holder == c and config.card_labels.get(label) in ACTIVE_STATUSES and (series_id is None or ser == series_id)
+    )
 
 
 def add_card(store: ModelStore, row: CheckedRow, c: int, config: OrgConfig) -> Applied:
@@ -437,12 +467,25 @@ def run_model(store: ModelStore, rows: list[dict[str, str | None]], config: OrgC
             target, resolve_warnings = resolve_target(store, row)
             applied = apply_row(store, row, target, config, merges)
         except RowFailed as failure:
-            results.append(RowResult(False, None, failure.code, failure.field, target, None, None, (),
-                                     row.id_value if row else None))
+            results.append(
+                RowResult(
+                    False, None, failure.code, failure.field, target, None, None, (), row.id_value if row else None
+                )
+            )
             continue
-        results.append(RowResult(True, applied.outcome, None, None, target, applied.survivor_id,
-                                 applied.victim_id, tuple(sorted(set(applied.warnings) | set(resolve_warnings))),
-                                 row.id_value))
+        results.append(
+            RowResult(
+                True,
+                applied.outcome,
+                None,
+                None,
+                target,
+                applied.survivor_id,
+                applied.victim_id,
+                tuple(sorted(set(applied.warnings) | set(resolve_warnings))),
+                row.id_value,
+            )
+        )
     return results
 
 
@@ -471,18 +514,25 @@ def store_from_snapshot_dir(path: Path | str) -> ModelStore:
     folder = Path(path)
     customers = {
         int(_text(r["customer_id"])): (_text(r["status"]), _optional_int(r["merged_into"]), _text(r["customer_type"]))
-        for r in _read_table(folder, "customers").iter_rows(named=True)}
+        for r in _read_table(folder, "customers").iter_rows(named=True)
+    }
     identifiers: set[tuple[int, str, str, str, str]] = set()
     for r in _read_table(folder, "identifiers").iter_rows(named=True):
         id_type = _text(r["id_type"])
-        identifier = (int(_text(r["customer_id"])), _text(r["source"]), _text(r["account_id"]), id_type,
-                      normalise(id_type, _text(r["id_value"])))
+        identifier = (
+            int(_text(r["customer_id"])),
+            _text(r["source"]),
+            _text(r["account_id"]),
+            id_type,
+            normalise(id_type, _text(r["id_value"])),
+        )
         if identifier in identifiers:
             raise ValueError(f"{folder}: identifier {identifier} appears twice after normalisation")
         identifiers.add(identifier)
     cards = {
         _text(r["card_number"]): (int(_text(r["series_id"])), _optional_int(r["customer_id"]), _text(r["status_label"]))
-        for r in _read_table(folder, "cards").iter_rows(named=True)}
+        for r in _read_table(folder, "cards").iter_rows(named=True)
+    }
     return ModelStore(customers, identifiers, cards)
 
 
@@ -499,15 +549,23 @@ def model_store_to_frames(store: ModelStore) -> dict[str, pl.DataFrame]:
     customers = pl.DataFrame(
         [(cid, status, merged_into, ctype) for cid, (status, merged_into, ctype) in store.customers.items()],
         schema={"customer_id": pl.Int64, "status": pl.String, "merged_into": pl.Int64, "customer_type": pl.String},
-        orient="row")
+        orient="row",
+    )
     identifiers = pl.DataFrame(
         sorted(store.identifiers),
-        schema={"customer_id": pl.Int64, "source": pl.String, "account_id": pl.String, "id_type": pl.String,
-                "id_value": pl.String},
-        orient="row")
+        schema={
+            "customer_id": pl.Int64,
+            "source": pl.String,
+            "account_id": pl.String,
+            "id_type": pl.String,
+            "id_value": pl.String,
+        },
+        orient="row",
+    )
     cards = pl.DataFrame(
         [(number, ser, holder, label) for number, (ser, holder, label) in store.cards.items()],
         schema={"card_number": pl.String, "series_id": pl.Int32, "customer_id": pl.Int64, "status_label": pl.String},
-        orient="row")
+        orient="row",
+    )
     frames = {"customers": customers, "identifiers": identifiers, "cards": cards}
     return {name: frame.sort(FRAME_KEYS[name]) for name, frame in frames.items()}

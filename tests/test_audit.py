@@ -1,4 +1,5 @@
 """`store audit`: a clean store exits 0; a store corrupted behind the pipeline's back exits 1 naming the rows."""
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,9 @@ def test_clean_sample_store_passes(store, tmp_path):
     report = Path(result.report_path)
     assert report == Path(f"{store}.audit.csv")
     assert pl.read_csv(report).columns == list(FINDING_COLUMNS)
-    cli = CliRunner().invoke(main, ["store", "audit", str(store), "--config", str(ORG),
-                                    "--report", str(tmp_path / "audit.csv")])
+    cli = CliRunner().invoke(
+        main, ["store", "audit", str(store), "--config", str(ORG), "--report", str(tmp_path / "audit.csv")]
+    )
     assert cli.exit_code == 0, cli.output
     assert "clean" in cli.output and (tmp_path / "audit.csv").exists()
 
@@ -69,34 +71,49 @@ def test_store_after_a_real_run_passes(store, tmp_path):
 CORRUPTIONS = {
     "duplicate identifier in a scope": (
         ["INSERT INTO identifiers VALUES (1024, 'INSTORE', '', 'email', 'alice@example.com')"],
-        [("identifier_unique_in_scope",
-          "source=INSTORE account_id= id_type=email id_value=alice@example.com")]),
+        [("identifier_unique_in_scope", "source=INSTORE account_id= id_type=email id_value=alice@example.com")],
+    ),
     "two values in one slot": (
         ["INSERT INTO identifiers VALUES (1024, 'INSTORE', '', 'email', 'other@example.com')"],
-        [("one_value_per_slot", "customer_id=1024 source=INSTORE account_id= id_type=email")]),
+        [("one_value_per_slot", "customer_id=1024 source=INSTORE account_id= id_type=email")],
+    ),
     "identifier on a MERGED customer": (
         ["INSERT INTO identifiers VALUES (1004, 'INSTORE', '', 'externalId', 'EXT-ON-MERGED')"],
-        [("identifier_holder_active",
-          "customer_id=1004 source=INSTORE account_id= id_type=externalId id_value=EXT-ON-MERGED")]),
+        [
+            (
+                "identifier_holder_active",
+                "customer_id=1004 source=INSTORE account_id= id_type=externalId id_value=EXT-ON-MERGED",
+            )
+        ],
+    ),
     "merge loop": (
         ["UPDATE customers SET status = 'MERGED', merged_into = 1004 WHERE customer_id = 1006"],
-        [("merge_chain_ends_active", "customer_id=1004"), ("merge_chain_ends_active", "customer_id=1005"),
-         ("merge_chain_ends_active", "customer_id=1006")]),
+        [
+            ("merge_chain_ends_active", "customer_id=1004"),
+            ("merge_chain_ends_active", "customer_id=1005"),
+            ("merge_chain_ends_active", "customer_id=1006"),
+        ],
+    ),
     "merged_into a missing customer": (
         ["UPDATE customers SET merged_into = 99999 WHERE customer_id = 1013"],
-        [("merged_into_other_customer", "customer_id=1013")]),
+        [("merged_into_other_customer", "customer_id=1013")],
+    ),
     "MERGED without merged_into": (
         ["UPDATE customers SET merged_into = NULL WHERE customer_id = 1013"],
-        [("merged_iff_merged_into", "customer_id=1013")]),
+        [("merged_iff_merged_into", "customer_id=1013")],
+    ),
     "card held by a merged customer": (
         ["UPDATE cards SET customer_id = 1013 WHERE card_number = 'GLD0000000003'"],
-        [("card_holder_active", "card_number=GLD0000000003")]),
+        [("card_holder_active", "card_number=GLD0000000003")],
+    ),
     "duplicate card number": (
         ["INSERT INTO cards VALUES ('GLD0000000003', 101, NULL, 'Not Issued')"],
-        [("card_number_unique", "card_number=GLD0000000003")]),
+        [("card_number_unique", "card_number=GLD0000000003")],
+    ),
     "duplicate customer id": (
         ["INSERT INTO customers VALUES (1030, 'ACTIVE', NULL, 'LOYALTY')"],
-        [("customer_id_unique", "customer_id=1030")]),
+        [("customer_id_unique", "customer_id=1030")],
+    ),
 }
 
 
@@ -115,33 +132,48 @@ def test_corruption_is_found_and_named(store, name):
 CONFIG_CORRUPTIONS = {
     "unknown series": (
         "UPDATE cards SET series_id = 999 WHERE card_number = 'GLD0000000003'",
-        ("card_series_known", "card_number=GLD0000000003")),
+        ("card_series_known", "card_number=GLD0000000003"),
+    ),
     "card number that does not fit its series": (
         "INSERT INTO cards VALUES ('GLD12', 101, NULL, 'Not Issued')",
-        ("card_number_fits_series", "card_number=GLD12")),
+        ("card_number_fits_series", "card_number=GLD12"),
+    ),
     "unknown card label": (
         "UPDATE cards SET status_label = 'Lost' WHERE card_number = 'GLD0000000004'",
-        ("card_label_known", "card_number=GLD0000000004")),
+        ("card_label_known", "card_number=GLD0000000004"),
+    ),
     "unknown source": (
         "INSERT INTO identifiers VALUES (1024, 'TIKTOK', '', 'email', 'frank@example.com')",
-        ("identifier_source_known", "customer_id=1024 source=TIKTOK account_id= id_type=email "
-                                    "id_value=frank@example.com")),
+        (
+            "identifier_source_known",
+            "customer_id=1024 source=TIKTOK account_id= id_type=email id_value=frank@example.com",
+        ),
+    ),
     "account on a single-account source": (
         "UPDATE identifiers SET account_id = 'WX-MAIN' WHERE customer_id = 1024 AND id_type = 'email'",
-        ("identifier_account_known", "customer_id=1024 source=INSTORE account_id=WX-MAIN id_type=email "
-                                     "id_value=frank@example.com")),
+        (
+            "identifier_account_known",
+            "customer_id=1024 source=INSTORE account_id=WX-MAIN id_type=email id_value=frank@example.com",
+        ),
+    ),
     "unknown account of a multi-account source": (
         "INSERT INTO identifiers VALUES (1024, 'WECHAT', 'WX-NOPE', 'wechat', 'wx_frank')",
-        ("identifier_account_known", "customer_id=1024 source=WECHAT account_id=WX-NOPE id_type=wechat "
-                                     "id_value=wx_frank")),
+        (
+            "identifier_account_known",
+            "customer_id=1024 source=WECHAT account_id=WX-NOPE id_type=wechat id_value=wx_frank",
+        ),
+    ),
     "multi-account source without account": (
         "INSERT INTO identifiers VALUES (1024, 'WECHAT', '', 'wechat', 'wx_frank')",
-        ("identifier_account_known", "customer_id=1024 source=WECHAT account_id= id_type=wechat "
-                                     "id_value=wx_frank")),
+        ("identifier_account_known", "customer_id=1024 source=WECHAT account_id= id_type=wechat id_value=wx_frank"),
+    ),
     "id type the source does not accept": (
         "INSERT INTO identifiers VALUES (1024, 'FACEBOOK', '', 'mobile', '8613800000024')",
-        ("identifier_type_allowed", "customer_id=1024 source=FACEBOOK account_id= id_type=mobile "
-                                    "id_value=8613800000024")),
+        (
+            "identifier_type_allowed",
+            "customer_id=1024 source=FACEBOOK account_id= id_type=mobile id_value=8613800000024",
+        ),
+    ),
 }
 
 

@@ -1,4 +1,5 @@
 """The benchmark command must keep working: a tiny run of bench/run.py, every scenario, no timing asserted."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,34 @@ SCENARIO_ROWS = ("| a |", "| b |", "| c |", "| d |", "| e |", "| big |")
 
 def test_bench_command_runs_every_scenario_at_tiny_size(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
-    cmd = [sys.executable, str(REPO / "bench" / "run.py"),
-           "--customers", "1500", "--rows", "1500", "--small-rows", "200",
-           "--dense-customers", "30", "--dense-rows", "600", "--repeat", "1",
-           "--big-customers", "1200", "--big-rows", "300", "--only", "a,b,c,d,e,big",
-           "--cache", str(tmp_path / "cache"), "--out", str(out), "--timeout", "120"]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "run.py"),
+        "--customers",
+        "1500",
+        "--rows",
+        "1500",
+        "--small-rows",
+        "200",
+        "--dense-customers",
+        "30",
+        "--dense-rows",
+        "600",
+        "--repeat",
+        "1",
+        "--big-customers",
+        "1200",
+        "--big-rows",
+        "300",
+        "--only",
+        "a,b,c,d,e,big",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+        "--timeout",
+        "120",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
     text = out.read_text()

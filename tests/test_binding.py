@@ -1,4 +1,5 @@
 """The org boundary: a store refuses runs under another org config until the change is recorded."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,16 +17,32 @@ REQUEST = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))[0]
 
 def other_config(tmp_path: Path, comment_only: bool = False) -> Path:
     text = ORG.read_text()
-    text = ("# edited\n" + text) if comment_only else text.replace("max_merges_per_survivor_per_run = 10",
-                                                                    "max_merges_per_survivor_per_run = 5")
+    text = (
+        ("# edited\n" + text)
+        if comment_only
+        else text.replace("max_merges_per_survivor_per_run = 10", "max_merges_per_survivor_per_run = 5")
+    )
     path = tmp_path / ("org_comment.toml" if comment_only else "org_other.toml")
     path.write_text(text)
     return path
 
 
 def run(store: Path, config: Path, reports: Path, *extra: str):
-    return CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(config), "--reports",
-                                     str(reports), "--allow-reapply", *extra, str(REQUEST)])
+    return CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--store",
+            str(store),
+            "--config",
+            str(config),
+            "--reports",
+            str(reports),
+            "--allow-reapply",
+            *extra,
+            str(REQUEST),
+        ],
+    )
 
 
 def test_first_run_binds_and_another_config_is_refused(tmp_path):
@@ -49,8 +66,9 @@ def test_first_run_binds_and_another_config_is_refused(tmp_path):
 
 def test_store_init_with_config_binds_at_once(tmp_path):
     store = tmp_path / "s.duckdb"
-    result = CliRunner().invoke(main, ["store", "init", str(store), "--snapshot", str(ROOT / "sample_data" / "snapshot"),
-                                       "--config", str(ORG)])
+    result = CliRunner().invoke(
+        main, ["store", "init", str(store), "--snapshot", str(ROOT / "sample_data" / "snapshot"), "--config", str(ORG)]
+    )
     assert result.exit_code == 0, result.output
     with open_store(store, read_only=True) as con:
         identity = con.execute("SELECT value FROM store_meta WHERE key = 'org_config_identity'").fetchone()[0]

@@ -1,4 +1,5 @@
 """The check stage: one row per check code from the case file, precedence, trimming, normalisation."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,19 @@ from pipeline.normalize import WHITESPACE, format_error, normalize_value
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
 CONFIG = load_config(ROOT / "sample_data" / "org.toml")
-REQUEST_COLUMNS = ("row_id", "customer_id", "lookup_type", "lookup_value", "source", "account_id", "action",
-                   "id_type", "id_value", "series_id", "status_label")
+REQUEST_COLUMNS = (
+    "row_id",
+    "customer_id",
+    "lookup_type",
+    "lookup_value",
+    "source",
+    "account_id",
+    "action",
+    "id_type",
+    "id_value",
+    "series_id",
+    "status_label",
+)
 
 
 def request_frame(rows: list[dict[str, str | None]], file: str = "t.csv") -> pl.DataFrame:
@@ -31,22 +43,35 @@ def request_frame(rows: list[dict[str, str | None]], file: str = "t.csv") -> pl.
             "row_number": list(range(1, len(rows) + 1)),
             **{name: [row.get(name) for row in rows] for name in REQUEST_COLUMNS},
         },
-        schema={"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64, **{n: pl.String for n in REQUEST_COLUMNS}},
+        schema={
+            "seq": pl.Int64,
+            "file": pl.String,
+            "row_number": pl.Int64,
+            **dict.fromkeys(REQUEST_COLUMNS, pl.String),
+        },
     )
 
 
 def case_frame() -> pl.DataFrame:
     raw = pl.read_csv(CASES / "check_codes.csv", infer_schema=False)
     return raw.select(
-        pl.int_range(0, raw.height, dtype=pl.Int64).alias("seq"), pl.lit("check_codes.csv").alias("file"),
-        pl.int_range(1, raw.height + 1, dtype=pl.Int64).alias("row_number"), *REQUEST_COLUMNS)
+        pl.int_range(0, raw.height, dtype=pl.Int64).alias("seq"),
+        pl.lit("check_codes.csv").alias("file"),
+        pl.int_range(1, raw.height + 1, dtype=pl.Int64).alias("row_number"),
+        *REQUEST_COLUMNS,
+    )
 
 
 def outcomes(frame: pl.DataFrame) -> list[tuple[int, int, str]]:
     """(row_number, error_code, error_field) of every failed row, in row order."""
     errors = check_requests(frame, CONFIG).errors
-    return [tuple(r) for r in errors.join(frame.select("seq", "row_number"), on="seq")
-            .sort("seq").select("row_number", "error_code", "error_field").iter_rows()]
+    return [
+        tuple(r)
+        for r in errors.join(frame.select("seq", "row_number"), on="seq")
+        .sort("seq")
+        .select("row_number", "error_code", "error_field")
+        .iter_rows()
+    ]
 
 
 def one(**fields: str) -> tuple[int, str] | None:
@@ -55,9 +80,22 @@ def one(**fields: str) -> tuple[int, str] | None:
     return (found[0][1], found[0][2]) if found else None
 
 
-CARD_ADD = dict(customer_id="1001", source="INSTORE", action="add", id_type="cardnumber",
-                id_value="GLD0000000001", series_id="101", status_label="Active")
-MOBILE_ADD = dict(customer_id="1001", source="INSTORE", action="add", id_type="mobile", id_value="13800138000")
+CARD_ADD = {
+    "customer_id": "1001",
+    "source": "INSTORE",
+    "action": "add",
+    "id_type": "cardnumber",
+    "id_value": "GLD0000000001",
+    "series_id": "101",
+    "status_label": "Active",
+}
+MOBILE_ADD = {
+    "customer_id": "1001",
+    "source": "INSTORE",
+    "action": "add",
+    "id_type": "mobile",
+    "id_value": "13800138000",
+}
 
 
 def test_case_file_matches_expected_codes():
@@ -71,8 +109,15 @@ def test_case_file_covers_every_check_code():
     covered = {int(code) for code in expected["error_code"]}
     assert covered == set(error_codes("check"))
     pairs = set(expected.select("error_code", "error_field").iter_rows())
-    for pair in [("7001", "action"), ("7001", "source"), ("7001", "customer_id"), ("7001", "id_type"),
-                 ("7001", "id_value"), ("7004", "id_type"), ("7004", "lookup_type")]:
+    for pair in [
+        ("7001", "action"),
+        ("7001", "source"),
+        ("7001", "customer_id"),
+        ("7001", "id_type"),
+        ("7001", "id_value"),
+        ("7004", "id_type"),
+        ("7004", "lookup_type"),
+    ]:
         assert pair in pairs
 
 
@@ -87,32 +132,89 @@ def test_every_row_lands_once():
 
 
 def test_checked_rows_are_typed_and_normalised():
-    frame = request_frame([
-        dict(row_id="  r1 ", customer_id="0042", source="INSTORE", action=" ADD ", id_type="mobile",
-             id_value=" +86 (138) 0013-8000 "),
-        dict(row_id="", lookup_type="email", lookup_value=" Ann@Example.COM ", source="WECHAT",
-             account_id=" WX-MAIN ", action="Remove", id_type="email", id_value="Bob@EXAMPLE.com"),
-        dict(lookup_type="mobile", lookup_value="0086 138.0013.8001", source="MOBILE_APP", action="add",
-             id_type="cardnumber", id_value=" SLV12345678X ", series_id=" 102 ", status_label=" Issued "),
-    ])
+    frame = request_frame(
+        [
+            {
+                "row_id": "  r1 ",
+                "customer_id": "0042",
+                "source": "INSTORE",
+                "action": " ADD ",
+                "id_type": "mobile",
+                "id_value": " +86 (138) 0013-8000 ",
+            },
+            {
+                "row_id": "",
+                "lookup_type": "email",
+                "lookup_value": " Ann@Example.COM ",
+                "source": "WECHAT",
+                "account_id": " WX-MAIN ",
+                "action": "Remove",
+                "id_type": "email",
+                "id_value": "Bob@EXAMPLE.com",
+            },
+            {
+                "lookup_type": "mobile",
+                "lookup_value": "0086 138.0013.8001",
+                "source": "MOBILE_APP",
+                "action": "add",
+                "id_type": "cardnumber",
+                "id_value": " SLV12345678X ",
+                "series_id": " 102 ",
+                "status_label": " Issued ",
+            },
+        ]
+    )
     result = check_requests(frame, CONFIG)
     assert result.errors.height == 0
     assert result.checked.drop("seq", "file", "row_number").rows(named=True) == [
-        dict(row_id="r1", customer_id=42, lookup_type=None, lookup_value=None, source="INSTORE", account_id="",
-             action="add", id_type="mobile", id_value="8613800138000", series_id=None, status_label=None),
-        dict(row_id=None, customer_id=None, lookup_type="email", lookup_value="ann@example.com", source="WECHAT",
-             account_id="WX-MAIN", action="remove", id_type="email", id_value="bob@example.com", series_id=None,
-             status_label=None),
-        dict(row_id=None, customer_id=None, lookup_type="mobile", lookup_value="8613800138001",
-             source="MOBILE_APP", account_id="", action="add", id_type="cardnumber", id_value="SLV12345678X",
-             series_id=102, status_label="Issued"),
+        {
+            "row_id": "r1",
+            "customer_id": 42,
+            "lookup_type": None,
+            "lookup_value": None,
+            "source": "INSTORE",
+            "account_id": "",
+            "action": "add",
+            "id_type": "mobile",
+            "id_value": "8613800138000",
+            "series_id": None,
+            "status_label": None,
+        },
+        {
+            "row_id": None,
+            "customer_id": None,
+            "lookup_type": "email",
+            "lookup_value": "ann@example.com",
+            "source": "WECHAT",
+            "account_id": "WX-MAIN",
+            "action": "remove",
+            "id_type": "email",
+            "id_value": "bob@example.com",
+            "series_id": None,
+            "status_label": None,
+        },
+        {
+            "row_id": None,
+            "customer_id": None,
+            "lookup_type": "mobile",
+            "lookup_value": "8613800138001",
+            "source": "MOBILE_APP",
+            "account_id": "",
+            "action": "add",
+            "id_type": "cardnumber",
+            "id_value": "SLV12345678X",
+            "series_id": 102,
+            "status_label": "Issued",
+        },
     ]
     assert result.checked.schema["customer_id"] == pl.Int64
     assert result.checked.schema["series_id"] == pl.Int64
 
 
 def test_missing_columns_are_empty_fields():
-    frame = request_frame([dict(customer_id="7", source="LINE", action="add", id_type="line", id_value="U1")])
+    frame = request_frame(
+        [{"customer_id": "7", "source": "LINE", "action": "add", "id_type": "line", "id_value": "U1"}]
+    )
     assert frame["lookup_type"].is_null().all() and frame["row_id"].is_null().all()
     result = check_requests(frame, CONFIG)
     assert result.errors.height == 0 and result.checked["account_id"].to_list() == [""]
@@ -124,7 +226,11 @@ def test_every_unicode_white_space_is_trimmed(space: str):
     result = check_requests(request_frame([row]), CONFIG)
     assert result.errors.height == 0
     assert result.checked.select("customer_id", "source", "action", "id_value").row(0) == (
-        1001, "INSTORE", "add", "13800138000")
+        1001,
+        "INSTORE",
+        "add",
+        "13800138000",
+    )
 
 
 def test_white_space_only_is_empty():
@@ -132,19 +238,22 @@ def test_white_space_only_is_empty():
     assert one(**{**MOBILE_ADD, "id_value": "\u2003"}) == (7001, "id_value")
 
 
-@pytest.mark.parametrize(("customer_id", "outcome"), [
-    ("0", (7001, "customer_id")),
-    ("1", None),
-    ("0001", None),
-    (str(2**63 - 1), None),
-    (str(2**63), (7001, "customer_id")),
-    ("99999999999999999999999", (7001, "customer_id")),
-    ("12a", (7001, "customer_id")),
-    ("-1", (7001, "customer_id")),
-    ("+1", (7001, "customer_id")),
-    ("1.0", (7001, "customer_id")),
-    ("\uff11", (7001, "customer_id")),
-])
+@pytest.mark.parametrize(
+    ("customer_id", "outcome"),
+    [
+        ("0", (7001, "customer_id")),
+        ("1", None),
+        ("0001", None),
+        (str(2**63 - 1), None),
+        (str(2**63), (7001, "customer_id")),
+        ("99999999999999999999999", (7001, "customer_id")),
+        ("12a", (7001, "customer_id")),
+        ("-1", (7001, "customer_id")),
+        ("+1", (7001, "customer_id")),
+        ("1.0", (7001, "customer_id")),
+        ("\uff11", (7001, "customer_id")),
+    ],
+)
 def test_customer_id_bounds(customer_id: str, outcome):
     assert one(**{**MOBILE_ADD, "customer_id": customer_id}) == outcome
 
@@ -155,8 +264,17 @@ def test_customer_id_value_is_parsed():
 
 
 def test_precedence_follows_field_order():
-    everything_wrong = dict(customer_id="x", lookup_type="nope", source="NOPE", account_id="A", action="zap",
-                            id_type="", id_value="", series_id="abc", status_label="Nope")
+    everything_wrong = {
+        "customer_id": "x",
+        "lookup_type": "nope",
+        "source": "NOPE",
+        "account_id": "A",
+        "action": "zap",
+        "id_type": "",
+        "id_value": "",
+        "series_id": "abc",
+        "status_label": "Nope",
+    }
     steps = [  # (what is reported, then the fix that uncovers the next problem)
         ((7002, "action"), "action", "add"),
         ((8003, "source"), "source", "WECHAT"),
@@ -178,8 +296,18 @@ def test_precedence_follows_field_order():
 
 
 def test_message_lists_the_other_problems():
-    frame = request_frame([dict(customer_id="1", source="INSTORE", action="add", id_type="email",
-                                id_value="bad", status_label="Gold")])
+    frame = request_frame(
+        [
+            {
+                "customer_id": "1",
+                "source": "INSTORE",
+                "action": "add",
+                "id_type": "email",
+                "id_value": "bad",
+                "status_label": "Gold",
+            }
+        ]
+    )
     message = check_requests(frame, CONFIG).errors["error_message"][0]
     assert message.startswith("'bad' is not a valid email")
     assert "status_label 'Gold'" in message
@@ -195,8 +323,14 @@ def test_format_and_blocked_rules_apply_to_adds_only():
 
 
 def test_lookup_value_is_not_format_checked():
-    row = dict(lookup_type="email", lookup_value="not an email", source="INSTORE", action="add",
-               id_type="mobile", id_value="13800138000")
+    row = {
+        "lookup_type": "email",
+        "lookup_value": "not an email",
+        "source": "INSTORE",
+        "action": "add",
+        "id_type": "mobile",
+        "id_value": "13800138000",
+    }
     assert one(**row) is None
     assert one(**{**row, "lookup_type": "cardnumber", "lookup_value": "anything"}) is None
 
@@ -228,8 +362,9 @@ def test_cardnumber_is_accepted_by_every_source():
 
 def test_schema_checks_carry_codes_and_fields():
     schema = build_schema(CONFIG)
-    carried = {check.error.split("|")[0] + "|" + name
-               for name, column in schema.columns.items() for check in column.checks}
+    carried = {
+        check.error.split("|")[0] + "|" + name for name, column in schema.columns.items() for check in column.checks
+    }
     codes = {int(entry.split("|")[0]) for entry in carried}
     assert codes == set(error_codes("check"))
     assert {"7003|customer_id", "7004|lookup_type", "7004|id_type", "8127|account_id", "7005|id_value"} <= carried
@@ -260,14 +395,36 @@ def test_empty_frame():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["mobile", "email", "externalId", "cuid"]),
-                          st.one_of(st.text(max_size=20), st.sampled_from(
-                              ["1234567890", "+00 000", "test@test.com", "noreply@a.b", "N/A", "a@b.c",
-                               "+86 138 0013 8000", " x\u0085", "a" * 129]))),
-                min_size=1, max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["mobile", "email", "externalId", "cuid"]),
+            st.one_of(
+                st.text(max_size=20),
+                st.sampled_from(
+                    [
+                        "1234567890",
+                        "+00 000",
+                        "test@test.com",
+                        "noreply@a.b",
+                        "N/A",
+                        "a@b.c",
+                        "+86 138 0013 8000",
+                        " x\u0085",
+                        "a" * 129,
+                    ]
+                ),
+            ),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_value_rules_match_the_python_definitions(values):
     """The vectorised format and blocked rules agree with normalize.py's and config.py's plain functions."""
-    rows = [dict(customer_id="1", source="MOBILE_APP", action="add", id_type=t, id_value=v) for t, v in values]
+    rows = [
+        {"customer_id": "1", "source": "MOBILE_APP", "action": "add", "id_type": t, "id_value": v} for t, v in values
+    ]
     got = {row: code for row, code, _ in outcomes(request_frame(rows))}
     for number, (id_type, raw) in enumerate(values, 1):
         value = normalize_value(id_type, raw.strip())
@@ -281,8 +438,7 @@ def test_value_rules_match_the_python_definitions(values):
 def test_python_only_blocked_pattern(tmp_path: Path):
     """A pattern polars' regex engine refuses (a look-ahead) still blocks with Python's semantics."""
     text = (ROOT / "sample_data" / "org.toml").read_text(encoding="utf-8")
-    text = text.replace('exact = ["N/A", "null"]\npatterns = []',
-                        'exact = ["N/A", "null"]\npatterns = ["(?!EXT-).*"]')
+    text = text.replace('exact = ["N/A", "null"]\npatterns = []', 'exact = ["N/A", "null"]\npatterns = ["(?!EXT-).*"]')
     path = tmp_path / "org.toml"
     path.write_text(text, encoding="utf-8")
     config = load_config(path)

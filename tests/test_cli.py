@@ -1,4 +1,5 @@
 """The command line of SPEC section 6: help text everywhere, the version, exit codes and their messages."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ ORG = ROOT / "sample_data" / "org.toml"
 HEADER = "customer_id,source,action,id_type,id_value\n"
 
 
-def command_paths(command: click.Command, path: tuple[str, ...] = ()
-                  ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+def command_paths(
+    command: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     """Every command and group under `command`, with the words that invoke it."""
     yield path, command
     if isinstance(command, click.Group):
@@ -77,8 +79,9 @@ def test_unknown_command_is_a_usage_error():
 
 
 def test_python_dash_m_pipeline_help(tmp_path: Path):
-    done = subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert main.help.splitlines()[0] in done.stdout
     assert "validate" in done.stdout
@@ -94,8 +97,9 @@ def test_installed_console_script_runs(tmp_path: Path):
 
 
 def test_validate_all_rows_pass_exits_0(tmp_path: Path):
-    requests = write_csv(tmp_path / "ok.csv", "1001,INSTORE,add,email,x@y.co",
-                         "1002,INSTORE,remove,mobile,+33 6 12 34 56 78")
+    requests = write_csv(
+        tmp_path / "ok.csv", "1001,INSTORE,add,email,x@y.co", "1002,INSTORE,remove,mobile,+33 6 12 34 56 78"
+    )
     result = invoke("validate", "--config", ORG, "--reports", tmp_path / "reports", requests)
     assert result.exit_code == 0, result.output
     assert "checked 2 row(s) in 1 file(s): 2 passed, 0 failed" in result.stdout
@@ -115,8 +119,9 @@ def test_validate_failing_row_exits_1(tmp_path: Path):
 
 def test_validate_broken_config_exits_2(tmp_path: Path):
     config = tmp_path / "org.toml"
-    config.write_text(ORG.read_text(encoding="utf-8").replace('"Blocked" = "SUSPENDED"', '"Blocked" = "BLOCKED"'),
-                      encoding="utf-8")
+    config.write_text(
+        ORG.read_text(encoding="utf-8").replace('"Blocked" = "SUSPENDED"', '"Blocked" = "BLOCKED"'), encoding="utf-8"
+    )
     requests = write_csv(tmp_path / "ok.csv", "1001,INSTORE,add,email,x@y.co")
     result = invoke("validate", "--config", config, "--reports", tmp_path / "reports", requests)
     assert result.exit_code == 2
@@ -132,8 +137,11 @@ def test_validate_missing_required_option_exits_2(tmp_path: Path):
 
 
 def test_validate_unknown_column_exits_3(tmp_path: Path):
-    requests = write_csv(tmp_path / "cols.csv", "1001,INSTORE,add,email,x@y.co,hello",
-                         header="customer_id,source,action,id_type,id_value,comment\n")
+    requests = write_csv(
+        tmp_path / "cols.csv",
+        "1001,INSTORE,add,email,x@y.co,hello",
+        header="customer_id,source,action,id_type,id_value,comment\n",
+    )
     result = invoke("validate", "--config", ORG, "--reports", tmp_path / "reports", requests)
     assert result.exit_code == 3
     assert result.stderr.startswith(f"error: {requests}, line 1: unknown column 'comment'")
@@ -168,18 +176,28 @@ def _boom(*args, **kwargs):
     raise RuntimeError("boom")
 
 
-@pytest.mark.parametrize(("target", "args"), [
-    pytest.param("pipeline.validate.validate_files", ("validate", "--config", ORG, "{tmp}/x.csv"), id="validate"),
-    pytest.param("pipeline.sample.generate_sample",
-                 ("sample", "--out", "{tmp}/s", "--customers", "5", "--rows", "5"), id="sample"),
-    pytest.param("pipeline.store.init_store", ("store", "init", "{tmp}/s.duckdb", "--snapshot", "{tmp}"),
-                 id="store-init"),
-    pytest.param("pipeline.run.run_batch",
-                 ("run", "--store", "{tmp}/s.duckdb", "--config", ORG, "--reports", "{tmp}/r", "{tmp}/x.csv"),
-                 id="run"),
-])
-def test_unexpected_exception_exits_4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str,
-                                      args: tuple[str, ...]):
+@pytest.mark.parametrize(
+    ("target", "args"),
+    [
+        pytest.param("pipeline.validate.validate_files", ("validate", "--config", ORG, "{tmp}/x.csv"), id="validate"),
+        pytest.param(
+            "pipeline.sample.generate_sample",
+            ("sample", "--out", "{tmp}/s", "--customers", "5", "--rows", "5"),
+            id="sample",
+        ),
+        pytest.param(
+            "pipeline.store.init_store", ("store", "init", "{tmp}/s.duckdb", "--snapshot", "{tmp}"), id="store-init"
+        ),
+        pytest.param(
+            "pipeline.run.run_batch",
+            ("run", "--store", "{tmp}/s.duckdb", "--config", ORG, "--reports", "{tmp}/r", "{tmp}/x.csv"),
+            id="run",
+        ),
+    ],
+)
+def test_unexpected_exception_exits_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, args: tuple[str, ...]
+):
     monkeypatch.setattr(target, _boom)
     result = invoke(*(str(a).format(tmp=tmp_path) for a in args))
     assert result.exit_code == 4, result.output

@@ -3,6 +3,7 @@ refused cleanly (exit 3, "in use"), or, when one finished before the other opene
 one after the other. Never both at once, never interleaved: the final store always equals applying the
 runs that applied one after the other, in the order the ledger recorded them.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -20,8 +21,10 @@ from pipeline.store import export_store, init_store
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "sample_data" / "org.toml"
 EXE = Path(sys.executable).parent / "loyalty-bulk"
-FILES = {"identifiers": ROOT / "sample_data" / "requests" / "01_identifiers.csv",
-         "cards": ROOT / "sample_data" / "requests" / "02_cards.csv"}
+FILES = {
+    "identifiers": ROOT / "sample_data" / "requests" / "01_identifiers.csv",
+    "cards": ROOT / "sample_data" / "requests" / "02_cards.csv",
+}
 REPEATS = 4
 
 
@@ -43,7 +46,8 @@ def applied_in_order(store: Path) -> list[str]:
     try:
         rows = con.execute(
             """SELECT f.path FROM runs r JOIN run_files f USING (run_id)
-               WHERE NOT r.dry_run AND r.exit_code IN (0, 1) ORDER BY r.rowid, f.position""").fetchall()
+               WHERE NOT r.dry_run AND r.exit_code IN (0, 1) ORDER BY r.rowid, f.position"""
+        ).fetchall()
     finally:
         con.close()
     return [path for (path,) in rows]
@@ -54,9 +58,25 @@ def test_two_runs_started_together_never_interleave(base_store, tmp_path, attemp
     store = tmp_path / "store.duckdb"
     shutil.copy(base_store, store)
     names = list(FILES) if attempt % 2 == 0 else list(reversed(FILES))
-    procs = {name: subprocess.Popen(
-        [str(EXE), "run", "--store", str(store), "--config", str(ORG), "--reports", str(tmp_path / name),
-         str(FILES[name])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in names}
+    procs = {
+        name: subprocess.Popen(
+            [
+                str(EXE),
+                "run",
+                "--store",
+                str(store),
+                "--config",
+                str(ORG),
+                "--reports",
+                str(tmp_path / name),
+                str(FILES[name]),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    }
     done = {name: (proc.wait(timeout=120), *proc.communicate()) for name, proc in procs.items()}
 
     for name, (code, out, err) in done.items():
@@ -73,6 +93,7 @@ def test_two_runs_started_together_never_interleave(base_store, tmp_path, attemp
     shutil.copy(base_store, reference)
     for step, path in enumerate(order):
         run_batch(reference, ORG, [path], tmp_path / f"reference-{step}")
-    assert exported(store, tmp_path / "final") == exported(reference, tmp_path / "expected"), \
+    assert exported(store, tmp_path / "final") == exported(reference, tmp_path / "expected"), (
         "the store equals applying the runs one after the other"
+    )
     assert audit_store(store, ORG, report_path=tmp_path / "audit.csv").exit_code == 0

@@ -2,6 +2,7 @@
 
 A refusal raises ConfigError naming the key, and the CLI turns it into exit code 2.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,9 +75,9 @@ kind = "multi"
 accounts = ["WX-MAIN", "WX-CN2"]
 id_types = ["mobile", "email", "wechat", "unionId"]
 """
-LABELS = BASE[BASE.index("[card_labels]"):BASE.index("[blocked_values.mobile]")]
-ORG = BASE[:BASE.index("[merge]")]
-MERGE = BASE[BASE.index("[merge]"):BASE.index("[sources.INSTORE]")]
+LABELS = BASE[BASE.index("[card_labels]") : BASE.index("[blocked_values.mobile]")]
+ORG = BASE[: BASE.index("[merge]")]
+MERGE = BASE[BASE.index("[merge]") : BASE.index("[sources.INSTORE]")]
 
 VALID_CSV = "customer_id,source,action,id_type,id_value\n1001,INSTORE,add,email,x@y.co\n"
 
@@ -89,81 +90,135 @@ def mutate(old: str, new: str) -> str:
 
 BROKEN = [
     pytest.param('"Blocked" = "SUSPENDED"', '"Blocked" = "BLOCKED"', "card_labels.Blocked", id="unknown-status"),
-    pytest.param('"Blocked" = "SUSPENDED"', '"Blocked" = "suspended"', "card_labels.Blocked",
-                 id="status-wrong-case"),
+    pytest.param('"Blocked" = "SUSPENDED"', '"Blocked" = "suspended"', "card_labels.Blocked", id="status-wrong-case"),
     pytest.param('"Active" = "ACTIVE"', '"Active" = 1', "card_labels.Active", id="status-int"),
     pytest.param('"Active" = "ACTIVE"', '"Active" = ["ACTIVE"]', "card_labels.Active", id="status-list"),
     pytest.param('delink_label = "Not Issued"\n', "", "org.delink_label", id="delink-label-missing"),
-    pytest.param('delink_label = "Not Issued"', 'delink_label = "Blocked"', "org.delink_label",
-                 id="delink-label-not-not-issued"),
-    pytest.param('delink_label = "Not Issued"', 'delink_label = "Gone"', "org.delink_label",
-                 id="delink-label-unknown"),
+    pytest.param(
+        'delink_label = "Not Issued"', 'delink_label = "Blocked"', "org.delink_label", id="delink-label-not-not-issued"
+    ),
+    pytest.param('delink_label = "Not Issued"', 'delink_label = "Gone"', "org.delink_label", id="delink-label-unknown"),
     pytest.param('delink_label = "Not Issued"', "delink_label = 1", "org.delink_label", id="delink-label-int"),
     pytest.param('accounts = ["WX-MAIN", "WX-CN2"]\n', "", "sources.WECHAT.accounts", id="multi-without-accounts"),
-    pytest.param('accounts = ["WX-MAIN", "WX-CN2"]', "accounts = []", "sources.WECHAT.accounts",
-                 id="multi-empty-accounts"),
-    pytest.param('accounts = ["WX-MAIN", "WX-CN2"]', 'accounts = ["WX-MAIN", "WX-MAIN"]', "sources.WECHAT.accounts",
-                 id="multi-duplicate-accounts"),
-    pytest.param('kind = "single"', 'kind = "single"\naccounts = ["A"]', "sources.INSTORE.accounts",
-                 id="single-with-accounts"),
+    pytest.param(
+        'accounts = ["WX-MAIN", "WX-CN2"]', "accounts = []", "sources.WECHAT.accounts", id="multi-empty-accounts"
+    ),
+    pytest.param(
+        'accounts = ["WX-MAIN", "WX-CN2"]',
+        'accounts = ["WX-MAIN", "WX-MAIN"]',
+        "sources.WECHAT.accounts",
+        id="multi-duplicate-accounts",
+    ),
+    pytest.param(
+        'kind = "single"', 'kind = "single"\naccounts = ["A"]', "sources.INSTORE.accounts", id="single-with-accounts"
+    ),
     pytest.param('kind = "multi"', 'kind = "many"', "sources.WECHAT.kind", id="unknown-source-kind"),
     pytest.param('kind = "single"\n', "", "sources.INSTORE.kind", id="source-kind-missing"),
-    pytest.param('id_types = ["mobile", "email", "externalId"]\n', "", "sources.INSTORE.id_types",
-                 id="source-id-types-missing"),
+    pytest.param(
+        'id_types = ["mobile", "email", "externalId"]\n', "", "sources.INSTORE.id_types", id="source-id-types-missing"
+    ),
     pytest.param('"wechat", "unionId"]', '"wechat", "unionID"]', "sources.WECHAT.id_types", id="unknown-id-type"),
-    pytest.param('id_types = ["mobile", "email", "externalId"]', 'id_types = "mobile"', "sources.INSTORE.id_types",
-                 id="id-types-string"),
-    pytest.param("[blocked_values.mobile]", "[blocked_values.phone]", "blocked_values.phone",
-                 id="blocked-unknown-id-type"),
-    pytest.param('patterns = ["^0+$"]', 'patterns = ["^0+$", "(unclosed"]', "blocked_values.mobile.patterns[1]",
-                 id="blocked-invalid-regex"),
-    pytest.param('exact = ["1234567890"]', "exact = [1234567890]", "blocked_values.mobile.exact",
-                 id="blocked-exact-int"),
-    pytest.param('exact = ["1234567890"]', 'exacts = ["1234567890"]', "blocked_values.mobile.exacts",
-                 id="blocked-unknown-key"),
+    pytest.param(
+        'id_types = ["mobile", "email", "externalId"]',
+        'id_types = "mobile"',
+        "sources.INSTORE.id_types",
+        id="id-types-string",
+    ),
+    pytest.param(
+        "[blocked_values.mobile]", "[blocked_values.phone]", "blocked_values.phone", id="blocked-unknown-id-type"
+    ),
+    pytest.param(
+        'patterns = ["^0+$"]',
+        'patterns = ["^0+$", "(unclosed"]',
+        "blocked_values.mobile.patterns[1]",
+        id="blocked-invalid-regex",
+    ),
+    pytest.param(
+        'exact = ["1234567890"]', "exact = [1234567890]", "blocked_values.mobile.exact", id="blocked-exact-int"
+    ),
+    pytest.param(
+        'exact = ["1234567890"]', 'exacts = ["1234567890"]', "blocked_values.mobile.exacts", id="blocked-unknown-key"
+    ),
     pytest.param("[org]", 'colour = "blue"\n\n[org]', "colour", id="unknown-top-level-key"),
     pytest.param("[merge]", "[merges]", "merges", id="unknown-top-level-table"),
-    pytest.param("max_merges_per_survivor_per_run = 10", "max_merge_per_survivor = 10",
-                 "merge.max_merge_per_survivor", id="typo-in-merge"),
-    pytest.param("max_active_cards_per_customer = 3", "max_active_cards = 3", "org.max_active_cards",
-                 id="typo-in-org"),
-    pytest.param('kind = "single"', 'kind = "single"\nid_type = ["email"]', "sources.INSTORE.id_type",
-                 id="typo-in-source"),
+    pytest.param(
+        "max_merges_per_survivor_per_run = 10",
+        "max_merge_per_survivor = 10",
+        "merge.max_merge_per_survivor",
+        id="typo-in-merge",
+    ),
+    pytest.param("max_active_cards_per_customer = 3", "max_active_cards = 3", "org.max_active_cards", id="typo-in-org"),
+    pytest.param(
+        'kind = "single"', 'kind = "single"\nid_type = ["email"]', "sources.INSTORE.id_type", id="typo-in-source"
+    ),
     pytest.param("digits = 10", "digit = 10", "card_series[0].digit", id="typo-in-series"),
-    pytest.param("max_active_cards_per_customer = 3", 'max_active_cards_per_customer = "3"',
-                 "org.max_active_cards_per_customer", id="string-for-int"),
-    pytest.param("max_active_cards_per_customer = 3", "max_active_cards_per_customer = 3.0",
-                 "org.max_active_cards_per_customer", id="float-for-int"),
-    pytest.param("campaign_identifier_reuse = false", "campaign_identifier_reuse = 0",
-                 "org.campaign_identifier_reuse", id="int-for-bool"),
+    pytest.param(
+        "max_active_cards_per_customer = 3",
+        'max_active_cards_per_customer = "3"',
+        "org.max_active_cards_per_customer",
+        id="string-for-int",
+    ),
+    pytest.param(
+        "max_active_cards_per_customer = 3",
+        "max_active_cards_per_customer = 3.0",
+        "org.max_active_cards_per_customer",
+        id="float-for-int",
+    ),
+    pytest.param(
+        "campaign_identifier_reuse = false",
+        "campaign_identifier_reuse = 0",
+        "org.campaign_identifier_reuse",
+        id="int-for-bool",
+    ),
     pytest.param("enabled = true", "enabled = 1", "merge.enabled", id="int-for-bool-merge"),
     pytest.param("enabled = true", 'enabled = "true"', "merge.enabled", id="string-for-bool"),
-    pytest.param("max_merges_per_survivor_per_run = 10", "max_merges_per_survivor_per_run = true",
-                 "merge.max_merges_per_survivor_per_run", id="bool-for-int"),
-    pytest.param("max_active_per_customer = 1", "max_active_per_customer = true",
-                 "card_series[0].max_active_per_customer", id="bool-for-int-series"),
+    pytest.param(
+        "max_merges_per_survivor_per_run = 10",
+        "max_merges_per_survivor_per_run = true",
+        "merge.max_merges_per_survivor_per_run",
+        id="bool-for-int",
+    ),
+    pytest.param(
+        "max_active_per_customer = 1",
+        "max_active_per_customer = true",
+        "card_series[0].max_active_per_customer",
+        id="bool-for-int-series",
+    ),
     pytest.param("id = 101", 'id = "101"', "card_series[0].id", id="string-series-id"),
     pytest.param("digits = 10", 'digits = "10"', "card_series[0].digits", id="string-digits"),
     pytest.param('code = "GOLD"', "code = 7", "card_series[0].code", id="int-series-code"),
-    pytest.param("max_active_cards_per_customer = 3", "max_active_cards_per_customer = -1",
-                 "org.max_active_cards_per_customer", id="negative-org-max"),
-    pytest.param("max_merges_per_survivor_per_run = 10", "max_merges_per_survivor_per_run = -1",
-                 "merge.max_merges_per_survivor_per_run", id="negative-merge-max"),
-    pytest.param("max_active_per_customer = 1", "max_active_per_customer = -1",
-                 "card_series[0].max_active_per_customer", id="negative-series-max"),
+    pytest.param(
+        "max_active_cards_per_customer = 3",
+        "max_active_cards_per_customer = -1",
+        "org.max_active_cards_per_customer",
+        id="negative-org-max",
+    ),
+    pytest.param(
+        "max_merges_per_survivor_per_run = 10",
+        "max_merges_per_survivor_per_run = -1",
+        "merge.max_merges_per_survivor_per_run",
+        id="negative-merge-max",
+    ),
+    pytest.param(
+        "max_active_per_customer = 1",
+        "max_active_per_customer = -1",
+        "card_series[0].max_active_per_customer",
+        id="negative-series-max",
+    ),
     pytest.param("digits = 10", "digits = -3", "card_series[0].digits", id="negative-digits"),
     pytest.param("digits = 10", "digits = 0", "card_series[0].digits", id="zero-digits"),
     pytest.param("id = 103", "id = 101", "card_series[1].id", id="duplicate-series-id"),
     pytest.param('code = "PARTNER"', 'code = "GOLD"', "card_series[1].code", id="duplicate-series-code"),
-    pytest.param("max_active_per_customer = 2\n", "", "card_series[1].max_active_per_customer",
-                 id="series-max-missing"),
+    pytest.param(
+        "max_active_per_customer = 2\n", "", "card_series[1].max_active_per_customer", id="series-max-missing"
+    ),
     pytest.param(ORG, "", "org", id="missing-org"),
     pytest.param(ORG, "org = 1\n\n", "org", id="org-not-a-table"),
     pytest.param(ORG + MERGE, "merge = true\n\n" + ORG, "merge", id="merge-not-a-table"),
     pytest.param(SOURCES, "", "sources", id="missing-sources"),
     pytest.param(SOURCES, "[sources]\n", "sources", id="empty-sources"),
     pytest.param(LABELS, "", "card_labels", id="missing-card-labels"),
-    pytest.param('[card_labels]\n', "[labels]\n", "labels", id="card-labels-misspelt"),
+    pytest.param("[card_labels]\n", "[labels]\n", "labels", id="card-labels-misspelt"),
 ]
 
 
@@ -176,8 +231,9 @@ def validate_with(config: Path, tmp_path: Path):
     """Run `loyalty-bulk validate` against a valid one-row file; the config decides the outcome."""
     requests = tmp_path / "requests.csv"
     requests.write_text(VALID_CSV, encoding="utf-8")
-    return CliRunner().invoke(main, ["validate", "--config", str(config), "--reports", str(tmp_path / "reports"),
-                                     str(requests)])
+    return CliRunner().invoke(
+        main, ["validate", "--config", str(config), "--reports", str(tmp_path / "reports"), str(requests)]
+    )
 
 
 def test_sample_config_loads_every_key():
@@ -191,7 +247,8 @@ def test_sample_config_loads_every_key():
     assert config.max_merges_per_survivor_per_run == 10
     assert config.sources["INSTORE"] == Source("INSTORE", "single", (), frozenset({"mobile", "email", "externalId"}))
     assert config.sources["WECHAT"] == Source(
-        "WECHAT", "multi", ("WX-MAIN", "WX-CN2"), frozenset({"mobile", "email", "wechat", "unionId"}))
+        "WECHAT", "multi", ("WX-MAIN", "WX-CN2"), frozenset({"mobile", "email", "wechat", "unionId"})
+    )
     assert set(config.sources) == {"INSTORE", "WECHAT", "MOBILE_APP", "FACEBOOK", "LINE"}
     assert config.sources["FACEBOOK"].id_types == frozenset({"email", "fbId"})
     assert config.card_series == {
@@ -200,8 +257,13 @@ def test_sample_config_loads_every_key():
         103: CardSeries(103, "PARTNER", "P-", "", None, 2),
     }
     assert config.card_labels == {
-        "Active": "ACTIVE", "Issued": "ISSUED", "Not Issued": "NOT_ISSUED", "Returned": "NOT_ISSUED",
-        "Blocked": "SUSPENDED", "Expired": "EXPIRED", "Deleted": "DELETED",
+        "Active": "ACTIVE",
+        "Issued": "ISSUED",
+        "Not Issued": "NOT_ISSUED",
+        "Returned": "NOT_ISSUED",
+        "Blocked": "SUSPENDED",
+        "Expired": "EXPIRED",
+        "Deleted": "DELETED",
     }
     assert config.label_status("Not Issued") == "NOT_ISSUED"
     assert config.label_status("not issued") is None
@@ -248,7 +310,7 @@ def test_merge_and_reuse_defaults_when_absent(tmp_path: Path):
 
 
 def test_optional_tables_may_be_absent(tmp_path: Path):
-    text = BASE[:BASE.index("[[card_series]]")] + LABELS
+    text = BASE[: BASE.index("[[card_series]]")] + LABELS
     config = load_config(write_config(tmp_path / "org.toml", text))
     assert config.card_series == {}
     assert config.blocked_values == {}
@@ -269,12 +331,15 @@ def test_broken_layout_is_refused_naming_the_key(tmp_path: Path, old: str, new: 
     assert not (tmp_path / "reports" / "summary.json").exists()
 
 
-@pytest.mark.parametrize(("content", "reason"), [
-    pytest.param(BASE.replace("[org]", "[org"), "not valid TOML", id="toml-syntax"),
-    pytest.param(BASE + '\n[card_labels]\n"Gone" = "DELETED"\n', "not valid TOML", id="table-declared-twice"),
-    pytest.param(BASE.replace('"Not Issued"', '"Ne pas émettre"').encode("latin-1"), "utf-8", id="not-utf8"),
-    pytest.param(None, "cannot read", id="missing-file"),
-])
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        pytest.param(BASE.replace("[org]", "[org"), "not valid TOML", id="toml-syntax"),
+        pytest.param(BASE + '\n[card_labels]\n"Gone" = "DELETED"\n', "not valid TOML", id="table-declared-twice"),
+        pytest.param(BASE.replace('"Not Issued"', '"Ne pas émettre"').encode("latin-1"), "utf-8", id="not-utf8"),
+        pytest.param(None, "cannot read", id="missing-file"),
+    ],
+)
 def test_unreadable_or_unparsable_file_is_refused(tmp_path: Path, content: str | bytes | None, reason: str):
     path = tmp_path / "org.toml"
     if isinstance(content, str):

@@ -1,4 +1,5 @@
 """What `run` prints: the end-of-run summary, --json, --quiet, --verbose, and stage progress only on a terminal."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,17 @@ def store(tmp_path: Path) -> Path:
 
 
 def run_cli(store: Path, reports: Path, *flags: str):
-    args = ["run", "--store", str(store), "--config", str(ORG), "--reports", str(reports), *flags,
-            *(str(f) for f in REQUESTS)]
+    args = [
+        "run",
+        "--store",
+        str(store),
+        "--config",
+        str(ORG),
+        "--reports",
+        str(reports),
+        *flags,
+        *(str(f) for f in REQUESTS),
+    ]
     return CliRunner().invoke(main, args)
 
 

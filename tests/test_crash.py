@@ -9,6 +9,7 @@ triggered by what the run says or does on disk, to land in the apply itself: `ru
 before the ledger entry and the commit; then while the commit writes the WAL, once the commit is done
 (reports appear), and while the WAL is checkpointed into the file.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,8 +66,22 @@ def exported(store: Path, out: Path) -> dict[str, bytes]:
 
 def start_run(store: Path, env: CrashEnv, reports: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(EXE), "run", "--verbose", "--store", str(store), "--config", str(env.config), "--reports",
-         str(reports), str(env.requests)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            str(EXE),
+            "run",
+            "--verbose",
+            "--store",
+            str(store),
+            "--config",
+            str(env.config),
+            "--reports",
+            str(reports),
+            str(env.requests),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 class StageWatcher:
@@ -105,13 +120,13 @@ def env(tmp_path_factory) -> CrashEnv:
     assert {"check", "decide", "apply"} <= watcher.stages, "run --verbose names its stages as they end"
     after = exported(reference, folder / "after")
     assert after != before, "the reference run must change the store, or a kill could not be told apart"
-    return CrashEnv(folder, base, info.config_path, info.requests_path, before, after, seconds,
-                    base.stat().st_size)
+    return CrashEnv(folder, base, info.config_path, info.requests_path, before, after, seconds, base.stat().st_size)
 
 
 def stage_done(stage: str) -> Callable[[Path, CrashEnv, Path, set[str]], bool]:
     def done(store: Path, env: CrashEnv, reports: Path, stages: set[str]) -> bool:
         return stage in stages
+
     return done
 
 
@@ -197,8 +212,10 @@ def test_sigkill_leaves_the_store_before_or_after_the_run(env, tmp_path, point):
 
     state = exported(store, tmp_path / "killed")
     assert state in (env.before, env.after), f"killed {point}: the store is neither its pre-run nor post-run content"
-    print(f"{point}: {'killed' if killed else 'finished'} after {seconds:.2f} s of {env.run_seconds:.2f} s, "
-          f"store {'post-run' if state == env.after else 'pre-run'}")
+    print(
+        f"{point}: {'killed' if killed else 'finished'} after {seconds:.2f} s of {env.run_seconds:.2f} s, "
+        f"store {'post-run' if state == env.after else 'pre-run'}"
+    )
     audit = audit_store(store, env.config, report_path=tmp_path / "audit.csv")
     assert audit.exit_code == 0, audit.render()
 

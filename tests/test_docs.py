@@ -1,4 +1,5 @@
 """Docs that cannot drift: the README's error-code table is the catalog's."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Every hand-written case of test_model.py (one per code and warning, plus in-run dependencies),
 run again on the real engine: the same rows, the same expected tuples, the same final store."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,12 +9,18 @@ import test_model
 from engine_harness import run_engine
 from model import ModelStore
 
-MODEL_ONLY = {"test_invariant_violations_are_reported", "test_copy_is_independent", "test_snapshot_round_trip",
-              "test_snapshot_values_equal_after_normalisation_are_refused", "test_empty_store_frames",
-              "test_model_keeps_invariants_on_random_rows"}
+MODEL_ONLY = {
+    "test_invariant_violations_are_reported",
+    "test_copy_is_independent",
+    "test_snapshot_round_trip",
+    "test_snapshot_values_equal_after_normalisation_are_refused",
+    "test_empty_store_frames",
+    "test_model_keeps_invariants_on_random_rows",
+}
 
-globals().update({name: test for name, test in vars(test_model).items()
-                  if name.startswith("test_") and name not in MODEL_ONLY})
+globals().update(
+    {name: test for name, test in vars(test_model).items() if name.startswith("test_") and name not in MODEL_ONLY}
+)
 
 
 def engine_run_model(store: ModelStore, rows, config):

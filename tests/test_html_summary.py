@@ -1,4 +1,5 @@
 """summary.html: its sections, escaping of hostile values, the SVG charts, and a render in a real browser."""
+
 from __future__ import annotations
 
 import re
@@ -22,23 +23,34 @@ ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 
 def make_result(**changes) -> RunResult:
     """A hand-made run result: 10 rows, 3 failed with 2 codes, 1 merge."""
-    fields = dict(
-        run_id="20260101T000000Z-abcdef", job="nightly", dry_run=False, aborted=None,
-        started_at="2026-01-01T00:00:00+00:00", ended_at="2026-01-01T00:00:02+00:00",
-        stage_seconds={"read": 0.1, "check": 0.2, "resolve": 0.3, "decide": 0.4, "apply": 0.5},
-        files=({"path": "in/a.csv", "sha256": "ab" * 32, "rows": 10},), rows=10,
-        outcomes={"applied": 5, "unchanged": 1, "merged": 1}, errors_by_code={7001: 2, 8015: 1}, merges=1,
-        store_before=StoreCounts(30, 26, 4, 45, 16, 9), store_after=StoreCounts(30, 25, 5, 51, 16, 10),
-        exit_code=1, reports_dir="reports/x")
+    fields = {
+        "run_id": "20260101T000000Z-abcdef",
+        "job": "nightly",
+        "dry_run": False,
+        "aborted": None,
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "ended_at": "2026-01-01T00:00:02+00:00",
+        "stage_seconds": {"read": 0.1, "check": 0.2, "resolve": 0.3, "decide": 0.4, "apply": 0.5},
+        "files": ({"path": "in/a.csv", "sha256": "ab" * 32, "rows": 10},),
+        "rows": 10,
+        "outcomes": {"applied": 5, "unchanged": 1, "merged": 1},
+        "errors_by_code": {7001: 2, 8015: 1},
+        "merges": 1,
+        "store_before": StoreCounts(30, 26, 4, 45, 16, 9),
+        "store_after": StoreCounts(30, 25, 5, 51, 16, 10),
+        "exit_code": 1,
+        "reports_dir": "reports/x",
+    }
     return RunResult(**(fields | changes))
 
 
 def merges_frame(*id_values: str) -> pl.DataFrame:
-    return pl.DataFrame([(10 + i, 20, "in/a.csv", i + 2, "email", v) for i, v in enumerate(id_values)],
-                        schema=dict.fromkeys(MERGE_COLUMNS, pl.String) | {"victim_id": pl.Int64,
-                                                                          "survivor_id": pl.Int64,
-                                                                          "row_number": pl.Int64},
-                        orient="row")
+    return pl.DataFrame(
+        [(10 + i, 20, "in/a.csv", i + 2, "email", v) for i, v in enumerate(id_values)],
+        schema=dict.fromkeys(MERGE_COLUMNS, pl.String)
+        | {"victim_id": pl.Int64, "survivor_id": pl.Int64, "row_number": pl.Int64},
+        orient="row",
+    )
 
 
 def svg(page: str, chart_id: str) -> str:
@@ -56,25 +68,37 @@ def table(page: str, table_id: str) -> str:
 def test_page_has_every_section():
     page = render_summary_html(make_result(), merges_frame("a@example.com"))
     assert page.startswith("<!doctype html>")
-    for heading in ("Totals", "Outcomes", "Errors by code", "Merges", "Input files", "Seconds per stage",
-                    "Store counts"):
+    for heading in (
+        "Totals",
+        "Outcomes",
+        "Errors by code",
+        "Merges",
+        "Input files",
+        "Seconds per stage",
+        "Store counts",
+    ):
         assert f"<h2>{heading}</h2>" in page
     assert "20260101T000000Z-abcdef" in page.split("</title>")[0] and "job nightly" in page
     assert "APPLIED" in page and '<div class="n">10</div>' in page and '<div class="n">3</div>' in page
     assert "<td>INVALID_FIELD</td>" in page and "a required field is missing" in page
     assert "ab" * 32 in table(page, "files") and "<td>decide</td>" in table(page, "stages")
-    assert "<td>merged</td><td class=\"num\">4</td><td class=\"num\">5</td><td class=\"num\">+1</td>" in page
+    assert '<td>merged</td><td class="num">4</td><td class="num">5</td><td class="num">+1</td>' in page
 
 
 def test_page_is_self_contained():
     page = render_summary_html(make_result(), merges_frame("a@example.com"))
-    assert "<script" not in page and "<link" not in page and "http://" not in page.replace(
-        'xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+    assert (
+        "<script" not in page
+        and "<link" not in page
+        and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        and "https://" not in page
+    )
 
 
 def test_hostile_values_are_escaped():
-    result = make_result(job=HOSTILE, aborted=HOSTILE, exit_code=3,
-                         files=({"path": HOSTILE, "sha256": "00" * 32, "rows": 1},))
+    result = make_result(
+        job=HOSTILE, aborted=HOSTILE, exit_code=3, files=({"path": HOSTILE, "sha256": "00" * 32, "rows": 1},)
+    )
     page = render_summary_html(result, merges_frame(HOSTILE))
     assert "<script" not in page
     assert ESCAPED in table(page, "merges") and ESCAPED in table(page, "files")
@@ -91,15 +115,18 @@ def test_charts_have_one_bar_per_outcome_and_per_top_code():
     page = render_summary_html(make_result(), merges_frame("a@example.com"))
     outcomes = svg(page, "outcomes-chart")
     assert outcomes.count('<rect class="bar"') == 4
-    assert [t for t in re.findall(r"<title>([^<]*)</title>", outcomes)] == [
-        "applied: 5", "unchanged: 1", "merged: 1", "failed: 3"]
+    assert list(re.findall(r"<title>([^<]*)</title>", outcomes)) == [
+        "applied: 5",
+        "unchanged: 1",
+        "merged: 1",
+        "failed: 3",
+    ]
     errors = svg(page, "errors-chart")
     assert re.findall(r"<title>([^<]*)</title>", errors) == ["7001 INVALID_FIELD: 2", "8015 CUSTOMER_NOT_FOUND: 1"]
 
 
 def test_error_chart_keeps_the_top_codes_and_the_table_keeps_all():
-    codes = {7001: 9, 7002: 8, 7003: 7, 7004: 6, 7005: 5, 8055: 4, 8056: 3, 8064: 2, 8086: 2, 3004: 1, 8015: 1,
-             8008: 1}
+    codes = {7001: 9, 7002: 8, 7003: 7, 7004: 6, 7005: 5, 8055: 4, 8056: 3, 8064: 2, 8086: 2, 3004: 1, 8015: 1, 8008: 1}
     page = render_summary_html(make_result(errors_by_code=codes), merges_frame())
     assert svg(page, "errors-chart").count('<rect class="bar"') == TOP_CODES
     assert table(page, "errors").count("<tr>") == len(codes) + 1
@@ -134,8 +161,16 @@ def find_browser() -> str | None:
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 
 
-BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync")
+BROWSER_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def test_renders_in_a_headless_browser(tmp_path: Path):
@@ -144,11 +179,16 @@ def test_renders_in_a_headless_browser(tmp_path: Path):
         pytest.skip("no chromium installed (apt-get install chromium) to render summary.html")
     page = write_summary_html(make_result(job=HOSTILE), merges_frame(HOSTILE), tmp_path / "summary.html")
     base = [browser, *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*base, "--dump-dom", page.resolve().as_uri()],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    dom = subprocess.run(
+        [*base, "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     assert '<div class="n">10</div>' in dom and "INVALID_FIELD" in dom and "<svg" in dom
     assert ESCAPED in dom and "<script" not in dom
     shot = tmp_path / "shot.png"
-    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,2000", page.resolve().as_uri()],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [*base, f"--screenshot={shot}", "--window-size=1200,2000", page.resolve().as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

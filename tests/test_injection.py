@@ -4,6 +4,7 @@ A full run with SQL-, placeholder- and quote-laden values in every text column m
 every table and column of the store as it was, keep the counts consistent, and store a valid value
 verbatim. A static check keeps every piece of dynamic SQL text in pipeline/ to constant identifiers.
 """
+
 from __future__ import annotations
 
 import ast
@@ -29,7 +30,7 @@ HOSTILE = (
     "$1",
     "?",
     "$customer_id",
-    '"quoted" and \'single\'',
+    "\"quoted\" and 'single'",
     "back\\slash\\' \\\\",
     "Robert'); UPDATE cards SET customer_id = NULL; --",
     "ü'Ω\"' OR 1=1 --",
@@ -48,34 +49,123 @@ def hostile_rows() -> list[dict[str, str]]:
     def row(**fields: str) -> None:
         rows.append({column: fields.get(column, "") for column in REQUEST_COLUMNS})
 
-    for i, (value, customer) in enumerate(zip(HOSTILE, WECHAT_HOLDERS)):
-        row(row_id=value, customer_id=str(customer), source="WECHAT", account_id="WX-MAIN", action="add",
-            id_type="wechat", id_value=value)
-        row(row_id=f"union-{i}", customer_id=str(customer), source="WECHAT", account_id="WX-CN2", action="add",
-            id_type="unionId", id_value=value)
-        row(row_id=f"lookup-{i}", lookup_type="wechat", lookup_value=value, source="WECHAT", account_id="WX-MAIN",
-            action="add", id_type="mobile", id_value=f"861390000{i:04d}")
-        row(row_id=f"lookup-miss-{i}", lookup_type="unionId", lookup_value=value, source="WECHAT",
-            account_id="WX-MAIN", action="add", id_type="mobile", id_value=f"861391111{i:04d}")
-        row(row_id=f"ext-{i}", customer_id="1024", source="MOBILE_APP", action="add", id_type="externalId",
-            id_value=value)
+    for i, (value, customer) in enumerate(zip(HOSTILE, WECHAT_HOLDERS, strict=True)):
+        row(
+            row_id=value,
+            customer_id=str(customer),
+            source="WECHAT",
+            account_id="WX-MAIN",
+            action="add",
+            id_type="wechat",
+            id_value=value,
+        )
+        row(
+            row_id=f"union-{i}",
+            customer_id=str(customer),
+            source="WECHAT",
+            account_id="WX-CN2",
+            action="add",
+            id_type="unionId",
+            id_value=value,
+        )
+        row(
+            row_id=f"lookup-{i}",
+            lookup_type="wechat",
+            lookup_value=value,
+            source="WECHAT",
+            account_id="WX-MAIN",
+            action="add",
+            id_type="mobile",
+            id_value=f"861390000{i:04d}",
+        )
+        row(
+            row_id=f"lookup-miss-{i}",
+            lookup_type="unionId",
+            lookup_value=value,
+            source="WECHAT",
+            account_id="WX-MAIN",
+            action="add",
+            id_type="mobile",
+            id_value=f"861391111{i:04d}",
+        )
+        row(
+            row_id=f"ext-{i}",
+            customer_id="1024",
+            source="MOBILE_APP",
+            action="add",
+            id_type="externalId",
+            id_value=value,
+        )
         row(row_id=f"email-{i}", customer_id="1025", source="INSTORE", action="add", id_type="email", id_value=value)
-        row(row_id=f"account-{i}", customer_id="1024", source="WECHAT", account_id=value, action="add",
-            id_type="wechat", id_value=f"wx_acc_{i}")
-        row(row_id=f"source-{i}", customer_id="1024", source=value, action="add", id_type="email",
-            id_value=f"src{i}@example.com")
-        row(row_id=f"label-{i}", customer_id="1029", source="INSTORE", action="add", id_type="cardnumber",
-            id_value="GLD0000000003", series_id="101", status_label=value)
-        row(row_id=f"series-{i}", customer_id="1029", source="INSTORE", action="add", id_type="cardnumber",
-            id_value="GLD0000000004", series_id=value, status_label="Active")
-        row(row_id=f"customer-{i}", customer_id=value, source="INSTORE", action="add", id_type="email",
-            id_value=f"cust{i}@example.com")
-        row(row_id=f"type-{i}", customer_id="1024", source="INSTORE", action="add", id_type=value,
-            id_value=f"type{i}@example.com")
-        row(row_id=f"action-{i}", customer_id="1024", source="INSTORE", action=value, id_type="email",
-            id_value=f"act{i}@example.com")
-        row(row_id=f"remove-{i}", customer_id="1001", source="INSTORE", action="remove", id_type="externalId",
-            id_value=value)
+        row(
+            row_id=f"account-{i}",
+            customer_id="1024",
+            source="WECHAT",
+            account_id=value,
+            action="add",
+            id_type="wechat",
+            id_value=f"wx_acc_{i}",
+        )
+        row(
+            row_id=f"source-{i}",
+            customer_id="1024",
+            source=value,
+            action="add",
+            id_type="email",
+            id_value=f"src{i}@example.com",
+        )
+        row(
+            row_id=f"label-{i}",
+            customer_id="1029",
+            source="INSTORE",
+            action="add",
+            id_type="cardnumber",
+            id_value="GLD0000000003",
+            series_id="101",
+            status_label=value,
+        )
+        row(
+            row_id=f"series-{i}",
+            customer_id="1029",
+            source="INSTORE",
+            action="add",
+            id_type="cardnumber",
+            id_value="GLD0000000004",
+            series_id=value,
+            status_label="Active",
+        )
+        row(
+            row_id=f"customer-{i}",
+            customer_id=value,
+            source="INSTORE",
+            action="add",
+            id_type="email",
+            id_value=f"cust{i}@example.com",
+        )
+        row(
+            row_id=f"type-{i}",
+            customer_id="1024",
+            source="INSTORE",
+            action="add",
+            id_type=value,
+            id_value=f"type{i}@example.com",
+        )
+        row(
+            row_id=f"action-{i}",
+            customer_id="1024",
+            source="INSTORE",
+            action=value,
+            id_type="email",
+            id_value=f"act{i}@example.com",
+        )
+        row(
+            row_id=f"remove-{i}",
+            customer_id="1001",
+            source="INSTORE",
+            action="remove",
+            id_type="externalId",
+            id_value=value,
+        )
     return rows
 
 
@@ -90,10 +180,12 @@ def write_requests(path: Path, rows: list[dict[str, str]]) -> Path:
 def schema(store: Path) -> tuple[list[tuple], list[tuple]]:
     con = duckdb.connect(str(store), read_only=True)
     try:
-        tables = con.execute("SELECT schema_name, table_name, estimated_size >= 0 FROM duckdb_tables() "
-                             "ORDER BY ALL").fetchall()
-        columns = con.execute("SELECT table_name, column_index, column_name, data_type, is_nullable "
-                              "FROM duckdb_columns() ORDER BY ALL").fetchall()
+        tables = con.execute(
+            "SELECT schema_name, table_name, estimated_size >= 0 FROM duckdb_tables() ORDER BY ALL"
+        ).fetchall()
+        columns = con.execute(
+            "SELECT table_name, column_index, column_name, data_type, is_nullable FROM duckdb_columns() ORDER BY ALL"
+        ).fetchall()
     finally:
         con.close()
     return tables, columns
@@ -102,8 +194,10 @@ def schema(store: Path) -> tuple[list[tuple], list[tuple]]:
 def counts(store: Path) -> dict[str, int]:
     con = duckdb.connect(str(store), read_only=True)
     try:
-        return {table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for table in ("customers", "identifiers", "cards")}
+        return {
+            table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("customers", "identifiers", "cards")
+        }
     finally:
         con.close()
 
@@ -116,8 +210,9 @@ def store(tmp_path) -> Path:
 
 
 def run_cli(store: Path, reports: Path, *files: Path, extra: tuple[str, ...] = ()):
-    return CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG),
-                                     "--reports", str(reports), *extra, *map(str, files)])
+    return CliRunner().invoke(
+        main, ["run", "--store", str(store), "--config", str(ORG), "--reports", str(reports), *extra, *map(str, files)]
+    )
 
 
 def test_hostile_values_in_every_column_stay_data(store, tmp_path):
@@ -134,23 +229,31 @@ def test_hostile_values_in_every_column_stay_data(store, tmp_path):
     success = pl.read_csv(tmp_path / "r" / "success.csv", infer_schema=False)
     errors = pl.read_csv(tmp_path / "r" / "errors.csv", infer_schema=False)
     assert success.height + errors.height == len(hostile_rows())
-    added = success.filter((pl.col("outcome") == "applied") & (pl.col("action") == "add")
-                           & (pl.col("id_type") != "cardnumber")).height
+    added = success.filter(
+        (pl.col("outcome") == "applied") & (pl.col("action") == "add") & (pl.col("id_type") != "cardnumber")
+    ).height
     removed = success.filter((pl.col("action") == "remove") & (pl.col("id_type") != "cardnumber")).height
     after_counts = counts(store)
-    assert after_counts == {"customers": before_counts["customers"], "cards": before_counts["cards"],
-                            "identifiers": before_counts["identifiers"] + added - removed}
+    assert after_counts == {
+        "customers": before_counts["customers"],
+        "cards": before_counts["cards"],
+        "identifiers": before_counts["identifiers"] + added - removed,
+    }
     assert added >= 2 * len(HOSTILE), "every hostile wechat and unionId add applied"
 
     with open_store(store, read_only=True) as con:
         assert find_invariant_violations(con).height == 0
-        stored = dict(con.execute("SELECT customer_id, id_value FROM identifiers WHERE id_type = 'wechat' "
-                                  "AND account_id = 'WX-MAIN' AND customer_id IN (SELECT unnest($ids))",
-                                  {"ids": list(WECHAT_HOLDERS)}).fetchall())
-    assert stored == dict(zip(WECHAT_HOLDERS, HOSTILE)), "wechat values are stored verbatim"
+        stored = dict(
+            con.execute(
+                "SELECT customer_id, id_value FROM identifiers WHERE id_type = 'wechat' "
+                "AND account_id = 'WX-MAIN' AND customer_id IN (SELECT unnest($ids))",
+                {"ids": list(WECHAT_HOLDERS)},
+            ).fetchall()
+        )
+    assert stored == dict(zip(WECHAT_HOLDERS, HOSTILE, strict=True)), "wechat values are stored verbatim"
 
-    codes = dict(zip(errors["row_id"].to_list(), errors["error_code"].to_list()))
-    resolved = dict(zip(success["row_id"].to_list(), success["resolved_customer_id"].to_list()))
+    codes = dict(zip(errors["row_id"].to_list(), errors["error_code"].to_list(), strict=True))
+    resolved = dict(zip(success["row_id"].to_list(), success["resolved_customer_id"].to_list(), strict=True))
     for i, holder in enumerate(WECHAT_HOLDERS):
         assert resolved[f"lookup-{i}"] == str(holder), "a lookup by the hostile value finds the row that added it"
         assert codes[f"lookup-miss-{i}"] == "8015" and codes[f"account-{i}"] == "8127"
@@ -186,7 +289,7 @@ ALLOWED_NAMES = {
 
 EXCLUDED = {
     "sample.py": "the synthetic data generator: its SQL is built from its own constants and integer arguments, "
-                 "it reads no request file and no store",
+    "it reads no request file and no store",
 }
 
 
@@ -194,16 +297,25 @@ def dynamic_sql_sites(path: Path) -> list[tuple[int, str, set[str]]]:
     """Every f-string, str.format or % / + of SQL text in a module: (line, source, names interpolated)."""
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source)
-    constants = {target.id: node.value.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                 and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-                 for target in node.targets if isinstance(target, ast.Name)}
+    constants = {
+        target.id: node.value.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
 
     def names(nodes: list[ast.AST]) -> set[str]:
         return {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
 
     def is_sql(node: ast.AST) -> bool:
-        text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else \
-            constants.get(node.id, "") if isinstance(node, ast.Name) else ""
+        text = (
+            node.value
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            else constants.get(node.id, "")
+            if isinstance(node, ast.Name)
+            else ""
+        )
         return bool(SQL_WORDS.search(text))
 
     sites = []
@@ -213,12 +325,24 @@ def dynamic_sql_sites(path: Path) -> list[tuple[int, str, set[str]]]:
             if SQL_WORDS.search(text):
                 parts = [v.value for v in node.values if isinstance(v, ast.FormattedValue)]
                 sites.append((node.lineno, ast.get_source_segment(source, node), names(parts)))
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format" \
-                and is_sql(node.func.value):
-            sites.append((node.lineno, ast.get_source_segment(source, node),
-                          names([k.value for k in node.keywords] + list(node.args))))
-        elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mod, ast.Add)) \
-                and (is_sql(node.left) or is_sql(node.right)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "format"
+            and is_sql(node.func.value)
+        ):
+            sites.append(
+                (
+                    node.lineno,
+                    ast.get_source_segment(source, node),
+                    names([k.value for k in node.keywords] + list(node.args)),
+                )
+            )
+        elif (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, (ast.Mod, ast.Add))
+            and (is_sql(node.left) or is_sql(node.right))
+        ):
             sites.append((node.lineno, ast.get_source_segment(source, node), names([node.left, node.right])))
     # a module-level string constant is SQL text of the package itself, not a value
     return [(line, text, used - set(constants)) for line, text, used in sites]
@@ -241,9 +365,11 @@ def test_dynamic_sql_text_holds_only_constant_identifiers():
 
 def test_the_static_check_catches_a_value_pasted_into_sql(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text('def f(con, value):\n'
-                   '    con.execute(f"SELECT * FROM identifiers WHERE id_value = \'{value}\'")\n'
-                   '    con.execute("DELETE FROM cards WHERE card_number = \'%s\'" % value)\n'
-                   '    con.execute("SELECT {v}".format(v=value))\n')
+    bad.write_text(
+        "def f(con, value):\n"
+        "    con.execute(f\"SELECT * FROM identifiers WHERE id_value = '{value}'\")\n"
+        "    con.execute(\"DELETE FROM cards WHERE card_number = '%s'\" % value)\n"
+        '    con.execute("SELECT {v}".format(v=value))\n'
+    )
     found = dynamic_sql_sites(bad)
     assert [sorted(used) for _, _, used in found] == [["value"], ["value"], ["value"]]

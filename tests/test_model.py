@@ -3,6 +3,7 @@
 Results are asserted as flat tuples: (row, False, error_code, error_field) for a failed row and
 (row, True, outcome, warnings) for a succeeded one, rows numbered from 1.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,20 +67,40 @@ def base_store() -> ModelStore:
     )
 
 
-def row(customer_id: str | None = "1", action: str = "add", source: str = "INSTORE", id_type: str = "mobile",
-        id_value: str = "13900000000", **more: str | None) -> dict[str, str | None]:
-    return {"customer_id": customer_id, "action": action, "source": source, "id_type": id_type,
-            "id_value": id_value, **more}
+def row(
+    customer_id: str | None = "1",
+    action: str = "add",
+    source: str = "INSTORE",
+    id_type: str = "mobile",
+    id_value: str = "13900000000",
+    **more: str | None,
+) -> dict[str, str | None]:
+    return {
+        "customer_id": customer_id,
+        "action": action,
+        "source": source,
+        "id_type": id_type,
+        "id_value": id_value,
+        **more,
+    }
 
 
-def card(customer_id: str = "1", action: str = "add", number: str = "GLD0000000001", series: str | None = "101",
-         label: str | None = "Active", **more: str | None) -> dict[str, str | None]:
+def card(
+    customer_id: str = "1",
+    action: str = "add",
+    number: str = "GLD0000000001",
+    series: str | None = "101",
+    label: str | None = "Active",
+    **more: str | None,
+) -> dict[str, str | None]:
     return row(customer_id, action, "INSTORE", "cardnumber", number, series_id=series, status_label=label, **more)
 
 
 def flat(results) -> list[tuple]:
-    return [(i, True, r.outcome, r.warnings) if r.ok else (i, False, r.error_code, r.error_field)
-            for i, r in enumerate(results, 1)]
+    return [
+        (i, True, r.outcome, r.warnings) if r.ok else (i, False, r.error_code, r.error_field)
+        for i, r in enumerate(results, 1)
+    ]
 
 
 def run(rows, config=ORG, store: ModelStore | None = None):
@@ -100,111 +121,126 @@ def one(r, config=ORG, store=None) -> tuple:
 
 # ---- check stage, one code at a time
 
-@pytest.mark.parametrize("r, expected", [
-    (row(action=""), (False, 7001, "action")),
-    (row(action="delete"), (False, 7002, "action")),
-    (row(customer_id="3", action="  ADD "), (True, "applied", ())),
-    (row(source=""), (False, 7001, "source")),
-    (row(source="instore"), (False, 8003, "source")),
-    (row(source="WECHAT"), (False, 8045, "account_id")),
-    (row(source="WECHAT", account_id="WX-XX"), (False, 8127, "account_id")),
-    (row(source="WECHAT", account_id="wx-main"), (False, 8127, "account_id")),
-    (row(account_id="WX-MAIN"), (False, 8127, "account_id")),
-    (row(customer_id=""), (False, 7003, "customer_id")),
-    (row(customer_id=None, lookup_type="mobile"), (False, 7003, "customer_id")),
-    (row(customer_id=None, lookup_value="13800000001"), (False, 7003, "customer_id")),
-    (row(lookup_type="mobile", lookup_value="13800000001"), (False, 7003, "customer_id")),
-    (row(customer_id="abc"), (False, 7001, "customer_id")),
-    (row(customer_id="0"), (False, 7001, "customer_id")),
-    (row(customer_id="-1"), (False, 7001, "customer_id")),
-    (row(customer_id="+1"), (False, 7001, "customer_id")),
-    (row(customer_id="1.0"), (False, 7001, "customer_id")),
-    (row(customer_id="\u0661"), (False, 7001, "customer_id")),  # ARABIC-INDIC DIGIT ONE is not [0-9]
-    (row(customer_id=str(2**63)), (False, 7001, "customer_id")),
-    (row(customer_id="9" * 5000), (False, 7001, "customer_id")),
-    (row(customer_id="0" * 5000 + "3"), (True, "applied", ())),
-    (row(customer_id="-0"), (False, 7001, "customer_id")),
-    (row(customer_id=str(2**63 - 1)), (False, 8015, "customer_id")),
-    (row(customer_id=" 001 "), (False, 7006, "id_value")),  # customer 1, who has a mobile in INSTORE
-    (row(customer_id=None, lookup_type="wechat", lookup_value="x"), (False, 7004, "lookup_type")),
-    (row(customer_id=None, lookup_type="Mobile", lookup_value="x"), (False, 7004, "lookup_type")),
-    (row(id_type=""), (False, 7001, "id_type")),
-    (row(id_type="wechat"), (False, 7004, "id_type")),
-    (row(id_type="Mobile"), (False, 7004, "id_type")),
-    (row(id_value=" \t "), (False, 7001, "id_value")),
-    (row(id_value=None), (False, 7001, "id_value")),
-    (row(id_type="email", id_value="not-an-email"), (False, 8055, "id_value")),
-    (row(id_type="email", id_value="a b@x.com"), (False, 8055, "id_value")),
-    (row(id_type="email", id_value="a@x"), (False, 8055, "id_value")),
-    (row(customer_id="3", id_type="email", id_value="b" * 249 + "@x.com"), (False, 8055, "id_value")),  # 255 chars
-    (row(customer_id="3", id_type="email", id_value="b" * 248 + "@x.com"), (True, "applied", ())),
-    (row(id_type="mobile", id_value="1234567"), (False, 8056, "id_value")),
-    (row(id_type="mobile", id_value="1" * 16), (False, 8056, "id_value")),
-    (row(id_type="mobile", id_value="139000000ab"), (False, 8056, "id_value")),
-    (row(id_type="mobile", id_value="+-"), (False, 8056, "id_value")),  # normalises to ''
-    (row(id_type="externalId", id_value="has space"), (False, 8064, "id_value")),
-    (row(id_type="externalId", id_value="x" * 65), (False, 8064, "id_value")),
-    (row(source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="a\x07b"), (False, 7001, "id_value")),
-    (row(source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="w" * 129), (False, 7001, "id_value")),
-    (row(id_type="mobile", id_value="000-000-000-000"), (False, 7005, "id_value")),  # 10 zeros once 00 goes
-    (row(id_type="mobile", id_value="(123) 456.7890"), (False, 7005, "id_value")),
-    (row(id_type="mobile", id_value="0000"), (False, 8056, "id_value")),  # format before blocked
-    (row(customer_id="3", id_type="email", id_value="TEST@test.com"), (False, 7005, "id_value")),
-    (row(customer_id="3", id_type="email", id_value="NoReply@x.com"), (False, 7005, "id_value")),
-    (row(customer_id="3", id_type="externalId", id_value="N/A"), (False, 7005, "id_value")),
-    (row(customer_id="3", id_type="externalId", id_value="n/a"), (True, "applied", ())),  # exact is case-sensitive
-    (row(series_id="abc"), (False, 3004, "series_id")),
-    (row(series_id="999"), (False, 3004, "series_id")),
-    (row(series_id="101.0"), (False, 3004, "series_id")),
-    (row(series_id="1" * 5000), (False, 3004, "series_id")),
-    (row(series_id="+101"), (False, 3004, "series_id")),
-    (row(customer_id="3", series_id="101"), (True, "applied", ())),  # a known series on an identifier row
-    (row(status_label="Unknown"), (False, 8086, "status_label")),
-    (row(status_label="active"), (False, 8086, "status_label")),
-    (row(customer_id="3", status_label="Expired"), (True, "applied", ())),  # no 7011 on identifier rows
-    (card(series=""), (False, 3004, "series_id")),
-    (card(series=None), (False, 3004, "series_id")),
-    (card(series="104"), (False, 3004, "series_id")),
-    (card(series="0101"), (False, 3036, "id_value")),  # leading zeros: series 101
-    (card(series="999", number="nonsense"), (False, 3004, "series_id")),  # no series, no format check
-    (card(number="GLD123"), (False, 7001, "id_value")),
-    (card(number="GLD000000000A"), (False, 7001, "id_value")),
-    (card(number="SLV00000001"), (False, 7001, "id_value")),
-    (card(number="SLV00000001X", series="102", label=""), (False, 8086, "status_label")),
-    (card(label=None), (False, 8086, "status_label")),
-    (card(label="Bogus"), (False, 8086, "status_label")),
-    (card(label="Not Issued"), (False, 7011, "status_label")),
-    (card(label="Blocked"), (False, 7011, "status_label")),
-    (card(label="Expired"), (False, 7011, "status_label")),
-    (card(action="remove", number="GLD0000000002", label="Active"), (False, 7011, "status_label")),
-    (card(action="remove", number="GLD0000000002", label="Bogus"), (False, 8086, "status_label")),
-    (card(action="remove", number="GLD0000000002", series="999"), (False, 3004, "series_id")),
-    (card(action="remove", number="junk", series=None, label=None), (False, 3010, "id_value")),  # no format on remove
-])
+
+@pytest.mark.parametrize(
+    ("r", "expected"),
+    [
+        (row(action=""), (False, 7001, "action")),
+        (row(action="delete"), (False, 7002, "action")),
+        (row(customer_id="3", action="  ADD "), (True, "applied", ())),
+        (row(source=""), (False, 7001, "source")),
+        (row(source="instore"), (False, 8003, "source")),
+        (row(source="WECHAT"), (False, 8045, "account_id")),
+        (row(source="WECHAT", account_id="WX-XX"), (False, 8127, "account_id")),
+        (row(source="WECHAT", account_id="wx-main"), (False, 8127, "account_id")),
+        (row(account_id="WX-MAIN"), (False, 8127, "account_id")),
+        (row(customer_id=""), (False, 7003, "customer_id")),
+        (row(customer_id=None, lookup_type="mobile"), (False, 7003, "customer_id")),
+        (row(customer_id=None, lookup_value="13800000001"), (False, 7003, "customer_id")),
+        (row(lookup_type="mobile", lookup_value="13800000001"), (False, 7003, "customer_id")),
+        (row(customer_id="abc"), (False, 7001, "customer_id")),
+        (row(customer_id="0"), (False, 7001, "customer_id")),
+        (row(customer_id="-1"), (False, 7001, "customer_id")),
+        (row(customer_id="+1"), (False, 7001, "customer_id")),
+        (row(customer_id="1.0"), (False, 7001, "customer_id")),
+        (row(customer_id="\u0661"), (False, 7001, "customer_id")),  # ARABIC-INDIC DIGIT ONE is not [0-9]
+        (row(customer_id=str(2**63)), (False, 7001, "customer_id")),
+        (row(customer_id="9" * 5000), (False, 7001, "customer_id")),
+        (row(customer_id="0" * 5000 + "3"), (True, "applied", ())),
+        (row(customer_id="-0"), (False, 7001, "customer_id")),
+        (row(customer_id=str(2**63 - 1)), (False, 8015, "customer_id")),
+        (row(customer_id=" 001 "), (False, 7006, "id_value")),  # customer 1, who has a mobile in INSTORE
+        (row(customer_id=None, lookup_type="wechat", lookup_value="x"), (False, 7004, "lookup_type")),
+        (row(customer_id=None, lookup_type="Mobile", lookup_value="x"), (False, 7004, "lookup_type")),
+        (row(id_type=""), (False, 7001, "id_type")),
+        (row(id_type="wechat"), (False, 7004, "id_type")),
+        (row(id_type="Mobile"), (False, 7004, "id_type")),
+        (row(id_value=" \t "), (False, 7001, "id_value")),
+        (row(id_value=None), (False, 7001, "id_value")),
+        (row(id_type="email", id_value="not-an-email"), (False, 8055, "id_value")),
+        (row(id_type="email", id_value="a b@x.com"), (False, 8055, "id_value")),
+        (row(id_type="email", id_value="a@x"), (False, 8055, "id_value")),
+        (row(customer_id="3", id_type="email", id_value="b" * 249 + "@x.com"), (False, 8055, "id_value")),  # 255 chars
+        (row(customer_id="3", id_type="email", id_value="b" * 248 + "@x.com"), (True, "applied", ())),
+        (row(id_type="mobile", id_value="1234567"), (False, 8056, "id_value")),
+        (row(id_type="mobile", id_value="1" * 16), (False, 8056, "id_value")),
+        (row(id_type="mobile", id_value="139000000ab"), (False, 8056, "id_value")),
+        (row(id_type="mobile", id_value="+-"), (False, 8056, "id_value")),  # normalises to ''
+        (row(id_type="externalId", id_value="has space"), (False, 8064, "id_value")),
+        (row(id_type="externalId", id_value="x" * 65), (False, 8064, "id_value")),
+        (row(source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="a\x07b"), (False, 7001, "id_value")),
+        (row(source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="w" * 129), (False, 7001, "id_value")),
+        (row(id_type="mobile", id_value="000-000-000-000"), (False, 7005, "id_value")),  # 10 zeros once 00 goes
+        (row(id_type="mobile", id_value="(123) 456.7890"), (False, 7005, "id_value")),
+        (row(id_type="mobile", id_value="0000"), (False, 8056, "id_value")),  # format before blocked
+        (row(customer_id="3", id_type="email", id_value="TEST@test.com"), (False, 7005, "id_value")),
+        (row(customer_id="3", id_type="email", id_value="NoReply@x.com"), (False, 7005, "id_value")),
+        (row(customer_id="3", id_type="externalId", id_value="N/A"), (False, 7005, "id_value")),
+        (row(customer_id="3", id_type="externalId", id_value="n/a"), (True, "applied", ())),  # exact is case-sensitive
+        (row(series_id="abc"), (False, 3004, "series_id")),
+        (row(series_id="999"), (False, 3004, "series_id")),
+        (row(series_id="101.0"), (False, 3004, "series_id")),
+        (row(series_id="1" * 5000), (False, 3004, "series_id")),
+        (row(series_id="+101"), (False, 3004, "series_id")),
+        (row(customer_id="3", series_id="101"), (True, "applied", ())),  # a known series on an identifier row
+        (row(status_label="Unknown"), (False, 8086, "status_label")),
+        (row(status_label="active"), (False, 8086, "status_label")),
+        (row(customer_id="3", status_label="Expired"), (True, "applied", ())),  # no 7011 on identifier rows
+        (card(series=""), (False, 3004, "series_id")),
+        (card(series=None), (False, 3004, "series_id")),
+        (card(series="104"), (False, 3004, "series_id")),
+        (card(series="0101"), (False, 3036, "id_value")),  # leading zeros: series 101
+        (card(series="999", number="nonsense"), (False, 3004, "series_id")),  # no series, no format check
+        (card(number="GLD123"), (False, 7001, "id_value")),
+        (card(number="GLD000000000A"), (False, 7001, "id_value")),
+        (card(number="SLV00000001"), (False, 7001, "id_value")),
+        (card(number="SLV00000001X", series="102", label=""), (False, 8086, "status_label")),
+        (card(label=None), (False, 8086, "status_label")),
+        (card(label="Bogus"), (False, 8086, "status_label")),
+        (card(label="Not Issued"), (False, 7011, "status_label")),
+        (card(label="Blocked"), (False, 7011, "status_label")),
+        (card(label="Expired"), (False, 7011, "status_label")),
+        (card(action="remove", number="GLD0000000002", label="Active"), (False, 7011, "status_label")),
+        (card(action="remove", number="GLD0000000002", label="Bogus"), (False, 8086, "status_label")),
+        (card(action="remove", number="GLD0000000002", series="999"), (False, 3004, "series_id")),
+        (
+            card(action="remove", number="junk", series=None, label=None),
+            (False, 3010, "id_value"),
+        ),  # no format on remove
+    ],
+)
 def test_check_codes(r, expected):
     assert one(r) == expected
 
 
-@pytest.mark.parametrize("r, expected", [
-    (row(action="bad", source="bad", customer_id="bad"), (False, 7002, "action")),
-    (row(source="NOPE", account_id="x", customer_id="bad"), (False, 8003, "source")),
-    (row(source="WECHAT", customer_id="bad", id_type="bad"), (False, 8045, "account_id")),
-    (row(customer_id="abc", lookup_type="mobile"), (False, 7003, "customer_id")),
-    (row(customer_id="abc", id_type="bad", id_value=""), (False, 7001, "customer_id")),
-    (row(customer_id=None, lookup_type="bad", lookup_value="x", id_type="bad"), (False, 7004, "lookup_type")),
-    (row(id_type="bad", id_value="", series_id="bad"), (False, 7004, "id_type")),
-    (row(id_type="email", id_value="bad", series_id="bad", status_label="bad"), (False, 8055, "id_value")),
-    (row(series_id="bad", status_label="bad"), (False, 3004, "series_id")),
-    (card(number="bad", series="bad", label="bad"), (False, 3004, "series_id")),
-    (card(number="bad", label="bad"), (False, 7001, "id_value")),
-])
+@pytest.mark.parametrize(
+    ("r", "expected"),
+    [
+        (row(action="bad", source="bad", customer_id="bad"), (False, 7002, "action")),
+        (row(source="NOPE", account_id="x", customer_id="bad"), (False, 8003, "source")),
+        (row(source="WECHAT", customer_id="bad", id_type="bad"), (False, 8045, "account_id")),
+        (row(customer_id="abc", lookup_type="mobile"), (False, 7003, "customer_id")),
+        (row(customer_id="abc", id_type="bad", id_value=""), (False, 7001, "customer_id")),
+        (row(customer_id=None, lookup_type="bad", lookup_value="x", id_type="bad"), (False, 7004, "lookup_type")),
+        (row(id_type="bad", id_value="", series_id="bad"), (False, 7004, "id_type")),
+        (row(id_type="email", id_value="bad", series_id="bad", status_label="bad"), (False, 8055, "id_value")),
+        (row(series_id="bad", status_label="bad"), (False, 3004, "series_id")),
+        (card(number="bad", series="bad", label="bad"), (False, 3004, "series_id")),
+        (card(number="bad", label="bad"), (False, 7001, "id_value")),
+    ],
+)
 def test_check_precedence(r, expected):
     assert one(r) == expected
 
 
 def test_blocked_card_number_precedes_unknown_series():
-    config = dataclasses.replace(ORG, blocked_values={
-        **ORG.blocked_values, "cardnumber": dataclasses.replace(ORG.blocked_values["mobile"], exact={"P-BAD"})})
+    config = dataclasses.replace(
+        ORG,
+        blocked_values={
+            **ORG.blocked_values,
+            "cardnumber": dataclasses.replace(ORG.blocked_values["mobile"], exact={"P-BAD"}),
+        },
+    )
     assert one(card(number="P-BAD", series="999"), config) == (False, 7005, "id_value")
     assert one(card(number="P-BAD", series="103"), config) == (False, 7005, "id_value")
 
@@ -213,8 +249,15 @@ def test_removes_and_lookups_skip_format_and_blocked_rules():
     store = base_store()
     store.identifiers |= {(1, "MOBILE_APP", "", "mobile", "12"), (1, "MOBILE_APP", "", "externalId", "N/A")}
     rows = [
-        row(customer_id=None, lookup_type="externalId", lookup_value="N/A", source="MOBILE_APP",
-            action="remove", id_type="mobile", id_value="(1-2)"),
+        row(
+            customer_id=None,
+            lookup_type="externalId",
+            lookup_value="N/A",
+            source="MOBILE_APP",
+            action="remove",
+            id_type="mobile",
+            id_value="(1-2)",
+        ),
         row(action="remove", source="MOBILE_APP", id_type="externalId", id_value=" N/A "),
         row(customer_id=None, lookup_type="mobile", lookup_value="12", source="INSTORE"),
     ]
@@ -226,24 +269,59 @@ def test_removes_and_lookups_skip_format_and_blocked_rules():
 
 # ---- resolve stage
 
-@pytest.mark.parametrize("r, expected, resolved", [
-    (row(customer_id="99"), (False, 8015, "customer_id"), None),
-    (row(customer_id=None, lookup_type="mobile", lookup_value="13899999999"), (False, 8015, "lookup_value"), None),
-    (row(customer_id=None, lookup_type="mobile", lookup_value="+138-0000 (0001)", id_type="externalId",
-         id_value="e1"), (True, "applied", ()), 1),
-    (row(customer_id=None, lookup_type="email", lookup_value="A@X.COM", id_type="externalId", id_value="e1"),
-     (True, "applied", ()), 1),
-    (row(customer_id=None, lookup_type="email", lookup_value="a@x.com", source="MOBILE_APP"),
-     (False, 8015, "lookup_value"), None),  # another scope
-    (row(customer_id=None, lookup_type="wechat", lookup_value="wx2", source="WECHAT", account_id="WX-CN2"),
-     (False, 8015, "lookup_value"), None),  # another account
-    (row(customer_id=None, lookup_type="cardnumber", lookup_value="GLD0000000002", source="FACEBOOK",
-         id_type="fbId", id_value="fb1"), (True, "applied", ()), 1),
-    (row(customer_id=None, lookup_type="cardnumber", lookup_value="GLD0000000001"),
-     (False, 8015, "lookup_value"), None),  # an unheld card
-    (row(customer_id="4", source="FACEBOOK", id_type="fbId", id_value="fb1"), (True, "applied", (91009,)), 1),
-    (row(customer_id="4"), (False, 7006, "id_value"), 1),  # resolved, then failed at apply: no warning
-])
+
+@pytest.mark.parametrize(
+    ("r", "expected", "resolved"),
+    [
+        (row(customer_id="99"), (False, 8015, "customer_id"), None),
+        (row(customer_id=None, lookup_type="mobile", lookup_value="13899999999"), (False, 8015, "lookup_value"), None),
+        (
+            row(
+                customer_id=None,
+                lookup_type="mobile",
+                lookup_value="+138-0000 (0001)",
+                id_type="externalId",
+                id_value="e1",
+            ),
+            (True, "applied", ()),
+            1,
+        ),
+        (
+            row(customer_id=None, lookup_type="email", lookup_value="A@X.COM", id_type="externalId", id_value="e1"),
+            (True, "applied", ()),
+            1,
+        ),
+        (
+            row(customer_id=None, lookup_type="email", lookup_value="a@x.com", source="MOBILE_APP"),
+            (False, 8015, "lookup_value"),
+            None,
+        ),  # another scope
+        (
+            row(customer_id=None, lookup_type="wechat", lookup_value="wx2", source="WECHAT", account_id="WX-CN2"),
+            (False, 8015, "lookup_value"),
+            None,
+        ),  # another account
+        (
+            row(
+                customer_id=None,
+                lookup_type="cardnumber",
+                lookup_value="GLD0000000002",
+                source="FACEBOOK",
+                id_type="fbId",
+                id_value="fb1",
+            ),
+            (True, "applied", ()),
+            1,
+        ),
+        (
+            row(customer_id=None, lookup_type="cardnumber", lookup_value="GLD0000000001"),
+            (False, 8015, "lookup_value"),
+            None,
+        ),  # an unheld card
+        (row(customer_id="4", source="FACEBOOK", id_type="fbId", id_value="fb1"), (True, "applied", (91009,)), 1),
+        (row(customer_id="4"), (False, 7006, "id_value"), 1),  # resolved, then failed at apply: no warning
+    ],
+)
 def test_resolve(r, expected, resolved):
     result = run([r])[1][0]
     assert flat([result])[0][1:] == expected
@@ -252,26 +330,34 @@ def test_resolve(r, expected, resolved):
 
 # ---- apply stage: identifiers
 
-@pytest.mark.parametrize("r, expected", [
-    (row(id_value="+138 0000 0001"), (True, "unchanged", (8071,))),
-    (row(id_type="email", id_value=" A@X.com "), (True, "unchanged", (8072,))),
-    (row(customer_id="7", id_type="externalId", id_value="ext7"), (True, "unchanged", (8073,))),
-    (row(customer_id="2", source="WECHAT", account_id="WX-MAIN", id_type="wechat", id_value="wx2"),
-     (True, "unchanged", (8070,))),
-    (row(customer_id="4", id_type="email", id_value="a@x.com"), (True, "unchanged", (8072, 91009))),
-    (row(), (False, 7006, "id_value")),
-    (row(customer_id="3", id_type="email", id_value="a@x.com"), (False, 8008, "id_value")),
-    (row(source="FACEBOOK", id_type="email", id_value="camp@x.com"), (False, 8068, "id_value")),  # holder in S
-    (row(source="MOBILE_APP", id_type="email", id_value="camp@x.com"), (False, 8068, "id_value")),
-    (row(source="WECHAT", account_id="WX-MAIN", id_value="13800000003"), (False, 8074, "id_value")),
-    (row(customer_id="7", source="MOBILE_APP", id_type="email", id_value="a@x.com"), (False, 8066, "id_value")),
-    (row(customer_id="3", source="WECHAT", account_id="WX-MAIN", id_type="email", id_value="two@x.com"),
-     (False, 8066, "id_value")),  # the clash comes from S alone
-    (row(action="remove", id_value="13899999999"), (False, 7009, "id_value")),
-    (row(customer_id="3", action="remove", id_value="13800000003"), (False, 7009, "id_value")),  # other scope
-    (row(customer_id="7", action="remove", id_type="externalId", id_value="ext7"), (False, 7010, "id_value")),
-    (row(action="remove", id_type="email", id_value="A@x.com"), (True, "applied", ())),
-])
+
+@pytest.mark.parametrize(
+    ("r", "expected"),
+    [
+        (row(id_value="+138 0000 0001"), (True, "unchanged", (8071,))),
+        (row(id_type="email", id_value=" A@X.com "), (True, "unchanged", (8072,))),
+        (row(customer_id="7", id_type="externalId", id_value="ext7"), (True, "unchanged", (8073,))),
+        (
+            row(customer_id="2", source="WECHAT", account_id="WX-MAIN", id_type="wechat", id_value="wx2"),
+            (True, "unchanged", (8070,)),
+        ),
+        (row(customer_id="4", id_type="email", id_value="a@x.com"), (True, "unchanged", (8072, 91009))),
+        (row(), (False, 7006, "id_value")),
+        (row(customer_id="3", id_type="email", id_value="a@x.com"), (False, 8008, "id_value")),
+        (row(source="FACEBOOK", id_type="email", id_value="camp@x.com"), (False, 8068, "id_value")),  # holder in S
+        (row(source="MOBILE_APP", id_type="email", id_value="camp@x.com"), (False, 8068, "id_value")),
+        (row(source="WECHAT", account_id="WX-MAIN", id_value="13800000003"), (False, 8074, "id_value")),
+        (row(customer_id="7", source="MOBILE_APP", id_type="email", id_value="a@x.com"), (False, 8066, "id_value")),
+        (
+            row(customer_id="3", source="WECHAT", account_id="WX-MAIN", id_type="email", id_value="two@x.com"),
+            (False, 8066, "id_value"),
+        ),  # the clash comes from S alone
+        (row(action="remove", id_value="13899999999"), (False, 7009, "id_value")),
+        (row(customer_id="3", action="remove", id_value="13800000003"), (False, 7009, "id_value")),  # other scope
+        (row(customer_id="7", action="remove", id_type="externalId", id_value="ext7"), (False, 7010, "id_value")),
+        (row(action="remove", id_type="email", id_value="A@x.com"), (True, "applied", ())),
+    ],
+)
 def test_apply_identifier_codes(r, expected):
     assert one(r) == expected
 
@@ -282,15 +368,20 @@ def test_merge_moves_identifiers_and_cards():
     assert (results[0].survivor_id, results[0].victim_id, results[0].resolved_customer_id) == (2, 6, 6)
     assert store.customers[6] == ("MERGED", 2, "LOYALTY")
     assert {i for i in store.identifiers if i[0] in (2, 6)} == {
-        (2, "WECHAT", "WX-MAIN", "wechat", "wx2"), (2, "WECHAT", "WX-MAIN", "mobile", "13800000002"),
-        (2, "INSTORE", "", "email", "two@x.com"), (2, "WECHAT", "WX-CN2", "wechat", "wx2"),
-        (2, "FACEBOOK", "", "fbId", "fb6"), (2, "LINE", "", "mobile", "13800000003")}
+        (2, "WECHAT", "WX-MAIN", "wechat", "wx2"),
+        (2, "WECHAT", "WX-MAIN", "mobile", "13800000002"),
+        (2, "INSTORE", "", "email", "two@x.com"),
+        (2, "WECHAT", "WX-CN2", "wechat", "wx2"),
+        (2, "FACEBOOK", "", "fbId", "fb6"),
+        (2, "LINE", "", "mobile", "13800000003"),
+    }
     assert store.cards["SLV00000004X"] == (102, 2, "Active")
 
 
 def test_merge_disabled():
-    store, results = run([row(customer_id="6", source="WECHAT", account_id="WX-CN2", id_type="wechat",
-                              id_value="wx2")], NO_MERGE)
+    _, results = run(
+        [row(customer_id="6", source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="wx2")], NO_MERGE
+    )
     assert flat(results) == [(1, False, 7007, "id_value")]
 
 
@@ -300,30 +391,49 @@ def test_merge_ignores_card_limits():
     store.cards["GLD0000000003"] = (101, 2, "Blocked")
     store.cards["P-1"] = (103, 2, "Issued")
     store.cards["P-2"] = (103, 2, "Issued")  # 2 is at the org maximum of 3 already
-    store, results = run([row(customer_id="6", source="WECHAT", account_id="WX-CN2", id_type="wechat",
-                              id_value="wx2")], store=store)
+    store, results = run(
+        [row(customer_id="6", source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="wx2")], store=store
+    )
     assert flat(results) == [(1, True, "merged", (8051,))]
     assert sorted(n for n, (_, holder, _) in store.cards.items() if holder == 2) == [
-        "GLD0000000001", "GLD0000000003", "P-1", "P-2", "SLV00000004X"]
+        "GLD0000000001",
+        "GLD0000000003",
+        "P-1",
+        "P-2",
+        "SLV00000004X",
+    ]
 
 
 def campaign_store() -> ModelStore:
     return ModelStore(
-        customers={10: ("ACTIVE", None, "LOYALTY"), 11: ("ACTIVE", None, "LOYALTY"),
-                   12: ("ACTIVE", None, "CAMPAIGN"), 13: ("ACTIVE", None, "CAMPAIGN")},
-        identifiers={(10, "INSTORE", "", "mobile", "13700000010"), (11, "WECHAT", "WX-MAIN", "email", "z@x.com"),
-                     (12, "FACEBOOK", "", "email", "z@x.com"), (12, "LINE", "", "line", "l12"),
-                     (13, "MOBILE_APP", "", "email", "z@x.com")},
-        cards={})
+        customers={
+            10: ("ACTIVE", None, "LOYALTY"),
+            11: ("ACTIVE", None, "LOYALTY"),
+            12: ("ACTIVE", None, "CAMPAIGN"),
+            13: ("ACTIVE", None, "CAMPAIGN"),
+        },
+        identifiers={
+            (10, "INSTORE", "", "mobile", "13700000010"),
+            (11, "WECHAT", "WX-MAIN", "email", "z@x.com"),
+            (12, "FACEBOOK", "", "email", "z@x.com"),
+            (12, "LINE", "", "line", "l12"),
+            (13, "MOBILE_APP", "", "email", "z@x.com"),
+        },
+        cards={},
+    )
 
 
 def test_campaign_holders_warning_applied():
-    store, results = run([row(customer_id="11", source="FACEBOOK", id_type="email", id_value="q@x.com"),
-                          row(customer_id="12", source="LINE", id_type="line", id_value="l12"),
-                          row(customer_id="10", source="LINE", id_type="line", id_value="l12")],
-                         REUSE, campaign_store())
-    assert flat(results) == [(1, True, "applied", ()), (2, True, "unchanged", (8070,)),
-                             (3, True, "applied", (8068,))]
+    store, results = run(
+        [
+            row(customer_id="11", source="FACEBOOK", id_type="email", id_value="q@x.com"),
+            row(customer_id="12", source="LINE", id_type="line", id_value="l12"),
+            row(customer_id="10", source="LINE", id_type="line", id_value="l12"),
+        ],
+        REUSE,
+        campaign_store(),
+    )
+    assert flat(results) == [(1, True, "applied", ()), (2, True, "unchanged", (8070,)), (3, True, "applied", (8068,))]
     assert (12, "LINE", "", "line", "l12") not in store.identifiers
     assert (10, "LINE", "", "line", "l12") in store.identifiers
     assert store.customers[12] == ("ACTIVE", None, "CAMPAIGN")  # left with its email only
@@ -331,57 +441,79 @@ def test_campaign_holders_warning_applied():
 
 def test_campaign_holder_in_scope_loses_value_on_merge():
     # 12 holds z@x.com in FACEBOOK (the row's scope) and 13 in MOBILE_APP; 11 is the one LOYALTY holder
-    store, results = run([row(customer_id="10", source="FACEBOOK", id_type="email", id_value="Z@x.com")],
-                         REUSE, campaign_store())
+    store, results = run(
+        [row(customer_id="10", source="FACEBOOK", id_type="email", id_value="Z@x.com")], REUSE, campaign_store()
+    )
     assert flat(results) == [(1, True, "merged", (8051, 8068))]
     assert (results[0].survivor_id, results[0].victim_id) == (11, 10)
     assert {i for i in store.identifiers if i[3:] == ("email", "z@x.com")} == {
-        (11, "WECHAT", "WX-MAIN", "email", "z@x.com"), (11, "FACEBOOK", "", "email", "z@x.com")}
+        (11, "WECHAT", "WX-MAIN", "email", "z@x.com"),
+        (11, "FACEBOOK", "", "email", "z@x.com"),
+    }
     assert (11, "INSTORE", "", "mobile", "13700000010") in store.identifiers
-    _, results = run([row(customer_id="10", source="FACEBOOK", id_type="email", id_value="Z@x.com")],
-                     ORG, campaign_store())
+    _, results = run(
+        [row(customer_id="10", source="FACEBOOK", id_type="email", id_value="Z@x.com")], ORG, campaign_store()
+    )
     assert flat(results) == [(1, False, 8068, "id_value")]
 
 
 def test_campaign_target_keeps_its_own_holdings():
-    store, results = run([row(customer_id="13", source="LINE", id_type="line", id_value="l12")],
-                         REUSE, campaign_store())
+    store, results = run(
+        [row(customer_id="13", source="LINE", id_type="line", id_value="l12")], REUSE, campaign_store()
+    )
     assert flat(results) == [(1, True, "applied", (8068,))]
     assert (13, "MOBILE_APP", "", "email", "z@x.com") in store.identifiers
 
 
 # ---- apply stage: cards
 
-@pytest.mark.parametrize("r, expected", [
-    (card(number="GLD0000009999"), (False, 3010, "id_value")),
-    (card(number="P-GOLD", series="103"), (False, 3000, "id_value")),
-    (card(number="P-EXP", series="103"), (False, 8087, "id_value")),
-    (card(action="remove", number="P-EXP", label=None), (False, 8087, "id_value")),
-    (card(number="GLD0000000002"), (True, "unchanged", (3012,))),
-    (card(customer_id="4", number="GLD0000000002"), (True, "unchanged", (3012, 91009))),
-    (card(number="GLD0000000002", label="Issued"), (True, "applied", ())),
-    (card(customer_id="3", number="GLD0000000002"), (False, 3027, "id_value")),
-    (card(number="GLD0000000001"), (False, 3036, "id_value")),
-    (card(customer_id="3", action="remove", number="GLD0000000002", label=None), (False, 3031, "id_value")),
-    (card(action="remove", number="GLD0000000001", label=None), (False, 3031, "id_value")),
-    (card(customer_id="3", action="remove", number="GLD0000000009", label=None), (False, 3010, "id_value")),
-    (card(customer_id="3", number="P-", series="103"), (False, 3010, "id_value")),  # 'P-' fits series 103
-])
+
+@pytest.mark.parametrize(
+    ("r", "expected"),
+    [
+        (card(number="GLD0000009999"), (False, 3010, "id_value")),
+        (card(number="P-GOLD", series="103"), (False, 3000, "id_value")),
+        (card(number="P-EXP", series="103"), (False, 8087, "id_value")),
+        (card(action="remove", number="P-EXP", label=None), (False, 8087, "id_value")),
+        (card(number="GLD0000000002"), (True, "unchanged", (3012,))),
+        (card(customer_id="4", number="GLD0000000002"), (True, "unchanged", (3012, 91009))),
+        (card(number="GLD0000000002", label="Issued"), (True, "applied", ())),
+        (card(customer_id="3", number="GLD0000000002"), (False, 3027, "id_value")),
+        (card(number="GLD0000000001"), (False, 3036, "id_value")),
+        (card(customer_id="3", action="remove", number="GLD0000000002", label=None), (False, 3031, "id_value")),
+        (card(action="remove", number="GLD0000000001", label=None), (False, 3031, "id_value")),
+        (card(customer_id="3", action="remove", number="GLD0000000009", label=None), (False, 3010, "id_value")),
+        (card(customer_id="3", number="P-", series="103"), (False, 3010, "id_value")),  # 'P-' fits series 103
+    ],
+)
 def test_apply_card_codes(r, expected):
     assert one(r) == expected
 
 
 def test_org_card_limit():
-    store, results = run([card(number="SLV00000001X", series="102"), card(number="SLV00000003X", series="102"),
-                          card(number="P-1", series="103"),
-                          card(customer_id="3", number="P-1", series="103", label="Issued"),
-                          card(customer_id="3", number="P-2", series="103", label="Issued"),
-                          card(customer_id="3", number="GLD0000000001", series="101", label="Issued")])
-    assert flat(results) == [(1, True, "applied", ()), (2, True, "applied", ()), (3, False, 3039, "id_value"),
-                             (4, True, "applied", ()), (5, True, "applied", ()), (6, True, "applied", ())]
+    store, results = run(
+        [
+            card(number="SLV00000001X", series="102"),
+            card(number="SLV00000003X", series="102"),
+            card(number="P-1", series="103"),
+            card(customer_id="3", number="P-1", series="103", label="Issued"),
+            card(customer_id="3", number="P-2", series="103", label="Issued"),
+            card(customer_id="3", number="GLD0000000001", series="101", label="Issued"),
+        ]
+    )
+    assert flat(results) == [
+        (1, True, "applied", ()),
+        (2, True, "applied", ()),
+        (3, False, 3039, "id_value"),
+        (4, True, "applied", ()),
+        (5, True, "applied", ()),
+        (6, True, "applied", ()),
+    ]
     assert store.cards["P-1"] == (103, 3, "Issued")
-    _, results = run([card(customer_id="3", number=n, series="103", label="Issued") for n in ("P-1", "P-2", "P-3")],
-                     store=dataclasses.replace(base_store(), cards={**base_store().cards, "P-3": (103, None, "x")}))
+    _, results = run(
+        [card(customer_id="3", number=n, series="103", label="Issued") for n in ("P-1", "P-2", "P-3")],
+        store=dataclasses.replace(base_store(), cards={**base_store().cards, "P-3": (103, None, "x")}),
+    )
     assert flat(results)[2] == (3, False, 3036, "id_value")  # series 103 allows 2
 
 
@@ -394,10 +526,14 @@ def test_suspended_cards_count_and_closed_do_not():
 
 
 def test_delink_then_link_again():
-    store, results = run([card(action="remove", number="GLD0000000002", label=None),
-                          card(customer_id="3", number="GLD0000000002"),
-                          card(customer_id="3", action="remove", number="GLD0000000002", label="Returned", series="101"),
-                          card(customer_id="6", number="GLD0000000002", label="Issued")])
+    store, results = run(
+        [
+            card(action="remove", number="GLD0000000002", label=None),
+            card(customer_id="3", number="GLD0000000002"),
+            card(customer_id="3", action="remove", number="GLD0000000002", label="Returned", series="101"),
+            card(customer_id="6", number="GLD0000000002", label="Issued"),
+        ]
+    )
     assert flat(results) == [(i, True, "applied", ()) for i in range(1, 5)]
     assert store.cards["GLD0000000002"] == (101, 6, "Issued")
     store, _ = run([card(action="remove", number="GLD0000000002", label=None)])
@@ -406,20 +542,32 @@ def test_delink_then_link_again():
 
 # ---- dependencies between rows of one run
 
+
 def test_identifier_moves_between_customers():
-    rows = [row(customer_id="3", id_type="email", id_value="a@x.com"),
-            row(action="remove", id_type="email", id_value="a@x.com"),
-            row(customer_id="3", id_type="email", id_value="a@x.com")]
+    rows = [
+        row(customer_id="3", id_type="email", id_value="a@x.com"),
+        row(action="remove", id_type="email", id_value="a@x.com"),
+        row(customer_id="3", id_type="email", id_value="a@x.com"),
+    ]
     store, results = run(rows)
     assert flat(results) == [(1, False, 8008, "id_value"), (2, True, "applied", ()), (3, True, "applied", ())]
     assert (3, "INSTORE", "", "email", "a@x.com") in store.identifiers
 
 
 def test_row_addresses_customer_merged_earlier():
-    rows = [row(customer_id="6", source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="wx2"),
-            row(customer_id="6", source="MOBILE_APP", id_type="cuid", id_value="cu2"),
-            row(customer_id=None, lookup_type="fbId", lookup_value="fb6", source="FACEBOOK",
-                action="remove", id_type="fbId", id_value="fb6")]
+    rows = [
+        row(customer_id="6", source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="wx2"),
+        row(customer_id="6", source="MOBILE_APP", id_type="cuid", id_value="cu2"),
+        row(
+            customer_id=None,
+            lookup_type="fbId",
+            lookup_value="fb6",
+            source="FACEBOOK",
+            action="remove",
+            id_type="fbId",
+            id_value="fb6",
+        ),
+    ]
     store, results = run(rows)
     assert flat(results) == [(1, True, "merged", (8051,)), (2, True, "applied", (91009,)), (3, True, "applied", ())]
     assert [r.resolved_customer_id for r in results] == [6, 2, 2]
@@ -428,12 +576,13 @@ def test_row_addresses_customer_merged_earlier():
 
 
 def test_chain_of_merges():
-    rows = [row(customer_id="3", source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="wx2"),
-            row(customer_id="2", source="MOBILE_APP", id_type="email", id_value="nine@x.com"),
-            row(customer_id="3", source="LINE", id_type="line", id_value="ln3")]
+    rows = [
+        row(customer_id="3", source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="wx2"),
+        row(customer_id="2", source="MOBILE_APP", id_type="email", id_value="nine@x.com"),
+        row(customer_id="3", source="LINE", id_type="line", id_value="ln3"),
+    ]
     store, results = run(rows)
-    assert flat(results) == [(1, True, "merged", (8051,)), (2, True, "merged", (8051,)),
-                             (3, True, "applied", (91009,))]
+    assert flat(results) == [(1, True, "merged", (8051,)), (2, True, "merged", (8051,)), (3, True, "applied", (91009,))]
     assert [(r.survivor_id, r.victim_id) for r in results[:2]] == [(2, 3), (9, 2)]
     assert store.customers[3] == ("MERGED", 2, "LOYALTY")
     assert store.customers[2] == ("MERGED", 9, "LOYALTY")
@@ -443,19 +592,35 @@ def test_chain_of_merges():
 
 
 def test_lookup_by_value_added_in_the_run():
-    rows = [row(customer_id=None, lookup_type="externalId", lookup_value="ext-1", source="MOBILE_APP",
-                id_type="email", id_value="new@x.com"),
-            row(source="MOBILE_APP", id_type="externalId", id_value="ext-1"),
-            row(customer_id=None, lookup_type="externalId", lookup_value="ext-1", source="MOBILE_APP",
-                id_type="email", id_value="new@x.com")]
+    rows = [
+        row(
+            customer_id=None,
+            lookup_type="externalId",
+            lookup_value="ext-1",
+            source="MOBILE_APP",
+            id_type="email",
+            id_value="new@x.com",
+        ),
+        row(source="MOBILE_APP", id_type="externalId", id_value="ext-1"),
+        row(
+            customer_id=None,
+            lookup_type="externalId",
+            lookup_value="ext-1",
+            source="MOBILE_APP",
+            id_type="email",
+            id_value="new@x.com",
+        ),
+    ]
     _, results = run(rows)
     assert flat(results) == [(1, False, 8015, "lookup_value"), (2, True, "applied", ()), (3, True, "applied", ())]
     assert results[2].resolved_customer_id == 1
 
 
 def test_merge_limit_across_rows_and_runs():
-    rows = [row(customer_id="3", source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="wx2"),
-            row(customer_id="8", source="LINE", id_value="13800000002")]
+    rows = [
+        row(customer_id="3", source="WECHAT", account_id="WX-CN2", id_type="wechat", id_value="wx2"),
+        row(customer_id="8", source="LINE", id_value="13800000002"),
+    ]
     store, results = run(rows, ONE_MERGE)
     assert flat(results) == [(1, True, "merged", (8051,)), (2, False, 7008, "id_value")]
     _, results = run(rows[1:], ONE_MERGE, store)  # a new run starts counting again
@@ -465,9 +630,11 @@ def test_merge_limit_across_rows_and_runs():
 
 
 def test_failed_rows_change_nothing_in_the_middle_of_a_run():
-    rows = [row(customer_id="3", id_type="email", id_value="q@x.com"),
-            row(customer_id="3", id_type="email", id_value="r@x.com"),
-            card(customer_id="3", number="GLD0000000002")]
+    rows = [
+        row(customer_id="3", id_type="email", id_value="q@x.com"),
+        row(customer_id="3", id_type="email", id_value="r@x.com"),
+        card(customer_id="3", number="GLD0000000002"),
+    ]
     store, results = run(rows)
     assert [r.ok for r in results] == [True, False, False]
     expected = base_store()
@@ -477,14 +644,27 @@ def test_failed_rows_change_nothing_in_the_middle_of_a_run():
 
 # ---- the store helpers
 
+
 def test_invariant_violations_are_reported():
     store = ModelStore(
-        customers={1: ("MERGED", None, "LOYALTY"), 2: ("MERGED", 3, "LOYALTY"), 3: ("MERGED", 2, "LOYALTY"),
-                   4: ("ACTIVE", None, "LOYALTY"), 5: ("ACTIVE", 4, "CAMPAIGN"), 6: ("ACTIVE", None, "OTHER")},
-        identifiers={(4, "INSTORE", "", "mobile", "1"), (5, "INSTORE", "", "mobile", "1"),
-                     (4, "INSTORE", "", "email", "a"), (4, "INSTORE", "", "email", "b"),
-                     (2, "LINE", "", "line", "x"), (4, "WECHAT", "", "wechat", "w")},
-        cards={"C1": (101, 3, "Active"), "C2": (101, 99, "Active")})
+        customers={
+            1: ("MERGED", None, "LOYALTY"),
+            2: ("MERGED", 3, "LOYALTY"),
+            3: ("MERGED", 2, "LOYALTY"),
+            4: ("ACTIVE", None, "LOYALTY"),
+            5: ("ACTIVE", 4, "CAMPAIGN"),
+            6: ("ACTIVE", None, "OTHER"),
+        },
+        identifiers={
+            (4, "INSTORE", "", "mobile", "1"),
+            (5, "INSTORE", "", "mobile", "1"),
+            (4, "INSTORE", "", "email", "a"),
+            (4, "INSTORE", "", "email", "b"),
+            (2, "LINE", "", "line", "x"),
+            (4, "WECHAT", "", "wechat", "w"),
+        },
+        cards={"C1": (101, 3, "Active"), "C2": (101, 99, "Active")},
+    )
     assert store.invariant_violations(ORG) == [
         "customer 1: MERGED must go with merged_into",
         "customer 1: merge chain does not end at an ACTIVE customer",
@@ -513,18 +693,25 @@ def test_copy_is_independent():
 
 def test_snapshot_round_trip(tmp_path):
     (tmp_path / "customers.csv").write_text(
-        "customer_id,status,merged_into,customer_type\n1,ACTIVE,,LOYALTY\n 2 , MERGED , 1 ,LOYALTY\n")
+        "customer_id,status,merged_into,customer_type\n1,ACTIVE,,LOYALTY\n 2 , MERGED , 1 ,LOYALTY\n"
+    )
     (tmp_path / "identifiers.csv").write_text(
         "customer_id,source,account_id,id_type,id_value\n"
-        "1,INSTORE,,mobile, +86 (138) 0000-0001 \n1,WECHAT,WX-MAIN,email,A@X.com\n1,LINE,,line, Ab \n")
+        "1,INSTORE,,mobile, +86 (138) 0000-0001 \n1,WECHAT,WX-MAIN,email,A@X.com\n1,LINE,,line, Ab \n"
+    )
     (tmp_path / "cards.csv").write_text(
-        "card_number,series_id,customer_id,status_label\nGLD0000000001,101,1,Active\n P-1 ,103,, Not Issued \n")
+        "card_number,series_id,customer_id,status_label\nGLD0000000001,101,1,Active\n P-1 ,103,, Not Issued \n"
+    )
     store = store_from_snapshot_dir(tmp_path)
     assert store == ModelStore(
         customers={1: ("ACTIVE", None, "LOYALTY"), 2: ("MERGED", 1, "LOYALTY")},
-        identifiers={(1, "INSTORE", "", "mobile", "8613800000001"), (1, "WECHAT", "WX-MAIN", "email", "a@x.com"),
-                     (1, "LINE", "", "line", "Ab")},
-        cards={"GLD0000000001": (101, 1, "Active"), "P-1": (103, None, "Not Issued")})
+        identifiers={
+            (1, "INSTORE", "", "mobile", "8613800000001"),
+            (1, "WECHAT", "WX-MAIN", "email", "a@x.com"),
+            (1, "LINE", "", "line", "Ab"),
+        },
+        cards={"GLD0000000001": (101, 1, "Active"), "P-1": (103, None, "Not Issued")},
+    )
     frames = model_store_to_frames(store)
     assert frames["customers"].rows() == [(1, "ACTIVE", None, "LOYALTY"), (2, "MERGED", 1, "LOYALTY")]
     assert frames["identifiers"]["source"].to_list() == ["INSTORE", "LINE", "WECHAT"]
@@ -538,7 +725,8 @@ def test_snapshot_round_trip(tmp_path):
 def test_snapshot_values_equal_after_normalisation_are_refused(tmp_path):
     (tmp_path / "customers.csv").write_text("customer_id,status,merged_into,customer_type\n1,ACTIVE,,LOYALTY\n")
     (tmp_path / "identifiers.csv").write_text(
-        "customer_id,source,account_id,id_type,id_value\n1,INSTORE,,email,a@x.com\n1,INSTORE,,email,A@x.com\n")
+        "customer_id,source,account_id,id_type,id_value\n1,INSTORE,,email,a@x.com\n1,INSTORE,,email,A@x.com\n"
+    )
     (tmp_path / "cards.csv").write_text("card_number,series_id,customer_id,status_label\n")
     with pytest.raises(ValueError, match="twice"):
         store_from_snapshot_dir(tmp_path)
@@ -557,15 +745,33 @@ FIELD_VALUES = {
     "account_id": [None, "", "WX-MAIN", "WX-CN2"],
     "action": ["add", "remove", "ADD", "x"],
     "id_type": ["mobile", "email", "externalId", "wechat", "fbId", "line", "cardnumber"],
-    "id_value": ["13800000001", "13800000002", "13800000003", "a@x.com", "nine@x.com", "two@x.com", "wx2", "fb6",
-                 "ext7", "ln5", "camp@x.com", "GLD0000000001", "GLD0000000002", "SLV00000001X", "P-1", "P-EXP"],
+    "id_value": [
+        "13800000001",
+        "13800000002",
+        "13800000003",
+        "a@x.com",
+        "nine@x.com",
+        "two@x.com",
+        "wx2",
+        "fb6",
+        "ext7",
+        "ln5",
+        "camp@x.com",
+        "GLD0000000001",
+        "GLD0000000002",
+        "SLV00000001X",
+        "P-1",
+        "P-EXP",
+    ],
     "series_id": [None, "", "101", "102", "103"],
     "status_label": [None, "", "Active", "Issued", "Not Issued", "Returned"],
 }
 
 
-@given(st.lists(st.fixed_dictionaries({k: st.sampled_from(v) for k, v in FIELD_VALUES.items()}), max_size=25),
-       st.sampled_from([ORG, REUSE, NO_MERGE, ONE_MERGE]))
+@given(
+    st.lists(st.fixed_dictionaries({k: st.sampled_from(v) for k, v in FIELD_VALUES.items()}), max_size=25),
+    st.sampled_from([ORG, REUSE, NO_MERGE, ONE_MERGE]),
+)
 @settings(max_examples=300, deadline=None)
 def test_model_keeps_invariants_on_random_rows(rows, config):
     store = base_store()

@@ -1,4 +1,5 @@
 """The two faces of SPEC section 2's normalisation and format rules agree: polars and plain Python."""
+
 from __future__ import annotations
 
 import polars as pl
@@ -7,7 +8,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.normalize import (
-    WHITESPACE, format_error, format_error_expr, normalize_expr, normalize_value, trim, trim_expr,
+    WHITESPACE,
+    format_error,
+    format_error_expr,
+    normalize_expr,
+    normalize_value,
+    trim,
+    trim_expr,
 )
 
 ID_TYPES = ("mobile", "email", "externalId", "wechat", "cardnumber")
@@ -24,23 +31,27 @@ TOKENS = st.one_of(
     st.characters(categories=("Lu", "Ll", "Lt", "Lo"), min_codepoint=0x80),
 )
 TEXT = st.lists(TOKENS, max_size=40).map("".join)
-LONG_TEXT = st.builds(lambda ch, n, tail: ch * n + tail,
-                      st.sampled_from(["a", "1", "É"]), st.integers(50, 300), TEXT)
+LONG_TEXT = st.builds(lambda ch, n, tail: ch * n + tail, st.sampled_from(["a", "1", "É"]), st.integers(50, 300), TEXT)
 """Long values around the 64, 128, 254 and 15-character limits."""
 VALUES = st.lists(st.one_of(TEXT, TEXT, TEXT, LONG_TEXT), min_size=1, max_size=12)
 
 
 def polars_faces(values: list[str]) -> pl.DataFrame:
     """Trim, normalise and check every value as each id type, the way check.py does."""
-    frame = pl.DataFrame({
-        "id_type": [t for t in ID_TYPES for _ in values],
-        "raw": [v for _ in ID_TYPES for v in values],
-    }, schema={"id_type": pl.String, "raw": pl.String})
+    frame = pl.DataFrame(
+        {
+            "id_type": [t for t in ID_TYPES for _ in values],
+            "raw": [v for _ in ID_TYPES for v in values],
+        },
+        schema={"id_type": pl.String, "raw": pl.String},
+    )
     return (
         frame.with_columns(trimmed=trim_expr("raw"))
         .with_columns(normalised=normalize_expr(pl.col("id_type"), pl.col("trimmed")))
-        .with_columns(code=format_error_expr(pl.col("id_type"), pl.col("normalised")),
-                      raw_code=format_error_expr(pl.col("id_type"), pl.col("raw")))
+        .with_columns(
+            code=format_error_expr(pl.col("id_type"), pl.col("normalised")),
+            raw_code=format_error_expr(pl.col("id_type"), pl.col("raw")),
+        )
     )
 
 
@@ -71,47 +82,53 @@ def test_trim_turns_missing_into_empty():
     assert [trim(v) for v in (None, " \u3000x\u2029 ", "\u200b")] == ["", "x", "\u200b"]
 
 
-@pytest.mark.parametrize(("id_type", "raw", "normalised"), [
-    ("mobile", " +33 (6) 12-34.56 78 ", "33612345678"),
-    ("mobile", "0033 6 12 34 56 78", "33612345678"),
-    ("mobile", "+0033612345678", "0033612345678"),
-    ("mobile", "\u00a0612\u200734\u20095678\u3000", "612345678"),
-    ("email", "Foo@EXAMPLE.com", "foo@example.com"),
-    ("email", "  ÉLODIE@Exemple.FR\t", "élodie@exemple.fr"),
-    ("cardnumber", " GLD0000000001 ", "GLD0000000001"),
-    ("cardnumber", "slv-00 12.34x", "slv-00 12.34x"),
-    ("externalId", "AbC-00+1", "AbC-00+1"),
-    ("wechat", "WeChat_User", "WeChat_User"),
-])
+@pytest.mark.parametrize(
+    ("id_type", "raw", "normalised"),
+    [
+        ("mobile", " +33 (6) 12-34.56 78 ", "33612345678"),
+        ("mobile", "0033 6 12 34 56 78", "33612345678"),
+        ("mobile", "+0033612345678", "0033612345678"),
+        ("mobile", "\u00a0612\u200734\u20095678\u3000", "612345678"),
+        ("email", "Foo@EXAMPLE.com", "foo@example.com"),
+        ("email", "  ÉLODIE@Exemple.FR\t", "élodie@exemple.fr"),
+        ("cardnumber", " GLD0000000001 ", "GLD0000000001"),
+        ("cardnumber", "slv-00 12.34x", "slv-00 12.34x"),
+        ("externalId", "AbC-00+1", "AbC-00+1"),
+        ("wechat", "WeChat_User", "WeChat_User"),
+    ],
+)
 def test_normalisation_examples(id_type: str, raw: str, normalised: str):
     assert normalize_value(id_type, raw.strip()) == normalised
     assert polars_faces([raw]).filter(pl.col("id_type") == id_type)["normalised"].item() == normalised
 
 
-@pytest.mark.parametrize(("id_type", "value", "code"), [
-    ("email", "foo@example.com", None),
-    ("email", "a" * 242 + "@example.com", None),
-    ("email", "a" * 243 + "@example.com", 8055),
-    ("email", "a" * 243 + "@example.com" + "m", 8055),
-    ("email", "foo@example", 8055),
-    ("email", "foo@@example.com", 8055),
-    ("email", "foo bar@example.com", 8055),
-    ("mobile", "1234567", 8056),
-    ("mobile", "12345678", None),
-    ("mobile", "123456789012345", None),
-    ("mobile", "1234567890123456", 8056),
-    ("mobile", "١٢٣٤٥٦٧٨", 8056),
-    ("externalId", "ext 1", 8064),
-    ("externalId", "x" * 64, None),
-    ("externalId", "x" * 65, 8064),
-    ("externalId", "", 8064),
-    ("wechat", "wx\x07id", 7001),
-    ("wechat", "w" * 128, None),
-    ("wechat", "w" * 129, 7001),
-    ("wechat", "", 7001),
-    ("wechat", "wx id", None),
-    ("cardnumber", "anything at all \x07", None),
-])
+@pytest.mark.parametrize(
+    ("id_type", "value", "code"),
+    [
+        ("email", "foo@example.com", None),
+        ("email", "a" * 242 + "@example.com", None),
+        ("email", "a" * 243 + "@example.com", 8055),
+        ("email", "a" * 243 + "@example.com" + "m", 8055),
+        ("email", "foo@example", 8055),
+        ("email", "foo@@example.com", 8055),
+        ("email", "foo bar@example.com", 8055),
+        ("mobile", "1234567", 8056),
+        ("mobile", "12345678", None),
+        ("mobile", "123456789012345", None),
+        ("mobile", "1234567890123456", 8056),
+        ("mobile", "١٢٣٤٥٦٧٨", 8056),
+        ("externalId", "ext 1", 8064),
+        ("externalId", "x" * 64, None),
+        ("externalId", "x" * 65, 8064),
+        ("externalId", "", 8064),
+        ("wechat", "wx\x07id", 7001),
+        ("wechat", "w" * 128, None),
+        ("wechat", "w" * 129, 7001),
+        ("wechat", "", 7001),
+        ("wechat", "wx id", None),
+        ("cardnumber", "anything at all \x07", None),
+    ],
+)
 def test_format_error_examples(id_type: str, value: str, code: int | None):
     assert format_error(id_type, value) == code
     frame = pl.DataFrame({"id_type": [id_type], "value": [value]})

@@ -1,4 +1,5 @@
 """--mask-pii: no full identifier value in any report."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,16 +16,17 @@ REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 
 
 def all_report_text(folder: Path) -> str:
-    return "\n".join(p.read_text(encoding="utf-8") for p in sorted(folder.iterdir())
-                     if p.suffix in (".csv", ".json", ".html"))
+    return "\n".join(
+        p.read_text(encoding="utf-8") for p in sorted(folder.iterdir()) if p.suffix in (".csv", ".json", ".html")
+    )
 
 
 def test_mask_pii_hides_every_identifier_value(tmp_path):
     store = tmp_path / "s.duckdb"
     init_store(store, ROOT / "sample_data" / "snapshot")
     args = ["run", "--store", str(store), "--config", str(ORG), "--dry-run"]
-    plain = CliRunner().invoke(main, args + ["--reports", str(tmp_path / "plain"), *map(str, REQUESTS)])
-    masked = CliRunner().invoke(main, args + ["--mask-pii", "--reports", str(tmp_path / "masked"), *map(str, REQUESTS)])
+    plain = CliRunner().invoke(main, [*args, "--reports", str(tmp_path / "plain"), *map(str, REQUESTS)])
+    masked = CliRunner().invoke(main, [*args, "--mask-pii", "--reports", str(tmp_path / "masked"), *map(str, REQUESTS)])
     assert plain.exit_code == masked.exit_code == 1
     values = set()
     for name in ("success.csv", "errors.csv", "merges.csv"):
@@ -38,7 +40,7 @@ def test_mask_pii_hides_every_identifier_value(tmp_path):
     assert leaked == []
     success = pl.read_csv(tmp_path / "masked" / "success.csv", infer_schema=False)
     emails = success.filter(pl.col("id_type") == "email")["id_value"].to_list()
-    assert emails and all(e.startswith("'***@") or e.startswith("***@") for e in emails)
+    assert emails and all(e.startswith(("'***@", "***@")) for e in emails)
     mobiles = success.filter(pl.col("id_type") == "mobile")["id_value"].to_list()
     assert mobiles and all(m.strip("*").isdigit() and len(m.strip("*")) == 3 for m in mobiles)
     # the masked run decides exactly like the plain one
@@ -51,8 +53,20 @@ def test_mask_pii_hides_every_identifier_value(tmp_path):
 def test_console_output_never_prints_identifier_values(tmp_path):
     store = tmp_path / "s.duckdb"
     init_store(store, ROOT / "sample_data" / "snapshot")
-    result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG), "--verbose",
-                                       "--reports", str(tmp_path / "r"), *map(str, REQUESTS)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--store",
+            str(store),
+            "--config",
+            str(ORG),
+            "--verbose",
+            "--reports",
+            str(tmp_path / "r"),
+            *map(str, REQUESTS),
+        ],
+    )
     assert result.exit_code == 1
     values = set()
     for name in ("success.csv", "errors.csv"):

@@ -1,4 +1,5 @@
 """The read stage: request files into one raw-text frame, or a file-level refusal with (code, line)."""
+
 from __future__ import annotations
 
 import gzip
@@ -42,12 +43,14 @@ def column(batch, name: str) -> list[str | None]:
 
 
 def test_csv_keeps_raw_text_and_frame_shape(tmp_path):
-    path = write(tmp_path / "requests.csv",
-                 HEADER + 'r1,0001,INSTORE,add,mobile, 0065 9123 \nr2,,INSTORE,Remove,email,""\n')
+    path = write(
+        tmp_path / "requests.csv", HEADER + 'r1,0001,INSTORE,add,mobile, 0065 9123 \nr2,,INSTORE,Remove,email,""\n'
+    )
     batch = read_requests([path])
     assert batch.frame.columns == list(FRAME_COLUMNS)
     assert batch.frame.schema == pl.Schema(
-        {"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64, **{c: pl.String for c in REQUEST_COLUMNS}})
+        {"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64, **dict.fromkeys(REQUEST_COLUMNS, pl.String)}
+    )
     assert column(batch, "customer_id")[0] == "0001"
     assert column(batch, "id_value")[0] == " 0065 9123 "
     assert column(batch, "action") == ["add", "Remove"]
@@ -55,9 +58,15 @@ def test_csv_keeps_raw_text_and_frame_shape(tmp_path):
     assert column(batch, "id_value")[1] in ("", None)
     assert column(batch, "lookup_type") == [None, None]
     assert column(batch, "file") == [str(path), str(path)]
-    assert batch.files == (InputFile(path=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(), rows=2,
-                                     columns=("row_id", "customer_id", "source", "action", "id_type", "id_value"),
-                                     format="csv"),)
+    assert batch.files == (
+        InputFile(
+            path=str(path),
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            rows=2,
+            columns=("row_id", "customer_id", "source", "action", "id_type", "id_value"),
+            format="csv",
+        ),
+    )
 
 
 def test_bom_crlf_blank_lines_and_quoted_newline_from_case_file():
@@ -72,8 +81,7 @@ def test_bom_crlf_blank_lines_and_quoted_newline_from_case_file():
 
 
 def test_blank_and_white_space_lines_are_skipped_and_not_counted(tmp_path):
-    path = write(tmp_path / "blank.csv",
-                 "\n  \n" + HEADER + "\nr1,1,S,add,email,a\n \t \n\nr2,2,S,add,email,b\n\n")
+    path = write(tmp_path / "blank.csv", "\n  \n" + HEADER + "\nr1,1,S,add,email,a\n \t \n\nr2,2,S,add,email,b\n\n")
     batch = read_requests([path])
     assert batch.frame.select("row_number", "row_id").rows() == [(1, "r1"), (2, "r2")]
 
@@ -93,8 +101,10 @@ def test_trailing_newline_adds_no_row_and_missing_one_loses_none(tmp_path):
 
 
 def test_quoted_newline_keeps_row_numbers_while_lines_stay_physical(tmp_path):
-    path = write(tmp_path / "multiline.csv",
-                 HEADER + 'r1,1,S,add,email,"line one\nline two\n"\nr2,2,S,add,email,b\nr3,3,S,add,email\n')
+    path = write(
+        tmp_path / "multiline.csv",
+        HEADER + 'r1,1,S,add,email,"line one\nline two\n"\nr2,2,S,add,email,b\nr3,3,S,add,email\n',
+    )
     assert refusal(path) == (7102, 6)
     good = write(tmp_path / "multiline_ok.csv", HEADER + 'r1,1,S,add,email,"x\ny"\nr2,2,S,add,email,"a ""q"" b"\n')
     batch = read_requests([good])
@@ -126,14 +136,19 @@ def test_gzip_is_detected_by_magic_bytes_and_hashed_as_stored(tmp_path):
 
 def test_parquet_columns_are_cast_to_text(tmp_path):
     path = tmp_path / "requests.parquet"
-    pq.write_table(pa.table({
-        "customer_id": pa.array([1, 9_223_372_036_854_775_807], pa.int64()),
-        "source": ["INSTORE", "INSTORE"],
-        "action": pa.array(["add", "remove"]).dictionary_encode(),
-        "id_type": ["cardnumber", "mobile"],
-        "id_value": ["00012", None],
-        "series_id": pa.array([101, None], pa.int32()),
-    }), path)
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": pa.array([1, 9_223_372_036_854_775_807], pa.int64()),
+                "source": ["INSTORE", "INSTORE"],
+                "action": pa.array(["add", "remove"]).dictionary_encode(),
+                "id_type": ["cardnumber", "mobile"],
+                "id_value": ["00012", None],
+                "series_id": pa.array([101, None], pa.int32()),
+            }
+        ),
+        path,
+    )
     batch = read_requests([path])
     assert batch.files[0].format == "parquet"
     assert batch.frame.select("row_number", "customer_id", "action", "id_value", "series_id").rows() == [
@@ -146,8 +161,10 @@ def test_parquet_columns_are_cast_to_text(tmp_path):
 def test_several_files_keep_order_seq_and_per_file_row_numbers(tmp_path):
     first = write(tmp_path / "first.csv", HEADER + "a1,1,S,add,email,x\na2,2,S,add,email,y\n")
     second = tmp_path / "second.parquet"
-    pq.write_table(pa.table({"customer_id": [3], "source": ["S"], "action": ["add"], "id_type": ["email"],
-                             "id_value": ["z"]}), second)
+    pq.write_table(
+        pa.table({"customer_id": [3], "source": ["S"], "action": ["add"], "id_type": ["email"], "id_value": ["z"]}),
+        second,
+    )
     third = write(tmp_path / "third.csv", HEADER + "c1,4,S,add,email,w\n")
     batch = read_requests([third, first, str(second)])
     assert batch.frame.select("seq", "file", "row_number", "customer_id").rows() == [
@@ -161,8 +178,14 @@ def test_several_files_keep_order_seq_and_per_file_row_numbers(tmp_path):
 
 def test_column_map_renames_before_the_checks(tmp_path):
     path = write(tmp_path / "mapped.csv", "ref,member,src,op,type,value\nr1,12,S,add,email,a@b.co\n")
-    mapping = {"ref": "row_id", "member": "customer_id", "src": "source", "op": "action", "type": "id_type",
-               "value": "id_value"}
+    mapping = {
+        "ref": "row_id",
+        "member": "customer_id",
+        "src": "source",
+        "op": "action",
+        "type": "id_type",
+        "value": "id_value",
+    }
     batch = read_requests([path], mapping)
     assert batch.frame.select("row_id", "customer_id", "source", "id_value").rows() == [("r1", "12", "S", "a@b.co")]
     assert batch.files[0].columns == ("row_id", "customer_id", "source", "action", "id_type", "id_value")
@@ -176,37 +199,41 @@ def test_header_names_are_trimmed_but_case_sensitive(tmp_path):
 
 
 def test_lookup_pair_without_customer_id_is_enough(tmp_path):
-    path = write(tmp_path / "lookup.csv",
-                 "lookup_type,lookup_value,source,action,id_type,id_value\nmobile,1,S,add,e,v\n")
+    path = write(
+        tmp_path / "lookup.csv", "lookup_type,lookup_value,source,action,id_type,id_value\nmobile,1,S,add,e,v\n"
+    )
     batch = read_requests([path])
     assert column(batch, "customer_id") == [None]
     assert column(batch, "lookup_value") == ["1"]
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    pytest.param(HEADER.encode() + b"r1,1,S,add,email,a\nr2,1,S,add,email,caf\xe9\n", (7101, 3),
-                 id="latin-1 byte"),
-    pytest.param(b"\xff\xfe" + HEADER.encode("utf-16-le"), (7101, 1), id="utf-16"),
-    pytest.param(b"", (7105, None), id="empty file"),
-    pytest.param(b"\xef\xbb\xbf", (7105, None), id="only a BOM"),
-    pytest.param(b"  \n\t\r\n\n", (7105, None), id="only white space"),
-    pytest.param(b"\n,,,\nr1,1,S,add,email,a\n", (7105, 2), id="header without names"),
-    pytest.param(HEADER + "r1,1,S,add,email,a\nr2,1,S,add,email,a,extra\n", (7102, 3), id="more fields"),
-    pytest.param(HEADER + "r1,1,S,add,email,a\n\nr2,1,S\n", (7102, 4), id="fewer fields"),
-    pytest.param(HEADER + "r1,1,S,add,email,a\nr2,1,S,add,email,\"a\nr3,1,S,add,email,b\n", (7102, 3),
-                 id="unclosed quote"),
-    pytest.param(HEADER + "r1,1,S,add,email,a\"b\n", (7102, 2), id="stray quote"),
-    pytest.param(HEADER + "r1,1,S,add,email,\"a\"b\n", (7102, 2), id="text after closing quote"),
-    pytest.param(b"PK\x03\x04" + bytes(range(256)), (7102, None), id="zip archive"),
-    pytest.param(bytes(range(256)) * 4, (7102, None), id="binary junk"),
-    pytest.param(b"PAR1" + b"\x00" * 40, (7102, None), id="truncated parquet"),
-    pytest.param("row_id,customer_id,source,action,id_type\nr1,1,S,add,email\n", (7103, 1), id="no id_value"),
-    pytest.param("\nrow_id,source,action,id_type,id_value\n", (7103, 2), id="no customer reference"),
-    pytest.param("lookup_type,source,action,id_type,id_value\n", (7103, 1), id="half a lookup pair"),
-    pytest.param(HEADER.strip() + ",comment\n", (7104, 1), id="unknown column"),
-    pytest.param(HEADER.strip() + ",\n", (7104, 1), id="trailing comma in header"),
-    pytest.param(HEADER.strip() + ",source\n", (7102, 1), id="duplicate column"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(HEADER.encode() + b"r1,1,S,add,email,a\nr2,1,S,add,email,caf\xe9\n", (7101, 3), id="latin-1 byte"),
+        pytest.param(b"\xff\xfe" + HEADER.encode("utf-16-le"), (7101, 1), id="utf-16"),
+        pytest.param(b"", (7105, None), id="empty file"),
+        pytest.param(b"\xef\xbb\xbf", (7105, None), id="only a BOM"),
+        pytest.param(b"  \n\t\r\n\n", (7105, None), id="only white space"),
+        pytest.param(b"\n,,,\nr1,1,S,add,email,a\n", (7105, 2), id="header without names"),
+        pytest.param(HEADER + "r1,1,S,add,email,a\nr2,1,S,add,email,a,extra\n", (7102, 3), id="more fields"),
+        pytest.param(HEADER + "r1,1,S,add,email,a\n\nr2,1,S\n", (7102, 4), id="fewer fields"),
+        pytest.param(
+            HEADER + 'r1,1,S,add,email,a\nr2,1,S,add,email,"a\nr3,1,S,add,email,b\n', (7102, 3), id="unclosed quote"
+        ),
+        pytest.param(HEADER + 'r1,1,S,add,email,a"b\n', (7102, 2), id="stray quote"),
+        pytest.param(HEADER + 'r1,1,S,add,email,"a"b\n', (7102, 2), id="text after closing quote"),
+        pytest.param(b"PK\x03\x04" + bytes(range(256)), (7102, None), id="zip archive"),
+        pytest.param(bytes(range(256)) * 4, (7102, None), id="binary junk"),
+        pytest.param(b"PAR1" + b"\x00" * 40, (7102, None), id="truncated parquet"),
+        pytest.param("row_id,customer_id,source,action,id_type\nr1,1,S,add,email\n", (7103, 1), id="no id_value"),
+        pytest.param("\nrow_id,source,action,id_type,id_value\n", (7103, 2), id="no customer reference"),
+        pytest.param("lookup_type,source,action,id_type,id_value\n", (7103, 1), id="half a lookup pair"),
+        pytest.param(HEADER.strip() + ",comment\n", (7104, 1), id="unknown column"),
+        pytest.param(HEADER.strip() + ",\n", (7104, 1), id="trailing comma in header"),
+        pytest.param(HEADER.strip() + ",source\n", (7102, 1), id="duplicate column"),
+    ],
+)
 def test_refusals_give_code_and_line(tmp_path, content, expected):
     assert refusal(write(tmp_path / "requests.csv", content)) == expected
 
@@ -226,8 +253,10 @@ def test_gzip_broken_or_truncated_is_7101(tmp_path):
 
 
 def test_line_counts_bom_blank_lines_and_crlf(tmp_path):
-    path = write(tmp_path / "requests.csv",
-                 b"\xef\xbb\xbf\r\n" + HEADER.replace("\n", "\r\n").encode() + b"r1,1,S,add,e,v\r\n\r\nr2,1,S\r\n")
+    path = write(
+        tmp_path / "requests.csv",
+        b"\xef\xbb\xbf\r\n" + HEADER.replace("\n", "\r\n").encode() + b"r1,1,S,add,e,v\r\n\r\nr2,1,S\r\n",
+    )
     assert refusal(path) == (7102, 5)
 
 
@@ -245,15 +274,28 @@ def test_column_map_to_an_unknown_or_taken_name_is_refused(tmp_path):
         read_requests([path], {"src": "source"})
 
 
-@pytest.mark.parametrize(("arrow_type", "values"), [
-    (pa.list_(pa.int64()), [[1]]),
-    (pa.binary(), [b"1"]),
-    (pa.struct([("a", pa.int64())]), [{"a": 1}]),
-])
+@pytest.mark.parametrize(
+    ("arrow_type", "values"),
+    [
+        (pa.list_(pa.int64()), [[1]]),
+        (pa.binary(), [b"1"]),
+        (pa.struct([("a", pa.int64())]), [{"a": 1}]),
+    ],
+)
 def test_parquet_nested_or_binary_column_is_refused_by_name(tmp_path, arrow_type, values):
     path = tmp_path / "requests.parquet"
-    pq.write_table(pa.table({"customer_id": pa.array(values, arrow_type), "source": ["S"], "action": ["add"],
-                             "id_type": ["email"], "id_value": ["a"]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": pa.array(values, arrow_type),
+                "source": ["S"],
+                "action": ["add"],
+                "id_type": ["email"],
+                "id_value": ["a"],
+            }
+        ),
+        path,
+    )
     assert refusal(path) == (7102, None)
     with pytest.raises(InputFileError, match="column 'customer_id' has Parquet type"):
         read_requests([path])
@@ -267,8 +309,10 @@ def test_parquet_missing_column_is_7103(tmp_path):
 
 def test_truncated_parquet_file_is_7102(tmp_path):
     path = tmp_path / "requests.parquet"
-    pq.write_table(pa.table({"customer_id": [1], "source": ["S"], "action": ["add"], "id_type": ["email"],
-                             "id_value": ["a"]}), path)
+    pq.write_table(
+        pa.table({"customer_id": [1], "source": ["S"], "action": ["add"], "id_type": ["email"], "id_value": ["a"]}),
+        path,
+    )
     cut = write(tmp_path / "cut.parquet", path.read_bytes()[:60])
     assert refusal(cut) == (7102, None)
 
@@ -298,11 +342,14 @@ def test_every_bad_file_is_reported_at_once(tmp_path):
     assert isinstance(refused, InputFileError) and refused.exit_code == 3
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("latin1.csv", (7101, 2)),
-    ("unknown_column.csv", (7104, 1)),
-    ("unclosed_quote.csv", (7102, 2)),
-    ("missing_id_value.csv", (7103, 1)),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("latin1.csv", (7101, 2)),
+        ("unknown_column.csv", (7104, 1)),
+        ("unclosed_quote.csv", (7102, 2)),
+        ("missing_id_value.csv", (7103, 1)),
+    ],
+)
 def test_case_files_are_refused(name, expected):
     assert refusal(CASES / name) == expected

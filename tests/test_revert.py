@@ -1,4 +1,5 @@
 """revert: export, run, revert, export again gives identical files; refused when a later run touched the same things."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,8 +39,9 @@ def test_revert_restores_the_store_exactly(store, tmp_path):
     assert snapshot(store, tmp_path / "reverted") == before
     with open_store(store, read_only=True) as con:
         assert find_invariant_violations(con).height == 0
-        assert con.execute("SELECT reverted_by IS NOT NULL FROM runs WHERE run_id = ?",
-                           [result.run_id]).fetchone() == (True,)
+        assert con.execute("SELECT reverted_by IS NOT NULL FROM runs WHERE run_id = ?", [result.run_id]).fetchone() == (
+            True,
+        )
     again = CliRunner().invoke(main, ["revert", "--store", str(store), result.run_id])
     assert again.exit_code == 3 and "already reverted" in again.output
     # a reverted file is no longer 'already applied'

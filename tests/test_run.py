@@ -1,4 +1,5 @@
 """End-to-end runs through the library and the CLI: reports, dry run, ledger, refusals, store lock."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def snapshot(store: Path, out: Path) -> dict[str, bytes]:
 def test_every_input_row_lands_in_exactly_one_report(store, tmp_path):
     result = run_batch(store, ORG, REQUESTS, tmp_path / "r")
     success, errors = read_report(tmp_path / "r", "success.csv"), read_report(tmp_path / "r", "errors.csv")
-    keys = [(f, n) for f, n in success.select("file", "row_number").rows()] + \
-           [(f, n) for f, n in errors.select("file", "row_number").rows()]
+    keys = [(f, n) for f, n in success.select("file", "row_number").rows()] + [
+        (f, n) for f, n in errors.select("file", "row_number").rows()
+    ]
     assert len(keys) == len(set(keys)) == result.rows == sum(f["rows"] for f in result.files)
     assert result.exit_code == (1 if errors.height else 0)
     assert errors.height > 0 and success.height > 0
@@ -54,10 +56,29 @@ def test_every_input_row_lands_in_exactly_one_report(store, tmp_path):
 def test_reports_have_the_spec_columns(store, tmp_path):
     run_batch(store, ORG, REQUESTS, tmp_path / "r")
     assert read_report(tmp_path / "r", "success.csv").columns == [
-        "file", "row_number", "row_id", "action", "source", "account_id", "id_type", "id_value", "customer_id",
-        "resolved_customer_id", "outcome", "survivor_id", "victim_id", "warning_codes"]
+        "file",
+        "row_number",
+        "row_id",
+        "action",
+        "source",
+        "account_id",
+        "id_type",
+        "id_value",
+        "customer_id",
+        "resolved_customer_id",
+        "outcome",
+        "survivor_id",
+        "victim_id",
+        "warning_codes",
+    ]
     assert read_report(tmp_path / "r", "merges.csv").columns == [
-        "victim_id", "survivor_id", "file", "row_number", "id_type", "id_value"]
+        "victim_id",
+        "survivor_id",
+        "file",
+        "row_number",
+        "id_type",
+        "id_value",
+    ]
     errors = read_report(tmp_path / "r", "errors.csv")
     assert errors.columns[-5:] == ["error_code", "error_name", "error_field", "error_message", "stage"]
     assert set(errors["stage"]) <= {"check", "resolve", "apply"}
@@ -78,13 +99,12 @@ def test_reapplying_a_file_is_refused_unless_asked(store, tmp_path):
     run_batch(store, ORG, REQUESTS[:1], tmp_path / "first")
     before = snapshot(store, tmp_path / "before")
     runner = CliRunner()
-    args = ["run", "--store", str(store), "--config", str(ORG), "--reports", str(tmp_path / "again"),
-            str(REQUESTS[0])]
+    args = ["run", "--store", str(store), "--config", str(ORG), "--reports", str(tmp_path / "again"), str(REQUESTS[0])]
     refused = runner.invoke(main, args)
     assert refused.exit_code == 3
     assert "already applied" in refused.output and "--allow-reapply" in refused.output
     assert snapshot(store, tmp_path / "after") == before
-    allowed = runner.invoke(main, args + ["--allow-reapply"])
+    allowed = runner.invoke(main, [*args, "--allow-reapply"])
     assert allowed.exit_code in (0, 1), allowed.output
 
 
@@ -92,8 +112,9 @@ def test_run_is_recorded_in_the_ledger(store, tmp_path):
     result = run_batch(store, ORG, REQUESTS, tmp_path / "r", dry_run=True)
     with open_store(store, read_only=True) as con:
         runs = con.execute("SELECT run_id, dry_run, rows FROM runs").fetchall()
-        files = con.execute("SELECT path, sha256 FROM run_files WHERE run_id = ? ORDER BY position",
-                            [result.run_id]).fetchall()
+        files = con.execute(
+            "SELECT path, sha256 FROM run_files WHERE run_id = ? ORDER BY position", [result.run_id]
+        ).fetchall()
     assert runs == [(result.run_id, True, result.rows)]
     assert [sha for _, sha in files] == [f["sha256"] for f in result.files]
 
@@ -102,8 +123,20 @@ def test_file_level_error_refuses_the_whole_run(store, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("source,action,id_type,id_value,customer_id,colour\nINSTORE,add,email,a@b.co,1001,red\n")
     before = snapshot(store, tmp_path / "before")
-    result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG),
-                                       "--reports", str(tmp_path / "r"), str(REQUESTS[0]), str(bad)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--store",
+            str(store),
+            "--config",
+            str(ORG),
+            "--reports",
+            str(tmp_path / "r"),
+            str(REQUESTS[0]),
+            str(bad),
+        ],
+    )
     assert result.exit_code == 3
     assert "bad.csv" in result.output and "colour" in result.output
     assert snapshot(store, tmp_path / "after") == before
@@ -111,8 +144,9 @@ def test_file_level_error_refuses_the_whole_run(store, tmp_path):
 
 def test_formula_cells_are_neutralised(store, tmp_path):
     requests = tmp_path / "formula.csv"
-    requests.write_text("row_id,customer_id,source,action,id_type,id_value\n"
-                        "=HYPERLINK(1),1001,INSTORE,add,email,@bad\n")
+    requests.write_text(
+        "row_id,customer_id,source,action,id_type,id_value\n=HYPERLINK(1),1001,INSTORE,add,email,@bad\n"
+    )
     run_batch(store, ORG, [requests], tmp_path / "r")
     errors = read_report(tmp_path / "r", "errors.csv")
     assert errors["row_id"].to_list() == ["'=HYPERLINK(1)"]
@@ -121,22 +155,53 @@ def test_formula_cells_are_neutralised(store, tmp_path):
 
 def test_missing_config_or_store_exit_codes(store, tmp_path):
     runner = CliRunner()
-    no_config = runner.invoke(main, ["run", "--store", str(store), "--config", str(tmp_path / "none.toml"),
-                                     "--reports", str(tmp_path / "r"), str(REQUESTS[0])])
+    no_config = runner.invoke(
+        main,
+        [
+            "run",
+            "--store",
+            str(store),
+            "--config",
+            str(tmp_path / "none.toml"),
+            "--reports",
+            str(tmp_path / "r"),
+            str(REQUESTS[0]),
+        ],
+    )
     assert no_config.exit_code == 2
-    no_store = runner.invoke(main, ["run", "--store", str(tmp_path / "none.duckdb"), "--config", str(ORG),
-                                    "--reports", str(tmp_path / "r"), str(REQUESTS[0])])
+    no_store = runner.invoke(
+        main,
+        [
+            "run",
+            "--store",
+            str(tmp_path / "none.duckdb"),
+            "--config",
+            str(ORG),
+            "--reports",
+            str(tmp_path / "r"),
+            str(REQUESTS[0]),
+        ],
+    )
     assert no_store.exit_code == 3 and "no store" in no_store.output
 
 
 def test_a_busy_store_is_refused(store, tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True);"
-         " time.sleep(60)", str(store)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(60)",
+            str(store),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
-        result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG),
-                                           "--reports", str(tmp_path / "r"), str(REQUESTS[0])])
+        result = CliRunner().invoke(
+            main,
+            ["run", "--store", str(store), "--config", str(ORG), "--reports", str(tmp_path / "r"), str(REQUESTS[0])],
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -147,8 +212,21 @@ def test_a_busy_store_is_refused(store, tmp_path):
 def test_installed_command_runs_end_to_end(store, tmp_path):
     exe = Path(sys.executable).parent / "loyalty-bulk"
     started = time.perf_counter()
-    done = subprocess.run([str(exe), "run", "--store", str(store), "--config", str(ORG),
-                           "--reports", str(tmp_path / "r"), *map(str, REQUESTS)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            str(exe),
+            "run",
+            "--store",
+            str(store),
+            "--config",
+            str(ORG),
+            "--reports",
+            str(tmp_path / "r"),
+            *map(str, REQUESTS),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1, done.stderr  # the sample requests include failing rows on purpose
     assert "reports:" in done.stdout and (tmp_path / "r" / "summary.json").exists()
     assert time.perf_counter() - started < 60
@@ -156,11 +234,25 @@ def test_installed_command_runs_end_to_end(store, tmp_path):
 
 def test_parquet_copies_keep_raw_values(store, tmp_path):
     requests = tmp_path / "formula.csv"
-    requests.write_text("row_id,customer_id,source,action,id_type,id_value\n"
-                        "=HYPERLINK(1),1001,INSTORE,add,email,@bad\n"
-                        "ok-1,1024,INSTORE,add,externalId,EXT-NEW-1\n")
-    result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG), "--parquet",
-                                       "--reports", str(tmp_path / "r"), str(requests)])
+    requests.write_text(
+        "row_id,customer_id,source,action,id_type,id_value\n"
+        "=HYPERLINK(1),1001,INSTORE,add,email,@bad\n"
+        "ok-1,1024,INSTORE,add,externalId,EXT-NEW-1\n"
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--store",
+            str(store),
+            "--config",
+            str(ORG),
+            "--parquet",
+            "--reports",
+            str(tmp_path / "r"),
+            str(requests),
+        ],
+    )
     assert result.exit_code == 1, result.output
     errors = pl.read_parquet(tmp_path / "r" / "errors.parquet")
     assert errors["row_id"].to_list() == ["=HYPERLINK(1)"]
@@ -171,8 +263,21 @@ def test_parquet_copies_keep_raw_values(store, tmp_path):
 
 def test_error_threshold_aborts_and_applies_nothing(store, tmp_path):
     before = snapshot(store, tmp_path / "before")
-    result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG), "--max-errors", "3",
-                                       "--reports", str(tmp_path / "r"), *map(str, REQUESTS)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--store",
+            str(store),
+            "--config",
+            str(ORG),
+            "--max-errors",
+            "3",
+            "--reports",
+            str(tmp_path / "r"),
+            *map(str, REQUESTS),
+        ],
+    )
     assert result.exit_code == 3, result.output
     assert "ABORTED" in result.output and "max_errors = 3" in result.output
     assert snapshot(store, tmp_path / "after") == before
@@ -205,8 +310,23 @@ def test_memory_limit_and_threads_reach_duckdb(store, tmp_path, monkeypatch):
         return con
 
     monkeypatch.setattr(run_module, "open_store", spying_open)
-    result = CliRunner().invoke(main, ["run", "--store", str(store), "--config", str(ORG), "--dry-run",
-                                       "--memory-limit", "1GB", "--threads", "1",
-                                       "--reports", str(tmp_path / "r"), str(REQUESTS[0])])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--store",
+            str(store),
+            "--config",
+            str(ORG),
+            "--dry-run",
+            "--memory-limit",
+            "1GB",
+            "--threads",
+            "1",
+            "--reports",
+            str(tmp_path / "r"),
+            str(REQUESTS[0]),
+        ],
+    )
     assert result.exit_code in (0, 1), result.output
     assert seen["threads"] == 1 and seen["memory_limit"].replace(" ", "").upper().startswith(("953", "1.0", "1G"))

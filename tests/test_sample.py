@@ -1,4 +1,5 @@
 """The synthetic sample: deterministic, valid by SPEC section 1, and a realistic request mix."""
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,13 @@ from pipeline.config import OrgConfig, load_config
 from pipeline.normalize import format_error, normalize_value
 from pipeline.sample import REQUEST_COLUMNS, SampleInfo, generate_sample, sample_config
 
-FILES = ("org.toml", "snapshot/customers.parquet", "snapshot/identifiers.parquet", "snapshot/cards.parquet",
-         "requests.csv")
+FILES = (
+    "org.toml",
+    "snapshot/customers.parquet",
+    "snapshot/identifiers.parquet",
+    "snapshot/cards.parquet",
+    "requests.csv",
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +30,11 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleInfo:
 
 def read_snapshot(out: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     snap = out / "snapshot"
-    return (pl.read_parquet(snap / "customers.parquet"), pl.read_parquet(snap / "identifiers.parquet"),
-            pl.read_parquet(snap / "cards.parquet"))
+    return (
+        pl.read_parquet(snap / "customers.parquet"),
+        pl.read_parquet(snap / "identifiers.parquet"),
+        pl.read_parquet(snap / "cards.parquet"),
+    )
 
 
 def read_requests(out: Path) -> pl.DataFrame:
@@ -35,15 +44,24 @@ def read_requests(out: Path) -> pl.DataFrame:
 def assert_snapshot_invariants(out: Path, config: OrgConfig) -> None:
     """Every invariant of SPEC section 1, plus the format rules for what is in the store."""
     customers, identifiers, cards = read_snapshot(out)
-    assert customers.schema == pl.Schema({"customer_id": pl.Int64, "status": pl.String, "merged_into": pl.Int64,
-                                          "customer_type": pl.String})
-    assert identifiers.schema == pl.Schema({"customer_id": pl.Int64, "source": pl.String, "account_id": pl.String,
-                                            "id_type": pl.String, "id_value": pl.String})
-    assert cards.schema == pl.Schema({"card_number": pl.String, "series_id": pl.Int32, "customer_id": pl.Int64,
-                                      "status_label": pl.String})
+    assert customers.schema == pl.Schema(
+        {"customer_id": pl.Int64, "status": pl.String, "merged_into": pl.Int64, "customer_type": pl.String}
+    )
+    assert identifiers.schema == pl.Schema(
+        {
+            "customer_id": pl.Int64,
+            "source": pl.String,
+            "account_id": pl.String,
+            "id_type": pl.String,
+            "id_value": pl.String,
+        }
+    )
+    assert cards.schema == pl.Schema(
+        {"card_number": pl.String, "series_id": pl.Int32, "customer_id": pl.Int64, "status_label": pl.String}
+    )
 
-    status = dict(zip(customers["customer_id"], customers["status"]))
-    merged_into = dict(zip(customers["customer_id"], customers["merged_into"]))
+    status = dict(zip(customers["customer_id"], customers["status"], strict=True))
+    merged_into = dict(zip(customers["customer_id"], customers["merged_into"], strict=True))
     assert len(status) == customers.height
     assert set(customers["status"]) <= {"ACTIVE", "MERGED"}
     assert set(customers["customer_type"]) <= {"LOYALTY", "CAMPAIGN"}
@@ -106,13 +124,16 @@ def test_snapshot_is_realistic(sample: SampleInfo) -> None:
     merged = customers.filter(pl.col("status") == "MERGED")
     assert 0.01 < merged.height / customers.height < 0.04
     assert 0.02 < (customers["customer_type"] == "CAMPAIGN").mean() < 0.08
-    status = dict(zip(customers["customer_id"], customers["status"]))
+    status = dict(zip(customers["customer_id"], customers["status"], strict=True))
     chains = sum(status[target] == "MERGED" for target in merged["merged_into"])
     assert 2 <= chains < 0.3 * merged.height  # some merge chains of length 2, most merges direct
     assert 2.0 < identifiers.height / (customers.height - merged.height) < 3.0
     assert set(identifiers["customer_id"]) == {c for c, s in status.items() if s == "ACTIVE"}
-    scopes_per_mobile = (identifiers.filter(pl.col("id_type") == "mobile")
-                         .group_by("id_value").agg(pl.col("customer_id").n_unique().alias("holders"), pl.len()))
+    scopes_per_mobile = (
+        identifiers.filter(pl.col("id_type") == "mobile")
+        .group_by("id_value")
+        .agg(pl.col("customer_id").n_unique().alias("holders"), pl.len())
+    )
     assert scopes_per_mobile["holders"].max() == 1 and scopes_per_mobile["len"].max() >= 3
     assert 0.2 < cards.height / customers.height < 0.4
     held = cards.filter(pl.col("customer_id").is_not_null())
@@ -138,7 +159,7 @@ def test_request_file_has_the_mix(sample: SampleInfo) -> None:
     for kind in ("fresh_add", "remove", "move", "merge", "card_link", "card_delink", "merged_target", "malformed"):
         assert sample.request_kinds[kind] > 0, kind
 
-    customers, identifiers, _ = read_snapshot(sample.out_dir)
+    customers, _, _ = read_snapshot(sample.out_dir)
     merged_ids = customers.filter(pl.col("status") == "MERGED")["customer_id"].cast(pl.String)
     assert requests["customer_id"].is_in(merged_ids.implode()).sum() > 0
 
@@ -157,9 +178,11 @@ def test_merge_rows_add_a_value_held_by_one_customer_elsewhere(sample: SampleInf
         target, scope = int(row["customer_id"]), (row["source"], row["account_id"] or "")
         value = normalize_value(row["id_type"], row["id_value"].strip())
         others = {h for h in holders.get((row["id_type"], value), set()) if h[0] != target}
-        if len({h[0] for h in others}) == 1:
-            if not (scopes.get(target, set()) | {scope}) & scopes[next(iter(others))[0]]:
-                clean_merges += 1
+        if (
+            len({h[0] for h in others}) == 1
+            and not (scopes.get(target, set()) | {scope}) & scopes[next(iter(others))[0]]
+        ):
+            clean_merges += 1
     assert clean_merges >= 0.005 * sample.rows
 
 
@@ -183,8 +206,9 @@ def test_small_sizes_keep_the_invariants(tmp_path: Path, customers: int, rows: i
 
 def test_cli_writes_a_sample(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["sample", "--out", str(out), "--customers", "200", "--rows", "500",
-                                       "--seed", "3"])
+    result = CliRunner().invoke(
+        main, ["sample", "--out", str(out), "--customers", "200", "--rows", "500", "--seed", "3"]
+    )
     assert result.exit_code == 0, result.output
     assert "200 customers" in result.output and "500 rows" in result.output
     assert read_requests(out).height == 500

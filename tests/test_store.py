@@ -1,4 +1,5 @@
 """The store: init from snapshots, the invariant check, export, and the `store` commands."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,15 +11,28 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.errors import SnapshotRefused, StoreError
-from pipeline.store import (SCHEMA_VERSION, StoreCounts, TABLES, export_store, find_invariant_violations,
-                            init_store, open_store, store_counts)
+from pipeline.store import (
+    SCHEMA_VERSION,
+    TABLES,
+    StoreCounts,
+    export_store,
+    find_invariant_violations,
+    init_store,
+    open_store,
+    store_counts,
+)
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "snapshot"
 
 SCHEMAS = {
     "customers": {"customer_id": pl.Int64, "status": pl.String, "merged_into": pl.Int64, "customer_type": pl.String},
-    "identifiers": {"customer_id": pl.Int64, "source": pl.String, "account_id": pl.String, "id_type": pl.String,
-                    "id_value": pl.String},
+    "identifiers": {
+        "customer_id": pl.Int64,
+        "source": pl.String,
+        "account_id": pl.String,
+        "id_type": pl.String,
+        "id_value": pl.String,
+    },
     "cards": {"card_number": pl.String, "series_id": pl.Int32, "customer_id": pl.Int64, "status_label": pl.String},
 }
 
@@ -26,10 +40,18 @@ SCHEMAS = {
 def base_rows() -> dict[str, list[tuple]]:
     """A small valid snapshot: 3 merged into 1, the same email in two scopes of two customers."""
     return {
-        "customers": [(1, "ACTIVE", None, "LOYALTY"), (2, "ACTIVE", None, "LOYALTY"), (3, "MERGED", 1, "LOYALTY"),
-                      (4, "ACTIVE", None, "CAMPAIGN")],
-        "identifiers": [(1, "INSTORE", "", "email", "a@b.co"), (2, "WECHAT", "WX-MAIN", "email", "a@b.co"),
-                        (2, "INSTORE", "", "mobile", "33612345678"), (4, "LINE", "", "line", "line_4")],
+        "customers": [
+            (1, "ACTIVE", None, "LOYALTY"),
+            (2, "ACTIVE", None, "LOYALTY"),
+            (3, "MERGED", 1, "LOYALTY"),
+            (4, "ACTIVE", None, "CAMPAIGN"),
+        ],
+        "identifiers": [
+            (1, "INSTORE", "", "email", "a@b.co"),
+            (2, "WECHAT", "WX-MAIN", "email", "a@b.co"),
+            (2, "INSTORE", "", "mobile", "33612345678"),
+            (4, "LINE", "", "line", "line_4"),
+        ],
         "cards": [("GLD0000000001", 101, 1, "Active"), ("GLD0000000002", 101, None, "Not Issued")],
     }
 
@@ -57,7 +79,8 @@ def test_sample_snapshot_inits(tmp_path):
     counts = init_store(tmp_path / "s.duckdb", SAMPLE)
     assert counts == StoreCounts(customers=30, active=26, merged=4, identifiers=45, cards=16, linked_cards=9)
     assert read_store(tmp_path / "s.duckdb", "SELECT value FROM store_meta WHERE key = 'schema_version'") == [
-        (SCHEMA_VERSION,)]
+        (SCHEMA_VERSION,)
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.duckdb"]
 
 
@@ -65,10 +88,18 @@ def test_sample_snapshot_inits(tmp_path):
 def test_snapshot_formats_init(tmp_path, fmt):
     snap = write_snapshot(tmp_path / "snap", base_rows(), fmt)
     counts = init_store(tmp_path / "s.duckdb", snap)
-    assert counts.to_dict() == {"customers": 4, "active": 3, "merged": 1, "identifiers": 4, "cards": 2,
-                                "linked_cards": 1}
+    assert counts.to_dict() == {
+        "customers": 4,
+        "active": 3,
+        "merged": 1,
+        "identifiers": 4,
+        "cards": 2,
+        "linked_cards": 1,
+    }
     assert read_store(tmp_path / "s.duckdb", "SELECT * FROM cards ORDER BY card_number") == [
-        ("GLD0000000001", 101, 1, "Active"), ("GLD0000000002", 101, None, "Not Issued")]
+        ("GLD0000000001", 101, 1, "Active"),
+        ("GLD0000000002", 101, None, "Not Issued"),
+    ]
 
 
 def test_gzipped_csv_snapshot_inits(tmp_path):
@@ -100,47 +131,79 @@ def with_change(table: str, *, add: list[tuple] = (), replace: dict[int, tuple] 
 
 
 REFUSALS = [
-    ("customer_id_unique", "customer_id=2",
-     with_change("customers", add=[(2, "ACTIVE", None, "CAMPAIGN")])),
+    ("customer_id_unique", "customer_id=2", with_change("customers", add=[(2, "ACTIVE", None, "CAMPAIGN")])),
     ("status_valid", "customer_id=2", with_change("customers", replace={1: (2, "DELETED", None, "LOYALTY")})),
     ("customer_type_valid", "customer_id=2", with_change("customers", replace={1: (2, "ACTIVE", None, "VIP")})),
-    ("merged_iff_merged_into", "customer_id=3",
-     with_change("customers", replace={2: (3, "MERGED", None, "LOYALTY")})),
-    ("merged_iff_merged_into", "customer_id=4",
-     with_change("customers", replace={3: (4, "ACTIVE", 1, "CAMPAIGN")})),
-    ("merged_into_other_customer", "customer_id=3",
-     with_change("customers", replace={2: (3, "MERGED", 99, "LOYALTY")})),
-    ("merged_into_other_customer", "customer_id=3",
-     with_change("customers", replace={2: (3, "MERGED", 3, "LOYALTY")})),
-    ("merge_chain_ends_active", "customer_id=5",
-     with_change("customers", add=[(5, "MERGED", 6, "LOYALTY"), (6, "MERGED", 5, "LOYALTY")])),
-    ("merge_chain_ends_active", "customer_id=3",
-     with_change("customers", replace={2: (3, "MERGED", 99, "LOYALTY")})),
-    ("identifier_unique_in_scope", "source=INSTORE account_id= id_type=email id_value=a@b.co",
-     with_change("identifiers", add=[(2, "INSTORE", "", "email", "a@b.co")])),
-    ("one_value_per_slot", "customer_id=2 source=INSTORE account_id= id_type=mobile",
-     with_change("identifiers", add=[(2, "INSTORE", "", "mobile", "33699999999")])),
-    ("identifier_holder_active", "customer_id=3 source=LINE account_id= id_type=line id_value=line_3",
-     with_change("identifiers", add=[(3, "LINE", "", "line", "line_3")])),
-    ("identifier_holder_active", "customer_id=77 source=LINE account_id= id_type=line id_value=line_77",
-     with_change("identifiers", add=[(77, "LINE", "", "line", "line_77")])),
-    ("card_number_unique", "card_number=GLD0000000002",
-     with_change("cards", add=[("GLD0000000002", 101, 2, "Active")])),
-    ("card_holder_active", "card_number=GLD0000000003",
-     with_change("cards", add=[("GLD0000000003", 101, 3, "Active")])),
-    ("card_holder_active", "card_number=GLD0000000003",
-     with_change("cards", add=[("GLD0000000003", 101, 42, "Active")])),
-    ("not_null", "customer_id=2 source=LINE account_id= id_type=line id_value=NULL",
-     with_change("identifiers", add=[(2, "LINE", "", "line", "   ")])),
-    ("not_null", "customer_id=NULL status=ACTIVE merged_into=NULL customer_type=LOYALTY",
-     with_change("customers", add=[(None, "ACTIVE", None, "LOYALTY")])),
-    ("not_null", "card_number=GLD0000000009 series_id=101 customer_id=NULL status_label=NULL",
-     with_change("cards", add=[("GLD0000000009", 101, None, "")])),
+    ("merged_iff_merged_into", "customer_id=3", with_change("customers", replace={2: (3, "MERGED", None, "LOYALTY")})),
+    ("merged_iff_merged_into", "customer_id=4", with_change("customers", replace={3: (4, "ACTIVE", 1, "CAMPAIGN")})),
+    (
+        "merged_into_other_customer",
+        "customer_id=3",
+        with_change("customers", replace={2: (3, "MERGED", 99, "LOYALTY")}),
+    ),
+    ("merged_into_other_customer", "customer_id=3", with_change("customers", replace={2: (3, "MERGED", 3, "LOYALTY")})),
+    (
+        "merge_chain_ends_active",
+        "customer_id=5",
+        with_change("customers", add=[(5, "MERGED", 6, "LOYALTY"), (6, "MERGED", 5, "LOYALTY")]),
+    ),
+    ("merge_chain_ends_active", "customer_id=3", with_change("customers", replace={2: (3, "MERGED", 99, "LOYALTY")})),
+    (
+        "identifier_unique_in_scope",
+        "source=INSTORE account_id= id_type=email id_value=a@b.co",
+        with_change("identifiers", add=[(2, "INSTORE", "", "email", "a@b.co")]),
+    ),
+    (
+        "one_value_per_slot",
+        "customer_id=2 source=INSTORE account_id= id_type=mobile",
+        with_change("identifiers", add=[(2, "INSTORE", "", "mobile", "33699999999")]),
+    ),
+    (
+        "identifier_holder_active",
+        "customer_id=3 source=LINE account_id= id_type=line id_value=line_3",
+        with_change("identifiers", add=[(3, "LINE", "", "line", "line_3")]),
+    ),
+    (
+        "identifier_holder_active",
+        "customer_id=77 source=LINE account_id= id_type=line id_value=line_77",
+        with_change("identifiers", add=[(77, "LINE", "", "line", "line_77")]),
+    ),
+    (
+        "card_number_unique",
+        "card_number=GLD0000000002",
+        with_change("cards", add=[("GLD0000000002", 101, 2, "Active")]),
+    ),
+    (
+        "card_holder_active",
+        "card_number=GLD0000000003",
+        with_change("cards", add=[("GLD0000000003", 101, 3, "Active")]),
+    ),
+    (
+        "card_holder_active",
+        "card_number=GLD0000000003",
+        with_change("cards", add=[("GLD0000000003", 101, 42, "Active")]),
+    ),
+    (
+        "not_null",
+        "customer_id=2 source=LINE account_id= id_type=line id_value=NULL",
+        with_change("identifiers", add=[(2, "LINE", "", "line", "   ")]),
+    ),
+    (
+        "not_null",
+        "customer_id=NULL status=ACTIVE merged_into=NULL customer_type=LOYALTY",
+        with_change("customers", add=[(None, "ACTIVE", None, "LOYALTY")]),
+    ),
+    (
+        "not_null",
+        "card_number=GLD0000000009 series_id=101 customer_id=NULL status_label=NULL",
+        with_change("cards", add=[("GLD0000000009", 101, None, "")]),
+    ),
 ]
 
 
-@pytest.mark.parametrize("invariant,row_key,rows", REFUSALS,
-                         ids=[f"{i}-{case[0]}" for i, case in enumerate(REFUSALS)])
+@pytest.mark.parametrize(
+    ("invariant", "row_key", "rows"), REFUSALS, ids=[f"{i}-{case[0]}" for i, case in enumerate(REFUSALS)]
+)
 def test_snapshot_breaking_an_invariant_is_refused(tmp_path, invariant, row_key, rows):
     snap = write_snapshot(tmp_path / "snap", rows)
     out = tmp_path / "out"
@@ -149,14 +212,15 @@ def test_snapshot_breaking_an_invariant_is_refused(tmp_path, invariant, row_key,
         init_store(out / "s.duckdb", snap)
     report = pl.read_csv(out / "s.duckdb.init-report.csv", infer_schema=False)
     assert refused.value.findings == report.height >= 1
-    assert (invariant, row_key) in set(zip(report["invariant"], report["row_key"]))
+    assert (invariant, row_key) in set(zip(report["invariant"], report["row_key"], strict=True))
     assert sorted(p.name for p in out.iterdir()) == ["s.duckdb.init-report.csv"]
 
 
 def test_cycle_and_long_chain_are_found_by_pointer_jumping(tmp_path):
     rows = base_rows()
     rows["customers"] += [(100 + i, "MERGED", 101 + i, "LOYALTY") for i in range(200)] + [
-        (300, "ACTIVE", None, "LOYALTY")]
+        (300, "ACTIVE", None, "LOYALTY")
+    ]
     rows["customers"] += [(1000 + i, "MERGED", 1000 + (i + 1) % 50, "LOYALTY") for i in range(50)]
     snap = write_snapshot(tmp_path / "snap", rows, "parquet")
     with pytest.raises(SnapshotRefused):
@@ -170,10 +234,12 @@ def test_cycle_and_long_chain_are_found_by_pointer_jumping(tmp_path):
 def test_init_normalises_and_trims(tmp_path):
     rows = base_rows()
     rows["customers"][1] = (2, " ACTIVE ", None, "LOYALTY\t")
-    rows["identifiers"] = [(1, " INSTORE", None, "email", " Foo@X.COM "),
-                           (2, "INSTORE", "", "mobile", "+33 6 12 34 56 78"),
-                           (4, "LINE", "", "mobile", "0033 (6) 12-34.56.79"),
-                           (4, "LINE", "", "line", " Line_4 ")]
+    rows["identifiers"] = [
+        (1, " INSTORE", None, "email", " Foo@X.COM "),
+        (2, "INSTORE", "", "mobile", "+33 6 12 34 56 78"),
+        (4, "LINE", "", "mobile", "0033 (6) 12-34.56.79"),
+        (4, "LINE", "", "line", " Line_4 "),
+    ]
     init_store(tmp_path / "s.duckdb", write_snapshot(tmp_path / "snap", rows))
     assert read_store(tmp_path / "s.duckdb", "SELECT * FROM identifiers ORDER BY customer_id, id_type") == [
         (1, "INSTORE", "", "email", "foo@x.com"),
@@ -182,7 +248,8 @@ def test_init_normalises_and_trims(tmp_path):
         (4, "LINE", "", "mobile", "33612345679"),
     ]
     assert read_store(tmp_path / "s.duckdb", "SELECT status, customer_type FROM customers WHERE customer_id = 2") == [
-        ("ACTIVE", "LOYALTY")]
+        ("ACTIVE", "LOYALTY")
+    ]
 
 
 def test_values_equal_after_normalisation_are_refused(tmp_path):
@@ -192,19 +259,28 @@ def test_values_equal_after_normalisation_are_refused(tmp_path):
     with pytest.raises(SnapshotRefused) as refused:
         init_store(tmp_path / "s.duckdb", write_snapshot(tmp_path / "snap", rows))
     report = pl.read_csv(refused.value.report, infer_schema=False)
-    assert sorted(zip(report["invariant"], report["row_key"], report["detail"])) == [
-        ("identifier_unique_in_scope", "source=INSTORE account_id= id_type=email id_value=a@b.co",
-         "2 rows, held by customer_id 1, 4"),
-        ("identifier_unique_in_scope", "source=INSTORE account_id= id_type=mobile id_value=33612345678",
-         "2 rows, held by customer_id 1, 2"),
+    assert sorted(zip(report["invariant"], report["row_key"], report["detail"], strict=True)) == [
+        (
+            "identifier_unique_in_scope",
+            "source=INSTORE account_id= id_type=email id_value=a@b.co",
+            "2 rows, held by customer_id 1, 4",
+        ),
+        (
+            "identifier_unique_in_scope",
+            "source=INSTORE account_id= id_type=mobile id_value=33612345678",
+            "2 rows, held by customer_id 1, 2",
+        ),
     ]
     assert not (tmp_path / "s.duckdb").exists()
 
 
-@pytest.mark.parametrize("table,header,message", [
-    ("customers", "customer_id,status,merged_into", "missing column 'customer_type'"),
-    ("cards", "card_number,series_id,customer_id,status_label,colour", "unknown column 'colour'"),
-])
+@pytest.mark.parametrize(
+    ("table", "header", "message"),
+    [
+        ("customers", "customer_id,status,merged_into", "missing column 'customer_type'"),
+        ("cards", "card_number,series_id,customer_id,status_label,colour", "unknown column 'colour'"),
+    ],
+)
 def test_snapshot_with_wrong_columns_is_refused(tmp_path, table, header, message):
     snap = write_snapshot(tmp_path / "snap", base_rows())
     (snap / f"{table}.csv").write_text(header + "\n")
@@ -262,9 +338,11 @@ def test_open_store_refuses_missing_and_foreign_files(tmp_path):
 def test_schema_has_no_unique_index_and_required_columns_are_not_null(tmp_path):
     init_store(tmp_path / "s.duckdb", SAMPLE)
     assert read_store(tmp_path / "s.duckdb", "SELECT count(*) FROM duckdb_indexes()") == [(0,)]
-    nullable = read_store(tmp_path / "s.duckdb",
-                          "SELECT table_name, column_name FROM duckdb_columns() "
-                          "WHERE is_nullable AND table_name IN ('customers', 'identifiers', 'cards') ORDER BY ALL")
+    nullable = read_store(
+        tmp_path / "s.duckdb",
+        "SELECT table_name, column_name FROM duckdb_columns() "
+        "WHERE is_nullable AND table_name IN ('customers', 'identifiers', 'cards') ORDER BY ALL",
+    )
     assert nullable == [("cards", "customer_id"), ("customers", "merged_into")]
 
 
@@ -279,7 +357,8 @@ def test_invariant_check_runs_on_a_read_only_store(tmp_path):
     con.execute("UPDATE customers SET status = 'MERGED', merged_into = 1001 WHERE customer_id = 1030")
     findings = find_invariant_violations(con)
     con.close()
-    assert sorted(set(zip(findings["invariant"], findings["table"]))) == [("identifier_holder_active", "identifiers")]
+    found = set(zip(findings["invariant"], findings["table"], strict=True))
+    assert sorted(found) == [("identifier_holder_active", "identifiers")]
     assert findings.height == 3
 
 
@@ -326,8 +405,9 @@ def test_cli_store_init_and_export_exit_codes(tmp_path):
     assert again.exit_code == 3
     bad = write_snapshot(tmp_path / "bad", with_change("customers", add=[(2, "ACTIVE", None, "LOYALTY")]))
     report = tmp_path / "findings.csv"
-    refused = runner.invoke(main, ["store", "init", str(tmp_path / "t.duckdb"), "--snapshot", str(bad),
-                                   "--report", str(report)])
+    refused = runner.invoke(
+        main, ["store", "init", str(tmp_path / "t.duckdb"), "--snapshot", str(bad), "--report", str(report)]
+    )
     assert refused.exit_code == 3
     assert "no store was written" in refused.output and report.exists()
     assert not (tmp_path / "t.duckdb").exists()

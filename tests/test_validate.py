@@ -1,4 +1,5 @@
 """`validate`: errors.csv and summary.json from the case file, exit codes, the CLI, report helpers."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
 CONFIG = ROOT / "sample_data" / "org.toml"
 CASE_FILE = CASES / "check_codes.csv"
-HEADER = "row_id,customer_id,lookup_type,lookup_value,source,account_id,action,id_type,id_value,series_id,status_label\n"
+HEADER = (
+    "row_id,customer_id,lookup_type,lookup_value,source,account_id,action,id_type,id_value,series_id,status_label\n"
+)
 
 
 def expected_failures() -> pl.DataFrame:
@@ -46,8 +49,11 @@ def test_errors_csv_has_one_row_per_failed_row(tmp_path: Path):
 
 def test_errors_csv_echoes_raw_input(tmp_path: Path):
     validate_files(CONFIG, [CASE_FILE], tmp_path)
-    report = read_report(tmp_path / "errors.csv").filter(pl.col("row_id").is_in(
-        ["source-missing", "id-value-missing", "mobile-malformed", "prec-customer-id-over-id-value"]))
+    report = read_report(tmp_path / "errors.csv").filter(
+        pl.col("row_id").is_in(
+            ["source-missing", "id-value-missing", "mobile-malformed", "prec-customer-id-over-id-value"]
+        )
+    )
     by_id = {row["row_id"]: row for row in report.iter_rows(named=True)}
     assert by_id["source-missing"]["source"] == " "
     assert by_id["id-value-missing"]["id_value"] == "  "
@@ -68,15 +74,24 @@ def test_summary_json_counts(tmp_path: Path):
     assert summary["rows_passed"] == rows - expected.height
     assert {code: entry["count"] for code, entry in summary["errors_by_code"].items()} == dict(by_code.iter_rows())
     assert summary["errors_by_code"]["7005"]["name"] == "BLOCKED_VALUE"
-    assert summary["files"] == [{"path": str(CASE_FILE), "sha256": hashlib.sha256(CASE_FILE.read_bytes()).hexdigest(),
-                                 "rows": rows, "format": "csv"}]
+    assert summary["files"] == [
+        {
+            "path": str(CASE_FILE),
+            "sha256": hashlib.sha256(CASE_FILE.read_bytes()).hexdigest(),
+            "rows": rows,
+            "format": "csv",
+        }
+    ]
     assert summary["exit_code"] == 1 and summary["seconds"] >= 0
     assert summary == result.summary()
 
 
 def test_clean_file_exits_zero(tmp_path: Path):
-    requests = write_requests(tmp_path / "ok.csv", "a,1001,,,INSTORE,,add,mobile,13800138000,,",
-                              "b,,mobile,13800138000,WECHAT,WX-MAIN,add,wechat,wx_1,,")
+    requests = write_requests(
+        tmp_path / "ok.csv",
+        "a,1001,,,INSTORE,,add,mobile,13800138000,,",
+        "b,,mobile,13800138000,WECHAT,WX-MAIN,add,wechat,wx_1,,",
+    )
     result = validate_files(CONFIG, [requests], tmp_path / "reports")
     assert result.exit_code == 0 and result.rows == 2 and result.rows_failed == 0
     assert read_report(tmp_path / "reports" / "errors.csv").height == 0
@@ -88,8 +103,10 @@ def test_several_files_keep_order(tmp_path: Path):
     second = write_requests(tmp_path / "2.csv", "b,1001,,,NOPE,,add,mobile,13800138000,,")
     validate_files(CONFIG, [second, first], tmp_path / "reports")
     report = read_report(tmp_path / "reports" / "errors.csv")
-    assert report.select("file", "row_number", "error_code").rows() == [(str(second), "1", "8003"),
-                                                                         (str(first), "1", "7002")]
+    assert report.select("file", "row_number", "error_code").rows() == [
+        (str(second), "1", "8003"),
+        (str(first), "1", "7002"),
+    ]
 
 
 def test_render_names_codes_and_reports(tmp_path: Path):
@@ -102,8 +119,9 @@ def test_render_names_codes_and_reports(tmp_path: Path):
 
 def test_cli_validate_exit_codes(tmp_path: Path):
     runner = CliRunner()
-    failed = runner.invoke(main, ["validate", "--config", str(CONFIG), "--reports", str(tmp_path / "a"),
-                                  str(CASE_FILE)])
+    failed = runner.invoke(
+        main, ["validate", "--config", str(CONFIG), "--reports", str(tmp_path / "a"), str(CASE_FILE)]
+    )
     assert failed.exit_code == 1, failed.output
     assert f"{expected_failures().height} failed" in failed.output
     assert (tmp_path / "a" / "errors.csv").exists() and (tmp_path / "a" / "summary.json").exists()
@@ -117,20 +135,23 @@ def test_cli_file_and_config_errors(tmp_path: Path):
     runner = CliRunner()
     bad_file = tmp_path / "bad.csv"
     bad_file.write_text("source,action,id_type,id_value,customer_id,colour\n", encoding="utf-8")
-    refused = runner.invoke(main, ["validate", "--config", str(CONFIG), "--reports", str(tmp_path / "r"),
-                                   str(bad_file)])
+    refused = runner.invoke(
+        main, ["validate", "--config", str(CONFIG), "--reports", str(tmp_path / "r"), str(bad_file)]
+    )
     assert refused.exit_code == 3 and "colour" in refused.output
     bad_config = tmp_path / "org.toml"
     bad_config.write_text("[org]\n", encoding="utf-8")
-    usage = runner.invoke(main, ["validate", "--config", str(bad_config), "--reports", str(tmp_path / "r"),
-                                 str(CASE_FILE)])
+    usage = runner.invoke(
+        main, ["validate", "--config", str(bad_config), "--reports", str(tmp_path / "r"), str(CASE_FILE)]
+    )
     assert usage.exit_code == 2
     assert not (tmp_path / "r" / "errors.csv").exists()
 
 
 def test_neutralise_formulas_only_touches_text_starting_a_formula():
-    frame = pl.DataFrame({"text": ["=SUM(A1)", "+86", "-5", "@x", "\tx", "\rx", "a=b", "", None],
-                          "number": [-1, 2, 3, 4, 5, 6, 7, 8, 9]})
+    frame = pl.DataFrame(
+        {"text": ["=SUM(A1)", "+86", "-5", "@x", "\tx", "\rx", "a=b", "", None], "number": [-1, 2, 3, 4, 5, 6, 7, 8, 9]}
+    )
     safe = neutralise_formulas(frame)
     assert safe["text"].to_list() == ["'=SUM(A1)", "'+86", "'-5", "'@x", "'\tx", "'\rx", "a=b", "", None]
     assert safe["number"].to_list() == frame["number"].to_list()
@@ -147,14 +168,25 @@ def test_write_csv_and_json_are_atomic(tmp_path: Path):
 
 
 def test_error_report_fills_missing_columns_and_orders_by_seq():
-    frame = pl.DataFrame({"seq": [0, 1], "file": ["f", "f"], "row_number": [1, 2], "source": [" X", "Y"]},
-                         schema={"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64, "source": pl.String})
-    errors = pl.DataFrame({"seq": [1, 0], "error_code": [8015, 8003], "error_field": ["customer_id", "source"],
-                           "error_message": ["m1", "m0"]}, schema_overrides={"error_code": pl.Int32})
+    frame = pl.DataFrame(
+        {"seq": [0, 1], "file": ["f", "f"], "row_number": [1, 2], "source": [" X", "Y"]},
+        schema={"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64, "source": pl.String},
+    )
+    errors = pl.DataFrame(
+        {
+            "seq": [1, 0],
+            "error_code": [8015, 8003],
+            "error_field": ["customer_id", "source"],
+            "error_message": ["m1", "m0"],
+        },
+        schema_overrides={"error_code": pl.Int32},
+    )
     report = error_report(frame, errors, {8015: "resolve"})
     assert tuple(report.columns) == ERROR_REPORT_COLUMNS
     assert report.select("row_number", "source", "error_name", "stage").rows() == [
-        (1, " X", "INVALID_SOURCE", "check"), (2, "Y", "CUSTOMER_NOT_FOUND", "resolve")]
+        (1, " X", "INVALID_SOURCE", "check"),
+        (2, "Y", "CUSTOMER_NOT_FOUND", "resolve"),
+    ]
     assert report["id_value"].is_null().all()
 
 
@@ -164,6 +196,7 @@ def test_sample_requests_validate(tmp_path: Path, name: str):
     result = validate_files(CONFIG, [path], tmp_path)
     if name == "03_bad_rows.csv":
         from pipeline.catalog import error_codes
+
         assert {c.code for c in result.error_counts} == set(error_codes("check"))
         assert result.rows_failed == result.rows
     else:

@@ -4,6 +4,7 @@
 paths; `python tests/cases/hostile/make_corpus.py DIR` does the same from a shell. The committed
 files of this folder are the small, readable ones.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -46,15 +47,22 @@ def nul_early() -> bytes:
 def nul_late() -> bytes:
     """A NUL byte past the first 8 KiB, where a sniff of the file's start does not see it."""
     padding = [f"pad{i:04d},1011,INSTORE,remove,externalId,EXT-NOT-HELD-{i:04d}" for i in range(200)]
-    return _csv(HEADER, *padding, "late-nul,1025,INSTORE,add,email,late\x00nul@example.com",
-                "after-nul,1025,MOBILE_APP,add,externalId,APP-AFTER-NUL")
+    return _csv(
+        HEADER,
+        *padding,
+        "late-nul,1025,INSTORE,add,email,late\x00nul@example.com",
+        "after-nul,1025,MOBILE_APP,add,externalId,APP-AFTER-NUL",
+    )
 
 
 def big_field() -> bytes:
     """One 10 MB id_value (no quotes, no delimiter inside) between two ordinary rows."""
-    return _csv(HEADER, "before,1025,MOBILE_APP,add,externalId,APP-BEFORE-BIG",
-                "big,1011,INSTORE,add,externalId," + "X" * BIG_FIELD_BYTES,
-                "after,1011,MOBILE_APP,add,cuid,cuid-after-big")
+    return _csv(
+        HEADER,
+        "before,1025,MOBILE_APP,add,externalId,APP-BEFORE-BIG",
+        "big,1011,INSTORE,add,externalId," + "X" * BIG_FIELD_BYTES,
+        "after,1011,MOBILE_APP,add,cuid,cuid-after-big",
+    )
 
 
 def wide_columns() -> bytes:
@@ -71,42 +79,80 @@ def _parquet(table: pa.Table) -> bytes:
 
 def parquet_timestamp_column() -> bytes:
     """customer_id stored as a timestamp: a type a request column can never have."""
-    return _parquet(pa.table({
-        "customer_id": pa.array([datetime(2024, 1, 1)], pa.timestamp("us")),
-        "source": ["INSTORE"], "action": ["add"], "id_type": ["email"], "id_value": ["ts@example.com"]}))
+    return _parquet(
+        pa.table(
+            {
+                "customer_id": pa.array([datetime(2024, 1, 1)], pa.timestamp("us")),
+                "source": ["INSTORE"],
+                "action": ["add"],
+                "id_type": ["email"],
+                "id_value": ["ts@example.com"],
+            }
+        )
+    )
 
 
 def parquet_nested_column() -> bytes:
-    return _parquet(pa.table({
-        "customer_id": pa.array([1025], pa.int64()), "source": ["INSTORE"], "action": ["add"],
-        "id_type": ["email"], "id_value": pa.array([["a@example.com", "b@example.com"]])}))
+    return _parquet(
+        pa.table(
+            {
+                "customer_id": pa.array([1025], pa.int64()),
+                "source": ["INSTORE"],
+                "action": ["add"],
+                "id_type": ["email"],
+                "id_value": pa.array([["a@example.com", "b@example.com"]]),
+            }
+        )
+    )
 
 
 def parquet_numbers() -> bytes:
     """Integer and float columns are read as text: 1025 is a customer id, 1.5 is no mobile, 1e+20 no cuid."""
-    return _parquet(pa.table({
-        "row_id": pa.array([1, 2, 3], pa.int32()),
-        "customer_id": pa.array([1025, 1011, 1021], pa.int64()),
-        "source": ["MOBILE_APP", "INSTORE", "MOBILE_APP"], "action": ["add", "add", "add"],
-        "id_type": ["externalId", "mobile", "cuid"],
-        "id_value": pa.array([1234567.0, 1.5, 1e20], pa.float64()),
-        "series_id": pa.array([None, None, None], pa.null()),
-        "status_label": pa.array([True, False, None], pa.bool_()),
-    }))
+    return _parquet(
+        pa.table(
+            {
+                "row_id": pa.array([1, 2, 3], pa.int32()),
+                "customer_id": pa.array([1025, 1011, 1021], pa.int64()),
+                "source": ["MOBILE_APP", "INSTORE", "MOBILE_APP"],
+                "action": ["add", "add", "add"],
+                "id_type": ["externalId", "mobile", "cuid"],
+                "id_value": pa.array([1234567.0, 1.5, 1e20], pa.float64()),
+                "series_id": pa.array([None, None, None], pa.null()),
+                "status_label": pa.array([True, False, None], pa.bool_()),
+            }
+        )
+    )
 
 
 def parquet_nul_in_value() -> bytes:
     """Parquet strings may hold NUL bytes, which no CSV check sees; one sits inside an email."""
-    return _parquet(pa.table({
-        "row_id": ["nul-email", "nul-wechat", "clean"], "customer_id": ["1025", "1021", "1011"],
-        "source": ["INSTORE", "WECHAT", "INSTORE"], "account_id": ["", "WX-MAIN", ""],
-        "action": ["add", "add", "add"], "id_type": ["email", "wechat", "externalId"],
-        "id_value": ["nul\x00byte@example.com", "wx\x00nul", "EXT-CLEAN-1011"]}))
+    return _parquet(
+        pa.table(
+            {
+                "row_id": ["nul-email", "nul-wechat", "clean"],
+                "customer_id": ["1025", "1021", "1011"],
+                "source": ["INSTORE", "WECHAT", "INSTORE"],
+                "account_id": ["", "WX-MAIN", ""],
+                "action": ["add", "add", "add"],
+                "id_type": ["email", "wechat", "externalId"],
+                "id_value": ["nul\x00byte@example.com", "wx\x00nul", "EXT-CLEAN-1011"],
+            }
+        )
+    )
 
 
 def parquet_truncated() -> bytes:
-    whole = _parquet(pa.table({"customer_id": ["1025"], "source": ["INSTORE"], "action": ["add"],
-                               "id_type": ["email"], "id_value": ["cut@example.com"]}))
+    whole = _parquet(
+        pa.table(
+            {
+                "customer_id": ["1025"],
+                "source": ["INSTORE"],
+                "action": ["add"],
+                "id_type": ["email"],
+                "id_value": ["cut@example.com"],
+            }
+        )
+    )
     return whole[: len(whole) // 2]
 
 
