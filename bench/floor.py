@@ -15,6 +15,14 @@ from pathlib import Path
 
 import duckdb
 
+
+def one_value(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    """The count a DML statement reports (the floor imports nothing of the package it is the floor of)."""
+    row = con.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 READ_SQL = """
 CREATE TEMP TABLE requests AS
 SELECT row_number() OVER () AS seq, *
@@ -54,8 +62,8 @@ def run_floor(
         con.execute(READ_SQL, {"path": str(requests)})
         con.execute(JOIN_SQL)
         con.execute("BEGIN TRANSACTION")
-        inserted = con.execute(INSERT_SQL).fetchone()[0]
-        deleted = con.execute(DELETE_SQL).fetchone()[0]
+        inserted = one_value(con, INSERT_SQL)
+        deleted = one_value(con, DELETE_SQL)
         con.execute("COMMIT")
         tmp = out_csv.with_name(out_csv.name + ".tmp")
         con.execute(REPORT_SQL, {"out": str(tmp)})

@@ -39,6 +39,8 @@ from typing import Any
 
 import duckdb
 
+from pipeline.duck import scalar
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 BIN = Path(sys.executable).parent
@@ -439,14 +441,14 @@ def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 def made_by_current_init(store: Path) -> bool:
     """Whether `store init` made the ledger tables (and compacted the row groups) in this store."""
     with quiet(duckdb.connect(str(store), read_only=True)) as con:
-        return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'").fetchone()[0])
+        return bool(scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'"))
 
 
 def store_identifiers(store: Path) -> int:
     """How many identifiers the cached store holds (read-only)."""
     con = quiet(duckdb.connect(str(store), read_only=True))
     try:
-        return con.execute("SELECT count(*) FROM identifiers").fetchone()[0]
+        return scalar(con, "SELECT count(*) FROM identifiers")
     finally:
         con.close()
 
@@ -516,7 +518,7 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
         if not r.completed:
             verdicts[name] = ("did not complete", False)
     if a and a.completed:
-        checks = [
+        checks: list[tuple[str, bool | None]] = [
             (f"{a.median_seconds:.1f} s (≤ 20)", a.median_seconds <= 20),
             (f"RSS {a.peak_rss / GIB:.2f} GiB (≤ 3)", a.peak_rss <= 3 * GIB),
         ]
@@ -535,6 +537,7 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
     if d and d.completed:
         if a and a.completed:
             ratio = per_row(d) / per_row(a)
+            assert d.rows and a.rows  # a completed batch scenario knows its row count
             verdicts["d"] = (
                 f"{per_row(d) * 1e6:.1f} µs/row = {ratio:.2f}× (a)'s {per_row(a) * 1e6:.1f} µs/row (≤ 3×;"
                 f" per round: {_round_ratios(d, a, d.rows / a.rows)})",

@@ -20,20 +20,22 @@ from pipeline.duck import query_frame, run_script
 from pipeline.errors import InternalError
 from pipeline.replay import Replayer, ReplayRow, WorkingSet
 
-OUTCOME_SCHEMA = {
-    "seq": pl.Int64,
-    "outcome": pl.String,
-    "error_code": pl.Int32,
-    "error_field": pl.String,
-    "resolved_customer_id": pl.Int64,
-    "survivor_id": pl.Int64,
-    "victim_id": pl.Int64,
-    "warnings": pl.List(pl.Int32),
-    "holder_id": pl.Int64,
-    "limit": pl.Int64,
-    "card_series": pl.Int64,
-    "card_status": pl.String,
-}
+OUTCOME_SCHEMA = pl.Schema(
+    {
+        "seq": pl.Int64(),
+        "outcome": pl.String(),
+        "error_code": pl.Int32(),
+        "error_field": pl.String(),
+        "resolved_customer_id": pl.Int64(),
+        "survivor_id": pl.Int64(),
+        "victim_id": pl.Int64(),
+        "warnings": pl.List(pl.Int32),
+        "holder_id": pl.Int64(),
+        "limit": pl.Int64(),
+        "card_series": pl.Int64(),
+        "card_status": pl.String(),
+    }
+)
 
 _INDEPENDENT = """
 CREATE OR REPLACE TEMP VIEW ind AS
@@ -346,7 +348,9 @@ def _replay(pulled: dict[str, pl.DataFrame], config: OrgConfig) -> tuple[pl.Data
     for cid, source, account, id_type, value in pulled["idents"].iter_rows():
         idents.setdefault(cid, set()).add((source, account, id_type, value))
     cards = {number: [series, holder, label] for number, series, holder, label in pulled["cards"].iter_rows()}
-    tracked = {(r.id_type, r.id_value) for r in rows} | {(r.lookup_type, r.lookup_value) for r in rows if r.lookup_type}
+    tracked = {(r.id_type, r.id_value) for r in rows} | {
+        (r.lookup_type, r.lookup_value) for r in rows if r.lookup_type is not None and r.lookup_value is not None
+    }
     ws = WorkingSet(
         customers=customers,
         idents=idents,

@@ -63,7 +63,9 @@ CHECKED_COLUMNS = (
     "series_id",
     "status_label",
 )
-ERRORS_SCHEMA = {"seq": pl.Int64, "error_code": pl.Int32, "error_field": pl.String, "error_message": pl.String}
+ERRORS_SCHEMA = pl.Schema(
+    {"seq": pl.Int64, "error_code": pl.Int32, "error_field": pl.String, "error_message": pl.String}
+)
 
 MAX_CUSTOMER_ID = 2**63 - 1
 _DIGITS = r"^[0-9]+$"
@@ -448,15 +450,10 @@ def _reference_problem(has_id: pl.Expr, has_type: pl.Expr, has_value: pl.Expr) -
 
 def _fits_series(config: OrgConfig, series_number: pl.Expr, number: pl.Expr) -> pl.Expr:
     """Whether a card number matches the number_pattern of its (known) series."""
-    fits: pl.Expr | None = None
+    fits = pl.lit(True)  # a row of no known series is judged by the series check, not here
     for series in config.card_series.values():
-        branch = number.str.contains(series.number_pattern)
-        fits = (
-            pl.when(series_number == series.id).then(branch)
-            if fits is None
-            else fits.when(series_number == series.id).then(branch)
-        )
-    return pl.lit(True) if fits is None else fits.otherwise(pl.lit(True))
+        fits = pl.when(series_number == series.id).then(number.str.contains(series.number_pattern)).otherwise(fits)
+    return fits
 
 
 def _blocked(config: OrgConfig, id_type: pl.Expr, value: pl.Expr) -> pl.Expr:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import atexit
 import gc
 import sys
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
+from typing import Any, Literal, NoReturn, ParamSpec, TypeVar, cast
 
 import click
 
@@ -24,12 +26,15 @@ from pipeline.settings import (
     pick,
 )
 
+P = ParamSpec("P")
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _exits(func):
+
+def _exits(func: Callable[P, int]) -> Callable[P, NoReturn]:
     """Turn library failures into a one-line message and their exit code."""
 
     @wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> NoReturn:
         try:
             code = func(*args, **kwargs)
         except LoyaltyBulkError as exc:
@@ -166,7 +171,7 @@ def store_export(store_path: Path, out_dir: Path, fmt: str) -> int:
     """Write the store as a snapshot folder."""
     from pipeline.store import export_store
 
-    counts = export_store(store_path, out_dir, fmt)
+    counts = export_store(store_path, out_dir, cast(Literal["parquet", "csv"], fmt))
     click.echo(f"exported {counts.render()} to {out_dir}")
     return 0
 
@@ -212,7 +217,7 @@ def sample(out_dir: Path, customers: int, rows: int, seed: int) -> int:
     return 0
 
 
-def _engine_options(func):
+def _engine_options(func: F) -> F:
     """Options shared by `run` and `job`: DuckDB resources and error thresholds."""
     options = [
         click.option(
@@ -244,11 +249,11 @@ def _engine_options(func):
     return func
 
 
-def _output_options(func):
+def _output_options(func: F) -> F:
     """Options shared by `run` and `job`: --json, --quiet, --verbose (see pipeline.console.report_run)."""
 
     @wraps(func)
-    def checked(*args, quiet: bool, verbose: bool, **kwargs):
+    def checked(*args: Any, quiet: bool, verbose: bool, **kwargs: Any) -> Any:
         if quiet and verbose:
             raise click.UsageError("--quiet and --verbose cannot be used together")
         return func(*args, quiet=quiet, verbose=verbose, **kwargs)
@@ -270,7 +275,7 @@ def _output_options(func):
     ]
     for option in reversed(options):
         checked = option(checked)
-    return checked
+    return cast(F, checked)
 
 
 @main.command()

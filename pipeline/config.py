@@ -10,9 +10,10 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pipeline.errors import ConfigError
 
@@ -239,10 +240,10 @@ class TomlValidator:
     def __init__(self, path: str):
         self.path = path
 
-    def fail(self, key: str, reason: str):
+    def fail(self, key: str, reason: str) -> NoReturn:
         raise ConfigError(self.path, key, reason)
 
-    def known_keys(self, table: dict, prefix: str, allowed: set[str]) -> None:
+    def known_keys(self, table: dict, prefix: str, allowed: AbstractSet[str]) -> None:
         for key in table:
             if key not in allowed:
                 self.fail(prefix + key, f"unknown key (expected one of: {', '.join(sorted(allowed))})")

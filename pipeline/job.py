@@ -136,10 +136,10 @@ def parse_job(raw: dict[str, Any], path: Path | str) -> Job:
         allow_reapply=v.value(body, "allow_reapply", bool, default=False),
         parquet_reports=v.value(body, "parquet_reports", bool, default=False),
         mask_pii=v.value(body, "mask_pii", bool, default=False),
-        max_errors=v.count(body, "max_errors", minimum=0),
+        max_errors=v.at_least(body, "max_errors", minimum=0),
         max_error_rate=v.rate(body, "max_error_rate"),
         memory_limit=v.value(body, "memory_limit", str, default=None),
-        threads=v.count(body, "threads", minimum=1),
+        threads=v.at_least(body, "threads", minimum=1),
         columns=columns,
         fixed=fixed,
         series_by_code=v.value(body, "series_by_code", bool, default=False),
@@ -266,7 +266,7 @@ class _JobValidator(TomlValidator):
             self.fail(f"job.{name}", "must not be empty")
         return value
 
-    def count(self, body: dict, name: str, minimum: int) -> int | None:
+    def at_least(self, body: dict, name: str, minimum: int) -> int | None:
         value = self.value(body, name, int, default=None)
         if value is not None and value < minimum:
             self.fail(f"job.{name}", f"must be at least {minimum}, got {value}")

@@ -154,6 +154,8 @@ class Replayer:
             while ws.customers[target][0] == "MERGED":
                 target, followed = ws.customers[target][1], True
             return target, followed
+        # the check stage passed the row, so without a customer_id the lookup pair is complete
+        assert row.lookup_type is not None and row.lookup_value is not None
         if row.lookup_type == CARD:
             card = ws.cards.get(row.lookup_value)
             return (card[1] if card else None), False
@@ -200,7 +202,7 @@ class Replayer:
             refusal = self._merge_refusal(c, survivor, scope)
             if refusal:
                 return refusal
-        warnings = ()
+        warnings: tuple[int, ...] = ()
         for holder in sorted(campaign):
             for held in [i for i in ws.idents[holder] if i[2:] == (t, v)]:
                 ws.remove_ident(holder, held)
@@ -260,6 +262,8 @@ class Replayer:
         card, refusal = self._card_state(row)
         if refusal:
             return refusal
+        # the check stage requires a known series and label on a card add
+        assert card is not None and row.series_id is not None and row.status_label is not None
         if card[1] == c:
             if card[2] == row.status_label:
                 return {"outcome": "unchanged", "warnings": (3012,)}
@@ -280,6 +284,7 @@ class Replayer:
         card, refusal = self._card_state(row)
         if refusal:
             return refusal
+        assert card is not None
         if card[1] != c:
             return {"error_code": 3031, "error_field": "id_value"}
         self.ws.link_card(row.id_value, None, row.status_label or self.config.delink_label)

@@ -17,7 +17,7 @@ import duckdb
 import polars as pl
 
 from pipeline.config import OrgConfig
-from pipeline.duck import run_script
+from pipeline.duck import run_script, scalar
 
 MAX_CHAIN_STEPS = 1_000
 
@@ -148,7 +148,7 @@ def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> No
     con.unregister("checked_frame")
     run_script(con, _REQUEST_TABLES)
     for _ in range(MAX_CHAIN_STEPS):
-        if not con.execute(_CHAIN_OPEN).fetchone()[0]:
+        if not scalar(con, _CHAIN_OPEN):
             break
         con.execute(_CHAIN_STEP)
     else:

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,7 +186,7 @@ class RunOptions:
 def run_batch(
     store_path: Path | str,
     config_path: Path | str,
-    files: list[Path | str],
+    files: Sequence[Path | str],
     reports_dir: Path | str,
     options: RunOptions = RunOptions(),
     **overrides: Any,
@@ -314,7 +315,7 @@ class ReportFrames:
     errors_by_code: dict[int, int]
 
 
-def _report_frames(batch: RequestBatch, checked, outcomes: pl.DataFrame, mask_pii: bool) -> ReportFrames:
+def _report_frames(batch: RequestBatch, checked: CheckResult, outcomes: pl.DataFrame, mask_pii: bool) -> ReportFrames:
     """success.csv, errors.csv and merges.csv rows; every input row lands in exactly one of the first two."""
     raw = batch.frame
     succeeded = outcomes.filter(pl.col("outcome").is_not_null())

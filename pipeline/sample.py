@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from pipeline.config import OrgConfig, parse_config
+from pipeline.duck import one_row, scalar
 from pipeline.report import fsync_path, write_text
 
 ORG_TOML = """\
@@ -1015,7 +1016,7 @@ def request_counts(rows: int) -> dict[str, int]:
 def _build_requests(con: duckdb.DuckDBPyConnection, rows: int) -> dict[str, int]:
     """Draw every kind into the temp table `requests`, then top it up to exactly `rows` rows."""
     con.execute(_REQUESTS_TABLE_SQL)
-    merged = con.execute("SELECT len(getvariable('merged'))").fetchone()[0]
+    merged = scalar(con, "SELECT len(getvariable('merged'))")
     first = 0
     counts = request_counts(rows)
     for number, kind in enumerate(KINDS):
@@ -1025,7 +1026,7 @@ def _build_requests(con: duckdb.DuckDBPyConnection, rows: int) -> dict[str, int]
         if count:
             con.execute(_kind_sql(kind, 2 * number), {"first": first, "count": count})
         first += count
-    written = con.execute("SELECT count(*) FROM requests").fetchone()[0]
+    written = scalar(con, "SELECT count(*) FROM requests")
     if written < rows:
         con.execute(_kind_sql(_FALLBACK, 0), {"first": first, "count": rows - written})
     found = dict(con.execute("SELECT kind, count(*) FROM requests GROUP BY kind").fetchall())
@@ -1044,17 +1045,20 @@ def _copy_atomically(
 
 
 def _snapshot_counts(con: duckdb.DuckDBPyConnection, snapshot_dir: Path) -> dict[str, int]:
-    customers, merged, campaign = con.execute(
+    customers, merged, campaign = one_row(
+        con,
         "SELECT count(*), count(*) FILTER (status = 'MERGED'), count(*) FILTER (customer_type = 'CAMPAIGN') "
         "FROM read_parquet($path)",
         {"path": str(snapshot_dir / "customers.parquet")},
-    ).fetchone()
-    identifiers = con.execute(
-        "SELECT count(*) FROM read_parquet($path)", {"path": str(snapshot_dir / "identifiers.parquet")}
-    ).fetchone()[0]
-    cards, held = con.execute(
-        "SELECT count(*), count(customer_id) FROM read_parquet($path)", {"path": str(snapshot_dir / "cards.parquet")}
-    ).fetchone()
+    )
+    identifiers = scalar(
+        con, "SELECT count(*) FROM read_parquet($path)", {"path": str(snapshot_dir / "identifiers.parquet")}
+    )
+    cards, held = one_row(
+        con,
+        "SELECT count(*), count(customer_id) FROM read_parquet($path)",
+        {"path": str(snapshot_dir / "cards.parquet")},
+    )
     return {
         "customers": customers,
         "merged": merged,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 DEFAULT_MEMORY_LIMIT = "2GB"
 """DuckDB's memory limit; past it DuckDB spills to the store's .tmp folder instead of growing."""
@@ -19,7 +21,7 @@ def env_flag(text: str) -> bool:
     return text.strip().lower() not in ("", "0", "false", "no")
 
 
-def pick(flag, env_name: str | None, job_value, default, cast=str):
+def pick(flag: Any, env_name: str | None, job_value: Any, default: Any, cast: Callable[[str], Any] = str) -> Any:
     """The first value set among flag, environment, job file and default, in that order."""
     if flag is not None:
         return flag

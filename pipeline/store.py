@@ -21,6 +21,7 @@ import duckdb
 import polars as pl
 
 from pipeline import ledger
+from pipeline.duck import one_row, scalar
 from pipeline.errors import SnapshotRefused, StoreError
 from pipeline.normalize import normalize_expr, trim_expr
 from pipeline.report import fsync_path, write_csv
@@ -353,10 +354,10 @@ WHERE s.at_id IN (SELECT start_id FROM _chain_step) OR e.customer_id IS NULL OR 
 def _chain_findings(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Follow every merged_into chain to its end by pointer jumping (log2 of the longest chain rounds)."""
     con.execute(CHAIN_START_SQL)
-    merged = con.execute("SELECT count(*) FROM _chain_step").fetchone()[0]
+    merged = scalar(con, "SELECT count(*) FROM _chain_step")
     rounds = math.ceil(math.log2(merged + 1)) + 1
     for _ in range(rounds):
-        if con.execute(CHAIN_PENDING_SQL).fetchone()[0] == 0:
+        if scalar(con, CHAIN_PENDING_SQL) == 0:
             break
         con.execute(CHAIN_JUMP_SQL)
     # after enough rounds every finite chain has reached its end; a pointer still at a MERGED
@@ -489,7 +490,7 @@ def _stage(snapshot_dir: Path, work_dir: Path) -> dict[str, Path]:
                     f"{sources[table]}: cannot be read as {_kind(sources[table])}: {exc}; no store was written"
                 ) from exc
             for column in (c for c in lf.collect_schema().names() if c.startswith("_bad_")):
-                count, example = con.execute(BAD_VALUE_SQL.format(col=column), [str(target)]).fetchone()
+                count, example = one_row(con, BAD_VALUE_SQL.format(col=column), [str(target)])
                 if count:
                     raise StoreError(
                         f"{sources[table]}: column '{column[5:]}': {count} value(s) are not integers"

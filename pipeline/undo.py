@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from pipeline import ledger
-from pipeline.duck import run_script
+from pipeline.duck import run_script, scalar
 from pipeline.errors import StoreError
 from pipeline.store import StoreCounts, open_store, store_counts
 
@@ -148,8 +148,8 @@ def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> Rever
                 """SELECT op, count(*) FROM undo_identifiers WHERE run_id = ? GROUP BY op""", [run_id]
             ).fetchall()
         )
-        cards = con.execute("SELECT count(*) FROM undo_cards WHERE run_id = ?", [run_id]).fetchone()[0]
-        customers = con.execute("SELECT count(*) FROM undo_customers WHERE run_id = ?", [run_id]).fetchone()[0]
+        cards = scalar(con, "SELECT count(*) FROM undo_cards WHERE run_id = ?", [run_id])
+        customers = scalar(con, "SELECT count(*) FROM undo_customers WHERE run_id = ?", [run_id])
         con.execute("BEGIN TRANSACTION")
         try:
             run_script(con, _REVERT, {"run_id": run_id})
