@@ -2,22 +2,42 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+LINTED := pipeline tests bench
 
-.PHONY: demo test install clean
+.PHONY: demo test lint lock readme install clean
 
-$(STAMP): pyproject.toml
+# Exact versions with hashes from the lock, then the package itself without touching them.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15
 
 demo: $(STAMP)
 	$(PY) -m pipeline.demo
+
+# The README's demo output, regenerated from a real `make demo` (tests/test_docs.py checks it is current).
+readme: $(STAMP)
+	$(PY) -m pipeline.demo --update-readme README.md
+
+# Refresh the lock from pyproject.toml's ranges (needs the package index).
+lock: $(STAMP)
+	$(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile --quiet --extra test --all-build-deps --allow-unsafe --strip-extras \
+		--generate-hashes --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+	rm -f $(STAMP)
 
 clean:
 	rm -rf $(VENV) reports/demo

@@ -96,8 +96,8 @@ class ModelStore:
             if merged_into is not None and (merged_into == cid or merged_into not in self.customers):
                 problems.append(f"customer {cid}: merged_into {merged_into} names no other customer")
             seen, current = {cid}, cid
-            while self.customers.get(current, ("ACTIVE",))[0] == "MERGED":
-                current = self.customers[current][1]
+            while (state := self.customers.get(current)) is not None and state[0] == "MERGED" and state[1] is not None:
+                current = state[1]
                 if current in seen or current not in self.customers:
                     problems.append(f"customer {cid}: merge chain does not end at an ACTIVE customer")
                     break
@@ -286,7 +286,8 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
         raise RowFailed(7004, "id_type")
 
     series_text = f["series_id"]
-    series = config.card_series.get(decimal(series_text))
+    series_number = decimal(series_text)
+    series = None if series_number is None else config.card_series.get(series_number)
     card_add = action == "add" and id_type == CARD
 
     if not f["id_value"]:
@@ -333,8 +334,8 @@ def resolve_target(store: ModelStore, row: CheckedRow) -> tuple[int, list[int]]:
         if row.customer_id not in store.customers:
             raise RowFailed(8015, "customer_id")
         target, warnings = row.customer_id, []
-        while store.customers[target][0] == "MERGED":
-            target, warnings = store.customers[target][1], [91009]
+        while (survivor := store.customers[target][1]) is not None:  # MERGED <=> merged_into (SPEC 1)
+            target, warnings = survivor, [91009]
         return target, warnings
     if row.lookup_type == CARD:
         card = store.cards.get(row.lookup_value)
@@ -386,7 +387,7 @@ def add_identifier(store: ModelStore, row: CheckedRow, c: int, config: OrgConfig
     if survivor is None:
         store.identifiers.add((c, *s, t, v))
         return Applied("applied", tuple(warnings))
-    store.identifiers = {(survivor if ic == c else ic, *rest) for (ic, *rest) in store.identifiers}
+    store.identifiers = {(survivor if ic == c else ic, s, a, t, v) for (ic, s, a, t, v) in store.identifiers}
     store.cards = {n: (ser, survivor if h == c else h, lab) for n, (ser, h, lab) in store.cards.items()}
     store.customers[c] = ("MERGED", survivor, store.customers[c][2])
     store.identifiers.add((survivor, *s, t, v))

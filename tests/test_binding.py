@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.config import load_config
+from pipeline.duck import scalar
 from pipeline.store import init_store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def test_first_run_binds_and_another_config_is_refused(tmp_path):
     assert run(store, other_config(tmp_path), tmp_path / "r4").exit_code in (0, 1)
     assert run(store, ORG, tmp_path / "r5").exit_code == 3
     with open_store(store, read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM runs WHERE job = 'set-config'").fetchone()[0] == 1
+        assert scalar(con, "SELECT count(*) FROM runs WHERE job = 'set-config'") == 1
 
 
 def test_store_init_with_config_binds_at_once(tmp_path):
@@ -71,6 +72,6 @@ def test_store_init_with_config_binds_at_once(tmp_path):
     )
     assert result.exit_code == 0, result.output
     with open_store(store, read_only=True) as con:
-        identity = con.execute("SELECT value FROM store_meta WHERE key = 'org_config_identity'").fetchone()[0]
+        identity = scalar(con, "SELECT value FROM store_meta WHERE key = 'org_config_identity'")
     assert identity == load_config(ORG).identity
     assert run(store, other_config(tmp_path), tmp_path / "r", "--dry-run").exit_code == 3

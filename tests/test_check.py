@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandera.polars as pa
@@ -34,7 +35,7 @@ REQUEST_COLUMNS = (
 )
 
 
-def request_frame(rows: list[dict[str, str | None]], file: str = "t.csv") -> pl.DataFrame:
+def request_frame(rows: Sequence[Mapping[str, str | None]], file: str = "t.csv") -> pl.DataFrame:
     """A frame shaped like read.py's: seq, file, row_number, then the 11 request columns as raw text."""
     return pl.DataFrame(
         {
@@ -74,7 +75,7 @@ def outcomes(frame: pl.DataFrame) -> list[tuple[int, int, str]]:
     ]
 
 
-def one(**fields: str) -> tuple[int, str] | None:
+def one(**fields: str | None) -> tuple[int, str] | None:
     """The (code, field) of a single row, or None when it passes."""
     found = outcomes(request_frame([fields]))
     return (found[0][1], found[0][2]) if found else None
@@ -275,7 +276,8 @@ def test_precedence_follows_field_order():
         "series_id": "abc",
         "status_label": "Nope",
     }
-    steps = [  # (what is reported, then the fix that uncovers the next problem)
+    # (what is reported, then the fix that uncovers the next problem)
+    steps: list[tuple[tuple[int, str] | None, str | None, str | None]] = [
         ((7002, "action"), "action", "add"),
         ((8003, "source"), "source", "WECHAT"),
         ((8127, "account_id"), "account_id", "WX-MAIN"),
@@ -288,7 +290,7 @@ def test_precedence_follows_field_order():
         ((8086, "status_label"), "status_label", "Active"),
         (None, None, None),
     ]
-    row = dict(everything_wrong)
+    row: dict[str, str | None] = dict(everything_wrong)
     for expected, name, value in steps:
         assert one(**row) == expected, row
         if name is not None:
@@ -428,6 +430,7 @@ def test_value_rules_match_the_python_definitions(values):
     got = {row: code for row, code, _ in outcomes(request_frame(rows))}
     for number, (id_type, raw) in enumerate(values, 1):
         value = normalize_value(id_type, raw.strip())
+        expected: int | None
         if not raw.strip():
             expected = 7001
         else:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 import pipeline
 from pipeline.cli import main
@@ -34,7 +34,7 @@ def command_paths(
 COMMANDS = list(command_paths(main))
 
 
-def invoke(*args: str):
+def invoke(*args: str | Path | int) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
@@ -83,7 +83,7 @@ def test_python_dash_m_pipeline_help(tmp_path: Path):
         [sys.executable, "-m", "pipeline", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert main.help.splitlines()[0] in done.stdout
+    assert main.help is not None and main.help.splitlines()[0] in done.stdout
     assert "validate" in done.stdout
 
 

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.config import BlockedValues, CardSeries, ConfigError, Source, load_config
+from pipeline.config import BlockedValues, CardSeries, Source, load_config
+from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = ROOT / "sample_data" / "org.toml"

@@ -123,6 +123,7 @@ def test_stage_progress_picks_the_display_from_the_stream():
 def test_progress_bar_draws_each_stage_on_a_terminal():
     terminal = FakeTerminal()
     with stage_progress(verbose=True, stream=terminal) as progress:
+        assert progress is not None, "a terminal gets a progress display"
         for stage in STAGES:
             progress.stage_done(stage, 0.25)
     drawn = ANSI.sub("", terminal.getvalue())

@@ -27,6 +27,7 @@ import duckdb
 import pytest
 
 from pipeline.audit import audit_store
+from pipeline.duck import scalar
 from pipeline.errors import StoreError
 from pipeline.run import run_batch
 from pipeline.sample import generate_sample
@@ -94,6 +95,7 @@ class StageWatcher:
         self.thread.start()
 
     def _read(self, proc: subprocess.Popen) -> None:
+        assert proc.stderr is not None  # started with stderr=PIPE
         for line in proc.stderr:
             self.lines.append(line)
             if line.endswith(" s\n") and " done in " in line:
@@ -191,7 +193,7 @@ def committed_runs(store: Path) -> int:
         tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         if "runs" not in tables:
             return 0
-        return con.execute("SELECT count(*) FROM runs WHERE NOT dry_run AND exit_code IN (0, 1)").fetchone()[0]
+        return scalar(con, "SELECT count(*) FROM runs WHERE NOT dry_run AND exit_code IN (0, 1)")
     finally:
         con.close()
 

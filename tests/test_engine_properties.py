@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,7 +12,7 @@ from engine_harness import run_engine
 from model import ModelStore, model_store_to_frames, run_model
 from pipeline.config import parse_config
 
-BASE_CONFIG = {
+BASE_CONFIG: dict[str, Any] = {
     "org": {"max_active_cards_per_customer": 2, "delink_label": "Not Issued", "campaign_identifier_reuse": False},
     "merge": {"enabled": True, "max_merges_per_survivor_per_run": 2},
     "sources": {
@@ -67,7 +68,9 @@ def configs(draw):
 @st.composite
 def stores(draw):
     n = draw(st.integers(2, 7))
-    customers = {1: ("ACTIVE", None, draw(st.sampled_from(["LOYALTY", "LOYALTY", "CAMPAIGN"])))}
+    customers: dict[int, tuple[str, int | None, str]] = {
+        1: ("ACTIVE", None, draw(st.sampled_from(["LOYALTY", "LOYALTY", "CAMPAIGN"])))
+    }
     for cid in range(2, n + 1):
         ctype = draw(st.sampled_from(["LOYALTY", "LOYALTY", "LOYALTY", "CAMPAIGN"]))
         if draw(st.integers(0, 4)) == 0:
@@ -87,7 +90,7 @@ def stores(draw):
         taken_keys.add((source, account, id_type, value))
         slots.add((cid, source, account, id_type))
         identifiers.add((cid, source, account, id_type, value))
-    cards = {}
+    cards: dict[str, tuple[int, int | None, str]] = {}
     for number, series in CARDS.items():
         holder = draw(st.none() | st.sampled_from(active))
         cards[number] = (series, holder, draw(st.sampled_from(LABELS)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from typing import Any
 
 import polars as pl
 import pytest
@@ -28,7 +29,7 @@ def test_generated_batch_matches_the_model(tmp_path, seed):
     result = run_batch(store, tmp_path / "s" / "org.toml", [tmp_path / "s" / "requests.csv"], tmp_path / "r")
     success = pl.read_csv(tmp_path / "r" / "success.csv", infer_schema=False)
     errors = pl.read_csv(tmp_path / "r" / "errors.csv", infer_schema=False)
-    got = {
+    got: dict[int, tuple[Any, ...]] = {
         int(n): ("ok", o, v or "", s or "", w or "")
         for n, o, v, s, w in success.select("row_number", "outcome", "victim_id", "survivor_id", "warning_codes").rows()
     }

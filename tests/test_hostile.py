@@ -65,6 +65,7 @@ EXPECTED = load_expected()
 
 def make_corpus_module():
     spec = importlib.util.spec_from_file_location("make_corpus", CORPUS / "make_corpus.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -21,9 +22,9 @@ HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 
 
-def make_result(**changes) -> RunResult:
+def make_result(**changes: Any) -> RunResult:
     """A hand-made run result: 10 rows, 3 failed with 2 codes, 1 merge."""
-    fields = {
+    fields: dict[str, Any] = {
         "run_id": "20260101T000000Z-abcdef",
         "job": "nightly",
         "dry_run": False,

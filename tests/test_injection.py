@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import csv
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -18,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.duck import scalar
 from pipeline.read import REQUEST_COLUMNS
 from pipeline.store import find_invariant_violations, init_store, open_store
 
@@ -194,10 +196,7 @@ def schema(store: Path) -> tuple[list[tuple], list[tuple]]:
 def counts(store: Path) -> dict[str, int]:
     con = duckdb.connect(str(store), read_only=True)
     try:
-        return {
-            table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("customers", "identifiers", "cards")
-        }
+        return {table: scalar(con, f"SELECT count(*) FROM {table}") for table in ("customers", "identifiers", "cards")}
     finally:
         con.close()
 
@@ -293,7 +292,7 @@ EXCLUDED = {
 }
 
 
-def dynamic_sql_sites(path: Path) -> list[tuple[int, str, set[str]]]:
+def dynamic_sql_sites(path: Path) -> list[tuple[int, str | None, set[str]]]:
     """Every f-string, str.format or % / + of SQL text in a module: (line, source, names interpolated)."""
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source)
@@ -305,7 +304,7 @@ def dynamic_sql_sites(path: Path) -> list[tuple[int, str, set[str]]]:
         if isinstance(target, ast.Name)
     }
 
-    def names(nodes: list[ast.AST]) -> set[str]:
+    def names(nodes: Sequence[ast.AST]) -> set[str]:
         return {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
 
     def is_sql(node: ast.AST) -> bool:
@@ -318,10 +317,10 @@ def dynamic_sql_sites(path: Path) -> list[tuple[int, str, set[str]]]:
         )
         return bool(SQL_WORDS.search(text))
 
-    sites = []
+    sites: list[tuple[int, str | None, set[str]]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
-            text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+            text = "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
             if SQL_WORDS.search(text):
                 parts = [v.value for v in node.values if isinstance(v, ast.FormattedValue)]
                 sites.append((node.lineno, ast.get_source_segment(source, node), names(parts)))
@@ -358,7 +357,7 @@ def test_dynamic_sql_text_holds_only_constant_identifiers():
             checked += 1
             unknown = used - set(ALLOWED_NAMES)
             if unknown:
-                offending.append(f"{path.name}:{line}: {sorted(unknown)} in {text[:100]!r}")
+                offending.append(f"{path.name}:{line}: {sorted(unknown)} in {(text or '')[:100]!r}")
     assert not offending, "dynamic SQL text built from non-constant names:\n" + "\n".join(offending)
     assert checked >= 3, "the scan found the known dynamic SQL sites (store export, load, ledger)"
 

@@ -72,7 +72,7 @@ def row(
     action: str = "add",
     source: str = "INSTORE",
     id_type: str = "mobile",
-    id_value: str = "13900000000",
+    id_value: str | None = "13900000000",
     **more: str | None,
 ) -> dict[str, str | None]:
     return {
@@ -238,7 +238,7 @@ def test_blocked_card_number_precedes_unknown_series():
         ORG,
         blocked_values={
             **ORG.blocked_values,
-            "cardnumber": dataclasses.replace(ORG.blocked_values["mobile"], exact={"P-BAD"}),
+            "cardnumber": dataclasses.replace(ORG.blocked_values["mobile"], exact=frozenset({"P-BAD"})),
         },
     )
     assert one(card(number="P-BAD", series="999"), config) == (False, 7005, "id_value")
@@ -737,7 +737,7 @@ def test_empty_store_frames():
     assert {name: frame.height for name, frame in frames.items()} == {"customers": 0, "identifiers": 0, "cards": 0}
 
 
-FIELD_VALUES = {
+FIELD_VALUES: dict[str, list[str | None]] = {
     "customer_id": [None, "", "1", "2", "3", "4", "6", "7", "8", "9", "99", "x"],
     "lookup_type": [None, "", "mobile", "email", "cardnumber", "fbId", "wechat"],
     "lookup_value": [None, "13800000001", "a@x.com", "GLD0000000002", "fb6", "wx2", "nine@x.com"],

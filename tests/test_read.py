@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -16,6 +17,7 @@ from pipeline.read import (
     FRAME_COLUMNS,
     REQUEST_COLUMNS,
     InputFile,
+    RequestBatch,
     RequestFilesRefused,
     read_requests,
 )
@@ -38,7 +40,7 @@ def refusal(path: Path, column_map: dict[str, str] | None = None) -> tuple[int, 
     return caught.value.code, caught.value.line
 
 
-def column(batch, name: str) -> list[str | None]:
+def column(batch: RequestBatch, name: str) -> list[Any]:
     return batch.frame[name].to_list()
 
 

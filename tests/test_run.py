@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.duck import scalar
 from pipeline.run import run_batch
 from pipeline.store import export_store, find_invariant_violations, init_store, open_store
 
@@ -197,7 +198,7 @@ def test_a_busy_store_is_refused(store, tmp_path):
         text=True,
     )
     try:
-        assert holder.stdout.readline().strip() == "ready"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         result = CliRunner().invoke(
             main,
             ["run", "--store", str(store), "--config", str(ORG), "--reports", str(tmp_path / "r"), str(REQUESTS[0])],
@@ -292,21 +293,22 @@ def test_error_threshold_aborts_and_applies_nothing(store, tmp_path):
 
 def test_error_rate_threshold(store, tmp_path):
     result = run_batch(store, ORG, REQUESTS, tmp_path / "r", max_error_rate=0.10)
-    assert result.exit_code == 3 and result.aborted.startswith("error rate")
+    assert result.exit_code == 3
+    assert result.aborted is not None and result.aborted.startswith("error rate")
     ok = run_batch(store, ORG, REQUESTS, tmp_path / "r2", max_error_rate=0.99, dry_run=True)
     assert ok.exit_code == 1 and ok.aborted is None
 
 
 def test_memory_limit_and_threads_reach_duckdb(store, tmp_path, monkeypatch):
     import pipeline.run as run_module
+    from pipeline.store import open_store as real_open
 
     seen = {}
-    real_open = run_module.open_store
 
     def spying_open(path, **kwargs):
         con = real_open(path, **kwargs)
-        seen["memory_limit"] = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-        seen["threads"] = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        seen["memory_limit"] = scalar(con, "SELECT current_setting('memory_limit')")
+        seen["threads"] = scalar(con, "SELECT current_setting('threads')")
         return con
 
     monkeypatch.setattr(run_module, "open_store", spying_open)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -122,7 +123,7 @@ def test_counts_render_is_one_line(tmp_path):
     con.close()
 
 
-def with_change(table: str, *, add: list[tuple] = (), replace: dict[int, tuple] | None = None):
+def with_change(table: str, *, add: Sequence[tuple] = (), replace: dict[int, tuple] | None = None):
     rows = base_rows()
     for index, row in (replace or {}).items():
         rows[table][index] = row
