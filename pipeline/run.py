@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import duckdb
 import polars as pl
 
-from pipeline import binding, ledger, undo
+from pipeline import binding, faults, ledger, undo
 from pipeline.apply import apply_changes, decide
 from pipeline.catalog import CATALOG
 from pipeline.check import CheckResult, check_requests
@@ -214,6 +214,7 @@ def run_batch(
         reports = _report_frames(batch, checked, outcomes, opts.mask_pii)
         before = store_counts(con)
         aborted = _threshold_breach(reports, batch.frame.height, opts)
+        faults.kill_point("after-decide")
         con.execute("BEGIN TRANSACTION")
         try:
             after = before
@@ -231,16 +232,20 @@ def run_batch(
                 con.execute("BEGIN TRANSACTION")
             # the ledger entry commits with the changes, so an applied file is always known as applied
             ledger.record(con, result, batch.files, config.sha256)
-            con.execute("COMMIT")
+            faults.kill_point("in-transaction")
+            with faults.kill_during("during-commit"):
+                con.execute("COMMIT")
         except BaseException:
             _rollback(con)
             raise
+        faults.kill_point("after-commit")
         t = time.perf_counter()
         _write_reports(reports, result, reports_dir, opts.parquet_reports)
         clock.lap("report", t)
         return result
     finally:
-        con.close()
+        with faults.kill_during("during-checkpoint"):  # closing checkpoints the WAL into the file
+            con.close()
 
 
 def _threshold_breach(reports: ReportFrames, rows: int, opts: RunOptions) -> str | None:
@@ -264,6 +269,7 @@ def decide_batch(
     t = time.perf_counter()
     checked = check_requests(raw, config)
     t = clock.lap("check", t)
+    faults.kill_point("after-check")
     register_config(con, config)
     resolve_targets(con, checked.checked)
     t = clock.lap("resolve", t)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import pandera.polars as pa
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaErrors
 
 from pipeline.catalog import error_codes
@@ -450,5 +450,14 @@ def test_python_only_blocked_pattern(tmp_path: Path):
     assert result.errors.select("seq", "error_code").rows() == [(1, 7005)]
 
 
-def test_pandera_is_the_polars_backend():
-    assert isinstance(build_schema(CONFIG), pa.DataFrameSchema)
+def test_the_pandera_schema_runs_its_data_checks_on_polars_frames():
+    """Pandera's polars backend: every data check runs on eager and lazy frames alike (at the stage's
+    validation depth), and failures come back as a polars frame naming row position and our code."""
+    fields = prepare_fields(request_frame([MOBILE_ADD, {**MOBILE_ADD, "id_value": "12-34"}]))
+    schema = build_schema(CONFIG)
+    for validate in (lambda: schema.validate(fields, lazy=True), lambda: schema.validate(fields.lazy(), lazy=True)):
+        with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA), pytest.raises(SchemaErrors) as raised:
+            validate()
+        cases = raised.value.failure_cases
+        assert isinstance(cases, pl.DataFrame)
+        assert cases.select("check", "index").rows() == [("8056|id_value|id_value.mobile", 1)]

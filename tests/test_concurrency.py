@@ -1,11 +1,15 @@
-"""Two real `loyalty-bulk run` processes started together on one store: one applies and the other is
-refused cleanly (exit 3, "in use"), or, when one finished before the other opened the store, both apply
-one after the other. Never both at once, never interleaved: the final store always equals applying the
-runs that applied one after the other, in the order the ledger recorded them.
+"""Two real `loyalty-bulk run` processes on one store never apply at once.
+
+Forced overlap: the first run is held by the fault hook (pipeline/faults.py) inside its open
+transaction, so the second certainly finds the store in use: it is refused cleanly (exit 3, "in
+use", no reports) every time, and the store ends as the first run alone left it. Free-running: two
+runs started together either refuse one or apply one after the other, never interleaved: the final
+store equals applying the runs that applied one after the other, in the order the ledger recorded.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +19,7 @@ import duckdb
 import pytest
 
 from pipeline.audit import audit_store
+from pipeline.faults import ENV_HOLD_AT, ENV_HOLD_UNTIL
 from pipeline.run import run_batch
 from pipeline.store import export_store, init_store
 
@@ -25,7 +30,9 @@ FILES = {
     "identifiers": ROOT / "sample_data" / "requests" / "01_identifiers.csv",
     "cards": ROOT / "sample_data" / "requests" / "02_cards.csv",
 }
-REPEATS = 4
+REPEATS = 2
+EXIT_SOME_ROWS_FAILED = 1
+"""Both sample request files hold failing rows on purpose."""
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +60,44 @@ def applied_in_order(store: Path) -> list[str]:
     return [path for (path,) in rows]
 
 
+def run_command(store: Path, reports: Path, request: Path) -> list[str]:
+    return [str(EXE), "run", "--store", str(store), "--config", str(ORG), "--reports", str(reports), str(request)]
+
+
+def test_a_run_is_refused_while_another_holds_the_store(base_store, tmp_path):
+    store = tmp_path / "store.duckdb"
+    shutil.copy(base_store, store)
+    release = tmp_path / "release"
+    held_env = {**os.environ, ENV_HOLD_AT: "in-transaction", ENV_HOLD_UNTIL: str(release)}
+    first = subprocess.Popen(
+        run_command(store, tmp_path / "first", FILES["identifiers"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=held_env,
+    )
+    try:
+        assert first.stderr is not None
+        assert first.stderr.readline() == "fault hook: holding at in-transaction\n"
+        second = subprocess.run(
+            run_command(store, tmp_path / "second", FILES["cards"]), capture_output=True, text=True, timeout=120
+        )
+    finally:
+        release.touch()
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == EXIT_SOME_ROWS_FAILED, f"{out}\n{err}"
+    assert second.returncode == 3, f"{second.stdout}\n{second.stderr}"
+    assert "in use" in second.stderr and "nothing was applied" in second.stderr, second.stderr
+    assert not (tmp_path / "second").exists(), "a refused run writes no reports"
+    assert applied_in_order(store) == [str(FILES["identifiers"])], "only the first run applied"
+
+    reference = tmp_path / "reference.duckdb"
+    shutil.copy(base_store, reference)
+    run_batch(reference, ORG, [FILES["identifiers"]], tmp_path / "reference")
+    assert exported(store, tmp_path / "final") == exported(reference, tmp_path / "expected")
+    assert audit_store(store, ORG, report_path=tmp_path / "audit.csv").exit_code == 0
+
+
 @pytest.mark.parametrize("attempt", range(REPEATS))
 def test_two_runs_started_together_never_interleave(base_store, tmp_path, attempt):
     store = tmp_path / "store.duckdb"
@@ -60,17 +105,7 @@ def test_two_runs_started_together_never_interleave(base_store, tmp_path, attemp
     names = list(FILES) if attempt % 2 == 0 else list(reversed(FILES))
     procs = {
         name: subprocess.Popen(
-            [
-                str(EXE),
-                "run",
-                "--store",
-                str(store),
-                "--config",
-                str(ORG),
-                "--reports",
-                str(tmp_path / name),
-                str(FILES[name]),
-            ],
+            run_command(store, tmp_path / name, FILES[name]),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -80,11 +115,11 @@ def test_two_runs_started_together_never_interleave(base_store, tmp_path, attemp
     done = {name: (proc.wait(timeout=120), *proc.communicate()) for name, proc in procs.items()}
 
     for name, (code, out, err) in done.items():
-        assert code in (0, 1, 3), f"{name}: exit {code}\n{out}\n{err}"
+        assert code in (EXIT_SOME_ROWS_FAILED, 3), f"{name}: exit {code}\n{out}\n{err}"
         if code == 3:
             assert "in use" in err and "nothing was applied" in err, err
             assert not (tmp_path / name).exists(), "a refused run writes no reports"
-    applied = [name for name, (code, _, _) in done.items() if code in (0, 1)]
+    applied = [name for name, (code, _, _) in done.items() if code == EXIT_SOME_ROWS_FAILED]
     assert applied, "at least one of the two runs applied"
 
     order = applied_in_order(store)

@@ -3,11 +3,10 @@ store exactly as it was before the run or as it is after it, never between; the 
 `store audit`; and running again reaches the same final store as an uninterrupted run.
 
 One generated store (big enough for a run of a few seconds) is built per test module; each kill
-point runs on its own copy. Kill points are spread by time over the whole measured run, plus some
-triggered by what the run says or does on disk, to land in the apply itself: `run --verbose` prints
-"<stage> done" on stderr as each stage ends, and the apply stage ends inside the open transaction,
-before the ledger entry and the commit; then while the commit writes the WAL, once the commit is done
-(reports appear), and while the WAL is checkpointed into the file.
+point runs on its own copy. Every point of the run's fault hook (pipeline/faults.py: after the check,
+after deciding, inside the open transaction, during the COMMIT, after it, while closing checkpoints the
+WAL) kills the run deterministically, and the test asserts the hook was reached and the store is the
+one that point must leave. Kills spread by time over the whole measured run come on top.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import pytest
 from pipeline.audit import audit_store
 from pipeline.duck import scalar
 from pipeline.errors import StoreError
+from pipeline.faults import ENV_KILL_AT, RUN_POINTS
 from pipeline.run import run_batch
 from pipeline.sample import generate_sample
 from pipeline.store import export_store, init_store
@@ -38,11 +37,8 @@ CUSTOMERS = ROWS = 20_000
 SEED = 20261126
 TIME_FRACTIONS = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85)
 """Kill times as fractions of a run's wall time (process start to exit). Machines are noisy: when a run
-finishes before its kill time, the point is tried again, earlier, scaled to that run's own time. The end
-of the run (commit, reports, checkpoint) is reached by the TRIGGERS rather than by time."""
+finishes before its kill time, the point is tried again, earlier, scaled to that run's own time."""
 ATTEMPTS = 3
-WAL_WRITING_BYTES = 64 * 1024
-"""The ledger's CREATE TABLEs leave a WAL of a few KB early on; the commit writes megabytes."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +61,10 @@ def exported(store: Path, out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 
-def start_run(store: Path, env: CrashEnv, reports: Path) -> subprocess.Popen:
+def start_run(store: Path, env: CrashEnv, reports: Path, kill_at: str | None = None) -> subprocess.Popen:
+    environment = {k: v for k, v in os.environ.items() if k != ENV_KILL_AT}
+    if kill_at is not None:
+        environment[ENV_KILL_AT] = kill_at
     return subprocess.Popen(
         [
             str(EXE),
@@ -82,6 +81,7 @@ def start_run(store: Path, env: CrashEnv, reports: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env=environment,
     )
 
 
@@ -118,71 +118,58 @@ def env(tmp_path_factory) -> CrashEnv:
     proc.wait(timeout=120)
     seconds = time.perf_counter() - started
     watcher.thread.join(timeout=10)
-    assert proc.returncode in (0, 1), "".join(watcher.lines)
+    assert proc.returncode == 1, "".join(watcher.lines)  # the sample's batch has failing rows by design
     assert {"check", "decide", "apply"} <= watcher.stages, "run --verbose names its stages as they end"
     after = exported(reference, folder / "after")
     assert after != before, "the reference run must change the store, or a kill could not be told apart"
     return CrashEnv(folder, base, info.config_path, info.requests_path, before, after, seconds, base.stat().st_size)
 
 
-def stage_done(stage: str) -> Callable[[Path, CrashEnv, Path, set[str]], bool]:
-    def done(store: Path, env: CrashEnv, reports: Path, stages: set[str]) -> bool:
-        return stage in stages
-
-    return done
-
-
-def wal_writing(store: Path, env: CrashEnv, reports: Path, stages: set[str]) -> bool:
-    wal = Path(f"{store}.wal")
-    return wal.exists() and wal.stat().st_size > WAL_WRITING_BYTES
-
-
-def committed(store: Path, env: CrashEnv, reports: Path, stages: set[str]) -> bool:
-    return reports.exists()
-
-
-def checkpointing(store: Path, env: CrashEnv, reports: Path, stages: set[str]) -> bool:
-    return store.stat().st_size > env.store_bytes
-
-
-TRIGGERS: dict[str, Callable[[Path, CrashEnv, Path, set[str]], bool]] = {
-    "once the check stage is done": stage_done("check"),
-    "as the apply starts (decide done)": stage_done("decide"),
-    "inside the transaction, after the apply": stage_done("apply"),
-    "while the commit writes the WAL": wal_writing,
-    "just after the commit": committed,
-    "while the WAL is checkpointed": checkpointing,
+HOOK_POINTS = {
+    "after-check": "before",
+    "after-decide": "before",
+    "in-transaction": "before",
+    "during-commit": "either",
+    "after-commit": "after",
+    "during-checkpoint": "after",
 }
+"""Each point of the run's fault hook (pipeline/faults.py) and the store a kill there must leave."""
+assert tuple(HOOK_POINTS) == RUN_POINTS, "every hook point of the run is tested, in the run's order"
 
-KILL_POINTS = [f"at {f:.0%} of the run" for f in TIME_FRACTIONS] + list(TRIGGERS)
+KILL_POINTS = [f"at {f:.0%} of the run" for f in TIME_FRACTIONS] + list(HOOK_POINTS)
 
 
 def kill_at(store: Path, env: CrashEnv, reports: Path, point: str, run_seconds: float) -> tuple[bool, float]:
-    """Start a run and SIGKILL it at the kill point; (killed, seconds), killed False if it had finished."""
-    trigger = TRIGGERS.get(point)
-    deadline = None if trigger else run_seconds * TIME_FRACTIONS[KILL_POINTS.index(point)]
+    """Start a run and have it SIGKILLed at the kill point; (killed, seconds).
+
+    A hook point makes the run kill itself there, and must be reached. A time point is a SIGKILL
+    from here after a fraction of the run's time; killed is False if the run had finished first.
+    """
+    hooked = point in HOOK_POINTS
+    deadline = run_seconds * TIME_FRACTIONS[KILL_POINTS.index(point)] if not hooked else None
     started = time.perf_counter()
-    proc = start_run(store, env, reports)
+    proc = start_run(store, env, reports, kill_at=point if hooked else None)
     watcher = StageWatcher(proc)
     try:
         while proc.poll() is None:
-            if trigger is not None and trigger(store, env, reports, watcher.stages):
-                break
             if deadline is not None and time.perf_counter() - started >= deadline:
+                os.kill(proc.pid, signal.SIGKILL)
                 break
             if time.perf_counter() - started > 4 * env.run_seconds + 30:
-                pytest.fail(f"the run did not reach the kill point '{point}'")
+                pytest.fail(f"the run neither finished nor reached the kill point '{point}'")
             time.sleep(0.0005)
-        killed = proc.poll() is None
-        if killed:
-            os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
         watcher.thread.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert killed or proc.returncode in (0, 1)
+    killed = proc.returncode == -signal.SIGKILL
+    if hooked:
+        assert killed, f"the run was not killed at {point}: exit {proc.returncode}\n{''.join(watcher.lines)}"
+        assert f"fault hook: SIGKILL at {point}\n" in watcher.lines, "the hook, not something else, killed it"
+    else:
+        assert killed or proc.returncode == 1, "".join(watcher.lines)
     return killed, time.perf_counter() - started
 
 
@@ -205,15 +192,18 @@ def test_sigkill_leaves_the_store_before_or_after_the_run(env, tmp_path, point):
     reports = tmp_path / "killed-reports"
     killed, seconds = kill_at(store, env, reports, point, env.run_seconds)
     for _ in range(ATTEMPTS - 1):
-        if killed or point in TRIGGERS:
+        if killed:
             break
         shutil.copy(env.base_store, store)
         shutil.rmtree(reports, ignore_errors=True)
         killed, seconds = kill_at(store, env, reports, point, 0.85 * seconds)
-    assert killed or point in TRIGGERS, f"the run finished before {point} {ATTEMPTS} times (last {seconds:.2f} s)"
+    assert killed, f"the run finished before {point} {ATTEMPTS} times (last {seconds:.2f} s)"
 
     state = exported(store, tmp_path / "killed")
     assert state in (env.before, env.after), f"killed {point}: the store is neither its pre-run nor post-run content"
+    expected = HOOK_POINTS.get(point, "either")
+    if expected != "either":
+        assert state == (env.before if expected == "before" else env.after), f"killed {point}: store not {expected}"
     print(
         f"{point}: {'killed' if killed else 'finished'} after {seconds:.2f} s of {env.run_seconds:.2f} s, "
         f"store {'post-run' if state == env.after else 'pre-run'}"
@@ -228,5 +218,5 @@ def test_sigkill_leaves_the_store_before_or_after_the_run(env, tmp_path, point):
     else:
         assert committed_runs(store) == 0, "a store without the run's changes must not show it as applied"
         result = run_batch(store, env.config, [env.requests], tmp_path / "rerun")
-        assert result.exit_code in (0, 1)
+        assert result.exit_code == 1, "the sample's batch has failing rows by design"
         assert exported(store, tmp_path / "final") == env.after
