@@ -30,7 +30,7 @@ demo: $(STAMP)
 
 # The README's demo output, regenerated from a real `make demo` (tests/test_docs.py checks it is current).
 readme: $(STAMP)
-	$(PY) -m pipeline.demo --update-readme README.md
+	$(PY) tests/readme_demo.py
 
 # Refresh the lock from pyproject.toml's ranges (needs the package index).
 lock: $(STAMP)

@@ -359,10 +359,6 @@ def already_present_code(id_type: str) -> int:
     return ALREADY_PRESENT_WARNING.get(id_type, 3012 if id_type == "cardnumber" else 8070)
 
 
-def entry(code: int) -> CatalogEntry:
-    return CATALOG[code]
-
-
 def error_codes(stage: Stage | None = None) -> list[int]:
     """Error (not warning) codes, optionally of one stage, in catalog order."""
     return [e.code for e in _ENTRIES if e.kind == "error" and (stage is None or e.stage == stage)]

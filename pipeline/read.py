@@ -14,7 +14,7 @@ Decisions where SPEC section 2 is silent:
 - CSV follows RFC 4180 strictly: a quote may only open a field or close it (inner quotes doubled).
   A stray quote, an unclosed quote, or a row with more or fewer fields than the header is 7102.
 - Header names are trimmed of surrounding white space (like every field) but stay case-sensitive.
-- A duplicate header name, including two names that `column_map` maps onto one column, is 7102
+- A duplicate header name, including two names that a job's `[columns]` maps onto one column, is 7102
   (FILE_FORMAT), not 7104: the name is known, but the file is ambiguous about which value to use.
 - Parquet columns of text, integer, float, decimal, boolean or null type are cast to text; any other
   type (binary, nested, temporal, ...) is 7102 naming the column.
@@ -106,7 +106,7 @@ class InputFile:
     sha256: str
     rows: int
     columns: tuple[str, ...]
-    """Request column names present in the file, in file order, after `column_map`."""
+    """Request column names present in the file, in file order, after the layout's renaming."""
     format: Format
 
 
@@ -150,18 +150,14 @@ class InputLayout:
             raise ValueError(f"fixed values for unknown request columns: {', '.join(unknown)}")
 
 
-def read_requests(
-    paths: Sequence[Path | str], column_map: Mapping[str, str] | None = None, layout: InputLayout | None = None
-) -> RequestBatch:
+def read_requests(paths: Sequence[Path | str], layout: InputLayout | None = None) -> RequestBatch:
     """Read request files (CSV, gzip CSV or Parquet) in order into one frame of raw text columns.
 
-    `column_map` renames file header names to request column names before the column checks; `layout`
-    (a job's) can also drop columns, fix values and translate series codes. Give one or the other.
+    `layout` (a job's) renames file headers to request columns before the column checks, drops
+    columns, fixes values and translates series codes; without it files use SPEC section 2's names.
     Every file is read before anything is returned; any refusal raises `InputFileError`.
     """
-    if layout is not None and column_map:
-        raise ValueError("give column_map or layout, not both")
-    layout = layout if layout is not None else InputLayout(columns=dict(column_map or {}))
+    layout = layout if layout is not None else InputLayout()
     frames: list[pl.DataFrame] = []
     files: list[InputFile] = []
     errors: list[InputFileError] = []
@@ -212,7 +208,7 @@ def _gunzip(name: str, stored: bytes) -> bytes:
         raise InputFileError(name, FILE_ENCODING, f"the gzip stream is broken or truncated ({error})") from None
 
 
-def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str] = {}) -> pl.DataFrame:
+def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str]) -> pl.DataFrame:
     """Read a Parquet file, casting its text-like and numeric columns to String."""
     try:
         table = pq.read_table(io.BytesIO(content))
@@ -253,7 +249,7 @@ def _castable_to_text(arrow_type: pa.DataType) -> bool:
     )
 
 
-def _read_csv(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str] = {}) -> pl.DataFrame:
+def _read_csv(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str]) -> pl.DataFrame:
     """Validate a CSV file's encoding, quoting and header, then parse its data rows as raw strings.
 
     pyarrow's parser is used rather than polars': polars pads a short row with "" and turns a blank
@@ -354,7 +350,7 @@ def _check_utf8(name: str, content: bytes) -> None:
 
 
 def _check_header(
-    name: str, header: Sequence[str], mapping: dict[str, str], line: int | None, fixed: Mapping[str, str] = {}
+    name: str, header: Sequence[str], mapping: dict[str, str], line: int | None, fixed: Mapping[str, str]
 ) -> list[str]:
     """Map header names to request columns and refuse unknown (7104), duplicate (7102) or missing (7103) ones.
 

@@ -96,11 +96,12 @@ class ModelStore:
             if merged_into is not None and (merged_into == cid or merged_into not in self.customers):
                 problems.append(f"customer {cid}: merged_into {merged_into} names no other customer")
             seen, current = {cid}, cid
-            while (state := self.customers.get(current)) is not None and state[0] == "MERGED" and state[1] is not None:
-                current = state[1]
-                if current in seen or current not in self.customers:
+            while (state := self.customers.get(current)) is not None and state[0] == "MERGED":
+                following = state[1]
+                if following is None or following in seen or following not in self.customers:
                     problems.append(f"customer {cid}: merge chain does not end at an ACTIVE customer")
                     break
+                current = following
                 seen.add(current)
         identifiers = sorted(self.identifiers)  # a stable order for the messages
         in_scope: Counter = Counter((s, a, t, v) for (_, s, a, t, v) in identifiers)
@@ -334,7 +335,9 @@ def resolve_target(store: ModelStore, row: CheckedRow) -> tuple[int, list[int]]:
         if row.customer_id not in store.customers:
             raise RowFailed(8015, "customer_id")
         target, warnings = row.customer_id, []
-        while (survivor := store.customers[target][1]) is not None:  # MERGED <=> merged_into (SPEC 1)
+        while store.customers[target][0] == "MERGED":
+            survivor = store.customers[target][1]
+            assert survivor is not None, "SPEC section 1: MERGED goes with merged_into"
             target, warnings = survivor, [91009]
         return target, warnings
     if row.lookup_type == CARD:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from pipeline.html_summary import MAX_MERGE_ROWS, TOP_CODES, render_summary_html, write_summary_html
 from pipeline.run import MERGE_COLUMNS, RunResult, run_batch
+from pipeline.settings import env_flag
 from pipeline.store import StoreCounts, init_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,7 +179,10 @@ BROWSER_FLAGS = (
 def test_renders_in_a_headless_browser(tmp_path: Path):
     browser = find_browser()
     if browser is None:
-        pytest.skip("no chromium installed (apt-get install chromium) to render summary.html")
+        missing = "no chromium installed (apt-get install chromium) to render summary.html"
+        if env_flag(os.environ.get("CI", "")):
+            pytest.fail(f"{missing}: .ci/run installs it, so CI must have one")
+        pytest.skip(missing)
     page = write_summary_html(make_result(job=HOSTILE), merges_frame(HOSTILE), tmp_path / "summary.html")
     base = [browser, *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(

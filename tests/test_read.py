@@ -17,6 +17,7 @@ from pipeline.read import (
     FRAME_COLUMNS,
     REQUEST_COLUMNS,
     InputFile,
+    InputLayout,
     RequestBatch,
     RequestFilesRefused,
     read_requests,
@@ -31,10 +32,10 @@ def write(path: Path, content: str | bytes) -> Path:
     return path
 
 
-def refusal(path: Path, column_map: dict[str, str] | None = None) -> tuple[int, int | None]:
+def refusal(path: Path, columns: dict[str, str] | None = None) -> tuple[int, int | None]:
     """Read one file that must be refused; the refusal's (code, line), after checking it names the file."""
     with pytest.raises(InputFileError) as caught:
-        read_requests([path], column_map)
+        read_requests([path], InputLayout(columns=columns or {}))
     assert caught.value.path == str(path)
     assert path.name in str(caught.value)
     return caught.value.code, caught.value.line
@@ -178,7 +179,7 @@ def test_several_files_keep_order_seq_and_per_file_row_numbers(tmp_path):
     assert [f.rows for f in batch.files] == [1, 2, 1]
 
 
-def test_column_map_renames_before_the_checks(tmp_path):
+def test_layout_columns_rename_before_the_checks(tmp_path):
     path = write(tmp_path / "mapped.csv", "ref,member,src,op,type,value\nr1,12,S,add,email,a@b.co\n")
     mapping = {
         "ref": "row_id",
@@ -188,7 +189,7 @@ def test_column_map_renames_before_the_checks(tmp_path):
         "type": "id_type",
         "value": "id_value",
     }
-    batch = read_requests([path], mapping)
+    batch = read_requests([path], InputLayout(columns=mapping))
     assert batch.frame.select("row_id", "customer_id", "source", "id_value").rows() == [("r1", "12", "S", "a@b.co")]
     assert batch.files[0].columns == ("row_id", "customer_id", "source", "action", "id_type", "id_value")
 
@@ -268,12 +269,12 @@ def test_unknown_column_message_names_it(tmp_path):
         read_requests([path])
 
 
-def test_column_map_to_an_unknown_or_taken_name_is_refused(tmp_path):
+def test_layout_columns_to_an_unknown_or_taken_name_are_refused(tmp_path):
     path = write(tmp_path / "requests.csv", HEADER.strip() + ",src\n")
     assert refusal(path, {"src": "origin"}) == (7104, 1)
     assert refusal(path, {"src": "source"}) == (7102, 1)
     with pytest.raises(InputFileError, match="'source' appears more than once"):
-        read_requests([path], {"src": "source"})
+        read_requests([path], InputLayout(columns={"src": "source"}))
 
 
 @pytest.mark.parametrize(
