@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIO_ROWS = ("| a |", "| b |", "| c |", "| d |", "| e |", "| big |")
+SCENARIO_ROWS = ("| a |", "| b |", "| c |", "| d |", "| e |", "| am |", "| cm |", "| big |")
 
 
 def test_bench_command_runs_every_scenario_at_tiny_size(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_bench_command_runs_every_scenario_at_tiny_size(tmp_path: Path) -> None:
         "--big-rows",
         "300",
         "--only",
-        "a,b,c,d,e,big",
+        "a,b,c,d,e,am,cm,big",
         "--cache",
         str(tmp_path / "cache"),
         "--out",
@@ -49,6 +49,6 @@ def test_bench_command_runs_every_scenario_at_tiny_size(tmp_path: Path) -> None:
         assert "not run" not in line and "did not complete" not in line, line
     assert "nproc" in text and "MemTotal" in text and "## Interpretation" in text
     results = json.loads(out.with_suffix(".json").read_text())["scenarios"]
-    assert set(results) == {"a", "b", "c", "d", "e", "big"}
+    assert set(results) == {"a", "b", "c", "d", "e", "am", "cm", "big"}
     assert all(run["exit_code"] in (0, 1) for r in results.values() for run in r["runs"])
     assert results["a"]["runs"][0]["stages"], "the stage seconds of summary.json are recorded"
