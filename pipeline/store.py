@@ -526,7 +526,7 @@ def mobile_changes(con: duckdb.DuckDBPyConnection, countries: MobileCountries) -
     """Distinct stored mobiles whose normalisation with the countries differs: value, normalised."""
     from pipeline.mobile import normalised_mobiles  # the package's metadata loads only when needed
 
-    values = pl.from_arrow(con.execute(DISTINCT_MOBILES_SQL).to_arrow_table()).get_column("id_value")
+    values = pl.from_arrow(con.sql(DISTINCT_MOBILES_SQL).to_arrow_table()).get_column("id_value")
     table = normalised_mobiles(values.cast(pl.String), countries)
     return table.filter(pl.col("normalised") != pl.col("value")).select("value", "normalised")
 
@@ -549,8 +549,8 @@ def read_stored_mobiles(con: duckdb.DuckDBPyConnection, countries: MobileCountri
 
 def stored_mobile_countries(con: duckdb.DuckDBPyConnection) -> str:
     """The countries the store's mobiles were read with ('' for the plain rule, as for older stores)."""
-    row = con.execute("SELECT value FROM store_meta WHERE key = ?", [MOBILE_COUNTRIES_KEY]).fetchone()
-    return row[0] if row else ""
+    rows = con.execute("SELECT value FROM store_meta WHERE key = ?", [MOBILE_COUNTRIES_KEY]).fetchall()
+    return rows[0][0] if rows else ""
 
 
 def scope_collisions(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
