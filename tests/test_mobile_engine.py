@@ -207,3 +207,13 @@ def test_set_config_refuses_collisions_and_changes_nothing(tmp_path):
     # still bound to the plain config: a run with it goes on, one with [mobile] is refused
     requests = ROOT / "sample_data" / "requests" / "01_identifiers.csv"
     assert invoke("run", "--store", store, "--config", ORG_MOBILE, "--reports", tmp_path / "r", requests).exit_code == 3
+
+
+def test_audit_with_mobile_config_names_stored_mobiles_read_otherwise(tmp_path):
+    snapshot = snapshot_with(tmp_path, ["1030,LINE,,mobile,138 0000 0130"])
+    store = tmp_path / "s.duckdb"
+    assert invoke("store", "init", store, "--snapshot", snapshot).exit_code == 0
+    assert invoke("store", "audit", store, "--config", ORG, "--report", tmp_path / "plain.csv").exit_code == 0
+    audit = invoke("store", "audit", store, "--config", ORG_MOBILE, "--report", tmp_path / "a.csv")
+    assert audit.exit_code == 1 and "mobile_read_with_countries: 1" in audit.output
+    assert "reads as 8613800000130" in pl.read_csv(tmp_path / "a.csv")["detail"][0]
