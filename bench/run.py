@@ -11,6 +11,8 @@ round-robin, one run each per round, so the runs compared with each other share 
   c  `store init` from the cached Parquet snapshot
   d  dense: --dense-rows rows over --dense-customers customers (bench/dense.py)
   e  the floor: bare DuckDB doing only the unavoidable work of (a) (bench/floor.py)
+  am (a) with `[mobile]` (CN, GB, IN) in the org config, on a store made with `store init --config`
+  cm (c) with `--config` of that org: the snapshot's mobiles read with its countries
   big  a --big-customers store (about 100M identifiers) must finish a --big-rows run under the memory limit
 The results go to --out (Markdown) and a JSON sidecar beside it, merged with earlier scenarios so
 that `--only big` adds to the table instead of replacing it.
@@ -45,8 +47,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "loyalty-bulk")
-SCENARIOS = ("a", "b", "c", "d", "e", "big")
-DEFAULT_SCENARIOS = "a,b,c,d,e"
+SCENARIOS = ("a", "b", "c", "d", "e", "am", "cm", "big")
+DEFAULT_SCENARIOS = "a,b,c,d,e,am,cm"
+MOBILE_TABLE = '\n[mobile]\ndefault_country = "CN"\nother_countries = ["GB", "IN"]\n'
+"""The `[mobile]` of scenarios am and cm: the countries of the sample's mobiles (pipeline.sample)."""
 GIB = 1024**3
 INTERPRETATION = "## Interpretation"
 
@@ -56,6 +60,8 @@ TITLES = {
     "c": "`store init` from the Parquet snapshot",
     "d": "dense batch over few customers",
     "e": "floor: bare DuckDB, unavoidable work of (a)",
+    "am": "(a) with `[mobile]` CN, GB, IN",
+    "cm": "(c) with `--config` and `[mobile]` CN, GB, IN",
     "big": "run on a ~100M-identifier store under a memory limit",
 }
 TARGETS = {
@@ -64,6 +70,8 @@ TARGETS = {
     "c": "≤ 60 s",
     "d": "per-row cost ≤ 3× that of (a)",
     "e": "(reference for (a))",
+    "am": "check stage ≤ 1.3× (a)'s",
+    "cm": "≤ 1.1× (c)",
     "big": "completes (exit 0 or 1), no crash",
 }
 
@@ -207,15 +215,25 @@ class Bench:
                 shutil.rmtree(batch / "snapshot")
         return batch / "requests.csv"
 
-    def ensure_store(self, dataset: Path) -> Path:
-        """The store built once from the cached snapshot (the copy source of every run)."""
-        store = dataset / "store.duckdb"
+    def mobile_org(self, dataset: Path) -> Path:
+        """The sample's org config with MOBILE_TABLE appended (scenarios am and cm)."""
+        org = dataset / "org-mobile.toml"
+        org.write_text((dataset / "org.toml").read_text() + MOBILE_TABLE)
+        return org
+
+    def ensure_store(self, dataset: Path, config: Path | None = None) -> Path:
+        """The store built once from the cached snapshot (the copy source of every run); with a
+        config, `store init --config` makes a second one whose mobiles are read with its countries."""
+        store = dataset / ("store.duckdb" if config is None else "store-mobile.duckdb")
         if store.exists() and not made_by_current_init(store):
             self.log(f"{store} was made by an older `store init` (no ledger tables); rebuilding it")
             store.unlink()
         if not store.exists():
             self.log(f"building {store} with `loyalty-bulk store init`")
-            m = measure([CLI, "store", "init", str(store), "--snapshot", str(dataset / "snapshot")], self.args.timeout)
+            extra = [] if config is None else ["--config", str(config)]
+            m = measure(
+                [CLI, "store", "init", str(store), "--snapshot", str(dataset / "snapshot"), *extra], self.args.timeout
+            )
             if m.exit_code != 0:
                 raise SystemExit(f"store init failed ({m.exit_code}): {m.stderr}")
             self.build[f"store init {dataset.name}"] = {"seconds": round(m.seconds, 1), "max_rss": m.max_rss}
@@ -264,7 +282,14 @@ class Bench:
             if finish is not None:
                 finish()
 
-    def cli_run(self, dataset: Path, store: Path, requests: Path, memory_limit: str | None = None) -> dict[str, Any]:
+    def cli_run(
+        self,
+        dataset: Path,
+        store: Path,
+        requests: Path,
+        memory_limit: str | None = None,
+        config: Path | None = None,
+    ) -> dict[str, Any]:
         """One `loyalty-bulk run` on a fresh store copy; adds the stage seconds and counts of summary.json."""
         work = self.fresh_work(dataset, store)
         reports = work / "reports"
@@ -274,7 +299,7 @@ class Bench:
             "--store",
             str(work / "store.duckdb"),
             "--config",
-            str(dataset / "org.toml"),
+            str(config or dataset / "org.toml"),
             "--reports",
             str(reports),
             *self.engine_options(memory_limit),
@@ -301,7 +326,14 @@ class Bench:
         return run
 
     def batch_scenario(
-        self, name: str, dataset: Path, store: Path, requests: Path, rows: int, memory_limit: str | None = None
+        self,
+        name: str,
+        dataset: Path,
+        store: Path,
+        requests: Path,
+        rows: int,
+        memory_limit: str | None = None,
+        config: Path | None = None,
     ) -> ScenarioResult:
         result = ScenarioResult(
             name,
@@ -314,21 +346,24 @@ class Bench:
         def finish() -> None:
             result.mix = mix_of(requests, result.runs) | result.mix
 
-        return self.schedule(result, lambda i: self.cli_run(dataset, store, requests, memory_limit), finish)
+        return self.schedule(result, lambda i: self.cli_run(dataset, store, requests, memory_limit, config), finish)
 
-    def scenario_c(self, dataset: Path) -> ScenarioResult:
+    def scenario_c(self, dataset: Path, name: str = "c", config: Path | None = None) -> ScenarioResult:
         result = ScenarioResult(
-            "c",
+            name,
             None,
             {"snapshot": str(dataset / "snapshot"), "options": ["(store init has no --memory-limit; default limit)"]},
             self.session,
         )
-        self.log("scenario (c): store init")
+        if config is not None:
+            result.params["config"] = str(config)
+        self.log(f"scenario ({name}): store init")
+        extra = [] if config is None else ["--config", str(config)]
 
         def once(_: int) -> dict[str, Any]:
             work = self.fresh_work(dataset, None)
             m = measure(
-                [CLI, "store", "init", str(work / "init.duckdb"), "--snapshot", str(dataset / "snapshot")],
+                [CLI, "store", "init", str(work / "init.duckdb"), "--snapshot", str(dataset / "snapshot"), *extra],
                 self.args.timeout,
             )
             shutil.rmtree(work, ignore_errors=True)
@@ -425,6 +460,14 @@ class Bench:
                     results["d"] = self.scenario_d(self.dataset, store)
                 elif name == "e":
                     results["e"] = self.scenario_e(self.dataset, store, requests)
+                elif name == "am":
+                    org = self.mobile_org(self.dataset)
+                    mobile_store = self.ensure_store(self.dataset, org)
+                    results["am"] = self.batch_scenario(
+                        "am", self.dataset, mobile_store, requests, args.rows, config=org
+                    )
+                elif name == "cm":
+                    results["cm"] = self.scenario_c(self.dataset, "cm", self.mobile_org(self.dataset))
                 results[name].params.update(params)
             self.run_rounds(args.repeat)
         if "big" in only:
@@ -551,6 +594,21 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
             if a and a.completed
             else "reference only",
             None,
+        )
+    am, init, cm = results.get("am"), results.get("c"), results.get("cm")
+    if am and am.completed and a and a.completed:
+        check, check_mobile = a.stage_medians().get("check", 0.0), am.stage_medians().get("check", 0.0)
+        ratio = check_mobile / check if check else float("inf")
+        verdicts["am"] = (
+            f"check {check_mobile:.2f} s = {ratio:.2f}× (a)'s {check:.2f} s (≤ 1.3×); wall {am.median_seconds:.1f} s",
+            ratio <= 1.3,
+        )
+    if cm and cm.completed and init and init.completed:
+        ratio = cm.median_seconds / init.median_seconds
+        verdicts["cm"] = (
+            f"{cm.median_seconds:.1f} s = {ratio:.2f}× (c)'s {init.median_seconds:.1f} s (≤ 1.1×;"
+            f" per round: {_round_ratios(cm, init)})",
+            ratio <= 1.1,
         )
     if "big" in results and results["big"].completed:
         big = results["big"]

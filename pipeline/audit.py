@@ -18,10 +18,17 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipeline.config import CARD, OrgConfig, load_config
+from pipeline.config import CARD, MobileCountries, OrgConfig, load_config
 from pipeline.errors import EXIT_OK, EXIT_ROWS_FAILED
 from pipeline.report import write_csv
-from pipeline.store import FINDING_COLUMNS, StoreCounts, find_invariant_violations, open_store, store_counts
+from pipeline.store import (
+    FINDING_COLUMNS,
+    StoreCounts,
+    find_invariant_violations,
+    mobile_changes,
+    open_store,
+    store_counts,
+)
 
 EXIT_FINDINGS = EXIT_ROWS_FAILED
 """`store audit` exits 1 when the store breaks an invariant (0 when clean), like a run with failed rows."""
@@ -157,6 +164,33 @@ def config_violations(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.D
     finally:
         for name in frames:
             con.unregister(name)
+    findings = pl.DataFrame(rows, schema=list(FINDING_COLUMNS), orient="row")
+    if config.mobile is None:
+        return findings
+    parts = [findings, _mobile_findings(con, config.mobile)]
+    return pl.concat([p.cast(dict.fromkeys(FINDING_COLUMNS, pl.String)) for p in parts])
+
+
+MOBILE_FINDINGS_SQL = """
+SELECT 'mobile_read_with_countries', 'identifiers',
+       concat('customer_id=', i.customer_id, ' source=', i.source, ' account_id=', i.account_id,
+              ' id_type=mobile id_value=', i.id_value),
+       concat('reads as ', m.normalised, ' with the [mobile] countries ', $countries,
+              '; store set-config re-reads stored mobiles')
+FROM identifiers i JOIN audit_mobile_changes m ON m.value = i.id_value
+WHERE i.id_type = 'mobile'
+"""
+
+
+def _mobile_findings(con: duckdb.DuckDBPyConnection, countries: MobileCountries) -> pl.DataFrame:
+    """Stored mobiles that the config's `[mobile]` countries read as another value (the same rule as
+    the check stage and `store init --config`, pipeline.mobile)."""
+    changes = mobile_changes(con, countries)
+    con.register("audit_mobile_changes", changes)
+    try:
+        rows = con.execute(MOBILE_FINDINGS_SQL, {"countries": countries.key}).fetchall()
+    finally:
+        con.unregister("audit_mobile_changes")
     return pl.DataFrame(rows, schema=list(FINDING_COLUMNS), orient="row")
 
 

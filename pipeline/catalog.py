@@ -133,7 +133,7 @@ _ENTRIES = [
     ),
     CatalogEntry(8055, "INVALID_EMAIL", "check", "error", "'{value}' is not a valid email", "email malformed"),
     CatalogEntry(
-        8056, "INVALID_MOBILE", "check", "error", "'{value}' is not a valid mobile (8 to 15 digits)", "mobile malformed"
+        8056, "INVALID_MOBILE", "check", "error", "'{value}' is not a valid mobile ({rule})", "mobile malformed"
     ),
     CatalogEntry(
         8064,

@@ -32,6 +32,7 @@ from pandera.errors import SchemaErrors
 from pipeline.catalog import CATALOG
 from pipeline.config import CARD, ID_TYPES, LINKABLE_STATUSES, OrgConfig
 from pipeline.errors import InternalError
+from pipeline.mobile import with_countries
 from pipeline.normalize import format_error_expr, normalize_expr, trim_expr
 
 FIELDS = (
@@ -98,7 +99,7 @@ class Rule:
 
 def check_requests(frame: pl.DataFrame, config: OrgConfig) -> CheckResult:
     """Check request rows (read.py's frame shape) and split them into checked rows and errors."""
-    fields = prepare_fields(frame)
+    fields = prepare_fields(frame, config)
     rules = build_rules(config)
     failures = _failures(fields, rules)
     errors = _first_failures(fields, rules, failures)
@@ -107,8 +108,11 @@ def check_requests(frame: pl.DataFrame, config: OrgConfig) -> CheckResult:
     return CheckResult(checked=_typed(passed), errors=errors)
 
 
-def prepare_fields(frame: pl.DataFrame) -> pl.DataFrame:
+def prepare_fields(frame: pl.DataFrame, config: OrgConfig | None = None) -> pl.DataFrame:
     """Trim every field ('' for missing) and normalise id_value and lookup_value by their types.
+
+    With `[mobile]` in the config, mobiles are read with its countries (pipeline.mobile), and the
+    8056 rule is whether the id_value had a valid reading.
 
     The trimmed id and lookup values are kept beside the normalised ones: emptiness is judged on
     what the caller wrote, formats on the normalised value. `id_value_format` is the code of
@@ -142,7 +146,21 @@ def prepare_fields(frame: pl.DataFrame) -> pl.DataFrame:
         pl.col("lookup_value").alias("lookup_value_trimmed"),
         pl.col("id_value").alias("id_value_trimmed"),
     )
-    return normalised.with_columns(format_error_expr(pl.col("id_type"), pl.col("id_value")).alias("id_value_format"))
+    countries = config.mobile if config is not None else None
+    if countries is None:
+        return normalised.with_columns(
+            format_error_expr(pl.col("id_type"), pl.col("id_value")).alias("id_value_format")
+        )
+    normalised = with_countries(
+        normalised,
+        countries,
+        [("id_type", "id_value_trimmed", "id_value"), ("lookup_type", "lookup_value_trimmed", "lookup_value")],
+    )
+    return normalised.with_columns(
+        format_error_expr(pl.col("id_type"), pl.col("id_value"), pl.col("id_value_mobile_valid")).alias(
+            "id_value_format"
+        )
+    ).drop("id_value_mobile_valid", "lookup_value_mobile_valid")
 
 
 def build_schema(config: OrgConfig) -> pa.DataFrameSchema:
@@ -352,7 +370,7 @@ def build_rules(config: OrgConfig) -> list[Rule]:
             message(7004, field="id_type", value=id_type, source=source),
         ),
         Rule("id_value.required", 7001, "id_value", id_value_given != "", invalid("id_value", "missing")),
-        *_format_rules(id_value, add_value_given, message, invalid),
+        *_format_rules(id_value, add_value_given, message, invalid, _mobile_rule(config)),
         Rule(
             "id_value.card_number",
             7001,
@@ -417,6 +435,7 @@ def _format_rules(
     add_value_given: pl.Expr,
     message: Callable[..., pl.Expr],
     invalid: Callable[[str, pl.Expr | str], pl.Expr],
+    mobile_rule: str,
 ) -> list[Rule]:
     """SPEC section 2's format rules, one Pandera check per code, all from normalize.format_error_expr."""
     code = pl.col("id_value_format")
@@ -426,7 +445,7 @@ def _format_rules(
 
     return [
         Rule("id_value.email", 8055, "id_value", failing(8055), message(8055, value=id_value)),
-        Rule("id_value.mobile", 8056, "id_value", failing(8056), message(8056, value=id_value)),
+        Rule("id_value.mobile", 8056, "id_value", failing(8056), message(8056, value=id_value, rule=mobile_rule)),
         Rule("id_value.external_id", 8064, "id_value", failing(8064), message(8064, value=id_value)),
         Rule(
             "id_value.format",
@@ -436,6 +455,13 @@ def _format_rules(
             invalid("id_value", pl.format("'{}' must be 1 to 128 characters without control characters", id_value)),
         ),
     ]
+
+
+def _mobile_rule(config: OrgConfig) -> str:
+    """What an 8056 message says a mobile must be: the plain rule, or a number of the countries."""
+    if config.mobile is None:
+        return "8 to 15 digits"
+    return f"not a valid number of {config.mobile.describe()}"
 
 
 def _reference_problem(has_id: pl.Expr, has_type: pl.Expr, has_value: pl.Expr) -> pl.Expr:

@@ -122,7 +122,8 @@ def store() -> None:
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Bind the new store to this org config now (otherwise its first run binds it).",
+    help="Bind the new store to this org config now (otherwise its first run binds it); "
+    "mobiles are read with its [mobile] countries.",
 )
 @_exits
 def store_init(
@@ -134,9 +135,9 @@ def store_init(
     from pipeline.run import new_run_id
     from pipeline.store import init_store
 
-    if config_path is not None:
-        load_config(config_path)  # a broken config is refused (exit 2) before any store is made
-    counts = init_store(store_path, snapshot_dir, report_path=report_path, force=force)
+    config = load_config(config_path) if config_path is not None else None  # a broken config: exit 2 first
+    countries = config.mobile if config is not None else None
+    counts = init_store(store_path, snapshot_dir, report_path=report_path, force=force, countries=countries)
     click.echo(f"store {store_path}: {counts.render()}")
     if config_path is not None:
         click.echo(set_config(store_path, config_path, new_run_id()))
@@ -152,13 +153,21 @@ def store_init(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The org config the store belongs to from now on.",
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the colliding rows when re-reading mobiles is refused [default: STORE.set-config-report.csv].",
+)
 @_exits
-def store_set_config(store_path: Path, config_path: Path) -> int:
-    """Record that the store now belongs to another org config (kept in the ledger)."""
+def store_set_config(store_path: Path, config_path: Path, report_path: Path | None) -> int:
+    """Record that the store now belongs to another org config (kept in the ledger); re-reads the
+    stored mobiles when its [mobile] countries differ, refusing (exit 3) values that would collide."""
     from pipeline.binding import set_config
     from pipeline.run import new_run_id
 
-    click.echo(set_config(store_path, config_path, new_run_id()))
+    click.echo(set_config(store_path, config_path, new_run_id(), report_path=report_path))
     return 0
 
 

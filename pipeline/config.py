@@ -79,6 +79,28 @@ class BlockedValues:
 
 
 @dataclass(frozen=True)
+class MobileCountries:
+    """`[mobile]`: the regions a mobile written without a country code is read with, in order (SPEC 2)."""
+
+    default_country: str
+    other_countries: tuple[str, ...] = ()
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return (self.default_country, *self.other_countries)
+
+    def describe(self) -> str:
+        """'IN or SG': the regions as an 8056 message names them."""
+        regions = self.regions
+        return regions[0] if len(regions) == 1 else ", ".join(regions[:-1]) + " or " + regions[-1]
+
+    @property
+    def key(self) -> str:
+        """The form a store records: 'IN,SG' (order matters: the first valid reading wins)."""
+        return ",".join(self.regions)
+
+
+@dataclass(frozen=True)
 class OrgConfig:
     path: str
     sha256: str
@@ -93,6 +115,8 @@ class OrgConfig:
     blocked_values: dict[str, BlockedValues] = field(default_factory=dict)
     identity: str = ""
     """sha256 of the parsed content: comments and layout do not change it, any value does."""
+    mobile: MobileCountries | None = None
+    """`[mobile]`, or None: mobiles by the plain rule of SPEC section 2 only."""
 
     def label_status(self, label: str) -> str | None:
         return self.card_labels.get(label)
@@ -119,7 +143,7 @@ def load_config(path: Path | str) -> OrgConfig:
 def parse_config(raw: dict[str, Any], path: str = "<config>", sha256: str = "") -> OrgConfig:
     """Validate a parsed TOML document; `path` only labels error messages."""
     v = TomlValidator(path)
-    v.known_keys(raw, "", {"org", "merge", "sources", "card_series", "card_labels", "blocked_values"})
+    v.known_keys(raw, "", {"org", "merge", "sources", "card_series", "card_labels", "blocked_values", "mobile"})
     org = v.table(raw, "org", required=True)
     v.known_keys(org, "org.", {"max_active_cards_per_customer", "delink_label", "campaign_identifier_reuse"})
     merge = v.table(raw, "merge", required=False)
@@ -187,8 +211,26 @@ def parse_config(raw: dict[str, Any], path: str = "<config>", sha256: str = "") 
         merge_enabled=v.value(merge, "merge.enabled", bool, default=True),
         max_merges_per_survivor_per_run=v.count(merge, "merge.max_merges_per_survivor_per_run", default=10),
         blocked_values=blocked,
+        mobile=_parse_mobile(v, v.table(raw, "mobile", required=False)) if "mobile" in raw else None,
         identity=hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest(),
     )
+
+
+def _parse_mobile(v: TomlValidator, body: dict[str, Any]) -> MobileCountries:
+    """`[mobile]`: every region must be one the phone-number metadata knows (ISO 3166, upper case)."""
+    from phonenumbers import SUPPORTED_REGIONS  # imported here: only configs with [mobile] pay for it
+
+    v.known_keys(body, "mobile.", {"default_country", "other_countries"})
+    default = v.value(body, "mobile.default_country", str)
+    others = v.string_list(body.get("other_countries", []), "mobile.other_countries")
+    if default not in SUPPORTED_REGIONS:
+        v.fail("mobile.default_country", f"'{default}' is not a region of the phone-number metadata (e.g. \"IN\")")
+    for i, region in enumerate(others):
+        if region not in SUPPORTED_REGIONS:
+            v.fail(f"mobile.other_countries[{i}]", f"'{region}' is not a region of the phone-number metadata")
+    if len({default, *others}) != 1 + len(others):
+        v.fail("mobile.other_countries", "each region may appear once, and not repeat default_country")
+    return MobileCountries(default, tuple(others))
 
 
 def _parse_source(v: TomlValidator, name: str, body: Any) -> Source:

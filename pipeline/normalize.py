@@ -62,6 +62,7 @@ _py_mobile_noise = re.compile("[" + re.escape(WHITESPACE) + r"\-.()]")
 _py_email = re.compile(
     "^[^@" + re.escape(WHITESPACE) + "]+@[^@" + re.escape(WHITESPACE) + "]+\\.[^@" + re.escape(WHITESPACE) + "]+$"
 )
+_py_ascii_digits = re.compile("[0-9]+")
 _py_external_id = re.compile("^[^" + re.escape(WHITESPACE) + "]{1,64}$")
 
 
@@ -81,6 +82,28 @@ def normalize_value(id_type: str, value: str) -> str:
             return digits[2:]
         return digits
     return value
+
+
+def mobile_digits(value: str) -> tuple[str, bool] | None:
+    """What `[mobile]` reads of a trimmed mobile: its digits and whether it was written with '+' or '00'.
+
+    None when the value is not ASCII digits once separators and that prefix are gone: such a value is
+    no phone number of any region (SPEC section 2; README, decisions).
+    """
+    cleaned = _py_mobile_noise.sub("", value)
+    international = cleaned.startswith(("+", "00"))
+    digits = cleaned[1:] if cleaned.startswith("+") else cleaned[2:] if cleaned.startswith("00") else cleaned
+    return (digits, international) if _py_ascii_digits.fullmatch(digits) else None
+
+
+def mobile_digits_expr(value_expr: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """mobile_digits as expressions: the digits (null when not ASCII digits) and the international flag."""
+    cleaned = value_expr.str.replace_all(_MOBILE_NOISE, "")
+    digits = cleaned.str.replace(_MOBILE_PREFIX, "")
+    return (
+        pl.when(digits.str.contains(r"^[0-9]+$")).then(digits),
+        cleaned.str.starts_with("+") | cleaned.str.starts_with("00"),
+    )
 
 
 def format_error(id_type: str, value: str) -> int | None:
@@ -124,9 +147,14 @@ def normalize_expr(type_expr: pl.Expr, value_expr: pl.Expr) -> pl.Expr:
     )
 
 
-def format_error_expr(type_expr: pl.Expr, value_expr: pl.Expr) -> pl.Expr:
-    """Check code (Int32) for a normalised add value by type, null when the value may enter the store."""
+def format_error_expr(type_expr: pl.Expr, value_expr: pl.Expr, mobile_valid: pl.Expr | None = None) -> pl.Expr:
+    """Check code (Int32) for a normalised add value by type, null when the value may enter the store.
+
+    `mobile_valid`, with `[mobile]`, says which mobiles had a valid reading (mobile.read_mobiles):
+    it replaces the plain 8-to-15-digits rule.
+    """
     code = pl.lit(None, dtype=pl.Int32)
+    mobile_ok = value_expr.str.contains(MOBILE_PATTERN) if mobile_valid is None else mobile_valid
     return (
         pl.when(type_expr == "email")
         .then(
@@ -140,7 +168,7 @@ def format_error_expr(type_expr: pl.Expr, value_expr: pl.Expr) -> pl.Expr:
             .otherwise(pl.lit(8055, dtype=pl.Int32))
         )
         .when(type_expr == "mobile")
-        .then(pl.when(value_expr.str.contains(MOBILE_PATTERN)).then(code).otherwise(pl.lit(8056, dtype=pl.Int32)))
+        .then(pl.when(mobile_ok).then(code).otherwise(pl.lit(8056, dtype=pl.Int32)))
         .when(type_expr == "externalId")
         .then(
             pl.when(value_expr.str.contains(EXTERNAL_ID_PATTERN) & ~value_expr.str.contains(INVISIBLE_PATTERN))

@@ -198,7 +198,9 @@ CARD_POOL_SHARE = (0.03, 0.03, 0.02)
 """Unheld cards of each series, as a share of the customer count."""
 MIN_CARD_POOL = 3
 
-COUNTRY_CODES = ("86", "86", "86", "86", "86", "852", "65", "65", "60", "66", "81", "1", "44")
+COUNTRY_CODES = ("86138", "86139", "86186", "86158", "86150", "86177", "4471", "4472", "9198", "9199")
+"""A mobile is one of these (country code and the start of a mobile number) and 8 more digits: valid
+numbers of CN, GB and IN, so an org with `[mobile]` CN, GB, IN reads them as they are stored."""
 FIRST_NAMES = (
     "wei",
     "li",
@@ -320,7 +322,7 @@ CREATE MACRO slot_account(s) AS getvariable('slot_account')[s + 1];
 CREATE MACRO slot_type(s) AS getvariable('slot_type')[s + 1];
 CREATE MACRO same_scope(s, t) AS slot_source(s) = slot_source(t) AND slot_account(s) = slot_account(t);
 CREATE MACRO mobile(x) AS one_of(getvariable('country_codes'), h(x, 'cc'))
-    || lpad(perm(x, 6180339887, 'mobile', 10000000000)::VARCHAR, 10, '0');
+    || lpad(perm(x, 6180339887, 'mobile', 100000000)::VARCHAR, 8, '0');
 CREATE MACRO email(x) AS one_of(getvariable('first_names'), h(x, 'first'))
     || one_of(['.', '.', '_', ''], h(x, 'sep'))
     || one_of(getvariable('last_names'), h(x, 'last'))

@@ -21,7 +21,8 @@ import duckdb
 import polars as pl
 
 from pipeline import ledger
-from pipeline.duck import one_row, scalar
+from pipeline.config import MobileCountries
+from pipeline.duck import one_row, query_frame, scalar
 from pipeline.errors import SnapshotRefused, StoreError
 from pipeline.normalize import normalize_expr, trim_expr
 from pipeline.report import fsync_path, write_csv
@@ -427,8 +428,12 @@ def _kind(path: Path) -> str:
     return "Parquet" if path.name.endswith(".parquet") else "CSV"
 
 
-def _prepared(table: str, path: Path, lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Trim, normalise and type one snapshot table; `_bad_<col>` keeps values that are not integers."""
+def _prepared(table: str, path: Path, lf: pl.LazyFrame, countries: MobileCountries | None = None) -> pl.LazyFrame:
+    """Trim, normalise and type one snapshot table; `_bad_<col>` keeps values that are not integers.
+
+    With `[mobile]` countries, mobiles stay as trimmed here: `read_stored_mobiles` reads them once
+    loaded, one distinct value at a time.
+    """
     schema = lf.collect_schema()
     names = schema.names()
     expected = COLUMNS[table]
@@ -467,17 +472,20 @@ def _prepared(table: str, path: Path, lf: pl.LazyFrame) -> pl.LazyFrame:
     blanks = [pl.col(c).replace("", None) for c, t in expected.items() if not t.is_integer() and c != "account_id"]
     prepared = lf.select(exprs + checks).with_columns(blanks)
     if table == "identifiers":
-        prepared = prepared.with_columns(id_value=normalize_expr(pl.col("id_type"), pl.col("id_value")))
+        normalised = normalize_expr(pl.col("id_type"), pl.col("id_value"))
+        if countries is not None:
+            normalised = pl.when(pl.col("id_type") == "mobile").then(pl.col("id_value")).otherwise(normalised)
+        prepared = prepared.with_columns(id_value=normalised)
     return prepared
 
 
 BAD_VALUE_SQL = "SELECT count({col}), min({col}) FROM read_parquet($1)"
 
 
-def _stage(snapshot_dir: Path, work_dir: Path) -> dict[str, Path]:
+def _stage(snapshot_dir: Path, work_dir: Path, countries: MobileCountries | None = None) -> dict[str, Path]:
     """Write each snapshot table, trimmed, normalised and typed, as Parquet under work_dir."""
     sources = {table: _snapshot_file(snapshot_dir, table) for table in TABLES}
-    frames = {table: _prepared(table, path, _scan(path)) for table, path in sources.items()}
+    frames = {table: _prepared(table, path, _scan(path), countries) for table, path in sources.items()}
     staged: dict[str, Path] = {}
     con = duckdb.connect(config={"memory_limit": DEFAULT_MEMORY_LIMIT, "temp_directory": str(work_dir / "spill")})
     try:
@@ -504,6 +512,53 @@ def _stage(snapshot_dir: Path, work_dir: Path) -> dict[str, Path]:
 
 LOAD_SQL = "INSERT INTO {table} SELECT {columns} FROM read_parquet($1)"
 META_SQL = "INSERT INTO store_meta VALUES ($1, $2)"
+MOBILE_COUNTRIES_KEY = "mobile_countries"
+"""store_meta key: the `[mobile]` countries the stored mobiles were read with; empty or absent: plain rule."""
+
+DISTINCT_MOBILES_SQL = "SELECT DISTINCT id_value FROM identifiers WHERE id_type = 'mobile'"
+RENORMALISE_MOBILES_SQL = """
+UPDATE identifiers SET id_value = m.normalised
+FROM mobile_changes m
+WHERE identifiers.id_type = 'mobile' AND identifiers.id_value = m.value
+"""
+
+
+def mobile_changes(con: duckdb.DuckDBPyConnection, countries: MobileCountries) -> pl.DataFrame:
+    """Distinct stored mobiles whose normalisation with the countries differs: value, normalised."""
+    from pipeline.mobile import normalised_mobiles  # the package's metadata loads only when needed
+
+    values = query_frame(con, DISTINCT_MOBILES_SQL).get_column("id_value")
+    table = normalised_mobiles(values.cast(pl.String), countries)
+    return table.filter(pl.col("normalised") != pl.col("value")).select("value", "normalised")
+
+
+def read_stored_mobiles(con: duckdb.DuckDBPyConnection, countries: MobileCountries) -> int:
+    """Re-normalise the store's mobiles with the countries, inside the caller's transaction.
+
+    Returns how many distinct values changed. Uniqueness in scope is the caller's to check after.
+    """
+    changes = mobile_changes(con, countries)
+    if changes.height:
+        con.register("mobile_changes", changes)
+        try:
+            con.execute(RENORMALISE_MOBILES_SQL)
+        finally:
+            con.unregister("mobile_changes")
+    con.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [MOBILE_COUNTRIES_KEY, countries.key])
+    return changes.height
+
+
+def stored_mobile_countries(con: duckdb.DuckDBPyConnection) -> str:
+    """The countries the store's mobiles were read with ('' for the plain rule, as for older stores)."""
+    rows = con.execute("SELECT value FROM store_meta WHERE key = ?", [MOBILE_COUNTRIES_KEY]).fetchall()
+    return rows[0][0] if rows else ""
+
+
+def scope_collisions(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Identifiers of one scope that hold the same value (the uniqueness invariant), as findings."""
+    return _fetch(
+        con, SCOPE_FINDINGS_SQL.format(key="source, account_id, id_type, id_value", findings=SCOPE_UNIQUE_FINDINGS)
+    )
 
 
 def _findings_on_staged(staged: dict[str, Path], work_dir: Path) -> pl.DataFrame:
@@ -518,10 +573,17 @@ def _findings_on_staged(staged: dict[str, Path], work_dir: Path) -> pl.DataFrame
 
 
 def init_store(
-    store_path: Path | str, snapshot_dir: Path | str, report_path: Path | str | None = None, force: bool = False
+    store_path: Path | str,
+    snapshot_dir: Path | str,
+    report_path: Path | str | None = None,
+    force: bool = False,
+    countries: MobileCountries | None = None,
 ) -> StoreCounts:
     """Make a store from a snapshot folder; refuse (SnapshotRefused, with a findings report) one that
     breaks an invariant. The store appears only when complete and valid.
+
+    With `[mobile]` countries (`store init --config`), mobiles are read with them, and the store
+    records which countries its mobiles were read with.
     """
     store_path, snapshot_dir = Path(store_path), Path(snapshot_dir)
     report = Path(report_path) if report_path is not None else Path(f"{store_path}.init-report.csv")
@@ -534,7 +596,7 @@ def init_store(
     store_path.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{store_path.name}.init-", dir=store_path.parent))
     try:
-        staged = _stage(snapshot_dir, work_dir)
+        staged = _stage(snapshot_dir, work_dir, countries)
         new_store = work_dir / "store.duckdb"
         con = _connect(new_store, False, work_dir / "spill")
         try:
@@ -544,6 +606,8 @@ def init_store(
                 con.execute("BEGIN")
                 for table in TABLES:
                     con.execute(LOAD_SQL.format(table=table, columns=", ".join(COLUMNS[table])), [str(staged[table])])
+                if countries is not None:
+                    read_stored_mobiles(con, countries)
                 con.execute("COMMIT")
             except duckdb.ConstraintException:
                 con.execute("ROLLBACK")
@@ -556,6 +620,8 @@ def init_store(
                     ("snapshot", str(snapshot_dir.resolve())),
                 ):
                     con.execute(META_SQL, [key, value])
+                if countries is None:
+                    con.execute(META_SQL, [MOBILE_COUNTRIES_KEY, ""])
                 counts = store_counts(con)
                 con.execute("CHECKPOINT")
                 # The parallel load leaves part-filled row groups, which DuckDB compacts at the next

@@ -64,9 +64,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import phonenumbers
 import polars as pl
 
-from pipeline.config import ACTIVE_STATUSES, CLOSED_STATUSES, LINKABLE_STATUSES, OrgConfig
+from pipeline.config import ACTIVE_STATUSES, CLOSED_STATUSES, LINKABLE_STATUSES, MobileCountries, OrgConfig
 
 CARD = "cardnumber"
 MAX_CUSTOMER_ID = 2**63 - 1
@@ -156,17 +157,41 @@ class RowFailed(Exception):
         self.code, self.field = code, field
 
 
-def normalise(id_type: str, value: str) -> str:
-    """SPEC section 2: applied to a trimmed value before any comparison."""
+def normalise(id_type: str, value: str, countries: MobileCountries | None = None) -> str:
+    """SPEC section 2: applied to a trimmed value before any comparison; mobiles with `[mobile]` too."""
     if id_type == "email":
         return value.lower()
     if id_type == "mobile":
+        if countries is not None and (read := read_with_package(value, countries)) is not None:
+            return read
         value = "".join(ch for ch in value if not (ch.isspace() or ch in "-.()"))
         if value.startswith("+"):
             return value[1:]
         if value.startswith("00"):
             return value[2:]
     return value
+
+
+def read_with_package(value: str, countries: MobileCountries) -> str | None:
+    """SPEC section 2, `[mobile]`, straight with the phonenumbers package, value by value.
+
+    The package reads what the plain rule leaves once separators are gone, '00' read as '+' (a
+    project decision, README): a value that is not ASCII digits then is no number.
+    """
+    cleaned = "".join(ch for ch in value if not (ch.isspace() or ch in "-.()"))
+    international = cleaned.startswith(("+", "00"))
+    digits = cleaned[1:] if cleaned.startswith("+") else cleaned[2:] if cleaned.startswith("00") else cleaned
+    if not re.fullmatch(r"[0-9]+", digits):
+        return None
+    regions = [countries.default_country, *countries.other_countries]
+    for text, region in [("+" + digits, None)] if international else [(digits, r) for r in regions]:
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number) and phonenumbers.region_code_for_number(number) in regions:
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).removeprefix("+")
+    return None
 
 
 def decimal(text: str) -> int | None:
@@ -204,12 +229,16 @@ def is_lookalike(value: str) -> bool:
     return ascii_letter and any(0x370 <= ord(ch) <= 0x52F for ch in value)
 
 
-def format_error(id_type: str, value: str) -> int | None:
-    """The code for a normalised non-card add value that may not enter the store, else None."""
+def format_error(id_type: str, value: str, mobile_valid: bool | None = None) -> int | None:
+    """The code for a normalised non-card add value that may not enter the store, else None.
+
+    With `[mobile]`, `mobile_valid` says whether the written mobile had a valid reading."""
     if id_type == "email":
         ok = len(value) <= 254 and re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value) is not None
         return None if ok and not has_invisible(value) and not is_lookalike(value) else 8055
     if id_type == "mobile":
+        if mobile_valid is not None:
+            return None if mobile_valid else 8056
         return None if re.fullmatch(r"[0-9]{8,15}", value) else 8056
     if id_type == "externalId":
         ok = 1 <= len(value) <= 64 and not any(ch.isspace() for ch in value) and not has_invisible(value)
@@ -293,12 +322,15 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
 
     if not f["id_value"]:
         raise RowFailed(7001, "id_value")
-    id_value = normalise(id_type, f["id_value"])
+    id_value = normalise(id_type, f["id_value"], config.mobile)
+    mobile_valid = None
+    if config.mobile is not None and id_type == "mobile":
+        mobile_valid = read_with_package(f["id_value"], config.mobile) is not None
     if action == "add":
         if card_add:
             if series is not None and not fits_series(id_value, series.prefix, series.suffix, series.digits):
                 raise RowFailed(7001, "id_value")
-        elif (code := format_error(id_type, id_value)) is not None:
+        elif (code := format_error(id_type, id_value, mobile_valid)) is not None:
             raise RowFailed(code, "id_value")
         if is_blocked(config, id_type, id_value):
             raise RowFailed(7005, "id_value")
@@ -314,7 +346,7 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
     if action == "remove" and id_type == CARD and label and config.card_labels[label] != "NOT_ISSUED":
         raise RowFailed(7011, "status_label")
 
-    lookup_value = normalise(f["lookup_type"], f["lookup_value"]) if by_lookup else ""
+    lookup_value = normalise(f["lookup_type"], f["lookup_value"], config.mobile) if by_lookup else ""
     return CheckedRow(
         action,
         source.name,
@@ -510,8 +542,9 @@ def _optional_int(value: object) -> int | None:
     return int(_text(value)) if _text(value) else None
 
 
-def store_from_snapshot_dir(path: Path | str) -> ModelStore:
-    """A snapshot folder read like `store init`: values trimmed, identifier values normalised.
+def store_from_snapshot_dir(path: Path | str, countries: MobileCountries | None = None) -> ModelStore:
+    """A snapshot folder read like `store init`: values trimmed, identifier values normalised
+    (mobiles with `countries`, as `store init --config` reads them with the org's `[mobile]`).
 
     Raises ValueError when normalisation makes two identifier rows equal (init refuses those too).
     """
@@ -528,7 +561,7 @@ def store_from_snapshot_dir(path: Path | str) -> ModelStore:
             _text(r["source"]),
             _text(r["account_id"]),
             id_type,
-            normalise(id_type, _text(r["id_value"])),
+            normalise(id_type, _text(r["id_value"]), countries),
         )
         if identifier in identifiers:
             raise ValueError(f"{folder}: identifier {identifier} appears twice after normalisation")

@@ -1,0 +1,338 @@
+"""Mobiles with country codes (SPEC section 2, `[mobile]`): the one home of the rule.
+
+A mobile value is read as a phone number with the `phonenumbers` package (Google's libphonenumber
+metadata), first with `default_country`, then with each of `other_countries`; the first reading
+that `is_valid_number` accepts and whose region is configured gives the normalised value, its
+E.164 form without the `+`. A value written with `+` or `00` is read once, as `+`. No valid
+reading: the plain rule's value, and an add of it is 8056.
+
+`read_mobile` is that rule value by value with the package (the reference, tens to hundreds of
+microseconds a value). `read_mobiles` gives the same answers at polars speed: for each configured
+region it builds, once, regular expressions and length sets from the package's own metadata and
+replays the package's parse and validation steps on whole columns (trunk prefix, a country code
+written without `+`, possible lengths, number types, the region of a shared country code). What
+those expressions do not model (an international dialling prefix in a national reading, a national
+prefix transform rule, fewer than 4 or more than 17 digits) is left undecided and read with the
+package. The property tests compare both on generated numbers and on every example number of the
+metadata.
+
+Decision (README): the package reads the digits the plain rule leaves (separators dropped, `00`
+read as `+`); a value that is not ASCII digits after that is no number of any region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import phonenumbers
+import polars as pl
+from phonenumbers import PhoneMetadata
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, NumberParseException
+
+from pipeline.config import MobileCountries
+from pipeline.normalize import mobile_digits, mobile_digits_expr, normalize_expr
+
+MIN_FAST_DIGITS = 4
+MAX_FAST_DIGITS = 17
+"""Digit counts the fast path decides; shorter or longer values (rare junk) go to the package."""
+
+_TYPE_DESCS = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+)
+"""The number types `_number_type_helper` tries (mobile apart: skipped when it equals fixed_line)."""
+
+
+def read_mobile(value: str, countries: MobileCountries) -> str | None:
+    """The package's reading of one trimmed mobile value: E.164 digits without '+', or None (8056)."""
+    cleaned = mobile_digits(value)
+    if cleaned is None:
+        return None
+    digits, international = cleaned
+    readings = [("+" + digits, None)] if international else [(digits, region) for region in countries.regions]
+    for text, region in readings:
+        try:
+            number = phonenumbers.parse(text, region)
+        except NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number) and phonenumbers.region_code_for_number(number) in countries.regions:
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    return None
+
+
+@dataclass(frozen=True)
+class Desc:
+    """A PhoneNumberDesc as regular-expression text and possible lengths (empty: any length)."""
+
+    pattern: str | None
+    lengths: tuple[int, ...]
+
+    def matches(self, number: pl.Expr) -> pl.Expr:
+        """`_is_number_matching_desc`: the possible lengths, then a whole-value match of the pattern."""
+        if not self.pattern:
+            return pl.lit(False)
+        hit = number.str.contains(f"^(?:{self.pattern})$")
+        return hit if not self.lengths else number.str.len_bytes().is_in(self.lengths) & hit
+
+
+@dataclass(frozen=True)
+class RegionRules:
+    """One region's metadata, as the polars expressions of the package's parse and validation steps."""
+
+    region: str
+    country_code: str
+    general: Desc
+    types: tuple[Desc, ...]
+    general_lengths: tuple[int, ...]
+    local_lengths: tuple[int, ...]
+    national_prefix: str | None
+    transform: bool
+    leading_digits: str | None
+    idd: str | None
+
+    def general_match(self, number: pl.Expr) -> pl.Expr:
+        """`_match_national_number` against the general description: the pattern only, no lengths."""
+        return number.str.contains(f"^(?:{self.general.pattern})$") if self.general.pattern else pl.lit(False)
+
+    def too_long(self, number: pl.Expr) -> pl.Expr:
+        """`_test_number_length(...) == TOO_LONG`."""
+        length = number.str.len_bytes()
+        return ~length.is_in(self.local_lengths) & (length > max(self.general_lengths))
+
+    def length_usable(self, number: pl.Expr) -> pl.Expr:
+        """`_test_number_length` not in (TOO_SHORT, IS_POSSIBLE_LOCAL_ONLY, INVALID_LENGTH)."""
+        length = number.str.len_bytes()
+        return ~length.is_in(self.local_lengths) & (length.is_in(self.general_lengths) | self.too_long(number))
+
+    def prefix_undecided(self, number: pl.Expr) -> pl.Expr:
+        """A national prefix with a transform rule: the fast path leaves the value to the package."""
+        if not (self.transform and self.national_prefix):
+            return pl.lit(False)
+        return number.str.contains(f"^(?:{self.national_prefix})")
+
+    def strip_national_prefix(self, frame: pl.DataFrame, number: str, out: str) -> pl.DataFrame:
+        """`_maybe_strip_national_prefix_carrier_code` without transform rules (those are undecided).
+
+        Works on columns, one step at a time: nesting these expressions would repeat each subtree.
+        """
+        if not self.national_prefix:
+            return frame.with_columns(pl.col(number).alias(out))
+        anchored = f"^(?:{self.national_prefix})"
+        value = pl.col(number)
+        frame = frame.with_columns(_stripped=value.str.replace(anchored, ""), _prefixed=value.str.contains(anchored))
+        kept = self.general_match(value) & ~self.general_match(pl.col("_stripped"))
+        return frame.with_columns(
+            pl.when(pl.col("_prefixed") & ~kept).then(pl.col("_stripped")).otherwise(value).alias(out)
+        ).drop("_stripped", "_prefixed")
+
+    def final_strip(self, frame: pl.DataFrame, national: str, out: str) -> pl.DataFrame:
+        """parse()'s last national prefix strip, kept only when the stripped length is usable."""
+        frame = self.strip_national_prefix(frame, national, "_final")
+        usable = self.length_usable(pl.col("_final"))
+        return frame.with_columns(pl.when(usable).then(pl.col("_final")).otherwise(pl.col(national)).alias(out)).drop(
+            "_final"
+        )
+
+    def type_valid(self, nsn: pl.Expr) -> pl.Expr:
+        """`_number_type_helper(nsn) != UNKNOWN`: the general description, then any number type."""
+        typed = pl.lit(False)
+        for desc in self.types:
+            typed = typed | desc.matches(nsn)
+        return self.general.matches(nsn) & typed
+
+    def claims(self, nsn: pl.Expr) -> pl.Expr:
+        """Whether `_region_code_for_number_from_list` stops at this region for nsn."""
+        if self.leading_digits is not None:
+            return nsn.str.contains(f"^(?:{self.leading_digits})")
+        return self.type_valid(nsn)
+
+
+def _desc(desc: object | None) -> Desc:
+    if desc is None:
+        return Desc(None, ())
+    return Desc(getattr(desc, "national_number_pattern", None), tuple(getattr(desc, "possible_length", ()) or ()))
+
+
+@cache
+def region_rules(region: str) -> RegionRules:
+    """The rules of one region, built once from the package's metadata."""
+    md = PhoneMetadata.metadata_for_region(region)
+    if md is None or md.general_desc is None:
+        raise ValueError(f"no phone-number metadata for region {region!r}")
+    types = [_desc(getattr(md, name)) for name in _TYPE_DESCS]
+    if not md.same_mobile_and_fixed_line_pattern:
+        types.append(_desc(md.mobile))
+    general = _desc(md.general_desc)
+    return RegionRules(
+        region=region,
+        country_code=str(md.country_code),
+        general=general,
+        types=tuple(d for d in types if d.pattern),
+        general_lengths=general.lengths,
+        local_lengths=tuple(md.general_desc.possible_length_local_only or ()),
+        national_prefix=md.national_prefix_for_parsing or None,
+        transform=bool(md.national_prefix_transform_rule),
+        leading_digits=md.leading_digits,
+        idd=md.international_prefix,
+    )
+
+
+def _main_region(country_code: str) -> str:
+    return COUNTRY_CODE_TO_REGION_CODE[int(country_code)][0]
+
+
+def _accepted(nsn: pl.Expr, country_code: str, countries: MobileCountries) -> pl.Expr:
+    """`is_valid_number` and its region configured, for a number of this country code."""
+    regions = [r for r in COUNTRY_CODE_TO_REGION_CODE[int(country_code)] if PhoneMetadata.metadata_for_region(r)]
+    if len(regions) == 1:
+        return region_rules(regions[0]).type_valid(nsn) if regions[0] in countries.regions else pl.lit(False)
+    last = max((i for i, r in enumerate(regions) if r in countries.regions), default=-1)
+    accepted, earlier = pl.lit(False), pl.lit(False)
+    for region in regions[: last + 1]:
+        rules = region_rules(region)
+        claims = rules.claims(nsn)
+        if region in countries.regions:
+            accepted = accepted | (~earlier & claims & rules.type_valid(nsn))
+        earlier = earlier | claims
+    return accepted
+
+
+def _e164(nsn: str, country_code: str, countries: MobileCountries) -> pl.Expr:
+    """The E.164 digits of a national significant number column when the package would accept it."""
+    number = pl.col(nsn)
+    length = number.str.len_bytes()
+    valid = (length >= 2) & (length <= MAX_FAST_DIGITS) & _accepted(number, country_code, countries)
+    return pl.when(valid).then(pl.lit(country_code) + number)
+
+
+def _national_reading(frame: pl.DataFrame, region: str, countries: MobileCountries) -> pl.DataFrame:
+    """`parse(digits, region)` then validation, for digits written without '+': adds undecided, mobile."""
+    rules = region_rules(region)
+    main = region_rules(_main_region(rules.country_code))
+    cc = rules.country_code
+    digits = pl.col("digits")
+    frame = frame.with_columns(_after=digits.str.slice(len(cc)), _has_code=digits.str.starts_with(cc))
+    frame = rules.strip_national_prefix(frame, "_after", "_without")
+    frame = frame.with_columns(
+        _code_written=pl.col("_has_code")
+        & ((~rules.general_match(digits) & rules.general_match(pl.col("_without"))) | rules.too_long(digits))
+    )
+    undecided = (
+        rules.prefix_undecided(digits)
+        | (pl.col("_has_code") & rules.prefix_undecided(pl.col("_after")))
+        | (pl.col("_code_written") & main.prefix_undecided(pl.col("_without")))
+    )
+    if rules.idd:
+        undecided = undecided | digits.str.contains(f"^(?:{rules.idd})")
+    # once it has found the country code, the package goes on with the main region's metadata
+    frame = main.final_strip(frame, "_without", "_nsn_code")
+    frame = rules.final_strip(frame, "digits", "_nsn_plain")
+    frame = frame.with_columns(
+        undecided=undecided,
+        _nsn=pl.when(pl.col("_code_written")).then(pl.col("_nsn_code")).otherwise(pl.col("_nsn_plain")),
+    )
+    frame = frame.with_columns(mobile=_e164("_nsn", cc, countries))
+    return frame.drop("_after", "_has_code", "_without", "_code_written", "_nsn_code", "_nsn_plain", "_nsn")
+
+
+def _international_reading(frame: pl.DataFrame, countries: MobileCountries) -> pl.DataFrame:
+    """`parse('+' + digits)` then validation: only the configured country codes can be accepted."""
+    parts = []
+    rest = frame
+    for cc in dict.fromkeys(region_rules(r).country_code for r in countries.regions):
+        main = region_rules(_main_region(cc))
+        here = rest.filter(pl.col("digits").str.starts_with(cc))
+        rest = rest.filter(~pl.col("digits").str.starts_with(cc))
+        here = here.with_columns(_national=pl.col("digits").str.slice(len(cc)))
+        here = main.final_strip(here, "_national", "_nsn")
+        undecided = main.prefix_undecided(pl.col("_national")) | pl.lit(_shorter_code(cc))
+        parts.append(
+            here.with_columns(undecided=undecided, mobile=_e164("_nsn", cc, countries)).drop("_national", "_nsn")
+        )
+    parts.append(rest.with_columns(undecided=pl.lit(False), mobile=pl.lit(None, dtype=pl.String)))
+    return pl.concat(parts)
+
+
+@cache
+def _shorter_code(country_code: str) -> bool:
+    """Whether a proper prefix of the code is a country code too (never, today; then the package reads)."""
+    return any(int(country_code[:i]) in COUNTRY_CODE_TO_REGION_CODE for i in range(1, len(country_code)))
+
+
+def _fast_readings(frame: pl.DataFrame, countries: MobileCountries) -> pl.DataFrame:
+    """Columns value, undecided and mobile; region by region, the values a reading decides leave the
+    frame, so later regions only see what earlier ones refused."""
+    decided = [_international_reading(frame.filter(pl.col("international")), countries)]
+    national = frame.filter(~pl.col("international"))
+    for region in countries.regions:
+        if national.height == 0:
+            break
+        national = _national_reading(national, region, countries)
+        done = pl.col("undecided") | pl.col("mobile").is_not_null()
+        decided.append(national.filter(done))
+        national = national.filter(~done).drop("undecided", "mobile")
+    decided.append(national.with_columns(undecided=pl.lit(False), mobile=pl.lit(None, dtype=pl.String)))
+    return pl.concat([d.select("value", "undecided", "mobile") for d in decided])
+
+
+def read_mobiles(values: pl.Series, countries: MobileCountries) -> pl.DataFrame:
+    """The reading of each distinct trimmed value: columns value and mobile (E.164 digits, null: none).
+
+    Equal to `read_mobile` on every value; the package itself reads only what the fast path leaves.
+    """
+    frame = pl.DataFrame({"value": values.unique()}, schema={"value": pl.String})
+    digits, international = mobile_digits_expr(pl.col("value"))
+    frame = frame.with_columns(digits=digits, international=international)
+    in_range = pl.col("digits").str.len_bytes().is_between(MIN_FAST_DIGITS, MAX_FAST_DIGITS)
+    numbers = frame.filter(pl.col("digits").is_not_null())
+    fast = _fast_readings(numbers.filter(in_range), countries)
+    rest = pl.concat([numbers.filter(~in_range).select("value"), fast.filter("undecided").select("value")])
+    by_package = [read_mobile(v, countries) for v in rest.get_column("value").to_list()]
+    return pl.concat(
+        [
+            frame.filter(pl.col("digits").is_null()).select("value", mobile=pl.lit(None, dtype=pl.String)),
+            fast.filter(~pl.col("undecided")).select("value", "mobile"),
+            rest.with_columns(mobile=pl.Series(by_package, dtype=pl.String)),
+        ]
+    )
+
+
+def normalised_mobiles(values: pl.Series, countries: MobileCountries) -> pl.DataFrame:
+    """For each distinct trimmed value: value, normalised (SPEC section 2 with `[mobile]`) and valid.
+
+    A value with no valid reading keeps the plain rule's value, so a malformed mobile already in the
+    store can still be found and removed; only an add of it is refused (8056).
+    """
+    readings = read_mobiles(values, countries)
+    return readings.select(
+        "value",
+        pl.coalesce("mobile", normalize_expr(pl.lit("mobile"), pl.col("value"))).alias("normalised"),
+        pl.col("mobile").is_not_null().alias("valid"),
+    )
+
+
+def with_countries(frame: pl.DataFrame, countries: MobileCountries, fields: list[tuple[str, str, str]]) -> pl.DataFrame:
+    """Re-normalise the mobile fields of a frame with the countries; fields are (type, trimmed, out).
+
+    Each `out` column takes the normalised value where its type is mobile, and `<out>_mobile_valid`
+    says whether the value had a valid reading. The package's work is done once per distinct value.
+    """
+    values = pl.concat([frame.filter(pl.col(t) == "mobile").get_column(v) for t, v, _ in fields])
+    table = normalised_mobiles(values, countries)
+    for type_col, trimmed, out in fields:
+        found = table.rename({"value": trimmed, "normalised": "_normalised", "valid": "_valid"})
+        frame = frame.join(found, on=trimmed, how="left", maintain_order="left", nulls_equal=False)
+        is_mobile = pl.col(type_col) == "mobile"
+        frame = frame.with_columns(
+            pl.when(is_mobile).then(pl.col("_normalised")).otherwise(pl.col(out)).alias(out),
+            (is_mobile & pl.col("_valid").fill_null(False)).alias(f"{out}_mobile_valid"),
+        ).drop("_normalised", "_valid")
+    return frame
