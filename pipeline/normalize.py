@@ -1,13 +1,12 @@
-"""Normalisation and format rules of SPEC section 2, as polars expressions and as plain functions.
+"""Normalisation and format rules of SPEC section 2, as polars expressions.
 
-Both faces implement the same rules; the tests compare them on random strings.
+tests/reference_rules.py reads the same rules in plain Python; the tests compare both on random strings.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-import unicodedata
 
 import polars as pl
 
@@ -48,40 +47,10 @@ def _rust_class(ranges: list[tuple[int, int]]) -> str:
     return "[" + "".join(f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in ranges) + "]"
 
 
-def _python_class(ranges: list[tuple[int, int]]) -> re.Pattern:
-    return re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]")
-
-
 INVISIBLE_PATTERN = _rust_class(_INVISIBLE_RANGES)
 LOOKALIKE_PATTERN = _rust_class(_LOOKALIKE_RANGES)
-_py_invisible = _python_class(_INVISIBLE_RANGES)
-_py_lookalike = _python_class(_LOOKALIKE_RANGES)
-_py_ascii_letter = re.compile("[A-Za-z]")
-
 _py_mobile_noise = re.compile("[" + re.escape(WHITESPACE) + r"\-.()]")
-_py_email = re.compile(
-    "^[^@" + re.escape(WHITESPACE) + "]+@[^@" + re.escape(WHITESPACE) + "]+\\.[^@" + re.escape(WHITESPACE) + "]+$"
-)
 _py_ascii_digits = re.compile("[0-9]+")
-_py_external_id = re.compile("^[^" + re.escape(WHITESPACE) + "]{1,64}$")
-
-
-def trim(value: str | None) -> str:
-    return "" if value is None else value.strip()
-
-
-def normalize_value(id_type: str, value: str) -> str:
-    """The normalised form of a trimmed identifier value (SPEC section 2)."""
-    if id_type == "email":
-        return value.lower()
-    if id_type == "mobile":
-        digits = _py_mobile_noise.sub("", value)
-        if digits.startswith("+"):
-            return digits[1:]
-        if digits.startswith("00"):
-            return digits[2:]
-        return digits
-    return value
 
 
 def mobile_digits(value: str) -> tuple[str, bool] | None:
@@ -104,30 +73,6 @@ def mobile_digits_expr(value_expr: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
         pl.when(digits.str.contains(r"^[0-9]+$")).then(digits),
         cleaned.str.starts_with("+") | cleaned.str.starts_with("00"),
     )
-
-
-def format_error(id_type: str, value: str) -> int | None:
-    """The check code for a normalised add value that may not enter the store, else None.
-
-    Card numbers are checked against their series elsewhere (they need the series).
-    """
-    if id_type == "email":
-        ok = (
-            len(value) <= 254
-            and _py_email.fullmatch(value)
-            and not _py_invisible.search(value)
-            and not (_py_ascii_letter.search(value) and _py_lookalike.search(value))
-        )
-        return None if ok else 8055
-    if id_type == "mobile":
-        return None if re.fullmatch(r"[0-9]{8,15}", value) else 8056
-    if id_type == "externalId":
-        return None if _py_external_id.fullmatch(value) and not _py_invisible.search(value) else 8064
-    if id_type == "cardnumber":
-        return None
-    if not 1 <= len(value) <= 128 or any(unicodedata.category(c) == "Cc" for c in value):
-        return 7001
-    return None
 
 
 def trim_expr(column: str) -> pl.Expr:

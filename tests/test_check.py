@@ -15,7 +15,8 @@ from pandera.errors import SchemaErrors
 from pipeline.catalog import error_codes
 from pipeline.check import CHECKED_COLUMNS, ERRORS_SCHEMA, build_rules, build_schema, check_requests, prepare_fields
 from pipeline.config import load_config
-from pipeline.normalize import WHITESPACE, format_error, normalize_value
+from pipeline.normalize import WHITESPACE
+from reference_rules import format_error, normalize_value
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"

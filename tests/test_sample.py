@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.config import OrgConfig, load_config
-from pipeline.normalize import format_error, normalize_value
 from pipeline.sample import REQUEST_COLUMNS, SampleInfo, generate_sample, sample_config
+from reference_rules import format_error, normalize_value
 
 FILES = (
     "org.toml",
