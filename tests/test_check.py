@@ -424,7 +424,7 @@ def test_empty_frame():
     )
 )
 def test_value_rules_match_the_python_definitions(values):
-    """The vectorised format and blocked rules agree with the plain-Python reading (reference_rules.py) and config.is_blocked."""
+    """The vectorised format and blocked rules agree with reference_rules.py and config.is_blocked."""
     rows = [
         {"customer_id": "1", "source": "MOBILE_APP", "action": "add", "id_type": t, "id_value": v} for t, v in values
     ]
