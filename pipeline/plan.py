@@ -67,26 +67,23 @@ def plan_groups(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     ).sort("seq")
 
 
-def chain_after(changes: pl.DataFrame) -> list[list[int]]:
-    """The seqs each call waits for, given its row's seq, plan_group (null: independent) and plan_fresh.
+def chain_after(grouped: pl.DataFrame) -> pl.DataFrame:
+    """`after_seq` of each changing row of a component (seq, plan_group, plan_fresh): the seqs it waits for.
 
     Only rows that change something are given: a failed or unchanged row sends nothing and changed
-    nothing, so the rows around it keep their order without it. O(rows): each component keeps its
-    frontier, the calls every later non-fresh call must follow.
+    nothing, so the rows around it keep their order without it. Set-based: within a component, a
+    row's block is the number of non-fresh rows up to it; a non-fresh row of block b waits for the
+    rows of block b - 1 (the previous non-fresh row and the fresh rows since), a fresh row for none.
     """
-    frontier: dict[int, list[int]] = {}
-    after: list[list[int]] = []
-    for seq, group, fresh in changes.select("seq", "plan_group", "plan_fresh").iter_rows():
-        if group is None:
-            after.append([])
-        elif fresh:
-            after.append([])
-            frontier.setdefault(group, []).append(seq)
-        else:
-            # the frontier list is handed over, never mutated again: a new one starts with this call
-            after.append(frontier.get(group, []))
-            frontier[group] = [seq]
-    return after
+    empty = pl.lit([], dtype=pl.List(pl.Int64))
+    blocks = grouped.sort("plan_group", "seq").with_columns(
+        (~pl.col("plan_fresh")).cast(pl.Int64).cum_sum().over("plan_group").alias("block")
+    )
+    members = blocks.group_by("plan_group", "block").agg(pl.col("seq").sort().alias("after_seq"))
+    return blocks.join(members.with_columns(pl.col("block") + 1), on=["plan_group", "block"], how="left").select(
+        "seq",
+        pl.when(pl.col("plan_fresh")).then(empty).otherwise(pl.col("after_seq").fill_null(empty)).alias("after_seq"),
+    )
 
 
 def build_plan(run_id: str, checked: pl.DataFrame, outcomes: pl.DataFrame, config: OrgConfig) -> pl.DataFrame:
@@ -114,7 +111,11 @@ def build_plan(run_id: str, checked: pl.DataFrame, outcomes: pl.DataFrame, confi
         )
         .sort("seq")
     )
-    after = pl.Series("after_seq", chain_after(changes), dtype=pl.List(pl.Int64))
+    grouped = changes.filter(pl.col("plan_group").is_not_null())
+    waits = chain_after(grouped)
+    changes = changes.join(waits, on="seq", how="left", maintain_order="left").with_columns(
+        pl.col("after_seq").fill_null(pl.lit([], dtype=pl.List(pl.Int64)))
+    )
     call_id = pl.lit(f"{run_id}:") + pl.col("seq").cast(pl.String)
     head = pl.struct(
         call_id.alias("call_id"),
@@ -168,4 +169,4 @@ def build_plan(run_id: str, checked: pl.DataFrame, outcomes: pl.DataFrame, confi
         expect,
         pl.lit("}"),
     )
-    return changes.with_columns(after).select("seq", line.alias("line"))
+    return changes.select("seq", line.alias("line"))

@@ -219,7 +219,7 @@ def run_batch(
         before = store_counts(con)
         aborted = _threshold_breach(reports, batch.frame.height, opts)
         # an aborted run changed nothing, so there is nothing to deliver either
-        calls = build_plan(run_id, checked.checked, outcomes.filter(pl.lit(not aborted)), config)
+        calls = 0 if aborted else reports.outcome_counts["applied"] + reports.outcome_counts["merged"]
         con.execute("BEGIN TRANSACTION")
         try:
             after = before
@@ -232,7 +232,7 @@ def run_batch(
                 after = store_counts(con)
             t = clock.lap("apply", t)
             result = _result(
-                run_id, opts, started_at, clock, batch, reports, before, after, reports_dir, aborted, calls.height
+                run_id, opts, started_at, clock, batch, reports, before, after, reports_dir, aborted, calls
             )
             if opts.dry_run or aborted:
                 con.execute("ROLLBACK")
@@ -244,7 +244,10 @@ def run_batch(
             _rollback(con)
             raise
         t = time.perf_counter()
-        _write_reports(reports, result, reports_dir, opts.parquet_reports, calls)
+        plan = build_plan(run_id, checked.checked, outcomes.filter(pl.lit(not aborted)), config)
+        if plan.height != calls:
+            raise InternalError(f"the call plan has {plan.height} calls for {calls} changing rows")
+        _write_reports(reports, result, reports_dir, opts.parquet_reports, plan)
         clock.lap("report", t)
         return result
     finally:
@@ -276,7 +279,9 @@ def decide_batch(
     register_config(con, config)
     groups = resolve_targets(con, checked.checked)
     t = clock.lap("resolve", t)
-    outcomes = _with_messages(decide(con, config), checked.checked).join(groups, on="seq", how="left")
+    outcomes = _with_messages(decide(con, config), checked.checked).join(
+        groups, on="seq", how="left", maintain_order="left"
+    )
     clock.lap("decide", t)
     return checked, outcomes
 
