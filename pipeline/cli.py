@@ -447,3 +447,117 @@ def revert(store_path: Path, run_id: str) -> int:
     result = revert_run(store_path, run_id, new_run_id())
     click.echo(result.render())
     return 0
+
+
+@main.command()
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The store the emulated platform starts from; its state is written back on SIGTERM/SIGINT.",
+)
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The org config."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port on 127.0.0.1 (0: a free one; the first line on stdout names it).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Calls per minute; past it 429 with Retry-After. Default: no limit.",
+)
+@click.option(
+    "--latency",
+    "latency_ms",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Milliseconds to wait before each answer.",
+)
+@click.option(
+    "--latency-jitter",
+    "latency_jitter_ms",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Up to this many more milliseconds, uniformly random per answer.",
+)
+@click.option(
+    "--faults",
+    default="",
+    help="Shares of changeIdentifier calls that get a fault, e.g. "
+    '"429:0.05,500:0.02,timeout:0.02,drop-after-apply:0.02".',
+)
+@click.option(
+    "--stall",
+    "stall_seconds",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Seconds a `timeout` fault waits (after applying the call) before it answers.",
+)
+@click.option(
+    "--fault-retry-after",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Retry-After seconds of an injected 429.",
+)
+@click.option(
+    "--token-ttl",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="Lifetime in seconds of the OAuth tokens it issues.",
+)
+@click.option("--seed", type=int, default=None, help="Seed of the fault and latency draws.")
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append every request received with its answer, one JSON line each.",
+)
+@_exits
+def emulate(
+    store_path: Path,
+    config_path: Path,
+    port: int,
+    rate: float | None,
+    latency_ms: float,
+    latency_jitter_ms: float,
+    faults: str,
+    stall_seconds: float,
+    fault_retry_after: int,
+    token_ttl: int,
+    seed: int | None,
+    log_path: Path | None,
+) -> int:
+    """Serve the platform's API on 127.0.0.1 over a store, for rehearsals and tests of `push`."""
+    from pipeline.config import load_config
+    from pipeline.emulate import EmulatorOptions, parse_faults, serve
+
+    try:
+        fault_shares = parse_faults(faults)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--faults") from None
+    options = EmulatorOptions(
+        port=port,
+        rate_per_minute=rate,
+        latency_ms=latency_ms,
+        latency_jitter_ms=latency_jitter_ms,
+        faults=fault_shares,
+        stall_seconds=stall_seconds,
+        fault_retry_after=fault_retry_after,
+        token_ttl_seconds=token_ttl,
+        seed=seed,
+        log=log_path,
+    )
+    return serve(store_path, load_config(config_path), options, announce=lambda line: click.echo(line))

@@ -51,7 +51,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -301,14 +301,26 @@ def _read_ndjson(name: str, content: bytes, fixed: Mapping[str, str] = {}) -> pl
 
 def _call_rows(name: str, line: int, text: bytes) -> list[dict[str, str | None]]:
     """The request rows of one NDJSON line (a call body); InputFileError 7102 naming the line if it is not one."""
-
-    def refuse(reason: str) -> InputFileError:
-        return InputFileError(name, FILE_FORMAT, f"not a call body: {reason}", line=line)
-
     try:
         call = json.loads(text)
     except ValueError as error:
-        raise refuse(f"invalid JSON ({error})") from None
+        raise InputFileError(name, FILE_FORMAT, f"not a call body: invalid JSON ({error})", line=line) from None
+    try:
+        return call_rows(call)
+    except NotACallBody as error:
+        raise InputFileError(name, FILE_FORMAT, f"not a call body: {error}", line=line) from None
+
+
+class NotACallBody(ValueError):
+    """A JSON value that is not a changeIdentifier call of SPEC section 2's shape; the message says why."""
+
+
+def call_rows(call: object) -> list[dict[str, str | None]]:
+    """The request rows of one call body (removes first, then adds, each in list order), as raw text.
+
+    The NDJSON reader and the emulator both read calls with it; raises NotACallBody.
+    """
+    refuse = NotACallBody
     if not isinstance(call, dict):
         raise refuse(f"a JSON {type(call).__name__}, expected an object")
     head: dict[str, str | None] = {}
@@ -318,7 +330,7 @@ def _call_rows(name: str, line: int, text: bytes) -> list[dict[str, str | None]]
             column = _CALL_KEYS[key]
             if column in head:
                 raise refuse(f"'{key}' repeats '{column}'")
-            head[column] = _call_text(value, key, refuse)
+            head[column] = _call_text(value, key)
         elif key in ("add", "remove"):
             lists[key] = value
         elif key == "body":
@@ -348,20 +360,20 @@ def _call_rows(name: str, line: int, text: bytes) -> list[dict[str, str | None]]
                 raise refuse(f"{where} needs 'type' and 'value'")
             row = dict(head, action=action)
             for key, column in _ITEM_KEYS.items():
-                row[column] = _call_text(item.get(key), f"{where} '{key}'", refuse)
+                row[column] = _call_text(item.get(key), f"{where} '{key}'")
             rows.append(row)
     if not rows:
         raise refuse("no 'add' or 'remove' item")
     return rows
 
 
-def _call_text(value: object, where: str, refuse: Callable[[str], InputFileError]) -> str | None:
+def _call_text(value: object, where: str) -> str | None:
     """A call field as request text: strings as given, integers in decimal, null as absent."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise refuse(f"{where} must be a string or an integer, not {json.dumps(value)[:40]}")
+    raise NotACallBody(f"{where} must be a string or an integer, not {json.dumps(value)[:40]}")
 
 
 def _castable_to_text(arrow_type: pa.DataType) -> bool:
