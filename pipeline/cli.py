@@ -561,3 +561,92 @@ def emulate(
         log=log_path,
     )
     return serve(store_path, load_config(config_path), options, announce=lambda line: click.echo(line))
+
+
+@main.command()
+@click.argument("reports_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The org config; its [platform] table gives api, auth, rate_per_minute and max_in_flight.",
+)
+@click.option("--api", default=None, help="The platform's base URL (overrides [platform] api).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Requests per minute over every request the push makes (overrides [platform] rate_per_minute).",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests awaiting an answer at once (overrides [platform] max_in_flight).",
+)
+@click.option(
+    "--max-drift",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Stop sending once more calls than this drifted (exit 3; resume with the same command).",
+)
+@click.option(
+    "--max-drift-rate",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Stop sending once the share of drifted calls among those ended exceeds this.",
+)
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30,
+    show_default=True,
+    help="Seconds to wait for an answer before the call is settled by a read.",
+)
+@click.option("--mask-pii", is_flag=True, default=False, help="Mask identifier values in push.csv.")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print push-summary.json instead of the summary.")
+@click.option("--quiet", is_flag=True, default=False, help="Print nothing but errors; the exit code tells the rest.")
+@click.option("--verbose", is_flag=True, default=False, help="Also print every drifted call.")
+@_exits
+def push(
+    reports_dir: Path,
+    config_path: Path,
+    api: str | None,
+    rate: float | None,
+    max_in_flight: int | None,
+    max_drift: int | None,
+    max_drift_rate: float | None,
+    timeout_seconds: float,
+    mask_pii: bool,
+    as_json: bool,
+    quiet: bool,
+    verbose: bool,
+) -> int:
+    """Send a run's calls.ndjson to the platform: paced, ordered by `after`, resumable (push.journal)."""
+    from pipeline.console import push_progress
+    from pipeline.push import PushOptions, push_run
+    from pipeline.report import json_text
+
+    options = PushOptions(
+        api=api,
+        rate_per_minute=rate,
+        max_in_flight=max_in_flight,
+        max_drift=max_drift,
+        max_drift_rate=max_drift_rate,
+        mask_pii=mask_pii,
+        timeout_seconds=timeout_seconds,
+    )
+    with push_progress(enabled=not quiet and not as_json) as progress:
+        result = push_run(reports_dir, config_path, options, progress=progress)
+    if as_json:
+        click.echo(json_text(result.to_dict()))
+    elif not quiet:
+        click.echo(result.render())
+        if verbose:
+            for drifted in result.drifted:
+                click.echo(f"  drift: {drifted}")
+    elif result.exit_code:
+        click.echo(f"push ended with exit code {result.exit_code}: {result.outcomes}", err=True)
+    return result.exit_code

@@ -31,3 +31,15 @@ def test_every_check_code_has_a_case_row():
         covered = {int(r["error_code"]) for r in csv.DictReader(f)}
     check_codes = {code for code, e in CATALOG.items() if e.stage == "check" and e.kind == "error"}
     assert check_codes <= covered, sorted(check_codes - covered)
+
+
+def test_the_delivery_commands_and_every_option_are_in_the_readme():
+    from pipeline.cli import main
+
+    for name in ("push", "emulate"):
+        command = main.commands[name]
+        assert f"loyalty-bulk {name}" in README, name
+        for param in command.params:
+            for flag in param.opts:
+                if flag.startswith("--"):
+                    assert flag in README, f"{name} {flag}"
