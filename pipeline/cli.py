@@ -517,6 +517,12 @@ def revert(store_path: Path, run_id: str) -> int:
     show_default=True,
     help="Lifetime in seconds of the OAuth tokens it issues.",
 )
+@click.option(
+    "--token-uses",
+    type=click.IntRange(min=1),
+    default=None,
+    help="A token is refused (401, code 498) after this many requests: rehearses a mid-push expiry.",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the fault and latency draws.")
 @click.option(
     "--log",
@@ -537,6 +543,7 @@ def emulate(
     stall_seconds: float,
     fault_retry_after: int,
     token_ttl: int,
+    token_uses: int | None,
     seed: int | None,
     log_path: Path | None,
 ) -> int:
@@ -557,6 +564,7 @@ def emulate(
         stall_seconds=stall_seconds,
         fault_retry_after=fault_retry_after,
         token_ttl_seconds=token_ttl,
+        token_uses=token_uses,
         seed=seed,
         log=log_path,
     )

@@ -51,6 +51,8 @@ class EmulatorOptions:
     fault_retry_after: int = 1
     """Retry-After of an injected 429."""
     token_ttl_seconds: int = 300
+    token_uses: int | None = None
+    """A token stops being accepted (401, code 498) after this many requests: rehearses a mid-push expiry."""
     seed: int | None = None
     log: Path | None = None
 
@@ -77,7 +79,7 @@ def parse_faults(spec: str) -> dict[str, float]:
 class Credentials:
     """The credentials the emulator accepts, from its own environment; none set: anything passes."""
 
-    def __init__(self, environ: dict[str, str], token_ttl: int):
+    def __init__(self, environ: dict[str, str], token_ttl: int, token_uses: int | None = None):
         user, password = environ.get(API_USER_ENV), environ.get(API_PASSWORD_ENV)
         self.basic = None
         if user and password:
@@ -85,8 +87,9 @@ class Credentials:
             self.basic = "Basic " + base64.b64encode(f"{user}:{digest}".encode()).decode("ascii")
         key, secret = environ.get(API_KEY_ENV), environ.get(API_SECRET_ENV)
         self.oauth = (key, secret) if key and secret else None
-        self.token_ttl = token_ttl
+        self.token_ttl, self.token_uses = token_ttl, token_uses
         self.tokens: dict[str, float] = {}
+        self.uses: dict[str, int] = {}
         self.lock = threading.Lock()
 
     @property
@@ -113,7 +116,9 @@ class Credentials:
         if self.oauth is not None and token:
             with self.lock:
                 expires = self.tokens.get(token)
-            if expires is not None and expires > time.monotonic():
+                used = self.uses[token] = self.uses.get(token, 0) + 1
+            worn = self.token_uses is not None and used > self.token_uses
+            if expires is not None and expires > time.monotonic() and not worn:
                 return None
             if expires is not None:
                 return Answer(401, {"errors": [_code(498, "token expired")]})
@@ -130,7 +135,7 @@ class Emulator:
             if options.rate_per_minute
             else None
         )
-        self.credentials = Credentials(environ, options.token_ttl_seconds)
+        self.credentials = Credentials(environ, options.token_ttl_seconds, options.token_uses)
         self.random = random.Random(options.seed)
         self.busy: set[int] = set()
         self.lock = threading.Lock()
@@ -194,6 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         if method == "POST" and parts[:2] == ["v3", "oauth"] and parts[-1] == "generate":
+            entry["secret_redacted"] = True  # the key, the secret and the token never reach the log
             self._answer(emulator.credentials.issue(body), entry, request_id)
             return
         refusal = emulator.credentials.refusal(self.headers)
@@ -256,6 +262,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             if fault == "timeout":
+                # logged before the stall: an emulator stopped while stalling still shows what it applied
+                entry.update(status=answer.status, answer=answer.body, stalled=emulator.options.stall_seconds)
+                emulator.log(entry)
+                entry["logged"] = True
                 time.sleep(emulator.options.stall_seconds)
             self._after_latency(answer, entry, request_id)
         finally:
@@ -272,8 +282,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, answer: Answer, entry: dict, request_id: str, headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(answer.body).encode("utf-8")
-        entry.update(status=answer.status, answer=answer.body, answered=round(time.time(), 6))
-        self.server.emulator.log(entry)
+        shown = {"redacted": True} if entry.get("secret_redacted") else answer.body
+        entry.update(status=answer.status, answer=shown, answered=round(time.time(), 6))
+        if not entry.get("logged"):
+            self.server.emulator.log(entry)
         try:
             self.send_response(answer.status)
             self.send_header("Content-Type", "application/json")

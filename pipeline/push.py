@@ -435,6 +435,13 @@ class Pusher:
         verdict = judge(call["expect"], status, body, state.uncertain, response_headers)
         codes = answer_codes(body, "errors") + answer_codes(body, "warnings")
         request_id = response_headers.get("X-Cap-Requestid")
+        if verdict.step == "renew" and (self.credentials.auth == "basic" or state.detail == "renewed"):
+            # refused again right after a renewal, or basic credentials (nothing to renew): a wrong credential
+            self.journal.answered(call_id, attempt, "call", status, codes, request_id, "auth", "retry")
+            raise PushUsageError(
+                f"the platform refused the credentials (HTTP {status}); the calls not answered yet stay in the "
+                "journal for a later push with the right credentials"
+            )
         if verdict.step == "renew":
             self.credentials.renew(self.client, headers)
         if verdict.throttle:
@@ -455,6 +462,7 @@ class Pusher:
             return Step(call_id, "done", verdict.outcome, drift=verdict.outcome == "drift")
         delay = 0.0 if verdict.step == "renew" else verdict.delay or self._backoff(attempt)
         state_next = "settle" if verdict.step == "settle" else "retry"
+        renewed = "renewed" if verdict.step == "renew" else None
         self.journal.answered(
             call_id,
             attempt,
@@ -467,6 +475,7 @@ class Pusher:
             uncertain=verdict.uncertain,
             not_before=time.time() + delay,
             retry_cause=verdict.cause,
+            detail=renewed,
         )
         return Step(call_id, state_next, delay=delay)
 
