@@ -1,4 +1,6 @@
-"""`make demo`: validate the sample requests, build a fresh store from sample_data, run the nightly job.
+"""`make demo`: validate the sample requests, build a fresh store from sample_data, run the nightly job,
+then deliver the run: an emulated platform on a copy of the pre-run store, a push with injected faults,
+and the check that the emulated platform ends equal to the store.
 
 Run from the repository root (the Makefile does): the job file's paths are relative to jobs/, its
 reports go to reports/nightly_migration/<run id>/.
@@ -6,17 +8,26 @@ reports go to reports/nightly_migration/<run id>/.
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from pipeline.errors import LoyaltyBulkError
 from pipeline.job import load_job, run_job
-from pipeline.store import init_store
+from pipeline.store import export_store, init_store
 from pipeline.validate import validate_files
 
 SAMPLE = Path("sample_data")
 DEMO = Path("reports/demo")
 NIGHTLY_JOB = Path("jobs/nightly_migration.toml")
+CLI = str(Path(sys.executable).parent / "loyalty-bulk")
+FAULTS = "429:0.05,500:0.05,timeout:0.05,drop-after-apply:0.05"
+DEMO_CREDENTIALS = {"LOYALTY_BULK_API_USER": "demo-till", "LOYALTY_BULK_API_PASSWORD": "demo-only-password"}
+"""Made up for the demo and given to its two child processes through their environment only."""
 
 
 def main() -> int:
@@ -31,13 +42,53 @@ def main() -> int:
         Path(job.store).parent.mkdir(parents=True, exist_ok=True)
         counts = init_store(job.store, SAMPLE / "snapshot", force=True)
         print(f"\n== store init {job.store}: {counts.render()}")
+        platform = DEMO / "platform.duckdb"
+        shutil.copyfile(job.store, platform)  # the platform as the snapshot saw it: the pre-run store
         print(f"\n== job {NIGHTLY_JOB}: {', '.join(job.inputs)}")
         result = run_job(job)
     except LoyaltyBulkError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return exc.exit_code
     print(result.render())
-    return 0
+    return deliver(Path(result.reports_dir), config, Path(job.store), platform)
+
+
+def deliver(reports: Path, config: Path, store: Path, platform: Path) -> int:
+    """Emulate the platform on the pre-run copy, push the run to it with faults, compare platform and store."""
+    env = {**os.environ, **DEMO_CREDENTIALS}
+    log = DEMO / "platform.log.ndjson"
+    log.unlink(missing_ok=True)
+    print(f"\n== emulate --store {platform} --port 0 --faults {FAULTS}")
+    emulator = subprocess.Popen(
+        [CLI, "emulate", "--store", str(platform), "--config", str(config), "--port", "0", "--faults", FAULTS,
+         "--stall", "2", "--seed", "7", "--latency", "10", "--log", str(log)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        line = emulator.stdout.readline().strip() if emulator.stdout else ""
+        print(line)
+        url = line.removeprefix("listening on ")
+        print(f"\n== push {reports} --api {url} --rate 6000 --timeout 1")
+        pushed = subprocess.run(
+            [CLI, "push", str(reports), "--config", str(config), "--api", url, "--rate", "6000", "--timeout", "1"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        print(pushed.stdout.rstrip())
+        if pushed.stderr:
+            print(pushed.stderr.rstrip(), file=sys.stderr)
+    finally:
+        emulator.send_signal(signal.SIGTERM)
+        emulator.wait(timeout=60)
+    print(f"\n== stopped the emulator (exit {emulator.returncode}); it wrote its state to {platform}")
+    with tempfile.TemporaryDirectory() as folder:
+        export_store(store, Path(folder) / "store", "csv")
+        export_store(platform, Path(folder) / "platform", "csv")
+        same = all(
+            (Path(folder) / "store" / name).read_bytes() == (Path(folder) / "platform" / name).read_bytes()
+            for name in sorted(p.name for p in (Path(folder) / "store").iterdir())
+        )
+    print(f"emulated platform equals the store {store}: {'yes' if same else 'NO'}")
+    return 0 if same and pushed.returncode == 0 else 1
 
 
 if __name__ == "__main__":

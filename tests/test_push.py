@@ -12,16 +12,22 @@ import hashlib
 import json
 import shutil
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from emulator_harness import CLI, read_log, running_emulator
+from model import model_store_to_frames
 from pipeline.run import run_batch
 from pipeline.store import export_store, init_store
+from test_engine_properties import BASE_CONFIG, request_rows, stores
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "sample_data" / "org.toml"
@@ -330,3 +336,58 @@ def test_usage_errors_exit_2_and_send_nothing(sample_run):
     )  # fmt: skip
     assert no_api.returncode == 2 and "platform.api" in no_api.stderr
     assert not (run.reports / "push.journal").exists()
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def config_toml(raw: dict) -> str:
+    """The property tests' config dicts as TOML (tables, tables of tables, one array of tables)."""
+    lines: list[str] = []
+    for table, body in raw.items():
+        if isinstance(body, list):
+            for item in body:
+                lines += [f"[[{table}]]", *(f"{k} = {_toml_value(v)}" for k, v in item.items())]
+        elif all(isinstance(v, dict) for v in body.values()) and body:
+            for name, inner in body.items():
+                lines += [f"[{table}.{json.dumps(name)}]", *(f"{k} = {_toml_value(v)}" for k, v in inner.items())]
+        else:
+            lines += [f"[{table}]", *(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in body.items())]
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(stores(), st.lists(request_rows(n_customers=7), min_size=8, max_size=25), st.booleans(), st.integers(0, 2))
+def test_property_push_with_varying_order_leaves_the_platform_as_the_run_left_the_store(store, rows, reuse, merges):
+    raw = dict(BASE_CONFIG, org=dict(BASE_CONFIG["org"], campaign_identifier_reuse=reuse))
+    raw["merge"] = {"enabled": True, "max_merges_per_survivor_per_run": merges}
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        (work / "snapshot").mkdir()
+        for name, frame in model_store_to_frames(store).items():
+            frame.write_parquet(work / "snapshot" / f"{name}.parquet")
+        (work / "org.toml").write_text(config_toml(raw))
+        columns = ["customer_id", "lookup_type", "lookup_value", "source", "account_id", "action", "id_type",
+                   "id_value", "series_id", "status_label"]  # fmt: skip
+        pl.DataFrame([[r.get(c) or "" for c in columns] for r in rows], schema=columns, orient="row").write_csv(
+            work / "requests.csv"
+        )
+        run = Run(work / "run", work / "snapshot", work / "org.toml", [work / "requests.csv"])
+        assume(len(run.calls) >= 2)
+        platform, log = run.platform(), work / "log.ndjson"
+        with running_emulator(
+            platform, run.config, "--latency", "2", "--latency-jitter", "40", "--log", str(log)
+        ) as url:
+            done = push(run.reports, run.config, url, "--rate", "60000", "--max-in-flight", "8")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert set(outcomes(run.reports).values()) <= {"confirmed"}
+        assert run.equal(platform)
