@@ -326,8 +326,7 @@ def serve(
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        host, port = server.server_address[:2]
-        announce(f"listening on http://{host}:{port}")
+        announce(f"listening on http://{LOOPBACK}:{server.server_address[1]}")
         server.serve_forever(poll_interval=0.1)
     finally:
         for s, handler in previous.items():

@@ -152,7 +152,7 @@ class Journal:
                 "SELECT call_id, position, state, outcome, attempts, uncertain, not_before, http_status, codes, "
                 "warnings, request_id, first_sent, answered_at, detail FROM calls"
             ).fetchall()
-        return {r[0]: CallState(*r[:5], bool(r[5]), *r[6:]) for r in rows}
+        return {r[0]: _state(r) for r in rows}
 
     def states_of(self, call_id: str) -> CallState:
         with self.lock:
@@ -161,7 +161,7 @@ class Journal:
                 "warnings, request_id, first_sent, answered_at, detail FROM calls WHERE call_id = ?",
                 (call_id,),
             ).fetchone()
-        return CallState(*r[:5], bool(r[5]), *r[6:])
+        return _state(r)
 
     def sending(self, call_id: str, attempt: int, kind: str) -> float:
         """Durably record that an attempt (a call or a settling read) is about to be sent; returns its time."""
@@ -256,3 +256,7 @@ class Journal:
         with self.lock:
             n, first, last = self.db.execute("SELECT count(*), min(sent_at), max(sent_at) FROM attempts").fetchone()
         return n, first, last
+
+
+def _state(r: tuple[Any, ...]) -> CallState:
+    return CallState(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13])

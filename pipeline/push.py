@@ -38,7 +38,7 @@ import urllib3
 from pipeline.config import CARD, load_config
 from pipeline.emulated import ALREADY_PRESENT_CODES, MERGED_CODE
 from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, ConfigError, LoyaltyBulkError
-from pipeline.journal import SUCCESSFUL, CallState, Journal, Outcome
+from pipeline.journal import SUCCESSFUL, CallState, Journal, Outcome, State
 from pipeline.pacing import Pace
 from pipeline.pii import mask_expr
 from pipeline.plan import CALLS_FILE
@@ -416,7 +416,7 @@ class Pusher:
             status, body, response_headers = self.client.raw("POST", call_path(call), call["body"], headers)
         except NoAnswer as lost:
             self.kill("after-send")
-            state_next = "settle" if lost.sent else "retry"
+            state_next: State = "settle" if lost.sent else "retry"
             self.journal.answered(
                 call_id,
                 attempt,
@@ -461,7 +461,7 @@ class Pusher:
             )
             return Step(call_id, "done", verdict.outcome, drift=verdict.outcome == "drift")
         delay = 0.0 if verdict.step == "renew" else verdict.delay or self._backoff(attempt)
-        state_next = "settle" if verdict.step == "settle" else "retry"
+        next_state: State = "settle" if verdict.step == "settle" else "retry"
         renewed = "renewed" if verdict.step == "renew" else None
         self.journal.answered(
             call_id,
@@ -471,13 +471,13 @@ class Pusher:
             codes,
             request_id,
             verdict.cause or "",
-            state_next,
+            next_state,
             uncertain=verdict.uncertain,
             not_before=time.time() + delay,
             retry_cause=verdict.cause,
             detail=renewed,
         )
-        return Step(call_id, state_next, delay=delay)
+        return Step(call_id, next_state, delay=delay)
 
     def _settle(self, call: dict[str, Any], attempt: int, state: CallState) -> Step:
         headers = self.credentials.headers(self.client)
@@ -803,7 +803,7 @@ def _report(
     if mask_pii:
         frame = frame.with_columns(mask_expr(pl.col("id_type"), pl.col("id_value")).alias("id_value"))
     write_csv(frame, folder / CSV_FILE)
-    counts = {o: frame.filter(pl.col("outcome") == o).height for o in OUTCOMES}
+    counts: dict[str, int] = {o: frame.filter(pl.col("outcome") == o).height for o in OUTCOMES}
     planned = frame.filter(pl.col("outcome") == "planned").height
     if planned:
         counts["planned"] = planned

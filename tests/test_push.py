@@ -249,8 +249,11 @@ def test_a_429_with_retry_after_2_delays_that_call_at_least_2_s(sample_run, tmp_
     run, log = sample_run, tmp_path / "log.ndjson"
     with running_emulator(run.platform(), run.config, "--faults", "429:0.3", "--fault-retry-after", "2",
                           "--seed", "2", "--log", str(log)) as url:  # fmt: skip
-        done = push(run.reports, run.config, url, "--rate", "60000")
+        done = push(run.reports, run.config, url, "--rate", "60000", "--mask-pii")
     assert done.returncode == 0, done.stdout + done.stderr
+    masked = (run.reports / "push.csv").read_text()
+    values = [c["body"][next(iter(c["body"]))][0]["value"] for c in run.calls]
+    assert not [v for v in values if len(v) > 4 and f",{v}," in masked], "--mask-pii masks push.csv's values"
     entries = [e for e in read_log(log) if e["method"] == "POST"]
     throttled = [e for e in entries if e["status"] == 429]
     assert throttled
