@@ -82,7 +82,7 @@ class BatchChecker:
 
     def _check_batch(self, batch: list[tuple[list[dict[str, str | None]], Future[CheckResult]]]) -> None:
         rows = [row for call_rows_, _ in batch for row in call_rows_]
-        result = check_requests(_raw_frame(rows), self.config)
+        result = check_requests(_raw_frame(rows), self.config, direct=True)
         start = 0
         for call_rows_, done in batch:
             seqs = pl.int_range(start, start + len(call_rows_), eager=True).implode()

@@ -313,8 +313,12 @@ class Client:
         self.requests = 0
         self.lock = threading.Lock()
 
-    def raw(self, method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
-        self.pace.wait()
+    def raw(
+        self, method: str, path: str, body: Any, headers: dict[str, str], paced: bool = True
+    ) -> tuple[int, Any, dict[str, str]]:
+        """One request; `paced=False` when the caller already waited for the pace (to journal the send time)."""
+        if paced:
+            self.pace.wait()
         with self.lock:
             self.requests += 1
         try:
@@ -410,10 +414,12 @@ class Pusher:
         if state.state == "settle":
             return self._settle(call, attempt, state)
         headers = self.credentials.headers(self.client)
+        # paced before the journal records the send, so the journal's last send time is the real one
+        self.client.pace.wait()
         self.journal.sending(call_id, attempt, "call")
         self.kill("before-send")
         try:
-            status, body, response_headers = self.client.raw("POST", call_path(call), call["body"], headers)
+            status, body, response_headers = self.client.raw("POST", call_path(call), call["body"], headers, False)
         except NoAnswer as lost:
             self.kill("after-send")
             state_next: State = "settle" if lost.sent else "retry"
@@ -481,10 +487,11 @@ class Pusher:
 
     def _settle(self, call: dict[str, Any], attempt: int, state: CallState) -> Step:
         headers = self.credentials.headers(self.client)
+        self.client.pace.wait()
         self.journal.sending(call["call_id"], attempt, "read")
         try:
             status, body, response_headers = self.client.raw(
-                "GET", f"/v2/customers/{int(call['customer_id'])}?source=ALL", None, headers
+                "GET", f"/v2/customers/{int(call['customer_id'])}?source=ALL", None, headers, False
             )
         except NoAnswer as lost:
             self.journal.answered(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import shutil
 import subprocess
@@ -243,6 +244,24 @@ def test_pacing_on_the_emulator_log(generated_run, tmp_path):
     assert abs(achieved - rate) <= 0.05 * rate, achieved
     summary = json.loads((reports / "push-summary.json").read_text())
     assert summary["configured_rate_per_minute"] == rate
+
+
+def test_pacing_survives_a_restart(generated_run, tmp_path):
+    """Killed after its second answer and started again at once, the push keeps the interval from its journal."""
+    run, rate = generated_run, 20.0  # one request every 3 s
+    reports = run.fresh_reports("pace-restart", [c for c in run.calls if not c["after"]][:4])
+    log = tmp_path / "log.ndjson"
+    with running_emulator(run.platform("restart.duckdb"), run.config, "--log", str(log)) as url:
+        killed = push(
+            reports, run.config, url, "--rate", str(rate), env={**CREDS, "LOYALTY_BULK_TEST_KILL_AT": "after-send:2"}
+        )
+        assert killed.returncode == -9
+        done = push(reports, run.config, url, "--rate", str(rate))
+    assert done.returncode == 0, done.stdout + done.stderr
+    times = sorted(e["received"] for e in read_log(log))
+    assert len(times) >= 5, "4 calls and the settling read of the one in flight at the kill"
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 60 / rate - 0.25, gaps
 
 
 def test_a_429_with_retry_after_2_delays_that_call_at_least_2_s(sample_run, tmp_path):
