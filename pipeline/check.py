@@ -94,15 +94,18 @@ class Rule:
         return f"{self.code}|{self.field}|{self.key}"
 
 
-def check_requests(frame: pl.DataFrame, config: OrgConfig, direct: bool = False) -> CheckResult:
+def check_requests(
+    frame: pl.DataFrame, config: OrgConfig, direct: bool = False, rules: list[Rule] | None = None
+) -> CheckResult:
     """Check request rows (read.py's frame shape) and split them into checked rows and errors.
 
     `direct` evaluates the same rules in one polars select instead of through Pandera: Pandera's fixed
     cost (one collect per check, ~100 of them) dominates for the few rows of one API call, so the
-    emulator checks that way; tests/test_check.py holds both evaluations equal.
+    emulator checks that way; tests/test_check.py holds both evaluations equal. `rules` (build_rules of
+    the same config) saves building them again for every call.
     """
     fields = prepare_fields(frame)
-    rules = build_rules(config)
+    rules = rules if rules is not None else build_rules(config)
     failures = _failures_direct(fields, rules) if direct else _failures(fields, rules)
     errors = _first_failures(fields, rules, failures)
     failed = errors.get_column("seq")

@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.catalog import CATALOG
-from pipeline.check import CheckResult, check_requests
+from pipeline.check import CheckResult, build_rules, check_requests
 from pipeline.config import CARD, OrgConfig
 from pipeline.duck import query_frame
 from pipeline.read import FRAME_COLUMNS, REQUEST_COLUMNS, NotACallBody, call_rows
@@ -57,6 +57,7 @@ class BatchChecker:
 
     def __init__(self, config: OrgConfig):
         self.config = config
+        self.rules = build_rules(config)
         self.waiting: queue.Queue[tuple[list[dict[str, str | None]], Future[CheckResult]]] = queue.Queue()
         threading.Thread(target=self._work, name="checker", daemon=True).start()
 
@@ -82,7 +83,7 @@ class BatchChecker:
 
     def _check_batch(self, batch: list[tuple[list[dict[str, str | None]], Future[CheckResult]]]) -> None:
         rows = [row for call_rows_, _ in batch for row in call_rows_]
-        result = check_requests(_raw_frame(rows), self.config, direct=True)
+        result = check_requests(_raw_frame(rows), self.config, direct=True, rules=self.rules)
         start = 0
         for call_rows_, done in batch:
             seqs = pl.int_range(start, start + len(call_rows_), eager=True).implode()
