@@ -481,7 +481,7 @@ def _random_batches():
     return st.lists(request_rows(), min_size=1, max_size=20)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(_random_batches())
 def test_the_direct_evaluation_equals_pandera_on_random_rows(rows):
     from engine_harness import raw_frame

@@ -58,7 +58,7 @@ def send_in_order(rng, calls: list[dict]) -> list[dict]:
     return order
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(), st.randoms(use_true_random=False))
 def test_any_order_respecting_after_leaves_the_platform_as_the_run_left_the_store(scenario, rng):
     config, store, rows = scenario

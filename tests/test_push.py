@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -236,10 +237,17 @@ def test_pacing_on_the_emulator_log(generated_run, tmp_path):
     times = sorted(e["received"] for e in read_log(log))
     assert len(times) == len(independent)
     assert [e for e in read_log(log) if e["status"] == 429] == [], "the emulator's own 429s at its rate"
-    window, burst = 1.0, 1
+    # the limiter's burst is 1 (GCRA); arrivals may bunch by what the loopback, the threads and a loaded
+    # machine add between a slot and its arrival, allowed here as 0.5 s of the rate
+    window, burst, jitter = 2.0, 1, rate / 60 * 0.5
     for i, start in enumerate(times):
         inside = sum(1 for t in times[i:] if t < start + window)
-        assert inside <= rate * window / 60 + burst + 1, (start, inside)  # +1: the window's own first call
+        assert inside <= rate * window / 60 + burst + jitter, (start, inside)
+    with sqlite3.connect(reports / "push.journal") as journal:
+        sent = sorted(t for (t,) in journal.execute("SELECT sent_at FROM attempts"))
+    for i, start in enumerate(sent):
+        inside = sum(1 for t in sent[i:] if t < start + window)
+        assert inside <= rate * window / 60 + burst + 1, ("journal", start, inside)  # +1: a slot's wake-up
     achieved = (len(times) - 1) / (times[-1] - times[0]) * 60
     assert abs(achieved - rate) <= 0.05 * rate, achieved
     summary = json.loads((reports / "push-summary.json").read_text())
