@@ -461,3 +461,214 @@ def revert(store_path: Path, run_id: str) -> int:
     result = revert_run(store_path, run_id, new_run_id())
     click.echo(result.render())
     return 0
+
+
+@main.command()
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The store the emulated platform starts from; its state is written back on SIGTERM/SIGINT.",
+)
+@click.option(
+    "--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The org config."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port on 127.0.0.1 (0: a free one; the first line on stdout names it).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Calls per minute; past it 429 with Retry-After. Default: no limit.",
+)
+@click.option(
+    "--latency",
+    "latency_ms",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Milliseconds to wait before each answer.",
+)
+@click.option(
+    "--latency-jitter",
+    "latency_jitter_ms",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Up to this many more milliseconds, uniformly random per answer.",
+)
+@click.option(
+    "--faults",
+    default="",
+    help="Shares of changeIdentifier calls that get a fault, e.g. "
+    '"429:0.05,500:0.02,timeout:0.02,drop-after-apply:0.02".',
+)
+@click.option(
+    "--stall",
+    "stall_seconds",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Seconds a `timeout` fault waits (after applying the call) before it answers.",
+)
+@click.option(
+    "--fault-retry-after",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Retry-After seconds of an injected 429.",
+)
+@click.option(
+    "--token-ttl",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="Lifetime in seconds of the OAuth tokens it issues.",
+)
+@click.option(
+    "--token-uses",
+    type=click.IntRange(min=1),
+    default=None,
+    help="A token is refused (401, code 498) after this many requests: rehearses a mid-push expiry.",
+)
+@click.option("--seed", type=int, default=None, help="Seed of the fault and latency draws.")
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append every request received with its answer, one JSON line each.",
+)
+@_exits
+def emulate(
+    store_path: Path,
+    config_path: Path,
+    port: int,
+    rate: float | None,
+    latency_ms: float,
+    latency_jitter_ms: float,
+    faults: str,
+    stall_seconds: float,
+    fault_retry_after: int,
+    token_ttl: int,
+    token_uses: int | None,
+    seed: int | None,
+    log_path: Path | None,
+) -> int:
+    """Serve the platform's API on 127.0.0.1 over a store, for rehearsals and tests of `push`."""
+    from pipeline.config import load_config
+    from pipeline.emulate import EmulatorOptions, parse_faults, serve
+
+    try:
+        fault_shares = parse_faults(faults)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--faults") from None
+    options = EmulatorOptions(
+        port=port,
+        rate_per_minute=rate,
+        latency_ms=latency_ms,
+        latency_jitter_ms=latency_jitter_ms,
+        faults=fault_shares,
+        stall_seconds=stall_seconds,
+        fault_retry_after=fault_retry_after,
+        token_ttl_seconds=token_ttl,
+        token_uses=token_uses,
+        seed=seed,
+        log=log_path,
+    )
+    return serve(store_path, load_config(config_path), options, announce=lambda line: click.echo(line))
+
+
+@main.command()
+@click.argument("reports_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The org config; its [platform] table gives api, auth, rate_per_minute and max_in_flight.",
+)
+@click.option("--api", default=None, help="The platform's base URL (overrides [platform] api).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Requests per minute over every request the push makes (overrides [platform] rate_per_minute).",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests awaiting an answer at once (overrides [platform] max_in_flight).",
+)
+@click.option(
+    "--max-drift",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Stop sending once more calls than this drifted (exit 3; resume with the same command).",
+)
+@click.option(
+    "--max-drift-rate",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Stop sending once the share of drifted calls among those ended exceeds this.",
+)
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30,
+    show_default=True,
+    help="Seconds to wait for an answer before the call is settled by a read.",
+)
+@click.option("--mask-pii", is_flag=True, default=False, help="Mask identifier values in push.csv.")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print push-summary.json instead of the summary.")
+@click.option("--quiet", is_flag=True, default=False, help="Print nothing but errors; the exit code tells the rest.")
+@click.option("--verbose", is_flag=True, default=False, help="Also print every drifted call.")
+@_exits
+def push(
+    reports_dir: Path,
+    config_path: Path,
+    api: str | None,
+    rate: float | None,
+    max_in_flight: int | None,
+    max_drift: int | None,
+    max_drift_rate: float | None,
+    timeout_seconds: float,
+    mask_pii: bool,
+    as_json: bool,
+    quiet: bool,
+    verbose: bool,
+) -> int:
+    """Send a run's calls.ndjson to the platform: paced, ordered by `after`, resumable (push.journal)."""
+    from pipeline.console import push_progress
+    from pipeline.push import PushOptions, push_run
+    from pipeline.report import json_text
+
+    options = PushOptions(
+        api=api,
+        rate_per_minute=rate,
+        max_in_flight=max_in_flight,
+        max_drift=max_drift,
+        max_drift_rate=max_drift_rate,
+        mask_pii=mask_pii,
+        timeout_seconds=timeout_seconds,
+    )
+    with push_progress(enabled=not quiet and not as_json) as progress:
+        result = push_run(reports_dir, config_path, options, progress=progress)
+    if as_json:
+        click.echo(json_text(result.to_dict()))
+    elif not quiet:
+        click.echo(result.render())
+        if verbose:
+            for drifted in result.drifted:
+                click.echo(f"  drift: {drifted}")
+    elif result.exit_code:
+        click.echo(f"push ended with exit code {result.exit_code}: {result.outcomes}", err=True)
+    return result.exit_code

@@ -78,6 +78,21 @@ class BlockedValues:
         return value in self.exact or any(re.fullmatch(p, value) for p in self.patterns)
 
 
+DEFAULT_RATE_PER_MINUTE = 100
+"""The platform's documented limit on demo and testing clusters (reference/platform-api.md)."""
+DEFAULT_MAX_IN_FLIGHT = 8
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """`[platform]`: where and how fast `push` delivers (secrets never live here: environment only)."""
+
+    api: str | None = None
+    auth: Literal["basic", "oauth"] = "basic"
+    rate_per_minute: float = DEFAULT_RATE_PER_MINUTE
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+
+
 @dataclass(frozen=True)
 class MobileCountries:
     """`[mobile]`: the regions a mobile written without a country code is read with, in order (SPEC 2)."""
@@ -114,9 +129,10 @@ class OrgConfig:
     max_merges_per_survivor_per_run: int = 10
     blocked_values: dict[str, BlockedValues] = field(default_factory=dict)
     identity: str = ""
-    """sha256 of the parsed content: comments and layout do not change it, any value does."""
+    """sha256 of the parsed content but [platform]: comments and layout do not change it, any value does."""
     mobile: MobileCountries | None = None
     """`[mobile]`, or None: mobiles by the plain rule of SPEC section 2 only."""
+    platform: PlatformSettings = field(default_factory=PlatformSettings)
 
     def label_status(self, label: str) -> str | None:
         return self.card_labels.get(label)
@@ -143,7 +159,10 @@ def load_config(path: Path | str) -> OrgConfig:
 def parse_config(raw: dict[str, Any], path: str = "<config>", sha256: str = "") -> OrgConfig:
     """Validate a parsed TOML document; `path` only labels error messages."""
     v = TomlValidator(path)
-    v.known_keys(raw, "", {"org", "merge", "sources", "card_series", "card_labels", "blocked_values", "mobile"})
+    v.known_keys(
+        raw, "", {"org", "merge", "sources", "card_series", "card_labels", "blocked_values", "mobile", "platform"}
+    )
+    platform = _parse_platform(v, v.table(raw, "platform", required=False))
     org = v.table(raw, "org", required=True)
     v.known_keys(org, "org.", {"max_active_cards_per_customer", "delink_label", "campaign_identifier_reuse"})
     merge = v.table(raw, "merge", required=False)
@@ -212,7 +231,11 @@ def parse_config(raw: dict[str, Any], path: str = "<config>", sha256: str = "") 
         max_merges_per_survivor_per_run=v.count(merge, "merge.max_merges_per_survivor_per_run", default=10),
         blocked_values=blocked,
         mobile=_parse_mobile(v, v.table(raw, "mobile", required=False)) if "mobile" in raw else None,
-        identity=hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest(),
+        # where and how fast a push delivers is not part of the org's data: the store stays bound across it
+        identity=hashlib.sha256(
+            json.dumps({k: v for k, v in raw.items() if k != "platform"}, sort_keys=True, default=str).encode()
+        ).hexdigest(),
+        platform=platform,
     )
 
 
@@ -231,6 +254,23 @@ def _parse_mobile(v: TomlValidator, body: dict[str, Any]) -> MobileCountries:
     if len({default, *others}) != 1 + len(others):
         v.fail("mobile.other_countries", "each region may appear once, and not repeat default_country")
     return MobileCountries(default, tuple(others))
+
+
+def _parse_platform(v: TomlValidator, body: dict) -> PlatformSettings:
+    v.known_keys(body, "platform.", {"api", "auth", "rate_per_minute", "max_in_flight"})
+    api = v.value(body, "platform.api", str, default=None)
+    if api is not None and not api.startswith(("http://", "https://")):
+        v.fail("platform.api", f"'{api}' must be an http:// or https:// URL")
+    auth = v.value(body, "platform.auth", str, default="basic")
+    if auth not in ("basic", "oauth"):
+        v.fail("platform.auth", f'\'{auth}\' must be "basic" or "oauth"')
+    rate = body.get("rate_per_minute", DEFAULT_RATE_PER_MINUTE)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
+        v.fail("platform.rate_per_minute", "must be a positive number of calls per minute")
+    in_flight = v.count(body, "platform.max_in_flight", default=DEFAULT_MAX_IN_FLIGHT)
+    if in_flight < 1:
+        v.fail("platform.max_in_flight", "must be at least 1")
+    return PlatformSettings(api=api, auth=auth, rate_per_minute=float(rate), max_in_flight=in_flight)
 
 
 def _parse_source(v: TomlValidator, name: str, body: Any) -> Source:

@@ -8,13 +8,22 @@ tests get plain text or nothing.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from pipeline.report import json_text
 
@@ -124,3 +133,29 @@ def report_run(result: RunResult, json_output: bool = False, quiet: bool = False
             else f"{result.failed} of {result.rows} rows failed"
         )
         click.echo(f"run {result.run_id}: {what}; see {result.reports_dir}", err=True)
+
+
+@contextmanager
+def push_progress(enabled: bool = True) -> Iterator[Callable[[int, int, float], None] | None]:
+    """A progress bar of a push on stderr (calls ended, achieved rate, time left), only on a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    started = time.monotonic()
+    progress = Progress(
+        SpinnerColumn(),
+        BarColumn(bar_width=30),
+        MofNCompleteColumn(),
+        TextColumn("calls · {task.fields[rate]:.0f} requests/min"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = progress.add_task("push", total=None, rate=0.0)
+
+    def advance(ended: int, total: int, requests: float) -> None:
+        elapsed = max(time.monotonic() - started, 1e-6)
+        progress.update(task, completed=ended, total=total, rate=requests / elapsed * 60)
+
+    with progress:
+        yield advance

@@ -1,6 +1,8 @@
 """`make demo`: validate the sample requests, build a fresh store from sample_data, run the nightly job,
 then show `[mobile]`: a store made with `store init --config sample_data/org-mobile.toml` and national
-numbers meeting the stored international ones.
+numbers meeting the stored international ones; then deliver the nightly run: an emulated platform on a
+copy of the pre-run store, a push with injected faults, and the check that the emulated platform ends
+equal to the store.
 
 Run from the repository root (the Makefile does): the job file's paths are relative to jobs/, its
 reports go to reports/nightly_migration/<run id>/.
@@ -8,7 +10,12 @@ reports go to reports/nightly_migration/<run id>/.
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from pipeline.binding import set_config
@@ -16,7 +23,7 @@ from pipeline.config import load_config
 from pipeline.errors import LoyaltyBulkError
 from pipeline.job import load_job, run_job
 from pipeline.run import new_run_id, run_batch
-from pipeline.store import init_store
+from pipeline.store import export_store, init_store
 from pipeline.validate import validate_files
 
 SAMPLE = Path("sample_data")
@@ -24,6 +31,10 @@ MOBILE_CONFIG = SAMPLE / "org-mobile.toml"
 MOBILE_REQUESTS = SAMPLE / "mobile" / "national_numbers.csv"
 DEMO = Path("reports/demo")
 NIGHTLY_JOB = Path("jobs/nightly_migration.toml")
+CLI = str(Path(sys.executable).parent / "loyalty-bulk")
+FAULTS = "429:0.05,500:0.05,timeout:0.05,drop-after-apply:0.05"
+DEMO_CREDENTIALS = {"LOYALTY_BULK_API_USER": "demo-till", "LOYALTY_BULK_API_PASSWORD": "demo-only-password"}
+"""Made up for the demo and given to its two child processes through their environment only."""
 
 
 def main() -> int:
@@ -38,6 +49,8 @@ def main() -> int:
         Path(job.store).parent.mkdir(parents=True, exist_ok=True)
         counts = init_store(job.store, SAMPLE / "snapshot", force=True)
         print(f"\n== store init {job.store}: {counts.render()}")
+        platform = DEMO / "platform.duckdb"
+        shutil.copyfile(job.store, platform)  # the platform as the snapshot saw it: the pre-run store
         print(f"\n== job {NIGHTLY_JOB}: {', '.join(job.inputs)}")
         result = run_job(job)
         print(result.render())
@@ -52,7 +65,47 @@ def main() -> int:
     except LoyaltyBulkError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return exc.exit_code
-    return 0
+    return deliver(Path(result.reports_dir), config, Path(job.store), platform)
+
+
+def deliver(reports: Path, config: Path, store: Path, platform: Path) -> int:
+    """Emulate the platform on the pre-run copy, push the run to it with faults, compare platform and store."""
+    env = {**os.environ, **DEMO_CREDENTIALS}
+    log = DEMO / "platform.log.ndjson"
+    log.unlink(missing_ok=True)
+    print(f"\n== emulate --store {platform} --port 0 --faults {FAULTS}")
+    emulator = subprocess.Popen(
+        [CLI, "emulate", "--store", str(platform), "--config", str(config), "--port", "0", "--faults", FAULTS,
+         "--stall", "2", "--seed", "7", "--latency", "10", "--log", str(log)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        line = emulator.stdout.readline().strip() if emulator.stdout else ""
+        print(line)
+        url = line.removeprefix("listening on ")
+        # one call at a time: the seeded faults then meet the same calls on every run of the demo
+        print(f"\n== push {reports} --api {url} --rate 6000 --timeout 1 --max-in-flight 1")
+        pushed = subprocess.run(
+            [CLI, "push", str(reports), "--config", str(config), "--api", url, "--rate", "6000", "--timeout", "1",
+             "--max-in-flight", "1"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        print(pushed.stdout.rstrip())
+        if pushed.stderr:
+            print(pushed.stderr.rstrip(), file=sys.stderr)
+    finally:
+        emulator.send_signal(signal.SIGTERM)
+        emulator.wait(timeout=60)
+    print(f"\n== stopped the emulator (exit {emulator.returncode}); it wrote its state to {platform}")
+    with tempfile.TemporaryDirectory() as folder:
+        export_store(store, Path(folder) / "store", "csv")
+        export_store(platform, Path(folder) / "platform", "csv")
+        same = all(
+            (Path(folder) / "store" / name).read_bytes() == (Path(folder) / "platform" / name).read_bytes()
+            for name in sorted(p.name for p in (Path(folder) / "store").iterdir())
+        )
+    print(f"emulated platform equals the store {store}: {'yes' if same else 'NO'}")
+    return 0 if same and pushed.returncode == 0 else 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,16 @@ Decisions where SPEC section 2 is silent:
   applies would be ambiguous), and read series_id as a series code: a known code becomes its series id,
   an unknown one stays as written so the check stage reports 3004 showing it (one of ASCII digits only
   gets " (unknown series code)" appended, so it cannot pass as a series id).
+- NDJSON (a name ending .ndjson or .jsonl, optionally .gz) holds the platform's call bodies, one per
+  line; blank lines are skipped, line numbers are physical. A line must be a JSON object with
+  customer_id (or customerId) and at least one add or remove item; source, account_id (accountId) and
+  row_id are optional. The keys calls.ndjson adds around a call (call_id, file, row_number, after,
+  expect) are ignored; any other key, a repeated spelling, a non-list add/remove, an item without
+  type and value or with other keys than type, value, seriesId and statusLabel, or a value that is
+  neither a string nor an integer is 7102 naming the line. Strings are kept as given (trimmed later
+  like every field), integers become their decimal text. A job's [columns] do not apply to NDJSON
+  (its keys are the platform's); a [fixed] column other than the lookup pair is 7102 (every call gives
+  it itself).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -73,7 +84,21 @@ FRAME_COLUMNS: tuple[str, ...] = ("seq", "file", "row_number", *REQUEST_COLUMNS)
 
 FILE_ENCODING, FILE_FORMAT, MISSING_COLUMN, UNKNOWN_COLUMN, NO_HEADER = 7101, 7102, 7103, 7104, 7105
 
-Format = Literal["csv", "parquet"]
+Format = Literal["csv", "parquet", "ndjson"]
+
+NDJSON_SUFFIXES = (".ndjson", ".jsonl")
+"""A request file with one of these suffixes (before an optional .gz) holds the platform's call bodies."""
+_CALL_KEYS = {
+    "customer_id": "customer_id",
+    "customerId": "customer_id",
+    "source": "source",
+    "account_id": "account_id",
+    "accountId": "account_id",
+    "row_id": "row_id",
+}
+_PLAN_KEYS = frozenset({"call_id", "file", "row_number", "after", "expect"})
+"""Keys of calls.ndjson that are not part of the call: read back as input, they are ignored."""
+_ITEM_KEYS = {"type": "id_type", "value": "id_value", "seriesId": "series_id", "statusLabel": "status_label"}
 
 IGNORE = "-"
 """A column mapped to this is dropped as the file is read."""
@@ -191,9 +216,12 @@ def _read_one(name: str, layout: InputLayout) -> tuple[pl.DataFrame, InputFile]:
         raise InputFileError(name, FILE_FORMAT, f"cannot be read: {error.strerror or error}") from None
     sha256 = hashlib.sha256(stored).hexdigest()
     content = _gunzip(name, stored) if stored.startswith(_GZIP_MAGIC) else stored
-    if content.startswith(_PARQUET_MAGIC):
+    if is_ndjson_name(name) and not content.startswith(_PARQUET_MAGIC):
+        frame = _read_ndjson(name, content, layout.fixed)
+        fmt: Format = "ndjson"
+    elif content.startswith(_PARQUET_MAGIC):
         frame = _read_parquet(name, content, dict(layout.columns), layout.fixed)
-        fmt: Format = "parquet"
+        fmt = "parquet"
     else:
         frame = _read_csv(name, content, dict(layout.columns), layout.fixed)
         fmt = "csv"
@@ -232,6 +260,116 @@ def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Map
         for old, new in zip(frame.columns, columns, strict=True)
         if not new.startswith(_IGNORED)
     )
+
+
+def is_ndjson_name(name: str) -> bool:
+    """Whether a request file is NDJSON of call bodies, by its name (.ndjson / .jsonl, optionally .gz)."""
+    lowered = name.lower().removesuffix(".gz")
+    return lowered.endswith(NDJSON_SUFFIXES)
+
+
+def _read_ndjson(name: str, content: bytes, fixed: Mapping[str, str] = {}) -> pl.DataFrame:
+    """Read NDJSON call bodies into request rows: per line its removes, then its adds, each in list order.
+
+    Every value is kept as text, as in CSV; a line that is not a call object is 7102 naming the line.
+    """
+    _refuse_non_text(name, content)
+    if content.startswith(codecs.BOM_UTF8):
+        content = content[len(codecs.BOM_UTF8) :]
+    _check_utf8(name, content)
+    clashing = sorted(set(fixed) - set(LOOKUP_COLUMNS))
+    if clashing:
+        raise InputFileError(
+            name,
+            FILE_FORMAT,
+            f"the job fixes {', '.join(clashing)}, which every call of an NDJSON file gives itself; "
+            "which value applies would be ambiguous",
+        )
+    rows: dict[str, list[str | None]] = {column: [] for column in REQUEST_COLUMNS if column not in fixed}
+    for number, text in enumerate(_LINE_BREAK.split(content), 1):
+        if not text.strip():
+            continue
+        for row in _call_rows(name, number, text):
+            for column, values in rows.items():
+                values.append(row.get(column))
+    return pl.DataFrame(rows, schema=dict.fromkeys(rows, pl.String))
+
+
+def _call_rows(name: str, line: int, text: bytes) -> list[dict[str, str | None]]:
+    """The request rows of one NDJSON line (a call body); InputFileError 7102 naming the line if it is not one."""
+    try:
+        call = json.loads(text)
+    except ValueError as error:
+        raise InputFileError(name, FILE_FORMAT, f"not a call body: invalid JSON ({error})", line=line) from None
+    try:
+        return call_rows(call)
+    except NotACallBody as error:
+        raise InputFileError(name, FILE_FORMAT, f"not a call body: {error}", line=line) from None
+
+
+class NotACallBody(ValueError):
+    """A JSON value that is not a changeIdentifier call of SPEC section 2's shape; the message says why."""
+
+
+def call_rows(call: object) -> list[dict[str, str | None]]:
+    """The request rows of one call body (removes first, then adds, each in list order), as raw text.
+
+    The NDJSON reader and the emulator both read calls with it; raises NotACallBody.
+    """
+    refuse = NotACallBody
+    if not isinstance(call, dict):
+        raise refuse(f"a JSON {type(call).__name__}, expected an object")
+    head: dict[str, str | None] = {}
+    lists: dict[str, object] = {}
+    for key, value in call.items():
+        if key in _CALL_KEYS:
+            column = _CALL_KEYS[key]
+            if column in head:
+                raise refuse(f"'{key}' repeats '{column}'")
+            head[column] = _call_text(value, key)
+        elif key in ("add", "remove"):
+            lists[key] = value
+        elif key == "body":
+            if not isinstance(value, dict) or set(value) - {"add", "remove"}:
+                raise refuse("'body' must be an object with 'add' and/or 'remove' lists only")
+            for action, items in value.items():
+                if action in lists:
+                    raise refuse(f"'{action}' is given both inside and outside 'body'")
+                lists[action] = items
+        elif key not in _PLAN_KEYS:
+            raise refuse(f"unknown key '{key}'")
+    if "customer_id" not in head:
+        raise refuse("no customer_id (or customerId)")
+    rows: list[dict[str, str | None]] = []
+    for action in ("remove", "add"):
+        items = lists.get(action, [])
+        if not isinstance(items, list):
+            raise refuse(f"'{action}' must be a list of items")
+        for position, item in enumerate(items, 1):
+            where = f"{action} item {position}"
+            if not isinstance(item, dict):
+                raise refuse(f"{where} is not an object")
+            unknown = sorted(set(item) - set(_ITEM_KEYS))
+            if unknown:
+                raise refuse(f"{where} has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+            if "type" not in item or "value" not in item:
+                raise refuse(f"{where} needs 'type' and 'value'")
+            row = dict(head, action=action)
+            for key, column in _ITEM_KEYS.items():
+                row[column] = _call_text(item.get(key), f"{where} '{key}'")
+            rows.append(row)
+    if not rows:
+        raise refuse("no 'add' or 'remove' item")
+    return rows
+
+
+def _call_text(value: object, where: str) -> str | None:
+    """A call field as request text: strings as given, integers in decimal, null as absent."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise NotACallBody(f"{where} must be a string or an integer, not {json.dumps(value)[:40]}")
 
 
 def _castable_to_text(arrow_type: pa.DataType) -> bool:

@@ -41,6 +41,8 @@ class WorkingSet:
 
     tracked_holdings: list[tuple[str, str, int, str, str]] = field(default_factory=list)
     """(id_type, id_value, customer_id, source, account_id) of every working-set holding of a tracked value."""
+    track_all: bool = False
+    """Index every value, including values added later (the emulator: any call may ask about any value)."""
 
     def __post_init__(self) -> None:
         self.holders = {}  # a tracked value gets its entry when it first has a holder
@@ -61,7 +63,7 @@ class WorkingSet:
     def add_ident(self, customer_id: int, ident: Ident) -> None:
         self.idents[customer_id].add(ident)
         value = (ident[2], ident[3])
-        if value in self.tracked_values:
+        if self.track_all or value in self.tracked_values:
             self.holders.setdefault(value, set()).add((customer_id, ident[0], ident[1]))
         row = (customer_id, *ident)
         if row in self.deleted:

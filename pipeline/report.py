@@ -76,6 +76,12 @@ def write_parquet(frame: pl.DataFrame, path: Path | str) -> Path:
     return _write_atomic(Path(path), lambda handle: frame.write_parquet(handle))
 
 
+def write_lines(lines: pl.Series, path: Path | str) -> Path:
+    """Write each string as one line (NDJSON), atomically; an empty series gives an empty file."""
+    frame = lines.to_frame("line")
+    return _write_atomic(Path(path), lambda handle: frame.write_csv(handle, include_header=False, quote_style="never"))
+
+
 def json_text(obj: Any) -> str:
     """The JSON text of every document we write or print (indented, UTF-8, dates as strings)."""
     return json.dumps(obj, indent=2, ensure_ascii=False, default=str)

@@ -18,6 +18,7 @@ import polars as pl
 
 from pipeline.config import OrgConfig
 from pipeline.duck import run_script, scalar
+from pipeline.plan import plan_groups
 
 MAX_CHAIN_STEPS = 1_000
 
@@ -124,11 +125,12 @@ def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
     con.unregister("cfg_series_frame")
 
 
-def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> None:
+def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> pl.DataFrame:
     """Load the checked rows as `req`, resolve initial targets and split independent from interacting.
 
-    Leaves temp tables for the decide stage: req, res, interacting, val_idents, card_state, rel_info, rel_idents,
-    rel_cards.
+    Returns the call plan's groups of the interacting rows (plan.plan_groups: seq, plan_group,
+    plan_fresh), computed here while the row keys exist. Leaves temp tables for the decide stage: req,
+    res, interacting, val_idents, card_state, rel_info, rel_idents, rel_cards.
     """
     frame = checked.select(
         "seq",
@@ -156,5 +158,7 @@ def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> No
     con.execute(_TARGETS)
     run_script(con, _KEYS)
     run_script(con, _RELEVANT)
+    groups = plan_groups(con)
     # what decide does not read goes now: temp tables live in DuckDB's memory until the run ends
     run_script(con, _DROP_SCRATCH)
+    return groups

@@ -28,8 +28,9 @@ from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalErr
 from pipeline.html_summary import write_summary_html
 from pipeline.normalize import trim_expr
 from pipeline.pii import mask_reports
+from pipeline.plan import CALLS_FILE, build_plan
 from pipeline.read import InputLayout, RequestBatch, read_requests
-from pipeline.report import error_report, write_csv, write_json, write_parquet
+from pipeline.report import error_report, write_csv, write_json, write_lines, write_parquet
 from pipeline.resolve import register_config, resolve_targets
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
 from pipeline.store import StoreCounts, open_store, store_counts
@@ -92,6 +93,8 @@ class RunResult:
     store_after: StoreCounts
     exit_code: int
     reports_dir: str
+    calls: int = 0
+    """Lines of calls.ndjson: the platform calls a push of this run would send."""
 
     @property
     def failed(self) -> int:
@@ -114,13 +117,14 @@ class RunResult:
                 str(code): {"name": CATALOG[code].name, "count": n} for code, n in sorted(self.errors_by_code.items())
             },
             "merges": self.merges,
+            "calls": self.calls,
             "store_before": self.store_before.to_dict(),
             "store_after": self.store_after.to_dict(),
             "exit_code": self.exit_code,
             "reports_dir": self.reports_dir,
         }
 
-    REPORT_FILES = ("success.csv", "errors.csv", "merges.csv", "summary.json", "summary.html")
+    REPORT_FILES = ("success.csv", "errors.csv", "merges.csv", "summary.json", "summary.html", "calls.ndjson")
 
     @property
     def status(self) -> str:
@@ -145,6 +149,7 @@ class RunResult:
         for code, n in sorted(self.errors_by_code.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    {code} {CATALOG[code].name}: {n}")
         lines.append(f"  merges: {self.merges}")
+        lines.append(f"  calls to push: {self.calls}")
         lines.append(
             "  seconds: "
             + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
@@ -214,6 +219,12 @@ def run_batch(
         reports = _report_frames(batch, checked, outcomes, opts.mask_pii)
         before = store_counts(con)
         aborted = _threshold_breach(reports, batch.frame.height, opts)
+        # an aborted run changed nothing, so there is nothing to deliver either
+        calls = 0 if aborted else reports.outcome_counts["applied"] + reports.outcome_counts["merged"]
+        # built before the transaction, so a plan that does not match the outcomes stops the run unapplied
+        plan = build_plan(run_id, checked.checked, outcomes.filter(pl.lit(not aborted)), config)
+        if plan.height != calls:
+            raise InternalError(f"the call plan has {plan.height} calls for {calls} changing rows; nothing was applied")
         faults.kill_point("after-decide")
         con.execute("BEGIN TRANSACTION")
         try:
@@ -226,7 +237,9 @@ def run_batch(
                         binding.bind(con, config)
                 after = store_counts(con)
             t = clock.lap("apply", t)
-            result = _result(run_id, opts, started_at, clock, batch, reports, before, after, reports_dir, aborted)
+            result = _result(
+                run_id, opts, started_at, clock, batch, reports, before, after, reports_dir, aborted, calls
+            )
             if opts.dry_run or aborted:
                 con.execute("ROLLBACK")
                 con.execute("BEGIN TRANSACTION")
@@ -240,7 +253,7 @@ def run_batch(
             raise
         faults.kill_point("after-commit")
         t = time.perf_counter()
-        _write_reports(reports, result, reports_dir, opts.parquet_reports)
+        _write_reports(reports, result, reports_dir, opts.parquet_reports, plan)
         clock.lap("report", t)
         return result
     finally:
@@ -263,7 +276,8 @@ def decide_batch(
 ) -> tuple[CheckResult, pl.DataFrame]:
     """Check, resolve and decide a batch of raw request rows; the changes wait in chg_* tables.
 
-    Returns the check result and one outcome row per checked row (OUTCOME_SCHEMA + error_message).
+    Returns the check result and one outcome row per checked row (OUTCOME_SCHEMA + error_message, and the
+    call plan's plan_group and plan_fresh, null for rows that share no key with another).
     """
     clock = clock or StageClock()
     t = time.perf_counter()
@@ -271,9 +285,11 @@ def decide_batch(
     t = clock.lap("check", t)
     faults.kill_point("after-check")
     register_config(con, config)
-    resolve_targets(con, checked.checked)
+    groups = resolve_targets(con, checked.checked)
     t = clock.lap("resolve", t)
-    outcomes = _with_messages(decide(con, config), checked.checked)
+    outcomes = _with_messages(decide(con, config), checked.checked).join(
+        groups, on="seq", how="left", maintain_order="left"
+    )
     clock.lap("decide", t)
     return checked, outcomes
 
@@ -386,6 +402,7 @@ def _result(
     after: StoreCounts,
     reports_dir: Path,
     aborted: str | None,
+    calls: int,
 ) -> RunResult:
     failed = sum(reports.errors_by_code.values())
     exit_code = EXIT_REFUSED if aborted else EXIT_ROWS_FAILED if failed else EXIT_OK
@@ -406,11 +423,15 @@ def _result(
         store_after=after,
         exit_code=exit_code,
         reports_dir=str(reports_dir),
+        calls=calls,
     )
 
 
-def _write_reports(reports: ReportFrames, result: RunResult, reports_dir: Path, parquet: bool) -> None:
+def _write_reports(
+    reports: ReportFrames, result: RunResult, reports_dir: Path, parquet: bool, calls: pl.DataFrame
+) -> None:
     reports_dir.mkdir(parents=True, exist_ok=True)
+    write_lines(calls["line"], reports_dir / CALLS_FILE)
     for name in ("success", "errors", "merges"):
         frame = getattr(reports, name)
         write_csv(frame, reports_dir / f"{name}.csv")

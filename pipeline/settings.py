@@ -30,3 +30,10 @@ def pick(flag: Any, env_name: str | None, job_value: Any, default: Any, cast: Ca
     if job_value is not None:
         return job_value
     return default
+
+
+API_USER_ENV = "LOYALTY_BULK_API_USER"
+API_PASSWORD_ENV = "LOYALTY_BULK_API_PASSWORD"
+API_KEY_ENV = "LOYALTY_BULK_API_KEY"
+API_SECRET_ENV = "LOYALTY_BULK_API_SECRET"
+"""The platform's credentials: read from the environment only, never from a flag or a file, never written."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import duckdb
 import polars as pl
@@ -11,6 +12,7 @@ from model import FRAME_KEYS, ModelStore, RowResult, model_store_to_frames
 from pipeline.apply import apply_changes
 from pipeline.config import OrgConfig
 from pipeline.duck import query_frame
+from pipeline.plan import build_plan
 from pipeline.read import REQUEST_COLUMNS
 from pipeline.run import decide_batch
 from pipeline.store import SCHEMA_SQL, TABLES
@@ -20,6 +22,8 @@ from pipeline.store import SCHEMA_SQL, TABLES
 class EngineRun:
     results: list[RowResult]
     frames: dict[str, pl.DataFrame]
+    calls: list[dict] = field(default_factory=list)
+    """The run's call plan, as calls.ndjson's lines parsed."""
 
 
 def raw_frame(rows: list[dict[str, str | None]]) -> pl.DataFrame:
@@ -62,6 +66,7 @@ def run_engine(
     con = duckdb.connect()
     load_store(con, store)
     checked, outcomes = decide_batch(con, raw_frame(rows), config)
+    calls = [json.loads(line) for line in build_plan("run", checked.checked, outcomes, config)["line"]]
     con.execute("BEGIN TRANSACTION")
     apply_changes(con)
     con.execute("ROLLBACK" if dry_run else "COMMIT")
@@ -85,4 +90,4 @@ def run_engine(
     assert sorted(by_seq) == list(range(len(rows))), "every row must have exactly one result"
     frames = store_frames(con)
     con.close()
-    return EngineRun([by_seq[i] for i in range(len(rows))], frames)
+    return EngineRun([by_seq[i] for i in range(len(rows))], frames, calls)

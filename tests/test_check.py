@@ -462,3 +462,45 @@ def test_the_pandera_schema_runs_its_data_checks_on_polars_frames():
         cases = raised.value.failure_cases
         assert isinstance(cases, pl.DataFrame)
         assert cases.select("check", "index").rows() == [("8056|id_value|id_value.mobile", 1)]
+
+
+def test_the_direct_evaluation_equals_pandera_on_the_case_file_and_random_batches():
+    """The emulator checks one call's rows with `direct=True`: the same rules, the same results."""
+    from pipeline.config import parse_config
+    from test_engine_properties import BASE_CONFIG
+
+    frame = case_frame()
+    via_pandera, direct = check_requests(frame, CONFIG), check_requests(frame, CONFIG, direct=True)
+    assert direct.errors.height > 0
+    assert direct.errors.rows() == via_pandera.errors.rows()
+    assert direct.checked.rows() == via_pandera.checked.rows()
+    hostile = ROOT / "tests" / "cases" / "hostile"
+    config = parse_config(BASE_CONFIG)
+    for path in sorted(hostile.glob("*.csv")):
+        try:
+            from pipeline.read import read_requests
+
+            raw = read_requests([path]).frame
+        except Exception:
+            continue
+        for cfg in (CONFIG, config):
+            a, b = check_requests(raw, cfg), check_requests(raw, cfg, direct=True)
+            assert (a.errors.rows(), a.checked.rows()) == (b.errors.rows(), b.checked.rows()), path
+
+
+def _random_batches():
+    from test_engine_properties import request_rows
+
+    return st.lists(request_rows(), min_size=1, max_size=20)
+
+
+@settings(max_examples=30, deadline=None)
+@given(_random_batches())
+def test_the_direct_evaluation_equals_pandera_on_random_rows(rows):
+    from engine_harness import raw_frame
+    from pipeline.config import parse_config
+    from test_engine_properties import BASE_CONFIG
+
+    config = parse_config(BASE_CONFIG)
+    a, b = check_requests(raw_frame(rows), config), check_requests(raw_frame(rows), config, direct=True)
+    assert (a.errors.rows(), a.checked.rows()) == (b.errors.rows(), b.checked.rows())

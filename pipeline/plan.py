@@ -1,0 +1,172 @@
+"""The call plan (SPEC section 8): a run's succeeded changes as the platform's own calls, with `after`.
+
+Rows that share no key (resolve.py) are independent: their calls have an empty `after`. The rows that
+do share keys fall into connected components of the graph "rows joined by a shared key"; nothing a
+row of one component reads or writes is ever reached by a row of another (resolve.py's closure
+argument, applied to each component), so components need no order between them. Within a
+component, a row that shares no key with any earlier row reads only state no earlier row wrote, and
+writes only state no earlier row read, so it needs no predecessor; every other row waits for the
+last such row's chain (the previous non-fresh applied row of its component) and for the fresh rows
+since it. That is the run order restricted to what can interact, so any send order respecting
+`after` replays each component in its run order and leaves the platform as the run left the store.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from pipeline.config import CARD, OrgConfig
+from pipeline.duck import query_frame
+
+GROUPS_SCHEMA = {"seq": pl.Int64, "plan_group": pl.Int64, "plan_fresh": pl.Boolean}
+
+_SHARED_KEY_EDGES = """
+WITH shared AS (SELECT k, min(seq) AS first_seq FROM row_keys GROUP BY k HAVING min(seq) < max(seq))
+SELECT DISTINCT r.seq, r.k, s.first_seq FROM row_keys r JOIN shared s USING (k)
+"""
+
+CALLS_FILE = "calls.ndjson"
+CALL_CHANGES = ("applied", "merged")
+"""Outcomes whose row becomes a call; an `unchanged` row needs none."""
+FOLLOWED_MERGE = 91009
+"""Not expected from a call: the plan addresses the customer the run resolved, so the platform follows nothing."""
+
+
+def plan_groups(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Component and freshness of every row that shares a key with another (`row_keys` of resolve).
+
+    `plan_group` numbers the connected components of rows joined by shared keys; `plan_fresh` says the
+    row shares no key with any earlier row. Components come from scipy's connected_components over the
+    bipartite row-key graph (set-based, no Python loop over rows).
+    """
+    edges = query_frame(con, _SHARED_KEY_EDGES)
+    if edges.height == 0:
+        return pl.DataFrame(schema=GROUPS_SCHEMA)
+    edges = edges.with_columns(
+        pl.col("seq").rank("dense").cast(pl.Int64).alias("row_node") - 1,
+        pl.col("k").rank("dense").cast(pl.Int64).alias("key_node") - 1,
+    )
+    rows, keys = edges["seq"].n_unique(), edges["k"].n_unique()
+    graph = coo_matrix(
+        (
+            np.ones(edges.height, dtype=np.int8),
+            (edges["row_node"].to_numpy(), edges["key_node"].to_numpy() + rows),
+        ),
+        shape=(rows + keys, rows + keys),
+    )
+    _, labels = connected_components(graph, directed=False)
+    per_row = edges.group_by("seq", "row_node").agg((pl.col("first_seq") == pl.col("seq")).all().alias("plan_fresh"))
+    return per_row.select(
+        "seq",
+        pl.Series("plan_group", labels[:rows], dtype=pl.Int64).gather(per_row["row_node"]),
+        "plan_fresh",
+    ).sort("seq")
+
+
+def chain_after(grouped: pl.DataFrame) -> pl.DataFrame:
+    """`after_seq` of each changing row of a component (seq, plan_group, plan_fresh): the seqs it waits for.
+
+    Only rows that change something are given: a failed or unchanged row sends nothing and changed
+    nothing, so the rows around it keep their order without it. Set-based: within a component, a
+    row's block is the number of non-fresh rows up to it; a non-fresh row of block b waits for the
+    rows of block b - 1 (the previous non-fresh row and the fresh rows since), a fresh row for none.
+    """
+    empty = pl.lit([], dtype=pl.List(pl.Int64))
+    blocks = grouped.sort("plan_group", "seq").with_columns(
+        (~pl.col("plan_fresh")).cast(pl.Int64).cum_sum().over("plan_group").alias("block")
+    )
+    members = blocks.group_by("plan_group", "block").agg(pl.col("seq").sort().alias("after_seq"))
+    return blocks.join(members.with_columns(pl.col("block") + 1), on=["plan_group", "block"], how="left").select(
+        "seq",
+        pl.when(pl.col("plan_fresh")).then(empty).otherwise(pl.col("after_seq").fill_null(empty)).alias("after_seq"),
+    )
+
+
+def build_plan(run_id: str, checked: pl.DataFrame, outcomes: pl.DataFrame, config: OrgConfig) -> pl.DataFrame:
+    """One line of calls.ndjson per applied or merged row, in row order, as a frame of JSON text (`line`)."""
+    multi = [name for name, source in config.sources.items() if source.kind == "multi"]
+    changes = (
+        outcomes.filter(pl.col("outcome").is_in(CALL_CHANGES))
+        .select("seq", "outcome", "resolved_customer_id", "survivor_id", "warnings", "plan_group", "plan_fresh")
+        .join(
+            checked.select(
+                "seq",
+                "file",
+                "row_number",
+                "row_id",
+                "source",
+                "account_id",
+                "action",
+                "id_type",
+                "id_value",
+                "series_id",
+                "status_label",
+            ),
+            on="seq",
+            how="left",
+        )
+        .sort("seq")
+    )
+    grouped = changes.filter(pl.col("plan_group").is_not_null())
+    waits = chain_after(grouped)
+    changes = changes.join(waits, on="seq", how="left", maintain_order="left").with_columns(
+        pl.col("after_seq").fill_null(pl.lit([], dtype=pl.List(pl.Int64)))
+    )
+    call_id = pl.lit(f"{run_id}:") + pl.col("seq").cast(pl.String)
+    head = pl.struct(
+        call_id.alias("call_id"),
+        "file",
+        "row_number",
+        "row_id",
+        pl.col("resolved_customer_id").alias("customer_id"),
+        "source",
+        pl.when(pl.col("source").is_in(multi)).then(pl.col("account_id")).alias("account_id"),
+    ).struct.json_encode()
+    is_card = pl.col("id_type") == CARD
+    label = (
+        pl.when(pl.col("action") == "add")
+        .then("status_label")
+        .otherwise(pl.col("status_label").fill_null(config.delink_label))
+    )
+    item = (
+        pl.when(is_card & (pl.col("action") == "add"))
+        .then(
+            pl.struct(
+                pl.col("id_type").alias("type"),
+                pl.col("id_value").alias("value"),
+                pl.col("series_id").alias("seriesId"),
+                label.alias("statusLabel"),
+            ).struct.json_encode()
+        )
+        .when(is_card)
+        .then(
+            pl.struct(
+                pl.col("id_type").alias("type"), pl.col("id_value").alias("value"), label.alias("statusLabel")
+            ).struct.json_encode()
+        )
+        .otherwise(pl.struct(pl.col("id_type").alias("type"), pl.col("id_value").alias("value")).struct.json_encode())
+    )
+    body = pl.concat_str(pl.lit('{"'), pl.col("action"), pl.lit('":['), item, pl.lit("]}"))
+    warnings = pl.col("warnings").list.eval(pl.element().filter(pl.element() != FOLLOWED_MERGE))
+    expect = (
+        pl.when(pl.col("outcome") == "merged")
+        .then(pl.struct(pl.col("outcome"), warnings.alias("warnings"), pl.col("survivor_id")).struct.json_encode())
+        .otherwise(pl.struct(pl.col("outcome"), warnings.alias("warnings")).struct.json_encode())
+    )
+    after_ids = pl.col("after_seq").list.eval(pl.lit(f"{run_id}:") + pl.element().cast(pl.String))
+    tail = pl.struct(after_ids.alias("after")).struct.json_encode()
+    line = pl.concat_str(
+        head.str.head(-1),
+        pl.lit(',"body":'),
+        body,
+        pl.lit(","),
+        tail.str.slice(1).str.head(-1),
+        pl.lit(',"expect":'),
+        expect,
+        pl.lit("}"),
+    )
+    return changes.select("seq", line.alias("line"))
