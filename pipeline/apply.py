@@ -18,6 +18,7 @@ import polars as pl
 from pipeline.config import OrgConfig
 from pipeline.duck import query_frame, run_script
 from pipeline.errors import InternalError
+from pipeline.provenance import EVENT_SCHEMA
 from pipeline.replay import Replayer, ReplayRow, WorkingSet
 
 OUTCOME_SCHEMA = pl.Schema(
@@ -209,6 +210,30 @@ CREATE OR REPLACE TEMP TABLE chg_cards AS
 CREATE OR REPLACE TEMP TABLE chg_merge_status (victim_id BIGINT, survivor_id BIGINT);
 """
 
+_IND_EVENTS = """
+CREATE OR REPLACE TEMP TABLE chg_events AS
+    SELECT seq, action, CASE WHEN action = 'remove' THEN target END AS from_customer_id,
+        CASE WHEN action = 'add' THEN CASE WHEN outcome = 'merged' THEN loyal_id ELSE target END END AS to_customer_id,
+        source, account_id, id_type, id_value, NULL::VARCHAR AS old_label, NULL::VARCHAR AS new_label
+    FROM ind_ident WHERE outcome IN ('applied', 'merged')
+    UNION ALL
+    SELECT seq, 'merge', target, loyal_id, source, account_id, id_type, id_value, NULL, NULL
+    FROM ind_ident WHERE outcome = 'merged'
+    UNION ALL
+    SELECT d.seq, 'drop', v.customer_id, NULL, v.source, v.account_id, v.id_type, v.id_value, NULL, NULL
+    FROM ind_ident d JOIN val_idents v ON v.id_type = d.id_type AND v.id_value = d.id_value
+    JOIN rel_info ci ON ci.customer_id = v.customer_id
+    WHERE d.outcome IN ('applied', 'merged') AND d.action = 'add' AND d.campaign > 0
+        AND ci.customer_type = 'CAMPAIGN' AND v.customer_id <> d.target
+    UNION ALL
+    SELECT seq,
+        CASE WHEN action = 'remove' THEN 'card_delink' WHEN holder IS NULL THEN 'card_link' ELSE 'card_label' END,
+        holder, CASE WHEN action = 'add' THEN target END, NULL, NULL, 'cardnumber', id_value, card_label,
+        CASE WHEN action = 'add' THEN status_label ELSE coalesce(status_label, $delink_label) END
+    FROM ind_card WHERE outcome = 'applied';
+"""
+"""Each changing row's provenance events (provenance.py), with its seq; only when the run records them."""
+
 _WORKING_SET = """
 CREATE OR REPLACE TEMP TABLE ws_rows AS SELECT r.*, s.target, s.followed
     FROM req r JOIN res s USING (seq) SEMI JOIN interacting USING (seq);
@@ -243,8 +268,10 @@ def _params(config: OrgConfig) -> dict:
     }
 
 
-def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
+def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig, events: bool = True) -> pl.DataFrame:
     """Decide all rows of `req` (after resolve_targets), one OUTCOME_SCHEMA row each; stage changes in chg_*.
+
+    With `events`, each changing row's provenance events are staged too (chg_events, with the row's seq).
 
     The replay of interacting rows is pure Python over a working set pulled beforehand, so it runs in a
     worker thread while DuckDB decides the independent rows (DuckDB releases the GIL as it works): on
@@ -252,8 +279,8 @@ def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
     """
     pulled = _pull_working_set(con)
     with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay") as pool:
-        replayed = pool.submit(_replay, pulled, config)
-        frames = _decide_independent(con, config)
+        replayed = pool.submit(_replay, pulled, config, events)
+        frames = _decide_independent(con, config, events)
         outcomes, changes = replayed.result()
     _stage_working_set_changes(con, changes)
     run_script(con, _DROP_DECIDED)  # frees DuckDB memory before the reports are built
@@ -287,7 +314,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _decide_independent(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> list[pl.DataFrame]:
+def _decide_independent(con: duckdb.DuckDBPyConnection, config: OrgConfig, events: bool) -> list[pl.DataFrame]:
     """Decide the rows that share no key set-based against the store; stage their changes in chg_*."""
     con.execute(_INDEPENDENT)
     con.execute(_IDENT_DECISIONS, _params(config))
@@ -298,6 +325,8 @@ def _decide_independent(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> li
         query_frame(con, _NOT_FOUND),
     ]
     run_script(con, _IND_CHANGES, {"delink_label": config.delink_label})
+    if events:
+        run_script(con, _IND_EVENTS, {"delink_label": config.delink_label})
     con.execute("DROP VIEW ind")
     return frames
 
@@ -336,7 +365,9 @@ def _pull_working_set(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]
     return pulled
 
 
-def _replay(pulled: dict[str, pl.DataFrame], config: OrgConfig) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+def _replay(
+    pulled: dict[str, pl.DataFrame], config: OrgConfig, events: bool
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
     """Replay the interacting rows in order; their outcomes and their net changes (for chg_*)."""
     rows = [ReplayRow._make(r) for r in pulled["rows"].iter_rows()]
     if not rows:
@@ -358,8 +389,12 @@ def _replay(pulled: dict[str, pl.DataFrame], config: OrgConfig) -> tuple[pl.Data
         tracked_values=tracked,
         tracked_holdings=pulled["holdings"].rows(),
     )
-    outcomes = Replayer(ws, config).replay(rows)
-    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), _net_changes(ws)
+    replayer = Replayer(ws, config, record_events=events)
+    outcomes = replayer.replay(rows)
+    changes = _net_changes(ws)
+    if events:
+        changes["chg_events"] = pl.DataFrame(replayer.events, schema=EVENT_SCHEMA, orient="row")
+    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), changes
 
 
 def _net_changes(ws: WorkingSet) -> dict[str, pl.DataFrame]:
