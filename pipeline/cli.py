@@ -40,7 +40,7 @@ def _exits(func: Callable[P, int]) -> Callable[P, NoReturn]:
         except LoyaltyBulkError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except click.exceptions.Exit:
+        except (click.exceptions.Exit, click.ClickException):  # usage errors keep click's message and exit 2
             raise
         except Exception as exc:  # an unexpected failure is still reported, with exit code 4
             click.echo(f"internal error: {type(exc).__name__}: {exc}; nothing was applied", err=True)

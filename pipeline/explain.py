@@ -23,7 +23,6 @@ from typing import Any, Literal
 import duckdb
 import polars as pl
 
-from pipeline.duck import query_frame
 from pipeline.errors import StoreBusy, StoreError
 from pipeline.normalize import normalize_value, trim
 from pipeline.pii import mask_value
@@ -483,8 +482,9 @@ class _Reader:
     def events(self, query: str, params: dict[str, Any] | None = None) -> list[Event]:
         if not self.has_provenance:
             return []
-        frame = query_frame(self.con, query, params)
-        events = [self._event(r) for r in frame.iter_rows(named=True)]
+        result = self.con.execute(query, params or None)
+        names = [d[0] for d in result.description or ()]
+        events = [self._event(dict(zip(names, r, strict=True))) for r in result.fetchall()]
         return sorted(events, key=lambda e: e.order)
 
     def _event(self, r: dict[str, Any]) -> Event:
@@ -787,27 +787,43 @@ def _masked(obj: Any) -> Any:
     return replace(obj, **changes)
 
 
-def explain(store_path: Path | str, target: Target, mask_pii: bool = False) -> Explanation:
-    """Explain a customer, a value (normalised by the caller) or a card, from a store opened read-only."""
-    try:
-        con = open_store(store_path, read_only=True)
-    except StoreBusy as exc:
-        raise StoreBusy(
-            f"store {store_path} is held by a run or another command{exc.holder}; explain reads a store only "
-            "while no run holds it; nothing was read; try again when that run has finished"
-        ) from exc
-    try:
-        reader = _Reader(con, str(store_path))
+class Explainer:
+    """Answers explain's questions from one store opened read-only; use as a context manager."""
+
+    def __init__(self, store_path: Path | str, mask_pii: bool = False):
+        self.store_path, self.mask_pii = store_path, mask_pii
+        try:
+            self.con = open_store(store_path, read_only=True)
+        except StoreBusy as exc:
+            raise StoreBusy(
+                f"store {store_path} is held by a run or another command{exc.holder}; explain reads a store only "
+                "while no run holds it; nothing was read; try again when that run has finished"
+            ) from exc
+        self.reader = _Reader(self.con, str(store_path))
+
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.con.close()
+
+    def explain(self, target: Target) -> Explanation:
+        """Explain a customer, a value (already normalised) or a card."""
         result: Explanation
-        if target[0] == "customer":
-            result = explain_customer(reader, target[1])
-        elif target[0] == "value":
-            _, id_type, value, source, account = target
-            result = explain_value(reader, id_type, value, source, account)
-        else:
-            result = explain_card(reader, target[1])
-        return _masked(result) if mask_pii else result
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot explain from store {store_path}: {exc}; nothing was changed") from exc
-    finally:
-        con.close()
+        try:
+            if target[0] == "customer":
+                result = explain_customer(self.reader, target[1])
+            elif target[0] == "value":
+                _, id_type, value, source, account = target
+                result = explain_value(self.reader, id_type, value, source, account)
+            else:
+                result = explain_card(self.reader, target[1])
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot explain from store {self.store_path}: {exc}; nothing was changed") from exc
+        return _masked(result) if self.mask_pii else result
+
+
+def explain(store_path: Path | str, target: Target, mask_pii: bool = False) -> Explanation:
+    """Explain one customer, value or card from a store opened read-only for this question."""
+    with Explainer(store_path, mask_pii) as explainer:
+        return explainer.explain(target)
