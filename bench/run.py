@@ -11,6 +11,7 @@ round-robin, one run each per round, so the runs compared with each other share 
   c  `store init` from the cached Parquet snapshot
   d  dense: --dense-rows rows over --dense-customers customers (bench/dense.py)
   e  the floor: bare DuckDB doing only the unavoidable work of (a) (bench/floor.py)
+  p  (a) again with provenance off (LOYALTY_BULK_BENCH_SKIP_PROVENANCE=1): what provenance costs (a)
   big  a --big-customers store (about 100M identifiers) must finish a --big-rows run under the memory limit
 The results go to --out (Markdown) and a JSON sidecar beside it, merged with earlier scenarios so
 that `--only big` adds to the table instead of replacing it.
@@ -45,8 +46,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "loyalty-bulk")
-SCENARIOS = ("a", "b", "c", "d", "e", "big")
-DEFAULT_SCENARIOS = "a,b,c,d,e"
+SCENARIOS = ("a", "b", "c", "d", "e", "p", "big")
+DEFAULT_SCENARIOS = "a,b,c,d,e,p"
+SKIP_PROVENANCE = {"LOYALTY_BULK_BENCH_SKIP_PROVENANCE": "1"}
+"""pipeline/provenance.py's measurement switch, for scenario (p) only."""
 GIB = 1024**3
 INTERPRETATION = "## Interpretation"
 
@@ -56,6 +59,7 @@ TITLES = {
     "c": "`store init` from the Parquet snapshot",
     "d": "dense batch over few customers",
     "e": "floor: bare DuckDB, unavoidable work of (a)",
+    "p": "(a) without provenance (bench switch)",
     "big": "run on a ~100M-identifier store under a memory limit",
 }
 TARGETS = {
@@ -64,6 +68,7 @@ TARGETS = {
     "c": "≤ 60 s",
     "d": "per-row cost ≤ 3× that of (a)",
     "e": "(reference for (a))",
+    "p": "(a) ≤ 1.10× (p): provenance costs < 10 %",
     "big": "completes (exit 0 or 1), no crash",
 }
 
@@ -93,12 +98,12 @@ class Measurement:
         return run
 
 
-def measure(cmd: list[str], timeout: float) -> Measurement:
+def measure(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> Measurement:
     """Run cmd and time it; the peak RSS is the child's own (os.wait4), not the cumulative RUSAGE_CHILDREN."""
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, env=os.environ | (env or {}))
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
@@ -264,9 +269,18 @@ class Bench:
             if finish is not None:
                 finish()
 
-    def cli_run(self, dataset: Path, store: Path, requests: Path, memory_limit: str | None = None) -> dict[str, Any]:
-        """One `loyalty-bulk run` on a fresh store copy; adds the stage seconds and counts of summary.json."""
+    def cli_run(
+        self,
+        dataset: Path,
+        store: Path,
+        requests: Path,
+        memory_limit: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One `loyalty-bulk run` on a fresh store copy; adds the stage seconds and counts of summary.json,
+        and how much the store file grew."""
         work = self.fresh_work(dataset, store)
+        size_before = (work / "store.duckdb").stat().st_size
         reports = work / "reports"
         cmd = [
             CLI,
@@ -280,13 +294,17 @@ class Bench:
             *self.engine_options(memory_limit),
             str(requests),
         ]
-        m = measure(cmd, self.args.timeout)
+        m = measure(cmd, self.args.timeout, env)
         run: dict[str, Any] = {
             "seconds": m.seconds,
             "max_rss": m.max_rss,
             "exit_code": m.exit_code,
             "load_before": m.load_before,
+            "store_growth": sum(p.stat().st_size for p in work.glob("store.duckdb*") if p.is_file()) - size_before,
         }
+        if m.exit_code in (0, 1):
+            with quiet(duckdb.connect(str(work / "store.duckdb"), read_only=True)) as con:
+                run["provenance_rows"] = scalar(con, "SELECT count(*) FROM provenance")
         summary_path = reports / "summary.json"
         if m.exit_code in (0, 1) and summary_path.exists():
             summary = json.loads(summary_path.read_text())
@@ -301,12 +319,24 @@ class Bench:
         return run
 
     def batch_scenario(
-        self, name: str, dataset: Path, store: Path, requests: Path, rows: int, memory_limit: str | None = None
+        self,
+        name: str,
+        dataset: Path,
+        store: Path,
+        requests: Path,
+        rows: int,
+        memory_limit: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> ScenarioResult:
         result = ScenarioResult(
             name,
             rows,
-            {"requests": str(requests), "store": str(store), "options": self.engine_options(memory_limit)},
+            {
+                "requests": str(requests),
+                "store": str(store),
+                "options": self.engine_options(memory_limit),
+                **({"environment": " ".join(f"{k}={v}" for k, v in env.items())} if env else {}),
+            },
             self.session,
         )
         self.log(f"scenario ({name}): {TITLES[name]}, {rows:,} rows")
@@ -314,7 +344,7 @@ class Bench:
         def finish() -> None:
             result.mix = mix_of(requests, result.runs) | result.mix
 
-        return self.schedule(result, lambda i: self.cli_run(dataset, store, requests, memory_limit), finish)
+        return self.schedule(result, lambda i: self.cli_run(dataset, store, requests, memory_limit, env), finish)
 
     def scenario_c(self, dataset: Path) -> ScenarioResult:
         result = ScenarioResult(
@@ -425,6 +455,10 @@ class Bench:
                     results["d"] = self.scenario_d(self.dataset, store)
                 elif name == "e":
                     results["e"] = self.scenario_e(self.dataset, store, requests)
+                elif name == "p":
+                    results["p"] = self.batch_scenario(
+                        "p", self.dataset, store, requests, args.rows, env=SKIP_PROVENANCE
+                    )
                 results[name].params.update(params)
             self.run_rounds(args.repeat)
         if "big" in only:
@@ -552,6 +586,17 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
             else "reference only",
             None,
         )
+    p = results.get("p")
+    if p and p.completed and a and a.completed and p.session == a.session:
+        ratio = a.median_seconds / p.median_seconds
+        verdicts["p"] = (
+            f"(a) / (p) = {ratio:.3f} (per round: {_round_ratios(a, p)}); store growth median "
+            f"{_median_growth(a) / 2**20:.1f} MiB with provenance, {_median_growth(p) / 2**20:.1f} MiB without; "
+            f"{_median_rows(a):,} provenance rows",
+            ratio <= 1.10,
+        )
+    elif p and p.completed:
+        verdicts["p"] = ("no (a) from the same session", None)
     if "big" in results and results["big"].completed:
         big = results["big"]
         verdicts["big"] = (f"completed in {big.median_seconds:.0f} s, RSS {big.peak_rss / GIB:.2f} GiB", True)
@@ -561,6 +606,14 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
 def _round_ratios(x: ScenarioResult, y: ScenarioResult, scale: float = 1.0) -> str:
     """x / y run by run: the scenarios run round-robin, so run i of each shared the same minutes."""
     return ", ".join(f"{xr['seconds'] / scale / yr['seconds']:.2f}" for xr, yr in zip(x.runs, y.runs, strict=True))
+
+
+def _median_growth(r: ScenarioResult) -> float:
+    return statistics.median(run.get("store_growth", 0) for run in r.runs)
+
+
+def _median_rows(r: ScenarioResult) -> int:
+    return int(statistics.median(run.get("provenance_rows", 0) for run in r.runs))
 
 
 def _all(oks) -> bool:

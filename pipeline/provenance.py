@@ -4,8 +4,8 @@
 run's reports. One row of `provenance` is one change: an identifier added, removed, dropped from a
 campaign holder or moved by a merge, a customer merged, a card linked, relabelled, delinked or moved
 by a merge, or what a revert undid. It is written set-based, inside the run's own transaction, from
-the decided changes (`chg_events`, staged by apply.decide with each row's seq) joined with the rows'
-file position, row_number and row_id.
+the decided changes (the chg_* tables of apply.py, which carry the seq of the row that made each
+change, and the replay's chg_events) joined with the rows' file position, row_number and row_id.
 
 Identifiers, cards and merges present since `store init` have no provenance row: "no row" means
 "from the snapshot", whose folder and time are in store_meta (`snapshot`, `created_at`), so the
@@ -28,13 +28,17 @@ if TYPE_CHECKING:
 
 PROVENANCE_SQL = """
 CREATE TABLE IF NOT EXISTS provenance (
-    run_id VARCHAR NOT NULL, file_position INTEGER, row_number BIGINT, row_id VARCHAR, action VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL, file_position INTEGER, row_number BIGINT,
+    row_id VARCHAR USING COMPRESSION uncompressed, action VARCHAR NOT NULL,
     from_customer_id BIGINT, to_customer_id BIGINT, source VARCHAR, account_id VARCHAR,
-    id_type VARCHAR NOT NULL, id_value VARCHAR NOT NULL, old_label VARCHAR, new_label VARCHAR)
+    id_type VARCHAR NOT NULL, id_value VARCHAR NOT NULL USING COMPRESSION uncompressed,
+    old_label VARCHAR, new_label VARCHAR)
 """
-"""One change per row. from_customer_id lost the identifier or card (or is the merge victim),
-to_customer_id gained it (or is the survivor). file_position is the file's position in run_files;
-file, row and row_id are empty for a revert's rows."""
+"""One change per row: from_customer_id lost the identifier or card (or is the merge victim),
+to_customer_id gained it (or is the survivor); file_position is the file's position in run_files;
+file, row and row_id are empty for a revert's rows. row_id and id_value are nearly unique per row:
+compressing them made writing 1M rows 3-5x slower for half the bytes, so they are stored
+uncompressed (bench/RESULTS.md, scenario p, quotes the store growth)."""
 
 Action = Literal[
     "add",
@@ -59,20 +63,6 @@ another customer took (reuse on); `move` an identifier going from a merge victim
 ACTION_ORDER: dict[str, int] = {action: i for i, action in enumerate(get_args(Action))}
 """The order of a row's changes among themselves: a merge before the moves it makes, then the add."""
 
-EVENT_COLUMNS = (
-    "seq",
-    "action",
-    "from_customer_id",
-    "to_customer_id",
-    "source",
-    "account_id",
-    "id_type",
-    "id_value",
-    "old_label",
-    "new_label",
-)
-"""The columns of the staged `chg_events` table (apply.py makes it, the replay appends to it)."""
-
 EVENT_SCHEMA = pl.Schema(
     {
         "seq": pl.Int64(),
@@ -87,6 +77,7 @@ EVENT_SCHEMA = pl.Schema(
         "new_label": pl.String(),
     }
 )
+"""The replay's events as staged in chg_events (apply.py makes the table; replay.Replayer emits the rows)."""
 
 ENV_SKIP = "LOYALTY_BULK_BENCH_SKIP_PROVENANCE"
 """Measurement switch for bench/run.py only: a run records no provenance rows (one `unrecorded` row
@@ -98,19 +89,34 @@ INSERT INTO provenance
 SELECT $run_id, r.file_position, r.row_number, r.row_id, e.action, e.from_customer_id, e.to_customer_id,
     e.source, e.account_id, e.id_type, e.id_value, e.old_label, e.new_label
 FROM (
-    SELECT * FROM chg_events
+    SELECT seq, action, customer_id AS from_customer_id, NULL::BIGINT AS to_customer_id, source, account_id,
+        id_type, id_value, NULL::VARCHAR AS old_label, NULL::VARCHAR AS new_label
+    FROM chg_delete WHERE seq IS NOT NULL
     UNION ALL
-    SELECT e.seq, 'move', m.victim_id, m.survivor_id, m.source, m.account_id, m.id_type, m.id_value, NULL, NULL
-    FROM chg_moves m JOIN chg_events e ON e.action = 'merge' AND e.from_customer_id = m.victim_id
+    SELECT seq, 'add', NULL, customer_id, source, account_id, id_type, id_value, NULL, NULL
+    FROM chg_insert WHERE seq IS NOT NULL
     UNION ALL
-    SELECT e.seq, 'card_move', m.victim_id, m.survivor_id, NULL, NULL, 'cardnumber', c.card_number,
+    SELECT m.seq, 'merge', m.victim_id, m.survivor_id, i.source, i.account_id, i.id_type, i.id_value, NULL, NULL
+    FROM chg_merge m JOIN chg_insert i USING (seq)
+    UNION ALL
+    SELECT seq, 'move', victim_id, survivor_id, source, account_id, id_type, id_value, NULL, NULL FROM chg_moves
+    UNION ALL
+    SELECT m.seq, 'card_move', m.victim_id, m.survivor_id, NULL, NULL, 'cardnumber', c.card_number,
         c.status_label, c.status_label
-    FROM chg_merge m JOIN chg_events e ON e.action = 'merge' AND e.from_customer_id = m.victim_id
-    JOIN rel_cards c ON c.customer_id = m.victim_id
+    FROM chg_merge m JOIN rel_cards c ON c.customer_id = m.victim_id
+    UNION ALL
+    SELECT u.seq,
+        CASE WHEN u.customer_id IS NULL THEN 'card_delink' WHEN c.customer_id IS NULL THEN 'card_link'
+             ELSE 'card_label' END,
+        c.customer_id, u.customer_id, NULL, NULL, 'cardnumber', u.card_number, c.status_label, u.status_label
+    FROM chg_cards u JOIN rel_cards c USING (card_number) WHERE u.seq IS NOT NULL
+    UNION ALL
+    SELECT * FROM chg_events
 ) e JOIN prov_rows r USING (seq)
 """
-"""Moves of set-based merges come from chg_moves and rel_cards (apply located them); the replay's
-merges staged their moves in chg_events already, and their victims are not in chg_merge/chg_moves."""
+"""The set-based rows' changes are read from chg_* with their seq; chg_moves and rel_cards (apply located
+them) give what their merges moved. The replayed rows' changes come as events (chg_events), since the
+replay stages only net changes; its merges are not in chg_merge, so nothing is counted twice."""
 
 _RECORD_REVERT = """
 INSERT INTO provenance
