@@ -403,7 +403,23 @@ class CustomerExplanation(Explanation):
             lines += card.render_lines("    ")
         lines.append(f"  runs that touched it, newest first: {len(self.runs) or 'none'}")
         lines += [f"    {r.render()}" for r in self.runs]
+        lines += _timeline_lines(self.timeline)
         return "\n".join(lines + self._notes())
+
+
+TIMELINE_LINES = 10
+"""Changes the console shows, newest first; --json and --html have all of them."""
+
+
+def _timeline_lines(timeline: tuple[Event, ...]) -> list[str]:
+    if not timeline:
+        return []
+    newest = list(reversed(timeline))[:TIMELINE_LINES]
+    more = len(timeline) - len(newest)
+    lines = [
+        f"  changes, newest first: {len(timeline)}" + (f" (the {len(newest)} newest; --json has all)" if more else "")
+    ]
+    return lines + [f"    {e.render()}" for e in newest]
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,10 @@ Action = Literal[
 another customer took (reuse on); `move` an identifier going from a merge victim to its survivor;
 `unrecorded` marks a run made with the bench's switch off, whose changes have no rows."""
 
-ACTION_ORDER: dict[str, int] = {action: i for i, action in enumerate(get_args(Action))}
+_ROW_ORDER = ("merge", "move", "card_move", "drop", "remove", "add", "card_link", "card_label", "card_delink")
+ACTION_ORDER: dict[str, int] = {
+    action: i for i, action in enumerate([*_ROW_ORDER, *(a for a in get_args(Action) if a not in _ROW_ORDER)])
+}
 """The order of a row's changes among themselves: a merge before the moves it makes, then the add."""
 
 EVENT_SCHEMA = pl.Schema(

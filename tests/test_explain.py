@@ -446,6 +446,12 @@ def test_cli_forms_text_json_html_and_misuse(sample_store, tmp_path):
     data = json.loads(as_json.output)
     assert data["kind"] == "customer" and [m["victim_id"] for m in data["merged_in"]] == [1009]
     assert f"1009 -> 1023 on INSTORE email=erin@example.com: run {run_id}" in text.output
+    changes = text.output.split("changes, newest first: ", 1)[1].splitlines()
+    assert changes[0] == str(len(data["timeline"])) and len(changes) == 1 + len(data["timeline"])
+    merged_at = next(i for i, line in enumerate(changes) if line.startswith("    merged 1009 into 1023"))
+    moved_at = [i for i, line in enumerate(changes) if "from 1009 to 1023 (merge)" in line]
+    added_at = next(i for i, line in enumerate(changes) if line.startswith("    added INSTORE email=erin@example.com"))
+    assert added_at < min(moved_at) and max(moved_at) < merged_at, "newest first: the add, the moves, the merge"
     value = runner.invoke(
         main, ["explain", "--store", str(path), "--value", "email= ERIN@Example.com", "--source", "INSTORE"]
     )
