@@ -89,7 +89,7 @@ class Cause:
 class Event:
     """One provenance row with its cause; from lost the identifier or card (or is the merge victim)."""
 
-    order: tuple[int, int, int, int]
+    order: tuple[int, int, int, int, str, str, str, str]
     cause: Cause
     action: Action
     from_customer_id: int | None
@@ -523,6 +523,11 @@ class _Reader:
             -1 if r["file_position"] is None else r["file_position"],
             r["row_number"] or 0,
             ACTION_ORDER.get(r["action"], 99),
+            # a row's moves have the same place: the value decides, so every answer is reproducible
+            r["source"] or "",
+            r["account_id"] or "",
+            r["id_type"],
+            r["id_value"],
         )
         return Event(
             order,
@@ -572,7 +577,7 @@ def _origin(
     events: list[Event],
     customer_id: int,
     key: tuple[str, str, str, str],
-    before: tuple[int, ...] | None,
+    before: tuple[Any, ...] | None,
     snapshot: Cause,
 ) -> tuple[OriginStep, ...]:
     """Where the holding (customer_id, key) came from, looking only at changes that stand (not reverted)."""
