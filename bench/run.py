@@ -11,6 +11,7 @@ round-robin, one run each per round, so the runs compared with each other share 
   c  `store init` from the cached Parquet snapshot
   d  dense: --dense-rows rows over --dense-customers customers (bench/dense.py)
   e  the floor: bare DuckDB doing only the unavoidable work of (a) (bench/floor.py)
+  p  (a) again with provenance off (LOYALTY_BULK_BENCH_SKIP_PROVENANCE=1): what provenance costs (a)
   am (a) with `[mobile]` (CN, GB, IN) in the org config, on a store made with `store init --config`
   cm (c) with `--config` of that org: the snapshot's mobiles read with its countries
   big  a --big-customers store (about 100M identifiers) must finish a --big-rows run under the memory limit
@@ -47,10 +48,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "loyalty-bulk")
-SCENARIOS = ("a", "b", "c", "d", "e", "am", "cm", "big")
-DEFAULT_SCENARIOS = "a,b,c,d,e,am,cm"
+SCENARIOS = ("a", "b", "c", "d", "e", "p", "am", "cm", "big")
+DEFAULT_SCENARIOS = "a,b,c,d,e,p,am,cm"
 MOBILE_TABLE = '\n[mobile]\ndefault_country = "CN"\nother_countries = ["GB", "IN"]\n'
 """The `[mobile]` of scenarios am and cm: the countries of the sample's mobiles (pipeline.sample)."""
+SKIP_PROVENANCE = {"LOYALTY_BULK_BENCH_SKIP_PROVENANCE": "1"}
+"""pipeline/provenance.py's measurement switch, for scenario (p) only."""
 GIB = 1024**3
 INTERPRETATION = "## Interpretation"
 
@@ -60,6 +63,7 @@ TITLES = {
     "c": "`store init` from the Parquet snapshot",
     "d": "dense batch over few customers",
     "e": "floor: bare DuckDB, unavoidable work of (a)",
+    "p": "(a) without provenance (bench switch)",
     "am": "(a) with `[mobile]` CN, GB, IN",
     "cm": "(c) with `--config` and `[mobile]` CN, GB, IN",
     "big": "run on a ~100M-identifier store under a memory limit",
@@ -70,6 +74,7 @@ TARGETS = {
     "c": "≤ 60 s",
     "d": "per-row cost ≤ 3× that of (a)",
     "e": "(reference for (a))",
+    "p": "(a) ≤ 1.10× (p): provenance costs < 10 %",
     "am": "check stage ≤ 1.3× (a)'s",
     "cm": "≤ 1.1× (c)",
     "big": "completes (exit 0 or 1), no crash",
@@ -101,12 +106,12 @@ class Measurement:
         return run
 
 
-def measure(cmd: list[str], timeout: float) -> Measurement:
+def measure(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> Measurement:
     """Run cmd and time it; the peak RSS is the child's own (os.wait4), not the cumulative RUSAGE_CHILDREN."""
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, env=os.environ | (env or {}))
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
@@ -289,9 +294,12 @@ class Bench:
         requests: Path,
         memory_limit: str | None = None,
         config: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """One `loyalty-bulk run` on a fresh store copy; adds the stage seconds and counts of summary.json."""
+        """One `loyalty-bulk run` on a fresh store copy; adds the stage seconds and counts of summary.json,
+        and how much the store file grew."""
         work = self.fresh_work(dataset, store)
+        size_before = (work / "store.duckdb").stat().st_size
         reports = work / "reports"
         cmd = [
             CLI,
@@ -305,13 +313,17 @@ class Bench:
             *self.engine_options(memory_limit),
             str(requests),
         ]
-        m = measure(cmd, self.args.timeout)
+        m = measure(cmd, self.args.timeout, env)
         run: dict[str, Any] = {
             "seconds": m.seconds,
             "max_rss": m.max_rss,
             "exit_code": m.exit_code,
             "load_before": m.load_before,
+            "store_growth": sum(p.stat().st_size for p in work.glob("store.duckdb*") if p.is_file()) - size_before,
         }
+        if m.exit_code in (0, 1):
+            with quiet(duckdb.connect(str(work / "store.duckdb"), read_only=True)) as con:
+                run["provenance_rows"] = scalar(con, "SELECT count(*) FROM provenance")
         summary_path = reports / "summary.json"
         if m.exit_code in (0, 1) and summary_path.exists():
             summary = json.loads(summary_path.read_text())
@@ -334,11 +346,17 @@ class Bench:
         rows: int,
         memory_limit: str | None = None,
         config: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> ScenarioResult:
         result = ScenarioResult(
             name,
             rows,
-            {"requests": str(requests), "store": str(store), "options": self.engine_options(memory_limit)},
+            {
+                "requests": str(requests),
+                "store": str(store),
+                "options": self.engine_options(memory_limit),
+                **({"environment": " ".join(f"{k}={v}" for k, v in env.items())} if env else {}),
+            },
             self.session,
         )
         self.log(f"scenario ({name}): {TITLES[name]}, {rows:,} rows")
@@ -346,7 +364,9 @@ class Bench:
         def finish() -> None:
             result.mix = mix_of(requests, result.runs) | result.mix
 
-        return self.schedule(result, lambda i: self.cli_run(dataset, store, requests, memory_limit, config), finish)
+        return self.schedule(
+            result, lambda i: self.cli_run(dataset, store, requests, memory_limit, config, env), finish
+        )
 
     def scenario_c(self, dataset: Path, name: str = "c", config: Path | None = None) -> ScenarioResult:
         result = ScenarioResult(
@@ -460,6 +480,10 @@ class Bench:
                     results["d"] = self.scenario_d(self.dataset, store)
                 elif name == "e":
                     results["e"] = self.scenario_e(self.dataset, store, requests)
+                elif name == "p":
+                    results["p"] = self.batch_scenario(
+                        "p", self.dataset, store, requests, args.rows, env=SKIP_PROVENANCE
+                    )
                 elif name == "am":
                     org = self.mobile_org(self.dataset)
                     mobile_store = self.ensure_store(self.dataset, org)
@@ -595,6 +619,17 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
             else "reference only",
             None,
         )
+    p = results.get("p")
+    if p and p.completed and a and a.completed and p.session == a.session:
+        ratio = a.median_seconds / p.median_seconds
+        verdicts["p"] = (
+            f"(a) / (p) = {ratio:.3f} (per round: {_round_ratios(a, p)}); store growth median "
+            f"{_median_growth(a) / 2**20:.1f} MiB with provenance, {_median_growth(p) / 2**20:.1f} MiB without; "
+            f"{_median_rows(a):,} provenance rows",
+            ratio <= 1.10,
+        )
+    elif p and p.completed:
+        verdicts["p"] = ("no (a) from the same session", None)
     am, init, cm = results.get("am"), results.get("c"), results.get("cm")
     if am and am.completed and a and a.completed:
         check, check_mobile = a.stage_medians().get("check", 0.0), am.stage_medians().get("check", 0.0)
@@ -619,6 +654,14 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
 def _round_ratios(x: ScenarioResult, y: ScenarioResult, scale: float = 1.0) -> str:
     """x / y run by run: the scenarios run round-robin, so run i of each shared the same minutes."""
     return ", ".join(f"{xr['seconds'] / scale / yr['seconds']:.2f}" for xr, yr in zip(x.runs, y.runs, strict=True))
+
+
+def _median_growth(r: ScenarioResult) -> float:
+    return statistics.median(run.get("store_growth", 0) for run in r.runs)
+
+
+def _median_rows(r: ScenarioResult) -> int:
+    return int(statistics.median(run.get("provenance_rows", 0) for run in r.runs))
 
 
 def _all(oks) -> bool:

@@ -18,6 +18,7 @@ import polars as pl
 from pipeline.config import OrgConfig
 from pipeline.duck import query_frame, run_script
 from pipeline.errors import InternalError
+from pipeline.provenance import EVENT_SCHEMA
 from pipeline.replay import Replayer, ReplayRow, WorkingSet
 
 OUTCOME_SCHEMA = pl.Schema(
@@ -187,27 +188,34 @@ FROM ind WHERE target IS NULL
 
 _IND_CHANGES = """
 CREATE OR REPLACE TEMP TABLE chg_delete AS
-    SELECT target AS customer_id, source, account_id, id_type, id_value FROM ind_ident
+    SELECT target AS customer_id, source, account_id, id_type, id_value, seq, 'remove' AS action FROM ind_ident
         WHERE outcome = 'applied' AND action = 'remove'
     UNION ALL
-    SELECT v.customer_id, v.source, v.account_id, v.id_type, v.id_value
+    SELECT v.customer_id, v.source, v.account_id, v.id_type, v.id_value, d.seq, 'drop'
     FROM ind_ident d JOIN val_idents v ON v.id_type = d.id_type AND v.id_value = d.id_value
     JOIN rel_info ci ON ci.customer_id = v.customer_id
     WHERE d.outcome IN ('applied', 'merged') AND d.action = 'add' AND d.campaign > 0
         AND ci.customer_type = 'CAMPAIGN' AND v.customer_id <> d.target;
 CREATE OR REPLACE TEMP TABLE chg_merge AS
-    SELECT target AS victim_id, loyal_id AS survivor_id FROM ind_ident WHERE outcome = 'merged';
+    SELECT target AS victim_id, loyal_id AS survivor_id, seq FROM ind_ident WHERE outcome = 'merged';
 CREATE OR REPLACE TEMP TABLE chg_insert AS
     SELECT CASE WHEN outcome = 'merged' THEN loyal_id ELSE target END AS customer_id,
-        source, account_id, id_type, id_value
+        source, account_id, id_type, id_value, seq
     FROM ind_ident WHERE action = 'add' AND outcome IN ('applied', 'merged');
 CREATE OR REPLACE TEMP TABLE chg_cards AS
     SELECT id_value AS card_number,
         CASE WHEN action = 'add' THEN target END AS customer_id,
-        CASE WHEN action = 'add' THEN status_label ELSE coalesce(status_label, $delink_label) END AS status_label
+        CASE WHEN action = 'add' THEN status_label ELSE coalesce(status_label, $delink_label) END AS status_label,
+        seq
     FROM ind_card WHERE outcome = 'applied';
 CREATE OR REPLACE TEMP TABLE chg_merge_status (victim_id BIGINT, survivor_id BIGINT);
+CREATE OR REPLACE TEMP TABLE chg_events (
+    seq BIGINT, action VARCHAR, from_customer_id BIGINT, to_customer_id BIGINT, source VARCHAR, account_id VARCHAR,
+    id_type VARCHAR, id_value VARCHAR, old_label VARCHAR, new_label VARCHAR);
 """
+"""The set-based rows' changes carry the seq of the row that made them (provenance.py reads it, with
+chg_delete's action: a remove or a campaign holder's drop); the replay's net changes have none, its
+rows' provenance comes as events (chg_events)."""
 
 _WORKING_SET = """
 CREATE OR REPLACE TEMP TABLE ws_rows AS SELECT r.*, s.target, s.followed
@@ -243,8 +251,11 @@ def _params(config: OrgConfig) -> dict:
     }
 
 
-def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
+def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig, events: bool = True) -> pl.DataFrame:
     """Decide all rows of `req` (after resolve_targets), one OUTCOME_SCHEMA row each; stage changes in chg_*.
+
+    With `events`, the replayed rows' provenance events are staged too (chg_events, with each row's seq);
+    the set-based rows' changes carry their seq in chg_* anyway.
 
     The replay of interacting rows is pure Python over a working set pulled beforehand, so it runs in a
     worker thread while DuckDB decides the independent rows (DuckDB releases the GIL as it works): on
@@ -252,7 +263,7 @@ def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> pl.DataFrame:
     """
     pulled = _pull_working_set(con)
     with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay") as pool:
-        replayed = pool.submit(_replay, pulled, config)
+        replayed = pool.submit(_replay, pulled, config, events)
         frames = _decide_independent(con, config)
         outcomes, changes = replayed.result()
     _stage_working_set_changes(con, changes)
@@ -336,7 +347,9 @@ def _pull_working_set(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]
     return pulled
 
 
-def _replay(pulled: dict[str, pl.DataFrame], config: OrgConfig) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+def _replay(
+    pulled: dict[str, pl.DataFrame], config: OrgConfig, events: bool
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
     """Replay the interacting rows in order; their outcomes and their net changes (for chg_*)."""
     rows = [ReplayRow._make(r) for r in pulled["rows"].iter_rows()]
     if not rows:
@@ -358,8 +371,12 @@ def _replay(pulled: dict[str, pl.DataFrame], config: OrgConfig) -> tuple[pl.Data
         tracked_values=tracked,
         tracked_holdings=pulled["holdings"].rows(),
     )
-    outcomes = Replayer(ws, config).replay(rows)
-    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), _net_changes(ws)
+    replayer = Replayer(ws, config, record_events=events)
+    outcomes = replayer.replay(rows)
+    changes = _net_changes(ws)
+    if events:
+        changes["chg_events"] = pl.DataFrame(replayer.events, schema=EVENT_SCHEMA, orient="row")
+    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), changes
 
 
 def _net_changes(ws: WorkingSet) -> dict[str, pl.DataFrame]:
@@ -391,7 +408,7 @@ def _stage_working_set_changes(con: duckdb.DuckDBPyConnection, changes: dict[str
     """Append the replay's net changes to the chg_* tables."""
     for table, frame in changes.items():
         con.register("ws_frame", frame)
-        con.execute(f"INSERT INTO {table} SELECT * FROM ws_frame")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM ws_frame")  # seq stays NULL: not a set-based row
         con.unregister("ws_frame")
 
 
@@ -399,12 +416,12 @@ _ROWS_TO_WRITE = """
 CREATE OR REPLACE TEMP TABLE chg_delete_rows AS
 SELECT r.rid FROM chg_delete d JOIN rel_idents r USING (customer_id, source, account_id, id_type, id_value);
 CREATE OR REPLACE TEMP TABLE chg_moves AS
-SELECT i.rid, m.victim_id, m.survivor_id, i.source, i.account_id, i.id_type, i.id_value
+SELECT i.rid, m.victim_id, m.survivor_id, i.source, i.account_id, i.id_type, i.id_value, m.seq
 FROM rel_idents i JOIN chg_merge m ON i.customer_id = m.victim_id ANTI JOIN chg_delete_rows d USING (rid);
 INSERT INTO chg_delete_rows SELECT rid FROM chg_moves;
 CREATE OR REPLACE TEMP TABLE chg_customers AS
 SELECT c.rid, c.customer_id, c.status AS old_status, c.merged_into AS old_merged_into, m.survivor_id, c.customer_type
-FROM rel_info c JOIN (SELECT * FROM chg_merge UNION ALL SELECT * FROM chg_merge_status) m
+FROM rel_info c JOIN (SELECT victim_id, survivor_id FROM chg_merge UNION ALL SELECT * FROM chg_merge_status) m
     ON c.customer_id = m.victim_id
 """
 

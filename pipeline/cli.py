@@ -40,7 +40,7 @@ def _exits(func: Callable[P, int]) -> Callable[P, NoReturn]:
         except LoyaltyBulkError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except click.exceptions.Exit:
+        except (click.exceptions.Exit, click.ClickException):  # usage errors keep click's message and exit 2
             raise
         except Exception as exc:  # an unexpected failure is still reported, with exit code 4
             click.echo(f"internal error: {type(exc).__name__}: {exc}; nothing was applied", err=True)
@@ -671,4 +671,58 @@ def push(
                 click.echo(f"  drift: {drifted}")
     elif result.exit_code:
         click.echo(f"push ended with exit code {result.exit_code}: {result.outcomes}", err=True)
+    return result.exit_code
+
+
+@main.command()
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The store (DuckDB file), opened read-only.",
+)
+@click.argument("customer_id", required=False, type=click.IntRange(min=1))
+@click.option("--value", "value", default=None, help="Explain an identifier value instead: TYPE=VALUE (normalised).")
+@click.option("--source", default=None, help="With --value: only this source.")
+@click.option("--account", "account_id", default=None, help="With --value and --source: only this account.")
+@click.option("--card", "card_number", default=None, help="Explain a card instead: its number.")
+@click.option("--json", "json_output", is_flag=True, help="Print the explanation as JSON, the same facts as the text.")
+@click.option(
+    "--mask-pii", is_flag=True, default=None, help=f"Mask identifier values and card numbers (env {ENV_MASK_PII}=1)."
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the explanation as a self-contained HTML page to this file.",
+)
+@_exits
+def explain(
+    store_path: Path,
+    customer_id: int | None,
+    value: str | None,
+    source: str | None,
+    account_id: str | None,
+    card_number: str | None,
+    json_output: bool,
+    mask_pii: bool | None,
+    html_path: Path | None,
+) -> int:
+    """Explain CUSTOMER_ID, a --value or a --card: where it came from, every merge, every run that touched it."""
+    from pipeline.explain import explain as explain_target
+    from pipeline.explain import parse_target
+    from pipeline.explain_html import write_explanation_html
+
+    try:
+        target = parse_target(customer_id, value, source, account_id, card_number)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    result = explain_target(store_path, target, mask_pii=pick(mask_pii or None, ENV_MASK_PII, None, False, env_flag))
+    click.echo(result.to_json() if json_output else result.render())
+    if html_path is not None:
+        write_explanation_html(result, html_path)
+        if not json_output:
+            click.echo(f"page: {html_path}")
     return result.exit_code

@@ -2,7 +2,8 @@
 then show `[mobile]`: a store made with `store init --config sample_data/org-mobile.toml` and national
 numbers meeting the stored international ones; then deliver the nightly run: an emulated platform on a
 copy of the pre-run store, a push with injected faults, and the check that the emulated platform ends
-equal to the store.
+equal to the store; and explain a merged customer, its survivor, a value and a card, writing the
+explanation pages the run's summary.html links its merges to.
 
 Run from the repository root (the Makefile does): the job file's paths are relative to jobs/, its
 reports go to reports/nightly_migration/<run id>/.
@@ -18,9 +19,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import polars as pl
+
 from pipeline.binding import set_config
 from pipeline.config import load_config
 from pipeline.errors import LoyaltyBulkError
+from pipeline.explain import Explainer, Target
+from pipeline.explain_html import write_explanation_html
+from pipeline.html_summary import explanation_href
 from pipeline.job import load_job, run_job
 from pipeline.run import new_run_id, run_batch
 from pipeline.store import export_store, init_store
@@ -35,6 +41,13 @@ CLI = str(Path(sys.executable).parent / "loyalty-bulk")
 FAULTS = "429:0.05,500:0.05,timeout:0.05,drop-after-apply:0.05"
 DEMO_CREDENTIALS = {"LOYALTY_BULK_API_USER": "demo-till", "LOYALTY_BULK_API_PASSWORD": "demo-only-password"}
 """Made up for the demo and given to its two child processes through their environment only."""
+EXPLAINED: tuple[tuple[str, Target], ...] = (
+    ("1009", ("customer", 1009)),
+    ("1023", ("customer", 1023)),
+    ("--value email=erin@example.com", ("value", "email", "erin@example.com", None, None)),
+    ("--card GLD0000000001", ("card", "GLD0000000001")),
+)
+"""A merged customer, its survivor (merged-in, moved identifiers, a linked card), a value, a card."""
 
 
 def main() -> int:
@@ -62,6 +75,17 @@ def main() -> int:
         print(f"\n== run {MOBILE_REQUESTS} ([mobile] CN, HK): national numbers meet the stored international ones")
         mobile = run_batch(mobile_store, MOBILE_CONFIG, [MOBILE_REQUESTS], DEMO / "mobile", allow_reapply=True)
         print(mobile.render())
+        with Explainer(job.store) as explainer:
+            for shown, target in EXPLAINED:
+                print(f"\n== explain --store {job.store} {shown}")
+                print(explainer.explain(target).render())
+            merges = pl.read_csv(Path(result.reports_dir) / "merges.csv")
+            customers = sorted({*merges["victim_id"].to_list(), *merges["survivor_id"].to_list()})
+            for customer_id in customers:
+                page = Path(result.reports_dir) / explanation_href(customer_id)
+                write_explanation_html(explainer.explain(("customer", customer_id)), page)
+        print(f"\n== explanation pages of the merged customers (linked from summary.html): {len(customers)}")
+        print(f"  {Path(result.reports_dir) / explanation_href('<customer id>')}")
     except LoyaltyBulkError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return exc.exit_code

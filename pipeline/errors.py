@@ -46,6 +46,14 @@ class StoreError(LoyaltyBulkError):
     exit_code = EXIT_REFUSED
 
 
+class StoreBusy(StoreError):
+    """Another process holds the store (DuckDB's file lock); `holder` names its PID when known."""
+
+    def __init__(self, message: str, holder: str = ""):
+        super().__init__(message)
+        self.holder = holder
+
+
 class SnapshotRefused(StoreError):
     """A snapshot breaks an invariant of SPEC section 1; no store was written."""
 

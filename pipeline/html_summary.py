@@ -184,6 +184,15 @@ def _error_codes(result: RunResult) -> str:
     )
 
 
+EXPLAIN_FOLDER = "explain"
+"""Where, beside summary.html, each merge's link points: `explain --html` writes the page there."""
+
+
+def explanation_href(customer_id: Any) -> str:
+    """The link from summary.html to a customer's explanation page (explain_html.customer_page's name)."""
+    return f"{EXPLAIN_FOLDER}/customer-{customer_id}.html"
+
+
 def _merges(merges: pl.DataFrame) -> str:
     if merges.height == 0:
         return '<section><h2>Merges</h2><p id="no-merges">No customer was merged.</p></section>'
@@ -194,14 +203,23 @@ def _merges(merges: pl.DataFrame) -> str:
         if merges.height > MAX_MERGE_ROWS
         else ""
     )
+
+    def linked(customer_id: Any) -> str:
+        return f'<td class="num"><a href="{_e(explanation_href(customer_id))}">{_e(customer_id)}</a></td>'
+
+    head = "".join(f"<th>{h}</th>" for h in ("victim", "survivor", "file", "row", "id_type", "id_value", "explained"))
+    body = "".join(
+        f'<tr>{linked(victim)}{linked(survivor)}<td>{_e(file)}</td><td class="num">{_e(row)}</td>'
+        f'<td>{_e(id_type)}</td><td>{_e(value)}</td><td><a href="{_e(explanation_href(victim))}">why</a></td></tr>'
+        for victim, survivor, file, row, id_type, value in shown.rows()
+    )
     return (
         '<section><h2>Merges</h2><p class="note">The victim customer was merged into the survivor '
-        "by the request row named.</p>"
-        + _table(
-            "merges", ("victim", "survivor", "file", "row", "id_type", "id_value"), shown.rows(), frozenset({0, 1, 3})
-        )
-        + note
-        + "</section>"
+        "by the request row named. Each customer links to its explanation page, which "
+        "<code>loyalty-bulk explain --store STORE CUSTOMER_ID --html "
+        f"{EXPLAIN_FOLDER}/customer-CUSTOMER_ID.html</code> "
+        "writes beside this page (the store keeps every merge's provenance, so the page can be made at any time).</p>"
+        f'<table id="merges"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>' + note + "</section>"
     )
 
 

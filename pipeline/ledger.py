@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from pipeline import provenance
 from pipeline.duck import run_script
 from pipeline.errors import StoreError
 
@@ -47,8 +48,10 @@ _NEXT_ORDINAL = "(SELECT coalesce(max(ordinal), 0) + 1 FROM runs)"
 
 
 def ensure(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the ledger and undo-log tables where missing (store init makes them; older stores lack them)."""
+    """Create the ledger, undo-log and provenance tables where missing (store init makes them; older stores
+    lack them)."""
     run_script(con, LEDGER_SQL + ";" + UNDO_SQL)
+    provenance.ensure(con)
 
 
 def refuse_reapplied(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile]) -> None:

@@ -75,6 +75,11 @@ def mobile_digits_expr(value_expr: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     )
 
 
+def normalized_value(id_type: str, value: str) -> str:
+    """One trimmed value normalised by the same expression the check stage uses (for a value a person types)."""
+    return str(pl.select(normalize_expr(pl.lit(id_type), pl.lit(value))).item())
+
+
 def trim_expr(column: str) -> pl.Expr:
     """Trim like str.strip and turn a missing value into ''."""
     return pl.col(column).fill_null("").str.strip_chars(WHITESPACE)

@@ -52,3 +52,9 @@ def mask_reports(success: pl.DataFrame, errors: pl.DataFrame, merges: pl.DataFra
         ),
         merges.with_columns(mask_expr(pl.col("id_type"), pl.col("id_value")).alias("id_value")),
     )
+
+
+def mask_value(id_type: str, value: str) -> str:
+    """One value masked by the rule of mask_expr (explain masks its answers value by value)."""
+    masked = pl.select(mask_expr(pl.lit(id_type, dtype=pl.String), pl.lit(value, dtype=pl.String))).item()
+    return str(masked)

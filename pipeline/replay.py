@@ -137,14 +137,34 @@ class Outcome(NamedTuple):
     card_status: str | None = None
 
 
-class Replayer:
-    """Applies rows one at a time to a WorkingSet under one org config."""
+Event = tuple[int, str, int | None, int | None, str | None, str | None, str, str, str | None, str | None]
+"""A provenance event as staged in chg_events: seq, action, from, to, source, account, type, value, labels."""
 
-    def __init__(self, ws: WorkingSet, config: OrgConfig):
+
+class Replayer:
+    """Applies rows one at a time to a WorkingSet under one org config.
+
+    With `record_events`, each change is also noted as a provenance event of the row that made it
+    (`events`, in the order made), as the set-based decision stages them for independent rows.
+    """
+
+    def __init__(self, ws: WorkingSet, config: OrgConfig, record_events: bool = False):
         self.ws, self.config = ws, config
+        self.record_events = record_events
+        self.events: list[Event] = []
+        self._seq = -1
 
     def replay(self, rows: list[ReplayRow]) -> list[Outcome]:
         return [self.apply_row(row) for row in rows]
+
+    def _ident_event(self, action: str, lost: int | None, gained: int | None, ident: Ident) -> None:
+        if self.record_events:
+            self.events.append((self._seq, action, lost, gained, *ident, None, None))
+
+    def _card_event(self, action: str, number: str, gained: int | None, label: str) -> None:
+        if self.record_events:
+            _, holder, old_label = self.ws.cards[number]
+            self.events.append((self._seq, action, holder, gained, None, None, CARD, number, old_label, label))
 
     def resolve(self, row: ReplayRow) -> tuple[int | None, bool]:
         """The ACTIVE target now, and whether a merged customer was followed to reach it."""
@@ -167,6 +187,7 @@ class Replayer:
         return None, False
 
     def apply_row(self, row: ReplayRow) -> Outcome:
+        self._seq = row.seq
         target, followed = self.resolve(row)
         if target is None:
             field_name = "customer_id" if row.customer_id is not None else "lookup_value"
@@ -208,12 +229,17 @@ class Replayer:
         for holder in sorted(campaign):
             for held in [i for i in ws.idents[holder] if i[2:] == (t, v)]:
                 ws.remove_ident(holder, held)
+                self._ident_event("drop", holder, None, held)
             warnings = (8068,)
         if survivor is None:
             ws.add_ident(c, ident)
+            self._ident_event("add", None, c, ident)
             return {"outcome": "applied", "warnings": warnings}
+        if self.record_events:
+            self.events.append((self._seq, "merge", c, survivor, *ident, None, None))
         self._merge(c, survivor)
         ws.add_ident(survivor, ident)
+        self._ident_event("add", None, survivor, ident)
         return {"outcome": "merged", "survivor_id": survivor, "victim_id": c, "warnings": (8051, *warnings)}
 
     def _merge_refusal(self, victim: int, survivor: int, scope: Scope) -> dict | None:
@@ -233,7 +259,9 @@ class Replayer:
         for ident in list(ws.idents[victim]):
             ws.remove_ident(victim, ident)
             ws.add_ident(survivor, ident)
+            self._ident_event("move", victim, survivor, ident)
         for number in list(ws.cards_of[victim]):
+            self._card_event("card_move", number, survivor, ws.cards[number][2])
             ws.link_card(number, survivor, ws.cards[number][2])
         ws.mark_merged(victim, survivor)
         ws.merges_into[survivor] = ws.merges_into.get(survivor, 0) + 1
@@ -246,6 +274,7 @@ class Replayer:
         if len(ws.idents[c]) == 1:
             return {"error_code": 7010, "error_field": "id_value"}
         ws.remove_ident(c, ident)
+        self._ident_event("remove", c, None, ident)
         return {"outcome": "applied"}
 
     def _card_state(self, row: ReplayRow) -> tuple[list | None, dict | None]:
@@ -269,6 +298,7 @@ class Replayer:
         if card[1] == c:
             if card[2] == row.status_label:
                 return {"outcome": "unchanged", "warnings": (3012,)}
+            self._card_event("card_label", row.id_value, c, row.status_label)
             ws.link_card(row.id_value, c, row.status_label)
             return {"outcome": "applied"}
         if card[1] is not None:
@@ -279,6 +309,7 @@ class Replayer:
             return {"error_code": 3036, "error_field": "id_value", "limit": series_max, "card_series": row.series_id}
         if len(active) >= config.max_active_cards_per_customer:
             return {"error_code": 3039, "error_field": "id_value", "limit": config.max_active_cards_per_customer}
+        self._card_event("card_link", row.id_value, c, row.status_label)
         ws.link_card(row.id_value, c, row.status_label)
         return {"outcome": "applied"}
 
@@ -289,5 +320,7 @@ class Replayer:
         assert card is not None
         if card[1] != c:
             return {"error_code": 3031, "error_field": "id_value"}
-        self.ws.link_card(row.id_value, None, row.status_label or self.config.delink_label)
+        label = row.status_label or self.config.delink_label
+        self._card_event("card_delink", row.id_value, None, label)
+        self.ws.link_card(row.id_value, None, label)
         return {"outcome": "applied"}

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import duckdb
 import polars as pl
 
-from pipeline import binding, faults, ledger, undo
+from pipeline import binding, faults, ledger, provenance, undo
 from pipeline.apply import apply_changes, decide
 from pipeline.catalog import CATALOG
 from pipeline.check import CheckResult, check_requests
@@ -214,7 +214,8 @@ def run_batch(
         t = clock.lap("read", t)
         if not opts.dry_run and not opts.allow_reapply:
             ledger.refuse_reapplied(con, batch.files)
-        checked, outcomes = decide_batch(con, batch.frame, config, clock)
+        record_provenance = provenance.enabled()
+        checked, outcomes = decide_batch(con, batch.frame, config, clock, events=record_provenance and not opts.dry_run)
         t = time.perf_counter()
         reports = _report_frames(batch, checked, outcomes, opts.mask_pii)
         before = store_counts(con)
@@ -233,6 +234,10 @@ def run_batch(
                 apply_changes(con)
                 if not opts.dry_run:
                     undo.record_changes(con, run_id)
+                    if record_provenance:
+                        provenance.record(con, run_id, provenance.row_positions(checked.checked, batch.files))
+                    else:
+                        provenance.record_unrecorded(con, run_id)
                     if not binding.bound_config(con):
                         binding.bind(con, config)
                 after = store_counts(con)
@@ -272,9 +277,14 @@ def _threshold_breach(reports: ReportFrames, rows: int, opts: RunOptions) -> str
 
 
 def decide_batch(
-    con: duckdb.DuckDBPyConnection, raw: pl.DataFrame, config: OrgConfig, clock: StageClock | None = None
+    con: duckdb.DuckDBPyConnection,
+    raw: pl.DataFrame,
+    config: OrgConfig,
+    clock: StageClock | None = None,
+    events: bool = True,
 ) -> tuple[CheckResult, pl.DataFrame]:
-    """Check, resolve and decide a batch of raw request rows; the changes wait in chg_* tables.
+    """Check, resolve and decide a batch of raw request rows; the changes wait in chg_* tables
+    (with `events`, also each changing row's provenance events, chg_events).
 
     Returns the check result and one outcome row per checked row (OUTCOME_SCHEMA + error_message, and the
     call plan's plan_group and plan_fresh, null for rows that share no key with another).
@@ -287,7 +297,7 @@ def decide_batch(
     register_config(con, config)
     groups = resolve_targets(con, checked.checked)
     t = clock.lap("resolve", t)
-    outcomes = _with_messages(decide(con, config), checked.checked).join(
+    outcomes = _with_messages(decide(con, config, events), checked.checked).join(
         groups, on="seq", how="left", maintain_order="left"
     )
     clock.lap("decide", t)

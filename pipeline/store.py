@@ -23,7 +23,7 @@ import polars as pl
 from pipeline import ledger
 from pipeline.config import MobileCountries
 from pipeline.duck import one_row, query_frame, scalar
-from pipeline.errors import SnapshotRefused, StoreError
+from pipeline.errors import SnapshotRefused, StoreBusy, StoreError
 from pipeline.normalize import normalize_expr, trim_expr
 from pipeline.report import fsync_path, write_csv
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
@@ -148,9 +148,10 @@ def _connect(
         if "lock" in str(exc).lower():
             pid = re.search(r"PID (\d+)", str(exc))
             holder = f" (PID {pid.group(1)})" if pid else ""
-            raise StoreError(
+            raise StoreBusy(
                 f"store {path} is in use by another process{holder}; nothing was applied; "
-                "run again once that process has finished"
+                "run again once that process has finished",
+                holder,
             ) from exc
         raise StoreError(f"cannot open store {path}: {exc}; nothing was done") from exc
     except duckdb.Error as exc:

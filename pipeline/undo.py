@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline import ledger
+from pipeline import ledger, provenance
 from pipeline.duck import run_script, scalar
 from pipeline.errors import StoreError
 from pipeline.store import StoreCounts, open_store, store_counts
@@ -152,6 +152,7 @@ def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> Rever
         customers = scalar(con, "SELECT count(*) FROM undo_customers WHERE run_id = ?", [run_id])
         con.execute("BEGIN TRANSACTION")
         try:
+            provenance.record_revert(con, revert_run_id, run_id)  # reads the undo log before it is played
             run_script(con, _REVERT, {"run_id": run_id})
             con.execute("UPDATE runs SET reverted_by = ? WHERE run_id = ?", [revert_run_id, run_id])
             after = store_counts(con)

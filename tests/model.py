@@ -61,6 +61,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -492,16 +493,29 @@ def apply_row(store: ModelStore, row: CheckedRow, c: int, config: OrgConfig, mer
     return remove_identifier(store, row, c)
 
 
-def run_model(store: ModelStore, rows: list[dict[str, str | None]], config: OrgConfig) -> list[RowResult]:
-    """Apply the rows one at a time, in order, to `store` (mutated); one result per row."""
+RowObserver = Callable[[int, CheckedRow, ModelStore, ModelStore, Applied], None]
+"""Told of each succeeded row: its index, the checked row, the store before it (a copy) and after it."""
+
+
+def run_model(
+    store: ModelStore, rows: list[dict[str, str | None]], config: OrgConfig, on_row: RowObserver | None = None
+) -> list[RowResult]:
+    """Apply the rows one at a time, in order, to `store` (mutated); one result per row.
+
+    `on_row`, when given, sees each succeeded row with the store before and after it (explain's tests
+    derive the row's changes from that difference, independently of the engine).
+    """
     merges: Counter = Counter()  # merges survived in this run, per survivor id
     results = []
-    for raw in rows:
+    for index, raw in enumerate(rows):
         row = target = None
+        before = store.copy() if on_row is not None else None
         try:
             row = check_row(raw, config)
             target, resolve_warnings = resolve_target(store, row)
             applied = apply_row(store, row, target, config, merges)
+            if on_row is not None and before is not None:
+                on_row(index, row, before, store, applied)
         except RowFailed as failure:
             results.append(
                 RowResult(

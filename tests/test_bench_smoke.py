@@ -8,10 +8,20 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIO_ROWS = ("| a |", "| b |", "| c |", "| d |", "| e |", "| am |", "| cm |", "| big |")
+SCENARIO_ROWS = ("| a |", "| b |", "| c |", "| d |", "| e |", "| p |", "| am |", "| cm |", "| big |")
 
 
-EXPECTED_EXIT_CODES = {"a": [1], "b": [1], "c": [0], "d": [1], "e": [0], "am": [1], "cm": [0], "big": [1]}
+EXPECTED_EXIT_CODES = {
+    "a": [1],
+    "b": [1],
+    "c": [0],
+    "d": [1],
+    "e": [0],
+    "p": [1],
+    "am": [1],
+    "cm": [0],
+    "big": [1],
+}
 """Generated batches hold failing rows on purpose (exit 1); store init and the floor script exit 0."""
 
 
@@ -37,7 +47,7 @@ def test_bench_command_runs_every_scenario_at_tiny_size(tmp_path: Path) -> None:
         "--big-rows",
         "300",
         "--only",
-        "a,b,c,d,e,am,cm,big",
+        "a,b,c,d,e,p,am,cm,big",
         "--cache",
         str(tmp_path / "cache"),
         "--out",
@@ -53,6 +63,11 @@ def test_bench_command_runs_every_scenario_at_tiny_size(tmp_path: Path) -> None:
         assert "not run" not in line and "did not complete" not in line, line
     assert "nproc" in text and "MemTotal" in text and "## Interpretation" in text
     results = json.loads(out.with_suffix(".json").read_text())["scenarios"]
+    assert set(results) == set(EXPECTED_EXIT_CODES)
     exit_codes = {name: sorted({run["exit_code"] for run in r["runs"]}) for name, r in results.items()}
     assert exit_codes == EXPECTED_EXIT_CODES
     assert results["a"]["runs"][0]["stages"], "the stage seconds of summary.json are recorded"
+    with_provenance, without = results["a"]["runs"][0], results["p"]["runs"][0]
+    assert with_provenance["provenance_rows"] > 1 and without["provenance_rows"] == 1, "(p) records only its marker"
+    assert with_provenance["store_growth"] > 0
+    assert "(a) / (p) = " in next(line for line in text.splitlines() if line.startswith("| p |"))
