@@ -14,13 +14,13 @@ Decisions where SPEC is silent:
   otherwise it is ignored, except a delink's label, which must map to NOT_ISSUED (7011).
 - With an unknown source, id_type and lookup_type are judged against all known types, so the
   message's list of other problems does not blame a type only because the source is wrong.
-- Blocked patterns run on polars' regex engine, anchored as a full match; a pattern that engine
-  refuses (look-arounds, back-references) falls back to Python's `re`, value by value.
+- Blocked patterns are Python regular expressions matched as `re.fullmatch` (SPEC section 7); they
+  run on polars' regex engine only when rewritten from Python's own reading of them, and otherwise
+  on Python's `re` over the distinct values of their type (patterns.py).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +34,7 @@ from pipeline.config import CARD, ID_TYPES, LINKABLE_STATUSES, OrgConfig
 from pipeline.errors import InternalError
 from pipeline.mobile import with_countries
 from pipeline.normalize import format_error_expr, normalize_expr, trim_expr
+from pipeline.patterns import full_match_expr
 
 FIELDS = (
     "action",
@@ -401,7 +402,7 @@ def build_rules(config: OrgConfig) -> list[Rule]:
             "id_value.blocked",
             7005,
             "id_value",
-            ~(add_value_given & _blocked(config, id_type, id_value)),
+            ~(add_value_given & _blocked(config, id_type, id_value, add_value_given)),
             message(7005, id_type=id_type, value=id_value),
         ),
         Rule(
@@ -501,26 +502,20 @@ def _fits_series(config: OrgConfig, series_number: pl.Expr, number: pl.Expr) -> 
     return fits
 
 
-def _blocked(config: OrgConfig, id_type: pl.Expr, value: pl.Expr) -> pl.Expr:
-    """Whether a normalised value is on the blocked list of its type (exact, or a pattern's full match)."""
+def _blocked(config: OrgConfig, id_type: pl.Expr, value: pl.Expr, checked: pl.Expr) -> pl.Expr:
+    """Whether a normalised value is on the blocked list of its type (exact, or a pattern's full match).
+
+    The caller reads only the rows where `checked` holds (adds with a value): a pattern that runs on
+    Python's `re` reads the distinct values of those rows of its type and no others.
+    """
     blocked = pl.lit(False)
     for type_name, values in config.blocked_values.items():
+        of_type = id_type == type_name
         hit = value.is_in(sorted(values.exact))
-        for pattern in values.patterns:
-            hit = hit | _full_match(pattern, value)
-        blocked = blocked | ((id_type == type_name) & hit)
+        if values.patterns:
+            hit = hit | full_match_expr(values.patterns, value, where=checked & of_type)
+        blocked = blocked | (of_type & hit)
     return blocked
-
-
-def _full_match(pattern: str, value: pl.Expr) -> pl.Expr:
-    """Python `re.fullmatch` semantics; polars' regex engine when it accepts the pattern, else Python's."""
-    anchored = f"^(?:{pattern})$"
-    try:
-        pl.Series([""]).str.contains(anchored)
-    except Exception:  # look-arounds and back-references: Rust's regex refuses them, Python's re does not
-        compiled = re.compile(pattern)
-        return value.map_elements(lambda v: compiled.fullmatch(v) is not None, return_dtype=pl.Boolean)
-    return value.str.contains(anchored)
 
 
 def _pair(left: str, right: str) -> str:

@@ -38,6 +38,8 @@ class WorkingSet:
     deleted: set[tuple] = field(default_factory=set)
     cards_before: dict[str, tuple] = field(default_factory=dict)
     merged: dict[int, int] = field(default_factory=dict)
+    shortcuts: dict[int, int] = field(default_factory=dict)
+    """MERGED customer -> a customer further down its merged_into chain (path compression for `survivor`)."""
 
     tracked_holdings: list[tuple[str, str, int, str, str]] = field(default_factory=list)
     """(id_type, id_value, customer_id, source, account_id) of every working-set holding of a tracked value."""
@@ -90,6 +92,21 @@ class WorkingSet:
         card[1], card[2] = customer_id, label
         if customer_id is not None:
             self.cards_of[customer_id].add(number)
+
+    def survivor(self, customer_id: int) -> int:
+        """The ACTIVE end of a customer's merged_into chain, however long (merges are never undone in a run).
+
+        Every customer passed on the way gets a shortcut to the end (path compression), so rows that
+        keep naming the start of a long chain built in this run walk it once, not once each.
+        """
+        passed = []
+        target = customer_id
+        while self.customers[target][0] == "MERGED":
+            passed.append(target)
+            target = self.shortcuts.get(target, self.customers[target][1])
+        for customer in passed:
+            self.shortcuts[customer] = target
+        return target
 
     def mark_merged(self, victim: int, survivor: int) -> None:
         self.customers[victim][0], self.customers[victim][1] = "MERGED", survivor
@@ -172,10 +189,8 @@ class Replayer:
         if row.customer_id is not None:
             if row.initial_target is None:
                 return None, False
-            target, followed = row.initial_target, row.customer_id != row.initial_target
-            while ws.customers[target][0] == "MERGED":
-                target, followed = ws.customers[target][1], True
-            return target, followed
+            target = ws.survivor(row.initial_target)
+            return target, row.customer_id != target
         # the check stage passed the row, so without a customer_id the lookup pair is complete
         assert row.lookup_type is not None and row.lookup_value is not None
         if row.lookup_type == CARD:

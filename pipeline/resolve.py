@@ -9,6 +9,13 @@ same result whether it is applied first, last or alone: it is decided set-based 
 (`independent`). Rows that share a key are replayed in order (replay.py) over the customers their
 keys name, with all their identifiers and cards (`working set`). Keys are 64-bit hashes; a
 collision can only join rows that did not need joining, never split rows that did.
+
+A MERGED customer_id is followed through merged_into to its end however long the chain: a few
+steps one at a time for the requested customers (store chains are mostly one or two steps long),
+then, only if a chain is still open, pointer jumping over the merged customers (the mechanism
+`store init` and `store audit` use, store.merge_chain_ends), in rounds logarithmic in the longest
+chain. A chain that loops or ends at no ACTIVE customer breaks SPEC section 1's invariants: the run
+is refused (StoreError, exit 3) naming the customers, before anything is decided.
 """
 
 from __future__ import annotations
@@ -18,9 +25,13 @@ import polars as pl
 
 from pipeline.config import OrgConfig
 from pipeline.duck import run_script, scalar
+from pipeline.errors import StoreError
 from pipeline.plan import plan_groups
+from pipeline.store import merge_chain_ends, merge_cycles
 
-MAX_CHAIN_STEPS = 1_000
+DIRECT_CHAIN_STEPS = 4
+"""merged_into steps followed one at a time before pointer jumping takes over: each is a join of the
+requested merged customers alone, while a pointer-jumping round joins all merged customers."""
 
 _REQUEST_TABLES = """
 CREATE OR REPLACE TEMP TABLE req_values AS
@@ -48,6 +59,22 @@ UPDATE chain SET current = m.merged_into FROM merged_customers m WHERE m.custome
 """
 
 _CHAIN_OPEN = "SELECT count(*) FROM chain SEMI JOIN merged_customers m ON m.customer_id = chain.current"
+
+_CHAIN_TO_END = "UPDATE chain SET current = e.at_id FROM merge_chain_ends e WHERE e.start_id = chain.current"
+
+_CHAIN_LOOPS = """
+SELECT given, current FROM chain SEMI JOIN merged_customers m ON m.customer_id = chain.current ORDER BY given
+"""
+"""Chains still open after pointer jumping: each is on a merged_into cycle or leads into one."""
+
+_CHAIN_END_NOT_ACTIVE = """
+SELECT ch.given, ch.current, r.status FROM chain ch LEFT JOIN rel_info r ON r.customer_id = ch.current
+WHERE r.status IS DISTINCT FROM 'ACTIVE' ORDER BY ch.given LIMIT 1
+"""
+"""Chains that end at a missing or non-ACTIVE customer; every chain end is a target, so rel_info has it."""
+
+_SHOWN = 10
+"""Customers of a cycle named in the message (a cycle may be as long as the store's merged customers)."""
 
 _TARGETS = """
 CREATE OR REPLACE TEMP TABLE res AS
@@ -149,16 +176,60 @@ def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> pl
     con.execute("CREATE OR REPLACE TEMP TABLE req AS SELECT * FROM checked_frame")
     con.unregister("checked_frame")
     run_script(con, _REQUEST_TABLES)
-    for _ in range(MAX_CHAIN_STEPS):
-        if not scalar(con, _CHAIN_OPEN):
-            break
-        con.execute(_CHAIN_STEP)
-    else:
-        raise RuntimeError("a merged_into chain in the store does not end; run `store audit`")
+    _follow_merges(con)
     con.execute(_TARGETS)
     run_script(con, _KEYS)
     run_script(con, _RELEVANT)
+    _refuse_chain_ends_not_active(con)
     groups = plan_groups(con)
     # what decide does not read goes now: temp tables live in DuckDB's memory until the run ends
     run_script(con, _DROP_SCRATCH)
     return groups
+
+
+def _follow_merges(con: duckdb.DuckDBPyConnection) -> None:
+    """Move every row of `chain` (a requested MERGED customer) to the end of its merged_into chain."""
+    for _ in range(DIRECT_CHAIN_STEPS):
+        if not scalar(con, _CHAIN_OPEN):
+            return
+        con.execute(_CHAIN_STEP)
+    if not scalar(con, _CHAIN_OPEN):
+        return
+    with merge_chain_ends(con):
+        con.execute(_CHAIN_TO_END)
+        looping = con.execute(_CHAIN_LOOPS).fetchall()
+        if looping:
+            raise StoreError(_loop_message(looping, merge_cycles(con)))
+
+
+def _loop_message(looping: list[tuple[int, int]], cycles: list[list[int]]) -> str:
+    """Name the first requested customer whose chain loops, and the customers of the cycle it reaches."""
+    given, reached = looping[0]
+    others = f" (and from {len(looping) - 1} other requested customer(s))" if len(looping) > 1 else ""
+    cycle = next((c for c in cycles if reached in c), None)
+    where = (
+        f"merged_into loops through customers {_cycle_text(cycle)}"
+        if cycle
+        else f"it stops at customer {reached}, which is MERGED"
+    )
+    return (
+        f"the store breaks SPEC section 1: following merged_into from customer {given}{others} never reaches"
+        f" an ACTIVE customer: {where}; nothing was applied; run `loyalty-bulk store audit` on the store"
+    )
+
+
+def _cycle_text(cycle: list[int]) -> str:
+    if len(cycle) <= _SHOWN:
+        return " -> ".join(str(c) for c in [*cycle, cycle[0]])
+    return " -> ".join(str(c) for c in cycle[:_SHOWN]) + f" -> ... ({len(cycle)} customers)"
+
+
+def _refuse_chain_ends_not_active(con: duckdb.DuckDBPyConnection) -> None:
+    ends = con.execute(_CHAIN_END_NOT_ACTIVE).fetchall()
+    if ends:
+        given, end, status = ends[0]
+        what = "does not exist" if status is None else f"is {status}"
+        raise StoreError(
+            f"the store breaks SPEC section 1: following merged_into from customer {given} ends at customer {end},"
+            f" which {what}; nothing was applied; run `loyalty-bulk store audit` on the store"
+        )

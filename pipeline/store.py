@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ import polars as pl
 
 from pipeline import ledger
 from pipeline.config import MobileCountries
-from pipeline.duck import one_row, query_frame, scalar
+from pipeline.duck import one_row, query_frame, run_script, scalar
 from pipeline.errors import SnapshotRefused, StoreBusy, StoreError
 from pipeline.normalize import normalize_expr, trim_expr
 from pipeline.report import fsync_path, write_csv
@@ -317,7 +319,7 @@ FROM offending o LEFT JOIN holders h ON h.customer_id = o.customer_id
 """
 
 CHAIN_START_SQL = """
-CREATE OR REPLACE TEMP TABLE _chain_step AS
+CREATE OR REPLACE TEMP TABLE merge_chain_ends AS
 SELECT customer_id AS start_id, any_value(merged_into) AS at_id
 FROM customers
 WHERE status = 'MERGED' AND merged_into IS NOT NULL AND customer_id IS NOT NULL
@@ -326,47 +328,86 @@ GROUP BY customer_id HAVING count(*) = 1
 """Pointer per MERGED customer (unique ids only: duplicates are reported on their own)."""
 
 CHAIN_PENDING_SQL = """
-SELECT count(*) FROM _chain_step s WHERE s.at_id IN (SELECT start_id FROM _chain_step)
+SELECT count(*) FROM merge_chain_ends s WHERE s.at_id IN (SELECT start_id FROM merge_chain_ends)
 """
 
 CHAIN_JUMP_SQL = """
-CREATE OR REPLACE TEMP TABLE _chain_next AS
+CREATE OR REPLACE TEMP TABLE merge_chain_next AS
 SELECT s.start_id, coalesce(n.at_id, s.at_id) AS at_id
-FROM _chain_step s LEFT JOIN _chain_step n ON n.start_id = s.at_id;
-DROP TABLE _chain_step;
-ALTER TABLE _chain_next RENAME TO _chain_step;
+FROM merge_chain_ends s LEFT JOIN merge_chain_ends n ON n.start_id = s.at_id;
+DROP TABLE merge_chain_ends;
+ALTER TABLE merge_chain_next RENAME TO merge_chain_ends;
 """
 """One pointer-jumping round: every pointer skips to its target's pointer, halving each chain."""
+
+CHAIN_CYCLE_SQL = """
+SELECT m.customer_id, m.merged_into FROM customers m
+WHERE m.status = 'MERGED' AND m.customer_id IN (
+    SELECT at_id FROM merge_chain_ends WHERE at_id IN (SELECT start_id FROM merge_chain_ends))
+"""
+"""The merged_into of every customer on a cycle (once the chains are followed, see merge_chain_ends)."""
 
 CHAIN_FINDINGS_SQL = """
 WITH ends AS (
     SELECT customer_id, min(status) AS status, count(*) AS n FROM customers
-    WHERE customer_id IN (SELECT at_id FROM _chain_step) GROUP BY customer_id
+    WHERE customer_id IN (SELECT at_id FROM merge_chain_ends) GROUP BY customer_id
 )
 SELECT 'merge_chain_ends_active', 'customers', concat('customer_id=', s.start_id),
-       CASE WHEN s.at_id IN (SELECT start_id FROM _chain_step) THEN 'following merged_into loops'
+       CASE WHEN s.at_id IN (SELECT start_id FROM merge_chain_ends) THEN 'following merged_into loops'
             WHEN e.customer_id IS NULL THEN concat('following merged_into ends at missing customer ', s.at_id)
             WHEN e.n > 1 THEN concat('following merged_into ends at duplicated customer ', s.at_id)
             ELSE concat('following merged_into ends at customer ', s.at_id, ' which is ', e.status) END
-FROM _chain_step s LEFT JOIN ends e ON e.customer_id = s.at_id
-WHERE s.at_id IN (SELECT start_id FROM _chain_step) OR e.customer_id IS NULL OR e.n > 1 OR e.status <> 'ACTIVE'
+FROM merge_chain_ends s LEFT JOIN ends e ON e.customer_id = s.at_id
+WHERE s.at_id IN (SELECT start_id FROM merge_chain_ends) OR e.customer_id IS NULL OR e.n > 1 OR e.status <> 'ACTIVE'
 """
 
 
-def _chain_findings(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """Follow every merged_into chain to its end by pointer jumping (log2 of the longest chain rounds)."""
+@contextmanager
+def merge_chain_ends(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """The temp table merge_chain_ends (start_id, at_id) for the block: each MERGED customer and its chain's end.
+
+    Pointer jumping: each round every pointer skips to its target's pointer, so a chain of n steps is
+    followed in ceil(log2 n) rounds, each a join over the merged customers only. After
+    ceil(log2(merged + 1)) + 1 rounds every chain that ends has ended; a pointer that still points at
+    a customer with a pointer is on a merged_into cycle or leads into one (its at_id is then on the
+    cycle). `store init`, `store audit` and the run's resolve stage all follow chains with this.
+    """
     con.execute(CHAIN_START_SQL)
-    merged = scalar(con, "SELECT count(*) FROM _chain_step")
-    rounds = math.ceil(math.log2(merged + 1)) + 1
-    for _ in range(rounds):
-        if scalar(con, CHAIN_PENDING_SQL) == 0:
-            break
-        con.execute(CHAIN_JUMP_SQL)
-    # after enough rounds every finite chain has reached its end; a pointer still at a MERGED
-    # customer with a pointer is on (or leads into) a cycle
-    findings = _fetch(con, CHAIN_FINDINGS_SQL)
-    con.execute("DROP TABLE IF EXISTS _chain_step")
-    return findings
+    try:
+        merged = scalar(con, "SELECT count(*) FROM merge_chain_ends")
+        for _ in range(math.ceil(math.log2(merged + 1)) + 1):
+            if scalar(con, CHAIN_PENDING_SQL) == 0:
+                break
+            run_script(con, CHAIN_JUMP_SQL)
+        yield
+    finally:
+        con.execute("DROP TABLE IF EXISTS merge_chain_ends")
+
+
+def merge_cycles(con: duckdb.DuckDBPyConnection) -> list[list[int]]:
+    """The merged_into cycles, each as its customers in merged_into order from its smallest id.
+
+    Call inside `merge_chain_ends`. The invariants forbid cycles: this names them for error messages.
+    """
+    into = dict(con.execute(CHAIN_CYCLE_SQL).fetchall())
+    cycles: list[list[int]] = []
+    seen: set[int] = set()
+    for start in sorted(into):
+        cycle = []
+        customer: int | None = start
+        while customer is not None and customer not in seen:
+            cycle.append(customer)
+            seen.add(customer)
+            customer = into.get(customer)
+        if cycle and customer == start:
+            cycles.append(cycle)
+    return cycles
+
+
+def _chain_findings(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every merged_into chain that does not end at an ACTIVE customer (log2 of the longest chain rounds)."""
+    with merge_chain_ends(con):
+        return _fetch(con, CHAIN_FINDINGS_SQL)
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:

@@ -28,8 +28,10 @@ _VOLATILE = (
     (re.compile(r"\b\d+\.\d+(?= s\b|,|\)| \(total| requests/min)"), "<s>"),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),
     # a stalled call holds its customer on the emulator for a while: how often a retry meets it busy,
-    # and so how many requests the push sent, depends on timing (the outcomes do not)
+    # how many requests the push sent, and whether an applied call is settled by a read (confirmed) or
+    # by a retry's "already present" (already_applied) depend on timing; drift, blocked and failed do not
     (re.compile(r"^  retries: .*$", re.M), "  retries: <timing>"),
+    (re.compile(r"confirmed \d+, already_applied \d+"), "confirmed <n>, already_applied <n>"),
     (re.compile(r"\(\d+ requests in"), "(<n> requests in"),
 )
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaErrors
 
+import regex_strategies
 from pipeline.catalog import error_codes
 from pipeline.check import CHECKED_COLUMNS, ERRORS_SCHEMA, build_rules, build_schema, check_requests, prepare_fields
-from pipeline.config import load_config
+from pipeline.config import CARD, BlockedValues, OrgConfig, load_config
 from pipeline.normalize import WHITESPACE
 from reference_rules import format_error, normalize_value
 
@@ -64,9 +68,9 @@ def case_frame() -> pl.DataFrame:
     )
 
 
-def outcomes(frame: pl.DataFrame) -> list[tuple[int, int, str]]:
+def outcomes(frame: pl.DataFrame, config: OrgConfig = CONFIG) -> list[tuple[int, int, str]]:
     """(row_number, error_code, error_field) of every failed row, in row order."""
-    errors = check_requests(frame, CONFIG).errors
+    errors = check_requests(frame, config).errors
     return [
         tuple(r)
         for r in errors.join(frame.select("seq", "row_number"), on="seq")
@@ -504,3 +508,52 @@ def test_the_direct_evaluation_equals_pandera_on_random_rows(rows):
     config = parse_config(BASE_CONFIG)
     a, b = check_requests(raw_frame(rows), config), check_requests(raw_frame(rows), config, direct=True)
     assert (a.errors.rows(), a.checked.rows()) == (b.errors.rows(), b.checked.rows())
+
+
+def _with_patterns(tmp_path: Path, patterns: list[str]) -> OrgConfig:
+    """The sample org config with externalId's blocked patterns replaced, written as TOML and loaded."""
+    text = (ROOT / "sample_data" / "org.toml").read_text(encoding="utf-8")
+    listed = ", ".join("'" + p + "'" for p in patterns)  # TOML literal strings: no escapes
+    text = text.replace('exact = ["N/A", "null"]\npatterns = []', f'exact = ["N/A", "null"]\npatterns = [{listed}]')
+    path = tmp_path / "org.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+@regex_strategies.quiet
+@pytest.mark.parametrize(
+    ("pattern", "value", "blocked"),
+    [
+        (r"\w+", "x\u00b2", True),  # superscript two is a word character for Python
+        (r"\w+", "e\u0301", False),  # a combining mark is not
+        (r"[a-c&&b]x", "cx", True),  # '&&' is two ampersands in a Python class, not an intersection
+        (r"^[[:digit:]]+$", "123", False),  # '[[:digit:]]' is the class '[:digt' then ']', not a POSIX class
+    ],
+)
+def test_blocked_patterns_are_read_as_python_reads_them(tmp_path: Path, pattern, value, blocked):
+    """SPEC section 7: a pattern blocks exactly the values Python's re.fullmatch matches (issue 10's cases)."""
+    config = _with_patterns(tmp_path, [pattern])
+    frame = request_frame([{**MOBILE_ADD, "id_type": "externalId", "id_value": value}])
+    codes = check_requests(frame, config).errors.get_column("error_code").to_list()
+    assert codes == ([7005] if blocked else [])
+
+
+@regex_strategies.quiet
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(st.data(), regex_strategies.patterns | regex_strategies.whitelist_patterns)
+def test_blocked_patterns_match_as_re_fullmatch(data, pattern):
+    """The check stage blocks a card add exactly when re.fullmatch(pattern, trimmed value) matches.
+
+    Card numbers are not normalised and, without a series, fit no format rule, so any trimmed value
+    reaches the blocked rule: 7005 when blocked, else 3004 (no series) or 7001 (empty).
+    """
+    values = data.draw(st.lists(regex_strategies.values_for(pattern), min_size=1, max_size=10), label="values")
+    config = dataclasses.replace(CONFIG, blocked_values={CARD: BlockedValues(frozenset(), (pattern,))})
+    rows = [{**CARD_ADD, "id_value": v, "series_id": "", "status_label": ""} for v in values]
+    codes = {row: code for row, code, _ in outcomes(request_frame(rows), config)}
+    for number, value in enumerate(values, 1):
+        trimmed = value.strip()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = re.fullmatch(pattern, trimmed) is not None
+        assert (codes.get(number) == 7005) is (expected and trimmed != ""), (pattern, value, codes.get(number))
