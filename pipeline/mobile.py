@@ -333,12 +333,13 @@ def _fast_readings(frame: pl.DataFrame, countries: MobileCountries) -> pl.DataFr
     return pl.concat([d.select("value", "undecided", "mobile") for d in decided])
 
 
-def read_mobiles(values: pl.Series, countries: MobileCountries) -> pl.DataFrame:
+def read_mobiles(values: pl.Series, countries: MobileCountries, distinct: bool = False) -> pl.DataFrame:
     """The reading of each distinct trimmed value: columns value and mobile (E.164 digits, null: none).
 
     Equal to `read_mobile` on every value; the package itself reads only what the fast path leaves.
+    `distinct`: the values are already distinct (a DISTINCT query), so they are not hashed again.
     """
-    frame = pl.DataFrame({"value": values.unique()}, schema={"value": pl.String})
+    frame = pl.DataFrame({"value": values if distinct else values.unique()}, schema={"value": pl.String})
     # a value of ASCII digits not starting with '00' is its own digits, written without '+': the
     # separator and prefix expressions (costly on millions of values) run only on the others
     bare, written = _split(frame, pl.col("value").str.contains("^[0-9]+$") & ~pl.col("value").str.starts_with("00"))
@@ -363,13 +364,13 @@ def read_mobiles(values: pl.Series, countries: MobileCountries) -> pl.DataFrame:
     )
 
 
-def normalised_mobiles(values: pl.Series, countries: MobileCountries) -> pl.DataFrame:
+def normalised_mobiles(values: pl.Series, countries: MobileCountries, distinct: bool = False) -> pl.DataFrame:
     """For each distinct trimmed value: value, normalised (SPEC section 2 with `[mobile]`) and valid.
 
     A value with no valid reading keeps the plain rule's value, so a malformed mobile already in the
     store can still be found and removed; only an add of it is refused (8056).
     """
-    read, unread = _split(read_mobiles(values, countries), pl.col("mobile").is_not_null())
+    read, unread = _split(read_mobiles(values, countries, distinct), pl.col("mobile").is_not_null())
     return pl.concat(
         [
             read.select("value", normalised="mobile", valid=pl.lit(True)),
