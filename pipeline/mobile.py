@@ -71,8 +71,9 @@ def read_mobile(value: str, countries: MobileCountries) -> str | None:
 
 
 def _split(frame: pl.DataFrame, condition: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The rows where condition holds, and the others: later steps evaluate only the set they need."""
-    mask = frame.with_columns(_split=condition).get_column("_split")
+    """The rows where condition holds, and the others (a null condition among them, so no row is lost):
+    later steps evaluate only the set they need."""
+    mask = frame.with_columns(_split=condition.fill_null(False)).get_column("_split")
     return frame.filter(mask), frame.filter(~mask)
 
 
