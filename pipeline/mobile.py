@@ -384,16 +384,22 @@ def with_countries(frame: pl.DataFrame, countries: MobileCountries, fields: list
     """Re-normalise the mobile fields of a frame with the countries; fields are (type, trimmed, out).
 
     Each `out` column takes the normalised value where its type is mobile, and `<out>_mobile_valid`
-    says whether the value had a valid reading. The package's work is done once per distinct value.
+    says whether the value had a valid reading. The package's work is done once per distinct value,
+    and only the mobile rows are looked up (then written back by position), not the whole batch.
     """
-    values = pl.concat([frame.filter(pl.col(t) == "mobile").get_column(v) for t, v, _ in fields])
+    masks = {t: (frame.get_column(t) == "mobile").fill_null(False) for t, _, _ in fields}
+    values = pl.concat([frame.get_column(v).filter(masks[t]) for t, v, _ in fields])
     table = normalised_mobiles(values, countries)
+    columns = []
     for type_col, trimmed, out in fields:
-        found = table.rename({"value": trimmed, "normalised": "_normalised", "valid": "_valid"})
-        frame = frame.join(found, on=trimmed, how="left", maintain_order="left", nulls_equal=False)
-        is_mobile = pl.col(type_col) == "mobile"
-        frame = frame.with_columns(
-            pl.when(is_mobile).then(pl.col("_normalised")).otherwise(pl.col(out)).alias(out),
-            (is_mobile & pl.col("_valid").fill_null(False)).alias(f"{out}_mobile_valid"),
-        ).drop("_normalised", "_valid")
-    return frame
+        mask = masks[type_col]
+        rows = pl.DataFrame({"_row": mask.arg_true(), "value": frame.get_column(trimmed).filter(mask)})
+        found = rows.join(table, on="value", how="left", nulls_equal=False)
+        positions = found.get_column("_row")
+        columns += [
+            frame.get_column(out).scatter(positions, found.get_column("normalised")),
+            pl.zeros(frame.height, dtype=pl.Boolean, eager=True)
+            .scatter(positions, found.get_column("valid").fill_null(False))
+            .alias(f"{out}_mobile_valid"),
+        ]
+    return frame.with_columns(columns)
