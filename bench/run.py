@@ -602,7 +602,7 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
         c = results["c"]
         verdicts["c"] = (f"{c.median_seconds:.1f} s (≤ 60)", c.median_seconds <= 60)
     if d and d.completed:
-        if a and a.completed:
+        if a and a.completed and a.session == d.session:
             ratio = per_row(d) / per_row(a)
             assert d.rows and a.rows  # a completed batch scenario knows its row count
             verdicts["d"] = (
@@ -611,12 +611,12 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
                 ratio <= 3,
             )
         else:
-            verdicts["d"] = (f"{per_row(d) * 1e6:.0f} µs/row; (a) missing", None)
+            verdicts["d"] = (f"{per_row(d) * 1e6:.0f} µs/row; no (a) from the same session", None)
     if e and e.completed:
         verdicts["e"] = (
             f"(a) / floor = {a.median_seconds / e.median_seconds:.2f}× (per round: {_round_ratios(a, e)})"
-            if a and a.completed
-            else "reference only",
+            if a and a.completed and a.session == e.session
+            else "reference only (no (a) from the same session)",
             None,
         )
     p = results.get("p")
@@ -631,14 +631,15 @@ def evaluate(results: dict[str, ScenarioResult]) -> dict[str, tuple[str, bool | 
     elif p and p.completed:
         verdicts["p"] = ("no (a) from the same session", None)
     am, init, cm = results.get("am"), results.get("c"), results.get("cm")
-    if am and am.completed and a and a.completed:
+    # the [mobile] bars compare runs of one session (round-robin), never figures of two sessions
+    if am and am.completed and a and a.completed and a.session == am.session:
         check, check_mobile = a.stage_medians().get("check", 0.0), am.stage_medians().get("check", 0.0)
         ratio = check_mobile / check if check else float("inf")
         verdicts["am"] = (
             f"check {check_mobile:.2f} s = {ratio:.2f}× (a)'s {check:.2f} s (≤ 1.3×); wall {am.median_seconds:.1f} s",
             ratio <= 1.3,
         )
-    if cm and cm.completed and init and init.completed:
+    if cm and cm.completed and init and init.completed and init.session == cm.session:
         ratio = cm.median_seconds / init.median_seconds
         verdicts["cm"] = (
             f"{cm.median_seconds:.1f} s = {ratio:.2f}× (c)'s {init.median_seconds:.1f} s (≤ 1.1×;"

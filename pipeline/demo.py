@@ -1,9 +1,9 @@
-"""`make demo`: validate the sample requests, build a fresh store from sample_data, run the nightly job,
-then show `[mobile]`: a store made with `store init --config sample_data/org-mobile.toml` and national
-numbers meeting the stored international ones; then deliver the nightly run: an emulated platform on a
-copy of the pre-run store, a push with injected faults, and the check that the emulated platform ends
-equal to the store; and explain a merged customer, its survivor, a value and a card, writing the
-explanation pages the run's summary.html links its merges to.
+"""`make demo`: validate the sample requests, build a fresh store from sample_data with the sample org
+(`store init --config`: its `[mobile]` CN, HK reads the snapshot's mobiles), run the nightly job, then
+show national numbers meeting the stored international ones on a second fresh store; then deliver the nightly run:
+an emulated platform on a copy of the pre-run store, a push with injected faults, and the check that the
+emulated platform ends equal to the store; and explain a merged customer, its survivor, a value and a
+card, writing the explanation pages the run's summary.html links its merges to.
 
 Run from the repository root (the Makefile does): the job file's paths are relative to jobs/, its
 reports go to reports/nightly_migration/<run id>/.
@@ -21,20 +21,18 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.binding import set_config
 from pipeline.config import load_config
 from pipeline.errors import LoyaltyBulkError
 from pipeline.explain import Explainer, Target
 from pipeline.explain_html import write_explanation_html
 from pipeline.html_summary import explanation_href
 from pipeline.job import load_job, run_job
-from pipeline.run import new_run_id, run_batch
+from pipeline.run import run_batch
 from pipeline.store import export_store, init_store
 from pipeline.validate import validate_files
 
 SAMPLE = Path("sample_data")
-MOBILE_CONFIG = SAMPLE / "org-mobile.toml"
-MOBILE_REQUESTS = SAMPLE / "mobile" / "national_numbers.csv"
+NATIONAL_REQUESTS = SAMPLE / "mobile" / "national_numbers.csv"
 DEMO = Path("reports/demo")
 NIGHTLY_JOB = Path("jobs/nightly_migration.toml")
 CLI = str(Path(sys.executable).parent / "loyalty-bulk")
@@ -60,21 +58,22 @@ def main() -> int:
         print(checked.render())
         job = load_job(NIGHTLY_JOB)
         Path(job.store).parent.mkdir(parents=True, exist_ok=True)
-        counts = init_store(job.store, SAMPLE / "snapshot", force=True)
-        print(f"\n== store init {job.store}: {counts.render()}")
+        # as `store init --config`: the snapshot's mobiles are read with the org's [mobile] countries
+        countries = load_config(config).mobile
+        counts = init_store(job.store, SAMPLE / "snapshot", force=True, countries=countries)
+        print(f"\n== store init {job.store} --config {config}: {counts.render()}")
         platform = DEMO / "platform.duckdb"
         shutil.copyfile(job.store, platform)  # the platform as the snapshot saw it: the pre-run store
         print(f"\n== job {NIGHTLY_JOB}: {', '.join(job.inputs)}")
         result = run_job(job)
         print(result.render())
-        mobile_store = DEMO / "store-mobile.duckdb"
-        # as `store init --config`: the snapshot's mobiles are read with the org's [mobile] countries
-        counts = init_store(mobile_store, SAMPLE / "snapshot", force=True, countries=load_config(MOBILE_CONFIG).mobile)
-        print(f"\n== store init {mobile_store} --config {MOBILE_CONFIG}: {counts.render()}")
-        print(set_config(mobile_store, MOBILE_CONFIG, new_run_id()))
-        print(f"\n== run {MOBILE_REQUESTS} ([mobile] CN, HK): national numbers meet the stored international ones")
-        mobile = run_batch(mobile_store, MOBILE_CONFIG, [MOBILE_REQUESTS], DEMO / "mobile", allow_reapply=True)
-        print(mobile.render())
+        # a fresh store, so that each national-number row meets the snapshot as its name says
+        national_store = DEMO / "store-national.duckdb"
+        counts = init_store(national_store, SAMPLE / "snapshot", force=True, countries=countries)
+        print(f"\n== store init {national_store} --config {config}: {counts.render()}")
+        print(f"\n== run {NATIONAL_REQUESTS} ([mobile] CN, HK): national numbers meet the stored international ones")
+        national = run_batch(national_store, config, [NATIONAL_REQUESTS], DEMO / "national", allow_reapply=True)
+        print(national.render())
         with Explainer(job.store) as explainer:
             for shown, target in EXPLAINED:
                 print(f"\n== explain --store {job.store} {shown}")

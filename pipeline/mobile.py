@@ -9,8 +9,10 @@ reading: the plain rule's value, and an add of it is 8056.
 `read_mobile` is that rule value by value with the package (the reference, tens to hundreds of
 microseconds a value). `read_mobiles` gives the same answers at polars speed: for each configured
 region it builds, once, regular expressions and length sets from the package's own metadata and
-replays the package's parse and validation steps on whole columns (trunk prefix, a country code
-written without `+`, possible lengths, number types, the region of a shared country code). What
+replays the package's parse and validation steps on columns (trunk prefix, a country code written
+without `+`, possible lengths, number types, the region of a shared country code), each step only on
+the values still undecided, cheap tests (a length, a prefix) first, so that a value of the usual
+shape costs a few regular expressions, not every one of every region. What
 those expressions do not model (an international dialling prefix in a national reading, a national
 prefix transform rule, fewer than 4 or more than 17 digits) is left undecided and read with the
 package. The property tests compare both on generated numbers and on every example number of the
@@ -68,6 +70,18 @@ def read_mobile(value: str, countries: MobileCountries) -> str | None:
     return None
 
 
+def _split(frame: pl.DataFrame, condition: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows where condition holds, and the others (a null condition among them, so no row is lost):
+    later steps evaluate only the set they need."""
+    mask = frame.with_columns(_split=condition.fill_null(False)).get_column("_split")
+    return frame.filter(mask), frame.filter(~mask)
+
+
+def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Parts of one frame split by `_split`, with the same columns, back together (order is not kept)."""
+    return pl.concat([p.select(parts[0].columns) for p in parts])
+
+
 @dataclass(frozen=True)
 class Desc:
     """A PhoneNumberDesc as regular-expression text and possible lengths (empty: any length)."""
@@ -75,17 +89,25 @@ class Desc:
     pattern: str | None
     lengths: tuple[int, ...]
 
-    def matches(self, number: pl.Expr) -> pl.Expr:
-        """`_is_number_matching_desc`: the possible lengths, then a whole-value match of the pattern."""
+    def split(self, frame: pl.DataFrame, number: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """`_is_number_matching_desc`: the possible lengths (cheap, first), then a whole-value match."""
         if not self.pattern:
-            return pl.lit(False)
-        hit = number.str.contains(f"^(?:{self.pattern})$")
-        return hit if not self.lengths else number.str.len_bytes().is_in(self.lengths) & hit
+            return frame.clear(), frame
+        rejected = []
+        if self.lengths:
+            frame, short_or_long = _split(frame, pl.col(number).str.len_bytes().is_in(self.lengths))
+            rejected.append(short_or_long)
+        hit, miss = _split(frame, pl.col(number).str.contains(f"^(?:{self.pattern})$"))
+        return hit, _concat([miss, *rejected])
 
 
 @dataclass(frozen=True)
 class RegionRules:
-    """One region's metadata, as the polars expressions of the package's parse and validation steps."""
+    """One region's metadata, as the polars steps of the package's parse and validation.
+
+    Each step works on the rows that still need it: a regular expression costs about 0.1 µs a value,
+    and most values are decided by the first cheap tests (a length, a prefix) of their region.
+    """
 
     region: str
     country_code: str
@@ -121,17 +143,24 @@ class RegionRules:
     def strip_national_prefix(self, frame: pl.DataFrame, number: str, out: str) -> pl.DataFrame:
         """`_maybe_strip_national_prefix_carrier_code` without transform rules (those are undecided).
 
-        Works on columns, one step at a time: nesting these expressions would repeat each subtree.
+        The prefix is stripped unless the value matches the general pattern and the stripped one
+        does not; the patterns are matched only on values that start with the prefix.
         """
         if not self.national_prefix:
             return frame.with_columns(pl.col(number).alias(out))
         anchored = f"^(?:{self.national_prefix})"
-        value = pl.col(number)
-        frame = frame.with_columns(_stripped=value.str.replace(anchored, ""), _prefixed=value.str.contains(anchored))
-        kept = self.general_match(value) & ~self.general_match(pl.col("_stripped"))
-        return frame.with_columns(
-            pl.when(pl.col("_prefixed") & ~kept).then(pl.col("_stripped")).otherwise(value).alias(out)
-        ).drop("_stripped", "_prefixed")
+        prefixed, plain = _split(frame, pl.col(number).str.contains(anchored))
+        plain = plain.with_columns(_stripped=pl.lit(None, dtype=pl.String))
+        prefixed = prefixed.with_columns(_stripped=pl.col(number).str.replace(anchored, ""))
+        matching, other = _split(prefixed, self.general_match(pl.col(number)))
+        kept = ~self.general_match(pl.col("_stripped"))
+        return _concat(
+            [
+                plain.with_columns(pl.col(number).alias(out)),
+                matching.with_columns(pl.when(kept).then(pl.col(number)).otherwise("_stripped").alias(out)),
+                other.with_columns(pl.col("_stripped").alias(out)),
+            ]
+        ).drop("_stripped")
 
     def final_strip(self, frame: pl.DataFrame, national: str, out: str) -> pl.DataFrame:
         """parse()'s last national prefix strip, kept only when the stripped length is usable."""
@@ -141,18 +170,23 @@ class RegionRules:
             "_final"
         )
 
-    def type_valid(self, nsn: pl.Expr) -> pl.Expr:
-        """`_number_type_helper(nsn) != UNKNOWN`: the general description, then any number type."""
-        typed = pl.lit(False)
-        for desc in self.types:
-            typed = typed | desc.matches(nsn)
-        return self.general.matches(nsn) & typed
+    def type_valid(self, frame: pl.DataFrame, nsn: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """`_number_type_helper(nsn) != UNKNOWN` (the general description, then any number type): the
+        rows with a type and the others. Types are tried one after another on the rows still untyped,
+        mobile and fixed line first (the commonest)."""
+        candidates, untyped = self.general.split(frame, nsn)
+        typed = []
+        for desc in reversed(self.types):
+            if candidates.height == 0:
+                break
+            hit, candidates = desc.split(candidates, nsn)
+            typed.append(hit)
+        return _concat([candidates.clear(), *typed]), _concat([untyped, candidates])
 
     def claims(self, nsn: pl.Expr) -> pl.Expr:
-        """Whether `_region_code_for_number_from_list` stops at this region for nsn."""
-        if self.leading_digits is not None:
-            return nsn.str.contains(f"^(?:{self.leading_digits})")
-        return self.type_valid(nsn)
+        """Whether `_region_code_for_number_from_list` stops at this region (regions with leading digits)."""
+        assert self.leading_digits is not None
+        return nsn.str.contains(f"^(?:{self.leading_digits})")
 
 
 def _desc(desc: object | None) -> Desc:
@@ -189,58 +223,77 @@ def _main_region(country_code: str) -> str:
     return COUNTRY_CODE_TO_REGION_CODE[int(country_code)][0]
 
 
-def _accepted(nsn: pl.Expr, country_code: str, countries: MobileCountries) -> pl.Expr:
-    """`is_valid_number` and its region configured, for a number of this country code."""
+def _accepted(
+    frame: pl.DataFrame, nsn: str, country_code: str, countries: MobileCountries
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows whose nsn `is_valid_number` accepts for this country code in a configured region,
+    and the others."""
     regions = [r for r in COUNTRY_CODE_TO_REGION_CODE[int(country_code)] if PhoneMetadata.metadata_for_region(r)]
-    if len(regions) == 1:
-        return region_rules(regions[0]).type_valid(nsn) if regions[0] in countries.regions else pl.lit(False)
     last = max((i for i, r in enumerate(regions) if r in countries.regions), default=-1)
-    accepted, earlier = pl.lit(False), pl.lit(False)
+    accepted, refused = [frame.clear()], []
+    rest = frame
+    # `_region_code_for_number_from_list`: the first region that claims the number is its region;
+    # a region without leading digits claims the numbers its types describe
     for region in regions[: last + 1]:
         rules = region_rules(region)
-        claims = rules.claims(nsn)
-        if region in countries.regions:
-            accepted = accepted | (~earlier & claims & rules.type_valid(nsn))
-        earlier = earlier | claims
-    return accepted
+        if rules.leading_digits is not None and len(regions) > 1:
+            claimed, rest = _split(rest, rules.claims(pl.col(nsn)))
+            valid, invalid = rules.type_valid(claimed, nsn)
+            refused.append(invalid)
+        else:
+            valid, rest = rules.type_valid(rest, nsn)
+        (accepted if region in countries.regions else refused).append(valid)
+    return _concat(accepted), _concat([rest, *refused])
 
 
-def _e164(nsn: str, country_code: str, countries: MobileCountries) -> pl.Expr:
-    """The E.164 digits of a national significant number column when the package would accept it."""
-    number = pl.col(nsn)
-    length = number.str.len_bytes()
-    valid = (length >= 2) & (length <= MAX_FAST_DIGITS) & _accepted(number, country_code, countries)
-    return pl.when(valid).then(pl.lit(country_code) + number)
+def _with_e164(frame: pl.DataFrame, nsn: str, country_code: str, countries: MobileCountries) -> pl.DataFrame:
+    """Adds mobile: the E.164 digits of the nsn column where the package would accept it, else null."""
+    length = pl.col(nsn).str.len_bytes()
+    candidates, rejected = _split(frame, (length >= 2) & (length <= MAX_FAST_DIGITS))
+    accepted, refused = _accepted(candidates, nsn, country_code, countries)
+    none = pl.lit(None, dtype=pl.String)
+    return _concat(
+        [
+            accepted.with_columns(mobile=pl.lit(country_code) + pl.col(nsn)),
+            refused.with_columns(mobile=none),
+            rejected.with_columns(mobile=none),
+        ]
+    )
 
 
 def _national_reading(frame: pl.DataFrame, region: str, countries: MobileCountries) -> pl.DataFrame:
-    """`parse(digits, region)` then validation, for digits written without '+': adds undecided, mobile."""
+    """`parse(digits, region)` then validation, for digits written without '+': adds undecided, mobile.
+
+    Rows split by what the package would do with them: digits that start with the region's country
+    code, and among those the ones read as written with the code (`_maybe_extract_country_code`).
+    """
     rules = region_rules(region)
     main = region_rules(_main_region(rules.country_code))
     cc = rules.country_code
     digits = pl.col("digits")
-    frame = frame.with_columns(_after=digits.str.slice(len(cc)), _has_code=digits.str.starts_with(cc))
-    frame = rules.strip_national_prefix(frame, "_after", "_without")
-    frame = frame.with_columns(
-        _code_written=pl.col("_has_code")
-        & ((~rules.general_match(digits) & rules.general_match(pl.col("_without"))) | rules.too_long(digits))
-    )
-    undecided = (
-        rules.prefix_undecided(digits)
-        | (pl.col("_has_code") & rules.prefix_undecided(pl.col("_after")))
-        | (pl.col("_code_written") & main.prefix_undecided(pl.col("_without")))
-    )
+    undecided = rules.prefix_undecided(digits)
     if rules.idd:
         undecided = undecided | digits.str.contains(f"^(?:{rules.idd})")
+    coded, plain = _split(frame, digits.str.starts_with(cc))
+    coded = rules.strip_national_prefix(coded.with_columns(_after=digits.str.slice(len(cc))), "_after", "_without")
+    long, other = _split(coded, rules.too_long(digits))
+    maybe, not_written = _split(other, ~rules.general_match(digits))
+    matching, not_matching = _split(maybe, rules.general_match(pl.col("_without")))
+    written = _concat([long, matching])
+    not_written = _concat([not_written, not_matching])
+    undecided_coded = undecided | rules.prefix_undecided(pl.col("_after"))
+    written = written.with_columns(undecided=undecided_coded | main.prefix_undecided(pl.col("_without")))
+    not_written = not_written.with_columns(undecided=undecided_coded)
+    plain = plain.with_columns(undecided=undecided)
+    # undecided values go to the package whatever the fast path would read
+    none = pl.lit(None, dtype=pl.String)
+    parts = [p.filter("undecided").with_columns(mobile=none) for p in (written, not_written, plain)]
     # once it has found the country code, the package goes on with the main region's metadata
-    frame = main.final_strip(frame, "_without", "_nsn_code")
-    frame = rules.final_strip(frame, "digits", "_nsn_plain")
-    frame = frame.with_columns(
-        undecided=undecided,
-        _nsn=pl.when(pl.col("_code_written")).then(pl.col("_nsn_code")).otherwise(pl.col("_nsn_plain")),
-    )
-    frame = frame.with_columns(mobile=_e164("_nsn", cc, countries))
-    return frame.drop("_after", "_has_code", "_without", "_code_written", "_nsn_code", "_nsn_plain", "_nsn")
+    written = main.final_strip(written.filter(~pl.col("undecided")), "_without", "_nsn")
+    read_plain = _concat([not_written, plain.with_columns(_after=none, _without=none)]).filter(~pl.col("undecided"))
+    read_plain = rules.final_strip(read_plain, "digits", "_nsn")
+    parts += [_with_e164(written, "_nsn", cc, countries), _with_e164(read_plain, "_nsn", cc, countries)]
+    return _concat([p.select(*frame.columns, "undecided", "mobile") for p in parts])
 
 
 def _international_reading(frame: pl.DataFrame, countries: MobileCountries) -> pl.DataFrame:
@@ -249,16 +302,14 @@ def _international_reading(frame: pl.DataFrame, countries: MobileCountries) -> p
     rest = frame
     for cc in dict.fromkeys(region_rules(r).country_code for r in countries.regions):
         main = region_rules(_main_region(cc))
-        here = rest.filter(pl.col("digits").str.starts_with(cc))
-        rest = rest.filter(~pl.col("digits").str.starts_with(cc))
+        here, rest = _split(rest, pl.col("digits").str.starts_with(cc))
         here = here.with_columns(_national=pl.col("digits").str.slice(len(cc)))
         here = main.final_strip(here, "_national", "_nsn")
         undecided = main.prefix_undecided(pl.col("_national")) | pl.lit(_shorter_code(cc))
-        parts.append(
-            here.with_columns(undecided=undecided, mobile=_e164("_nsn", cc, countries)).drop("_national", "_nsn")
-        )
+        here = _with_e164(here.with_columns(undecided=undecided), "_nsn", cc, countries)
+        parts.append(here.drop("_national", "_nsn"))
     parts.append(rest.with_columns(undecided=pl.lit(False), mobile=pl.lit(None, dtype=pl.String)))
-    return pl.concat(parts)
+    return _concat(parts)
 
 
 @cache
@@ -283,14 +334,23 @@ def _fast_readings(frame: pl.DataFrame, countries: MobileCountries) -> pl.DataFr
     return pl.concat([d.select("value", "undecided", "mobile") for d in decided])
 
 
-def read_mobiles(values: pl.Series, countries: MobileCountries) -> pl.DataFrame:
+def read_mobiles(values: pl.Series, countries: MobileCountries, distinct: bool = False) -> pl.DataFrame:
     """The reading of each distinct trimmed value: columns value and mobile (E.164 digits, null: none).
 
     Equal to `read_mobile` on every value; the package itself reads only what the fast path leaves.
+    `distinct`: the values are already distinct (a DISTINCT query), so they are not hashed again.
     """
-    frame = pl.DataFrame({"value": values.unique()}, schema={"value": pl.String})
+    frame = pl.DataFrame({"value": values if distinct else values.unique()}, schema={"value": pl.String})
+    # a value of ASCII digits not starting with '00' is its own digits, written without '+': the
+    # separator and prefix expressions (costly on millions of values) run only on the others
+    bare, written = _split(frame, pl.col("value").str.contains("^[0-9]+$") & ~pl.col("value").str.starts_with("00"))
     digits, international = mobile_digits_expr(pl.col("value"))
-    frame = frame.with_columns(digits=digits, international=international)
+    frame = pl.concat(
+        [
+            bare.with_columns(digits=pl.col("value"), international=pl.lit(False)),
+            written.with_columns(digits=digits, international=international),
+        ]
+    )
     in_range = pl.col("digits").str.len_bytes().is_between(MIN_FAST_DIGITS, MAX_FAST_DIGITS)
     numbers = frame.filter(pl.col("digits").is_not_null())
     fast = _fast_readings(numbers.filter(in_range), countries)
@@ -305,17 +365,18 @@ def read_mobiles(values: pl.Series, countries: MobileCountries) -> pl.DataFrame:
     )
 
 
-def normalised_mobiles(values: pl.Series, countries: MobileCountries) -> pl.DataFrame:
+def normalised_mobiles(values: pl.Series, countries: MobileCountries, distinct: bool = False) -> pl.DataFrame:
     """For each distinct trimmed value: value, normalised (SPEC section 2 with `[mobile]`) and valid.
 
     A value with no valid reading keeps the plain rule's value, so a malformed mobile already in the
     store can still be found and removed; only an add of it is refused (8056).
     """
-    readings = read_mobiles(values, countries)
-    return readings.select(
-        "value",
-        pl.coalesce("mobile", normalize_expr(pl.lit("mobile"), pl.col("value"))).alias("normalised"),
-        pl.col("mobile").is_not_null().alias("valid"),
+    read, unread = _split(read_mobiles(values, countries, distinct), pl.col("mobile").is_not_null())
+    return pl.concat(
+        [
+            read.select("value", normalised="mobile", valid=pl.lit(True)),
+            unread.select("value", normalised=normalize_expr(pl.lit("mobile"), pl.col("value")), valid=pl.lit(False)),
+        ]
     )
 
 
@@ -323,16 +384,22 @@ def with_countries(frame: pl.DataFrame, countries: MobileCountries, fields: list
     """Re-normalise the mobile fields of a frame with the countries; fields are (type, trimmed, out).
 
     Each `out` column takes the normalised value where its type is mobile, and `<out>_mobile_valid`
-    says whether the value had a valid reading. The package's work is done once per distinct value.
+    says whether the value had a valid reading. The package's work is done once per distinct value,
+    and only the mobile rows are looked up (then written back by position), not the whole batch.
     """
-    values = pl.concat([frame.filter(pl.col(t) == "mobile").get_column(v) for t, v, _ in fields])
+    masks = {t: (frame.get_column(t) == "mobile").fill_null(False) for t, _, _ in fields}
+    values = pl.concat([frame.get_column(v).filter(masks[t]) for t, v, _ in fields])
     table = normalised_mobiles(values, countries)
+    columns = []
     for type_col, trimmed, out in fields:
-        found = table.rename({"value": trimmed, "normalised": "_normalised", "valid": "_valid"})
-        frame = frame.join(found, on=trimmed, how="left", maintain_order="left", nulls_equal=False)
-        is_mobile = pl.col(type_col) == "mobile"
-        frame = frame.with_columns(
-            pl.when(is_mobile).then(pl.col("_normalised")).otherwise(pl.col(out)).alias(out),
-            (is_mobile & pl.col("_valid").fill_null(False)).alias(f"{out}_mobile_valid"),
-        ).drop("_normalised", "_valid")
-    return frame
+        mask = masks[type_col]
+        rows = pl.DataFrame({"_row": mask.arg_true(), "value": frame.get_column(trimmed).filter(mask)})
+        found = rows.join(table, on="value", how="left", nulls_equal=False)
+        positions = found.get_column("_row")
+        columns += [
+            frame.get_column(out).scatter(positions, found.get_column("normalised")),
+            pl.zeros(frame.height, dtype=pl.Boolean, eager=True)
+            .scatter(positions, found.get_column("valid").fill_null(False))
+            .alias(f"{out}_mobile_valid"),
+        ]
+    return frame.with_columns(columns)

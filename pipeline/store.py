@@ -473,8 +473,8 @@ def _kind(path: Path) -> str:
 def _prepared(table: str, path: Path, lf: pl.LazyFrame, countries: MobileCountries | None = None) -> pl.LazyFrame:
     """Trim, normalise and type one snapshot table; `_bad_<col>` keeps values that are not integers.
 
-    With `[mobile]` countries, mobiles stay as trimmed here: `read_stored_mobiles` reads them once
-    loaded, one distinct value at a time.
+    With `[mobile]` countries, mobiles stay as trimmed here: `_read_staged_mobiles` reads them once
+    staged, one distinct value at a time.
     """
     schema = lf.collect_schema()
     names = schema.names()
@@ -546,10 +546,39 @@ def _stage(snapshot_dir: Path, work_dir: Path, countries: MobileCountries | None
                         f"{sources[table]}: column '{column[5:]}': {count} value(s) are not integers"
                         f" of the column's range, e.g. '{example}'; no store was written"
                     )
+            if table == "identifiers" and countries is not None:
+                _read_staged_mobiles(con.cursor(), target, work_dir, countries)
             staged[table] = target
     finally:
         con.close()
     return staged
+
+
+STAGED_MOBILES_SQL = "SELECT DISTINCT id_value FROM read_parquet($1) WHERE id_type = 'mobile'"
+
+
+def _read_staged_mobiles(
+    con: duckdb.DuckDBPyConnection, staged: Path, work_dir: Path, countries: MobileCountries
+) -> None:
+    """Read the staged identifiers' mobiles with the countries, before the load (no UPDATE after it).
+
+    The staged file is written again only when some value changes: a snapshot already stored in the
+    E.164 form of its countries costs one distinct scan and the reading of its distinct values.
+    """
+    from pipeline.mobile import normalised_mobiles  # the package's metadata loads only when needed
+
+    values = query_frame(con, STAGED_MOBILES_SQL, [str(staged)]).get_column("id_value")
+    table = normalised_mobiles(values.cast(pl.String), countries, distinct=True)
+    changes = table.filter(pl.col("normalised") != pl.col("value"))
+    if changes.is_empty():
+        return
+    is_mobile = pl.col("id_type") == "mobile"
+    read = pl.col("id_value").replace(changes.get_column("value"), changes.get_column("normalised"))
+    rewritten = work_dir / f".{staged.name}"
+    pl.scan_parquet(staged).with_columns(
+        id_value=pl.when(is_mobile).then(read).otherwise(pl.col("id_value"))
+    ).sink_parquet(rewritten, compression="lz4")
+    os.replace(rewritten, staged)
 
 
 LOAD_SQL = "INSERT INTO {table} SELECT {columns} FROM read_parquet($1)"
@@ -570,7 +599,7 @@ def mobile_changes(con: duckdb.DuckDBPyConnection, countries: MobileCountries) -
     from pipeline.mobile import normalised_mobiles  # the package's metadata loads only when needed
 
     values = query_frame(con, DISTINCT_MOBILES_SQL).get_column("id_value")
-    table = normalised_mobiles(values.cast(pl.String), countries)
+    table = normalised_mobiles(values.cast(pl.String), countries, distinct=True)
     return table.filter(pl.col("normalised") != pl.col("value")).select("value", "normalised")
 
 
@@ -648,8 +677,8 @@ def init_store(
                 con.execute("BEGIN")
                 for table in TABLES:
                     con.execute(LOAD_SQL.format(table=table, columns=", ".join(COLUMNS[table])), [str(staged[table])])
-                if countries is not None:
-                    read_stored_mobiles(con, countries)
+                if countries is not None:  # read in the staging pass (_read_staged_mobiles)
+                    con.execute(META_SQL, [MOBILE_COUNTRIES_KEY, countries.key])
                 con.execute("COMMIT")
             except duckdb.ConstraintException:
                 con.execute("ROLLBACK")

@@ -17,7 +17,7 @@ from pipeline.run import run_batch
 from pipeline.store import FINDING_COLUMNS, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 
 

@@ -71,3 +71,30 @@ def test_bench_command_runs_every_scenario_at_tiny_size(tmp_path: Path) -> None:
     assert with_provenance["provenance_rows"] > 1 and without["provenance_rows"] == 1, "(p) records only its marker"
     assert with_provenance["store_growth"] > 0
     assert "(a) / (p) = " in next(line for line in text.splitlines() if line.startswith("| p |"))
+
+
+def test_ratios_compare_only_scenarios_of_one_session() -> None:
+    """A ratio between two scenarios (d/a, a/floor, am/a, cm/c) uses runs of the same session only:
+    RESULTS.md merges sessions, and the shared machine's speed drifts between them."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import run as bench
+
+    def result(name: str, session: str, seconds: float, stages: dict[str, float] | None = None):
+        runs = [{"seconds": seconds, "exit_code": 0, "max_rss": 1, "stages": stages or {}}]
+        return bench.ScenarioResult(name=name, rows=100, params={}, session=session, runs=runs)
+
+    one = {
+        "a": result("a", "s1", 10.0, {"check": 1.0}),
+        "am": result("am", "s1", 10.0, {"check": 1.1}),
+        "c": result("c", "s1", 40.0),
+        "cm": result("cm", "s1", 42.0),
+        "d": result("d", "s1", 2.0),
+        "e": result("e", "s1", 4.0),
+    }
+    verdicts = bench.evaluate(one)
+    assert verdicts["am"][1] is True and verdicts["cm"][1] is True and verdicts["d"][1] is True
+    assert "(a) / floor" in verdicts["e"][0]
+    two = {**one, "a": result("a", "s2", 10.0, {"check": 1.0}), "c": result("c", "s2", 40.0)}
+    verdicts = bench.evaluate(two)
+    assert "am" not in verdicts and "cm" not in verdicts
+    assert verdicts["d"][1] is None and verdicts["e"][1] is None and "same session" in verdicts["d"][0]

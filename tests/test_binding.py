@@ -12,7 +12,7 @@ from pipeline.duck import scalar
 from pipeline.store import init_store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 REQUEST = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))[0]
 
 

@@ -24,7 +24,7 @@ from reference_rules import format_error, normalize_value
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
-CONFIG = load_config(ROOT / "sample_data" / "org.toml")
+CONFIG = load_config(ROOT / "tests" / "cases" / "org-plain.toml")
 REQUEST_COLUMNS = (
     "row_id",
     "customer_id",
@@ -445,7 +445,7 @@ def test_value_rules_match_the_python_definitions(values):
 
 def test_python_only_blocked_pattern(tmp_path: Path):
     """A pattern polars' regex engine refuses (a look-ahead) still blocks with Python's semantics."""
-    text = (ROOT / "sample_data" / "org.toml").read_text(encoding="utf-8")
+    text = (ROOT / "tests" / "cases" / "org-plain.toml").read_text(encoding="utf-8")
     text = text.replace('exact = ["N/A", "null"]\npatterns = []', 'exact = ["N/A", "null"]\npatterns = ["(?!EXT-).*"]')
     path = tmp_path / "org.toml"
     path.write_text(text, encoding="utf-8")

@@ -17,7 +17,7 @@ import pipeline
 from pipeline.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 HEADER = "customer_id,source,action,id_type,id_value\n"
 
 

@@ -24,7 +24,7 @@ from pipeline.run import run_batch
 from pipeline.store import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 EXE = Path(sys.executable).parent / "loyalty-bulk"
 FILES = {
     "identifiers": ROOT / "sample_data" / "requests" / "01_identifiers.csv",

@@ -6,6 +6,7 @@ A refusal raises ConfigError naming the key, and the CLI turns it into exit code
 from __future__ import annotations
 
 import hashlib
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = ROOT / "sample_data" / "org.toml"
+PLAIN_CONFIG = ROOT / "tests" / "cases" / "org-plain.toml"
 
 BASE = """\
 [org]
@@ -361,3 +363,11 @@ def test_directory_as_config_is_refused(tmp_path: Path):
     with pytest.raises(ConfigError) as refused:
         load_config(tmp_path)
     assert refused.value.key == "(file)" and "cannot read" in str(refused.value)
+
+
+def test_the_tests_plain_org_is_the_sample_org_without_mobile():
+    """tests/cases/org-plain.toml must follow the sample org: the plain-rule tests prove the sample's rules."""
+    sample = tomllib.loads(SAMPLE_CONFIG.read_text(encoding="utf-8"))
+    assert sample.pop("mobile") == {"default_country": "CN", "other_countries": ["HK"]}
+    assert tomllib.loads(PLAIN_CONFIG.read_text(encoding="utf-8")) == sample
+    assert load_config(PLAIN_CONFIG).mobile is None

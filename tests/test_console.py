@@ -17,7 +17,7 @@ from pipeline.run import RunResult, run_batch
 from pipeline.store import init_store
 
 ROOT = Path(__file__).resolve().parent.parent
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

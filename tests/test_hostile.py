@@ -27,7 +27,7 @@ from pipeline.report import FORMULA_PREFIXES
 from pipeline.store import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 CORPUS = ROOT / "tests" / "cases" / "hostile"
 
 

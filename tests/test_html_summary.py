@@ -18,7 +18,7 @@ from pipeline.settings import env_flag
 from pipeline.store import StoreCounts, init_store
 
 ROOT = Path(__file__).resolve().parent.parent
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"

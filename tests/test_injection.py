@@ -24,7 +24,7 @@ from pipeline.read import REQUEST_COLUMNS
 from pipeline.store import find_invariant_violations, init_store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 
 HOSTILE = (
     "x'); DROP TABLE identifiers;--",

@@ -12,12 +12,14 @@ from click.testing import CliRunner
 
 import pipeline.job as job_module
 from pipeline.cli import main
+from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.job import JobOverrides, load_job, run_job
 from pipeline.store import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
+SAMPLE_ORG = ROOT / "sample_data" / "org.toml"
 REQUESTS = ROOT / "sample_data" / "requests"
 JOBS = ROOT / "jobs"
 
@@ -50,6 +52,14 @@ source = "INSTORE"
 def store(tmp_path) -> Path:
     path = tmp_path / "store.duckdb"
     init_store(path, ROOT / "sample_data" / "snapshot")
+    return path
+
+
+@pytest.fixture
+def sample_store(tmp_path) -> Path:
+    """The store the sample jobs expect: made with `store init --config sample_data/org.toml`."""
+    path = tmp_path / "store.duckdb"
+    init_store(path, ROOT / "sample_data" / "snapshot", countries=load_config(SAMPLE_ORG).mobile)
     return path
 
 
@@ -398,8 +408,8 @@ def test_thresholds_abort_a_job_and_apply_nothing(store, tmp_path):
     assert snapshot(store, tmp_path / "after2") == before
 
 
-def test_nightly_migration_job(store, tmp_path):
-    result = invoke(JOBS / "nightly_migration.toml", "--store", store, "--reports", tmp_path / "r", "--json")
+def test_nightly_migration_job(sample_store, tmp_path):
+    result = invoke(JOBS / "nightly_migration.toml", "--store", sample_store, "--reports", tmp_path / "r", "--json")
     assert result.exit_code == 1, result.output
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["job"] == "nightly_migration" and summary["aborted"] is False
@@ -413,21 +423,21 @@ def test_nightly_migration_job(store, tmp_path):
     assert success.filter(pl.col("outcome") == "merged").select("survivor_id", "victim_id").rows() == [("1025", "1026")]
 
 
-def test_loyalty_import_job(store, tmp_path):
-    result = invoke(JOBS / "loyalty_import.toml", "--store", store, "--reports", tmp_path / "r")
+def test_loyalty_import_job(sample_store, tmp_path):
+    result = invoke(JOBS / "loyalty_import.toml", "--store", sample_store, "--reports", tmp_path / "r")
     assert result.exit_code == 1, result.output
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["outcomes"] == {"applied": 5, "unchanged": 1, "merged": 0, "failed": 4}
     assert set(summary["errors_by_code"]) == {"3036", "3027", "3004", "8087"}
 
 
-def test_dry_run_audit_job_changes_nothing(store, tmp_path):
-    before = snapshot(store, tmp_path / "before")
-    result = invoke(JOBS / "dry_run_audit.toml", "--store", store, "--reports", tmp_path / "r")
+def test_dry_run_audit_job_changes_nothing(sample_store, tmp_path):
+    before = snapshot(sample_store, tmp_path / "before")
+    result = invoke(JOBS / "dry_run_audit.toml", "--store", sample_store, "--reports", tmp_path / "r")
     assert result.exit_code == 1, result.output
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["dry_run"] is True and summary["rows"] == 67 and len(summary["files"]) == 3
-    assert snapshot(store, tmp_path / "after") == before
+    assert snapshot(sample_store, tmp_path / "after") == before
 
 
 def test_default_reports_folder_is_reports_job_run_id_under_the_current_folder(store, tmp_path, monkeypatch):

@@ -183,6 +183,16 @@ def test_a_value_without_valid_reading_keeps_the_plain_rule():
     ]
 
 
+def test_every_distinct_value_has_a_row_a_missing_one_too():
+    values = pl.Series(["13800000001", None, "13800000001", "+86 138 0000 0002"], dtype=pl.String)
+    table = normalised_mobiles(values, MobileCountries("CN"))
+    assert sorted(table.rows(), key=str) == [
+        ("+86 138 0000 0002", "8613800000002", True),
+        ("13800000001", "8613800000001", True),
+        (None, None, False),
+    ]
+
+
 def test_a_number_of_a_country_not_configured_is_not_valid():
     countries = MobileCountries("IN", ("SG",))
     assert read_with_package("+44 7400 123456", countries) is None

@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 from engine_harness import run_engine
 from model import ModelStore, model_store_to_frames, run_model
 from pipeline.cli import main
-from pipeline.config import MobileCountries, parse_config
+from pipeline.config import MobileCountries, load_config, parse_config
+from pipeline.mobile import read_mobile
 from test_engine_properties import BASE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
-ORG_MOBILE = ROOT / "sample_data" / "org-mobile.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
+ORG_MOBILE = ROOT / "sample_data" / "org.toml"
 SNAPSHOT = ROOT / "sample_data" / "snapshot"
 CONFIG = dataclasses.replace(parse_config(BASE_CONFIG), mobile=MobileCountries("IN", ("SG",)))
 
@@ -175,6 +176,40 @@ def test_store_init_with_config_reads_snapshot_mobiles_and_refuses_collisions(tm
     assert refused.exit_code == 3 and not (tmp_path / "t.duckdb").exists()
     report = pl.read_csv(tmp_path / "t.duckdb.init-report.csv")
     assert "held by customer_id 1001, 1031" in report["detail"].to_list()[0]
+
+
+def test_sample_org_reads_the_sample_snapshot_as_stored_and_national_rows_meet_it(tmp_path):
+    """The sample org's [mobile] fits the sample: every snapshot mobile is a valid CN number as stored
+    (read by the package itself), and each national-number row has the outcome its row_id names."""
+    countries = load_config(ORG_MOBILE).mobile
+    assert countries == MobileCountries("CN", ("HK",))
+    identifiers = pl.read_csv(SNAPSHOT / "identifiers.csv", infer_schema=False).filter(pl.col("id_type") == "mobile")
+    mobiles = identifiers.get_column("id_value").to_list()
+    assert len(mobiles) == 18 and [read_mobile(v, countries) for v in mobiles] == mobiles
+    store = tmp_path / "s.duckdb"
+    assert invoke("store", "init", store, "--snapshot", SNAPSHOT, "--config", ORG_MOBILE).exit_code == 0
+    with duckdb.connect(str(store), read_only=True) as con:
+        held = con.sql("SELECT id_value FROM identifiers WHERE id_type = 'mobile' ORDER BY ALL").fetchall()
+    assert [v for (v,) in held] == sorted(mobiles)
+    requests = ROOT / "sample_data" / "mobile" / "national_numbers.csv"
+    result = invoke("run", "--store", store, "--config", ORG_MOBILE, "--reports", tmp_path / "r", requests)
+    assert result.exit_code == 1, result.output
+    success = pl.read_csv(tmp_path / "r" / "success.csv", infer_schema=False)
+    errors = pl.read_csv(tmp_path / "r" / "errors.csv", infer_schema=False)
+    assert success.select("row_id", "outcome", "warning_codes").sort("row_id").rows() == [
+        ("M-01-national-meets-stored-unchanged", "unchanged", "8071"),
+        ("M-03-lookup-by-national-number", "applied", ""),
+        ("M-04-national-merges-across-scopes", "merged", "8051"),
+        ("M-05-trunk-prefix-and-spaces", "applied", ""),
+    ]
+    assert success.filter(pl.col("row_id").str.starts_with("M-05")).get_column("id_value").to_list() == [
+        "8613800000130"
+    ]
+    assert errors.select("row_id", "error_code").sort("row_id").rows() == [
+        ("M-02-national-taken-in-scope", "8008"),
+        ("M-06-not-a-number-of-CN-or-HK", "8056"),
+    ]
+    assert "not a valid number of CN or HK" in errors.filter(pl.col("error_code") == "8056")["error_message"][0]
 
 
 def test_plain_store_is_refused_until_set_config_rereads_its_mobiles(tmp_path):

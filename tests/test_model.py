@@ -18,7 +18,9 @@ from model import ModelStore, model_store_to_frames, run_model, store_from_snaps
 from pipeline.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = parse_config(tomllib.loads((ROOT / "sample_data" / "org.toml").read_text()), path="sample_data/org.toml")
+ORG = parse_config(
+    tomllib.loads((ROOT / "tests" / "cases" / "org-plain.toml").read_text()), path="tests/cases/org-plain.toml"
+)
 REUSE = dataclasses.replace(ORG, campaign_identifier_reuse=True)
 NO_MERGE = dataclasses.replace(ORG, merge_enabled=False)
 ONE_MERGE = dataclasses.replace(ORG, max_merges_per_survivor_per_run=1)

@@ -11,7 +11,7 @@ from pipeline.cli import main
 from pipeline.store import init_store
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 
 

@@ -18,7 +18,7 @@ from pipeline.run import run_batch
 from pipeline.store import export_store, find_invariant_violations, init_store, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 
 

@@ -16,7 +16,7 @@ from pipeline.validate import validate_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
-CONFIG = ROOT / "sample_data" / "org.toml"
+CONFIG = ROOT / "tests" / "cases" / "org-plain.toml"
 CASE_FILE = CASES / "check_codes.csv"
 HEADER = (
     "row_id,customer_id,lookup_type,lookup_value,source,account_id,action,id_type,id_value,series_id,status_label\n"
