@@ -19,7 +19,7 @@ from pipeline.run import run_batch
 from pipeline.store import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
 REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 
 

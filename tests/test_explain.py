@@ -339,7 +339,7 @@ def test_explanations_of_a_generated_sample_match_the_sequence_of_runs(tmp_path)
 
 
 SAMPLE = ROOT / "sample_data"
-ORG = SAMPLE / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
 JOB_FILES = [
     SAMPLE / "requests" / "01_identifiers.csv",
     SAMPLE / "requests" / "02_cards.csv",

@@ -22,7 +22,7 @@ from pipeline.validate import validate_files
 from test_engine_properties import scenarios
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
 REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 
 

@@ -22,7 +22,7 @@ from pipeline.store import init_store
 from test_engine_properties import scenarios
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
 
 
 def call_as_row(call: dict) -> dict[str, str | None]:

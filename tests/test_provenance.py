@@ -14,7 +14,7 @@ from pipeline.store import init_store, open_store
 from pipeline.undo import revert_run
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
 REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 
 

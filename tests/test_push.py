@@ -33,7 +33,7 @@ from pipeline.store import export_store, init_store
 from test_engine_properties import BASE_CONFIG, request_rows, stores
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
 REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 CREDS = {"LOYALTY_BULK_API_USER": "till", "LOYALTY_BULK_API_PASSWORD": "pw-S3cret-42"}
 

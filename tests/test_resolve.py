@@ -17,7 +17,7 @@ from pipeline.run import run_batch
 from pipeline.store import COLUMNS, TABLES, export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "sample_data" / "org.toml"
+ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
 DEPTH = 10_001
 """Merges in the chain: customer 1 is followed through 10,001 merged_into steps, far past the old limit of 1,000."""
 
