@@ -1,8 +1,9 @@
 """Test-only fault hooks: the process kills itself with SIGKILL, or waits, at a named point of its work.
 
-`LOYALTY_BULK_KILL_AT=<point>` names the point to die at; a test sets it to prove that a crash at
-exactly that point leaves the store (or a journal) whole, and reads "fault hook: SIGKILL at <point>"
-on stderr to know the point was reached rather than the work having finished first.
+`LOYALTY_BULK_KILL_AT=<point>[:<n>]` names the point to die at, on its n-th passage (default the
+first); a test sets it to prove that a crash at exactly that point leaves the store (or a journal)
+whole, and reads "fault hook: SIGKILL at <point>" on stderr to know the point was reached rather than
+the work having finished first.
 `LOYALTY_BULK_HOLD_AT=<point>` with `LOYALTY_BULK_HOLD_UNTIL=<file>` makes the process say "fault
 hook: holding at <point>" and wait there until the file exists, so a test can make two processes
 overlap for certain. Unset (always, outside tests), each hook is one environment lookup.
@@ -34,14 +35,34 @@ RUN_POINTS = (
     "during-checkpoint",
 )
 """The points of `run` in the order a run passes them (pipeline/run.py)."""
+PUSH_POINTS = ("before-send", "after-send", "settle")
+"""The points of `push` (pipeline/push.py): before a request goes out, once it is answered but not yet
+journaled, once a settling read is answered but not yet journaled. Passed once per request."""
 
 DURING_DELAY_SECONDS = 0.002
 """How long after a `kill_during` block starts the kill lands: inside any commit that writes data."""
 
 
+_passages: dict[str, int] = {}
+_passages_lock = threading.Lock()
+
+
+def _kill_due(point: str) -> bool:
+    """Whether this passage through the point is the one LOYALTY_BULK_KILL_AT names (threads count together)."""
+    spec = os.environ.get(ENV_KILL_AT)
+    if not spec:
+        return False
+    name, _, nth = spec.partition(":")
+    if name != point:
+        return False
+    with _passages_lock:
+        _passages[point] = _passages.get(point, 0) + 1
+        return _passages[point] >= int(nth or 1)
+
+
 def kill_point(point: str) -> None:
     """SIGKILL this process here, or hold it here, when the environment names this point."""
-    if os.environ.get(ENV_KILL_AT) == point:
+    if _kill_due(point):
         _kill(point)
     if os.environ.get(ENV_HOLD_AT) == point:
         _hold(point, Path(os.environ[ENV_HOLD_UNTIL]))
@@ -50,7 +71,7 @@ def kill_point(point: str) -> None:
 @contextmanager
 def kill_during(point: str) -> Iterator[None]:
     """SIGKILL this process from another thread while the block runs (or as it ends, if it is quicker)."""
-    if os.environ.get(ENV_KILL_AT) != point:
+    if not _kill_due(point):
         yield
         return
     timer = threading.Timer(DURING_DELAY_SECONDS, _kill, args=(point,))

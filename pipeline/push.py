@@ -22,7 +22,6 @@ import json
 import os
 import queue
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +34,7 @@ from urllib.parse import quote, urlencode
 import polars as pl
 import urllib3
 
+from pipeline import faults
 from pipeline.config import CARD, load_config
 from pipeline.emulated import ALREADY_PRESENT_CODES, MERGED_CODE
 from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, ConfigError, LoyaltyBulkError
@@ -71,9 +71,6 @@ MAX_ATTEMPTS = 12
 RETRY_AFTER_CAP = 60.0
 """A Retry-After longer than this is cut to it: a platform asking for a day must not stall the push a day."""
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 30.0
-KILL_HOOK_ENV = "LOYALTY_BULK_TEST_KILL_AT"
-"""Test only: `point:n` SIGKILLs the push at the n-th passage through a named point (before-send,
-after-send: answered but not yet journaled, settle: a settling read answered but not yet journaled)."""
 SUMMARY_FILE, CSV_FILE = "push-summary.json", "push.csv"
 HTML_START, HTML_END = "<!-- push -->", "<!-- /push -->"
 
@@ -223,25 +220,6 @@ def in_place(call: Mapping[str, Any], status: int | None, body: Any) -> bool | N
     return holds if action == "add" else not holds
 
 
-class KillHook:
-    """Test-only fault hook: SIGKILL this process at the n-th passage through a named point."""
-
-    def __init__(self, spec: str | None):
-        self.point, self.at, self.seen = None, 0, 0
-        if spec:
-            point, _, n = spec.partition(":")
-            self.point, self.at = point, int(n or 1)
-        self.lock = threading.Lock()
-
-    def __call__(self, point: str) -> None:
-        if point != self.point:
-            return
-        with self.lock:
-            self.seen += 1
-            if self.seen >= self.at:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
 class Credentials:
     """Authentication headers from the environment only; the OAuth token is renewed before it expires."""
 
@@ -379,11 +357,10 @@ class Pusher:
         credentials: Credentials,
         options: PushOptions,
         in_flight: int,
-        kill: KillHook,
         progress: Callable[[int, int, float], None] | None,
     ):
         self.folder, self.calls, self.journal, self.client = folder, calls, journal, client
-        self.credentials, self.options, self.in_flight, self.kill = credentials, options, in_flight, kill
+        self.credentials, self.options, self.in_flight = credentials, options, in_flight
         self.by_id = {c["call_id"]: c for c in calls}
         self.position = {c["call_id"]: i for i, c in enumerate(calls)}
         self.progress = progress
@@ -417,11 +394,11 @@ class Pusher:
         # paced before the journal records the send, so the journal's last send time is the real one
         self.client.pace.wait()
         self.journal.sending(call_id, attempt, "call")
-        self.kill("before-send")
+        faults.kill_point("before-send")
         try:
             status, body, response_headers = self.client.raw("POST", call_path(call), call["body"], headers, False)
         except NoAnswer as lost:
-            self.kill("after-send")
+            faults.kill_point("after-send")
             state_next: State = "settle" if lost.sent else "retry"
             self.journal.answered(
                 call_id,
@@ -437,7 +414,7 @@ class Pusher:
                 retry_cause=lost.cause.split(" ")[0],
             )
             return Step(call_id, state_next, delay=self._backoff(attempt))
-        self.kill("after-send")
+        faults.kill_point("after-send")
         verdict = judge(call["expect"], status, body, state.uncertain, response_headers)
         codes = answer_codes(body, "errors") + answer_codes(body, "warnings")
         request_id = response_headers.get("X-Cap-Requestid")
@@ -507,7 +484,7 @@ class Pusher:
                 retry_cause="settle",
             )
             return Step(call["call_id"], "settle", delay=self._backoff(attempt))
-        self.kill("settle")
+        faults.kill_point("settle")
         request_id = response_headers.get("X-Cap-Requestid")
         shown = in_place(call, status, body)
         if status in (401, 498) or 498 in answer_codes(body, "errors"):
@@ -734,7 +711,6 @@ def push_run(
             credentials,
             options,
             in_flight,
-            KillHook(environ.get(KILL_HOOK_ENV)),
             progress,
         )
         stopped = pusher.run()

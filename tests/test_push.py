@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from emulator_harness import CLI, read_log, running_emulator
 from model import model_store_to_frames
 from pipeline.duck import scalar
+from pipeline.faults import ENV_KILL_AT, PUSH_POINTS
 from pipeline.run import run_batch
 from pipeline.store import export_store, init_store
 from test_engine_properties import BASE_CONFIG, request_rows, stores
@@ -135,7 +136,7 @@ def test_every_fault_kind_still_equal_and_each_call_changed_the_platform_once(ge
     assert "already_applied" in outcomes(reports).values()
 
 
-KILLS = [
+KILLS = [  # point:n, the n-th passage through one of PUSH_POINTS
     "before-send:7",
     "after-send:9",
     "settle:1",
@@ -151,6 +152,7 @@ KILLS = [
 ]
 """Named moments: before a send (journal says sending), after the answer came but before the journal
 recorded it, and during a settling read (answered, not recorded); the n-th passage of each push."""  # fmt: skip
+assert {kill.partition(":")[0] for kill in KILLS} == set(PUSH_POINTS), "every point of the push's hook is killed at"
 
 
 def test_sigkill_at_named_moments_and_restart_gives_the_uninterrupted_result(generated_run, tmp_path):
@@ -162,9 +164,10 @@ def test_sigkill_at_named_moments_and_restart_gives_the_uninterrupted_result(gen
                           "--seed", "11", "--log", str(log)) as url:  # fmt: skip
         for point in KILLS:
             done = push(reports, run.config, url, "--rate", "60000", "--max-in-flight", "4", "--timeout", "0.7",
-                        env={**CREDS, "LOYALTY_BULK_TEST_KILL_AT": point})  # fmt: skip
+                        env={**CREDS, ENV_KILL_AT: point})  # fmt: skip
             killed += done.returncode == -9
             assert done.returncode == -9, (point, done.returncode, done.stdout, done.stderr)
+            assert f"fault hook: SIGKILL at {point.partition(':')[0]}" in done.stderr, "the hook, not something else"
         final = push(reports, run.config, url, "--rate", "60000", "--timeout", "0.7")
     assert killed >= 10, killed
     assert final.returncode == 0, final.stdout + final.stderr
@@ -263,9 +266,7 @@ def test_pacing_survives_a_restart(generated_run, tmp_path):
     reports = run.fresh_reports("pace-restart", [c for c in run.calls if not c["after"]][:4])
     log = tmp_path / "log.ndjson"
     with running_emulator(run.platform("restart.duckdb"), run.config, "--log", str(log)) as url:
-        killed = push(
-            reports, run.config, url, "--rate", str(rate), env={**CREDS, "LOYALTY_BULK_TEST_KILL_AT": "after-send:2"}
-        )
+        killed = push(reports, run.config, url, "--rate", str(rate), env={**CREDS, ENV_KILL_AT: "after-send:2"})
         assert killed.returncode == -9
         done = push(reports, run.config, url, "--rate", str(rate))
     assert done.returncode == 0, done.stdout + done.stderr
