@@ -15,28 +15,10 @@ from contextlib import contextmanager
 import duckdb
 import polars as pl
 
+from pipeline.components import OUTCOME_SCHEMA, ReplayPool, replay_components
 from pipeline.config import OrgConfig
 from pipeline.duck import query_frame, run_script
 from pipeline.errors import InternalError
-from pipeline.provenance import EVENT_SCHEMA
-from pipeline.replay import Replayer, ReplayRow, WorkingSet
-
-OUTCOME_SCHEMA = pl.Schema(
-    {
-        "seq": pl.Int64(),
-        "outcome": pl.String(),
-        "error_code": pl.Int32(),
-        "error_field": pl.String(),
-        "resolved_customer_id": pl.Int64(),
-        "survivor_id": pl.Int64(),
-        "victim_id": pl.Int64(),
-        "warnings": pl.List(pl.Int32),
-        "holder_id": pl.Int64(),
-        "limit": pl.Int64(),
-        "card_series": pl.Int64(),
-        "card_status": pl.String(),
-    }
-)
 
 _INDEPENDENT = """
 CREATE OR REPLACE TEMP VIEW ind AS
@@ -251,7 +233,13 @@ def _params(config: OrgConfig) -> dict:
     }
 
 
-def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig, events: bool = True) -> pl.DataFrame:
+def decide(
+    con: duckdb.DuckDBPyConnection,
+    config: OrgConfig,
+    groups: pl.DataFrame,
+    events: bool = True,
+    pool: ReplayPool | None = None,
+) -> pl.DataFrame:
     """Decide all rows of `req` (after resolve_targets), one OUTCOME_SCHEMA row each; stage changes in chg_*.
 
     With `events`, the replayed rows' provenance events are staged too (chg_events, with each row's seq);
@@ -260,10 +248,12 @@ def decide(con: duckdb.DuckDBPyConnection, config: OrgConfig, events: bool = Tru
     The replay of interacting rows is pure Python over a working set pulled beforehand, so it runs in a
     worker thread while DuckDB decides the independent rows (DuckDB releases the GIL as it works): on
     two cores the two overlap instead of adding up. Only this thread ever touches the connection.
+    With a `pool` (components.replay_pool), that thread replays one shard of the rows' components
+    (`groups`, resolve_targets' plan groups) and each worker process another.
     """
     pulled = _pull_working_set(con)
-    with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay") as pool:
-        replayed = pool.submit(_replay, pulled, config, events)
+    with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay") as thread:
+        replayed = thread.submit(replay_components, pulled, groups, config, events, pool)
         frames = _decide_independent(con, config)
         outcomes, changes = replayed.result()
     _stage_working_set_changes(con, changes)
@@ -345,63 +335,6 @@ def _pull_working_set(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]
     pulled = {name: query_frame(con, query) for name, query in _PULLS.items()}
     run_script(con, "DROP TABLE ws_rows; DROP TABLE ws_customers")
     return pulled
-
-
-def _replay(
-    pulled: dict[str, pl.DataFrame], config: OrgConfig, events: bool
-) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    """Replay the interacting rows in order; their outcomes and their net changes (for chg_*)."""
-    rows = [ReplayRow._make(r) for r in pulled["rows"].iter_rows()]
-    if not rows:
-        return pl.DataFrame(schema=OUTCOME_SCHEMA), {}
-    customers = {
-        cid: [status, merged_into, ctype] for cid, status, merged_into, ctype in pulled["customers"].iter_rows()
-    }
-    idents: dict[int, set] = {}
-    for cid, source, account, id_type, value in pulled["idents"].iter_rows():
-        idents.setdefault(cid, set()).add((source, account, id_type, value))
-    cards = {number: [series, holder, label] for number, series, holder, label in pulled["cards"].iter_rows()}
-    tracked = {(r.id_type, r.id_value) for r in rows} | {
-        (r.lookup_type, r.lookup_value) for r in rows if r.lookup_type is not None and r.lookup_value is not None
-    }
-    ws = WorkingSet(
-        customers=customers,
-        idents=idents,
-        cards=cards,
-        tracked_values=tracked,
-        tracked_holdings=pulled["holdings"].rows(),
-    )
-    replayer = Replayer(ws, config, record_events=events)
-    outcomes = replayer.replay(rows)
-    changes = _net_changes(ws)
-    if events:
-        changes["chg_events"] = pl.DataFrame(replayer.events, schema=EVENT_SCHEMA, orient="row")
-    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), changes
-
-
-def _net_changes(ws: WorkingSet) -> dict[str, pl.DataFrame]:
-    """The replay's net effect as rows for the chg_* tables: deletes, inserts, card and customer updates."""
-    ident_schema = {
-        "customer_id": pl.Int64,
-        "source": pl.String,
-        "account_id": pl.String,
-        "id_type": pl.String,
-        "id_value": pl.String,
-    }
-    return {
-        "chg_delete": pl.DataFrame(list(ws.deleted), schema=ident_schema, orient="row"),
-        "chg_insert": pl.DataFrame(list(ws.inserted), schema=ident_schema, orient="row"),
-        "chg_cards": pl.DataFrame(
-            ws.changed_cards(),
-            orient="row",
-            schema={"card_number": pl.String, "customer_id": pl.Int64, "status_label": pl.String},
-        ),
-        # Replayed merges already moved identifiers and cards in the rows above, so only the customer
-        # rows change; a table of their own keeps the set-based moves of chg_merge away from them.
-        "chg_merge_status": pl.DataFrame(
-            list(ws.merged.items()), orient="row", schema={"victim_id": pl.Int64, "survivor_id": pl.Int64}
-        ),
-    }
 
 
 def _stage_working_set_changes(con: duckdb.DuckDBPyConnection, changes: dict[str, pl.DataFrame]) -> None:

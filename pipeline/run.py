@@ -23,6 +23,7 @@ from pipeline import binding, faults, ledger, provenance, undo
 from pipeline.apply import apply_changes, decide
 from pipeline.catalog import CATALOG
 from pipeline.check import CheckResult, check_requests
+from pipeline.components import core_count, replay_pool
 from pipeline.config import OrgConfig, load_config
 from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalError
 from pipeline.html_summary import write_summary_html
@@ -184,6 +185,8 @@ class RunOptions:
     max_error_rate: float | None = None
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     threads: int | None = None
+    workers: int | None = None
+    """Cores for the interacting rows' replay (components.py); None: every core."""
     observer: StageObserver | None = None
     mask_pii: bool = False
 
@@ -215,7 +218,14 @@ def run_batch(
         if not opts.dry_run and not opts.allow_reapply:
             ledger.refuse_reapplied(con, batch.files)
         record_provenance = provenance.enabled()
-        checked, outcomes = decide_batch(con, batch.frame, config, clock, events=record_provenance and not opts.dry_run)
+        checked, outcomes = decide_batch(
+            con,
+            batch.frame,
+            config,
+            clock,
+            events=record_provenance and not opts.dry_run,
+            workers=opts.workers or core_count(),
+        )
         t = time.perf_counter()
         reports = _report_frames(batch, checked, outcomes, opts.mask_pii)
         before = store_counts(con)
@@ -282,25 +292,29 @@ def decide_batch(
     config: OrgConfig,
     clock: StageClock | None = None,
     events: bool = True,
+    workers: int = 1,
 ) -> tuple[CheckResult, pl.DataFrame]:
     """Check, resolve and decide a batch of raw request rows; the changes wait in chg_* tables
     (with `events`, also each changing row's provenance events, chg_events).
 
     Returns the check result and one outcome row per checked row (OUTCOME_SCHEMA + error_message, and the
     call plan's plan_group and plan_fresh, null for rows that share no key with another).
+    The interacting rows replay on `workers` cores; their worker processes start now, so that they
+    are ready when decide needs them (components.replay_pool).
     """
     clock = clock or StageClock()
-    t = time.perf_counter()
-    checked = check_requests(raw, config)
-    t = clock.lap("check", t)
-    faults.kill_point("after-check")
-    register_config(con, config)
-    groups = resolve_targets(con, checked.checked)
-    t = clock.lap("resolve", t)
-    outcomes = _with_messages(decide(con, config, events), checked.checked).join(
-        groups, on="seq", how="left", maintain_order="left"
-    )
-    clock.lap("decide", t)
+    with replay_pool(workers, raw.height) as pool:
+        t = time.perf_counter()
+        checked = check_requests(raw, config)
+        t = clock.lap("check", t)
+        faults.kill_point("after-check")
+        register_config(con, config)
+        groups = resolve_targets(con, checked.checked)
+        t = clock.lap("resolve", t)
+        outcomes = _with_messages(decide(con, config, groups, events, pool), checked.checked).join(
+            groups, on="seq", how="left", maintain_order="left"
+        )
+        clock.lap("decide", t)
     return checked, outcomes
 
 
