@@ -312,7 +312,7 @@ def _pack(sizes: pl.DataFrame, shards: int) -> pl.DataFrame:
     load_of = np.zeros(shards)
     for load, shard in loads:
         load_of[shard] = load
-    bounds = np.cumsum(_water_fill(load_of, rest["len"].sum()))
+    bounds = np.cumsum(_water_fill(load_of, float(rest["len"].sum())))
     # a component goes to the shard whose share its middle falls into (the last one takes any rounding)
     middle = np.cumsum(rest["len"].to_numpy()) - rest["len"].to_numpy() / 2
     rest_shards = np.minimum(np.searchsorted(bounds, middle, side="right"), shards - 1)

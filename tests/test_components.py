@@ -76,7 +76,10 @@ def unions(draw):
     """Two to four dense scenarios side by side in one store and one batch, their rows interleaved: a batch
     of several components, each dense with collisions (a part may link up with another through a value
     the renaming leaves alone, e.g. a malformed one: the components are whatever resolve finds)."""
-    parts = [_part(*draw(scenarios())[1:], part) for part in range(1, draw(st.integers(2, 4)) + 1)]
+    parts = []
+    for part in range(1, draw(st.integers(2, 4)) + 1):
+        _, store, rows = draw(scenarios())
+        parts.append(_part(store, rows, part))
     store = ModelStore(
         {c: v for s, _ in parts for c, v in s.customers.items()},
         {i for s, _ in parts for i in s.identifiers},
@@ -172,7 +175,7 @@ def test_pack_balances_rows_and_keeps_components_whole():
 
 def test_a_worker_failure_fails_the_run(pool):
     with pytest.raises(InternalError, match="replay worker failed"):
-        pool.replay(0, [{"rows": pl.DataFrame({"nonsense": [1]})}], None, True)  # type: ignore[arg-type]
+        pool.replay(0, [{"rows": pl.DataFrame({"nonsense": [1]})}], None, True)
 
 
 def test_workers_give_the_reports_and_store_of_one_worker(tmp_path, monkeypatch):
