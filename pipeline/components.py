@@ -287,10 +287,10 @@ def _key_working_set(rows: pl.DataFrame, pulled: Pulled) -> _Keyed:
 
 def _one_component(pairs: pl.DataFrame, key: str) -> pl.DataFrame:
     """`key`, plan_group with each key once; a key of two components means the keys were not closed."""
-    unique = pairs.unique()
-    if unique[key].n_unique() != unique.height:
+    spans = pairs.group_by(key).agg(pl.col("plan_group").min(), pl.col("plan_group").max().alias("last"))
+    if (spans["plan_group"] != spans["last"]).any():
         raise InternalError(f"a working-set {key} is reached by two components; nothing was applied")
-    return unique
+    return spans.drop("last")
 
 
 def _pack(sizes: pl.DataFrame, shards: int) -> pl.DataFrame:
@@ -308,7 +308,8 @@ def _pack(sizes: pl.DataFrame, shards: int) -> pl.DataFrame:
         load, shard = heapq.heappop(loads)
         placed.append(shard)
         heapq.heappush(loads, (load + length, shard))
-    rest = sizes.slice(big.height)
+    # the rest in component order, not by size: each shard gets a like mix of small and larger ones
+    rest = sizes.slice(big.height).sort("plan_group")
     load_of = np.zeros(shards)
     for load, shard in loads:
         load_of[shard] = load
