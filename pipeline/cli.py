@@ -246,8 +246,8 @@ def _engine_options(func: F) -> F:
             "--workers",
             type=click.IntRange(min=1),
             default=None,
-            help=f"Processes replaying the interacting rows, one component each at a time "
-            f"(env {ENV_WORKERS}; default: all cores).",
+            help=f"Cores replaying the rows that share keys, each a share of their connected components, "
+            f"this process included (env {ENV_WORKERS}; default: all cores).",
         ),
         click.option(
             "--max-errors",

@@ -20,6 +20,7 @@ import contextlib
 import gc
 import heapq
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,7 +59,7 @@ OUTCOME_SCHEMA = pl.Schema(
 
 MIN_ROWS_FOR_WORKERS = 50_000
 """Batches smaller than this replay in this process whatever --workers says: their replay takes less
-than a worker's start-up (an interpreter importing polars, ≈0.3 s of a core)."""
+than a worker's start-up (an interpreter importing polars, ≈0.4 s of a core)."""
 
 Pulled = dict[str, pl.DataFrame]
 Replayed = tuple[pl.DataFrame, dict[str, pl.DataFrame]]
@@ -146,11 +147,12 @@ def serve(fd: int) -> None:
     """A worker process's loop on socket `fd`: replay each list of shards received until told to stop
     (None, or EOF when the parent is gone)."""
     conn = Connection(fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends us by EOF
     gc.disable()  # see apply._gc_paused: the working set holds no cycles
     while True:
         try:
             task = conn.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
+        except (EOFError, OSError):
             return
         if task is None:
             return
