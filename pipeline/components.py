@@ -307,7 +307,7 @@ def _pack(sizes: pl.DataFrame, shards: int) -> pl.DataFrame:
     first); the many small rest then fill the lighter shards up to one level, in one vectorised pass.
     """
     sizes = sizes.sort("len", "plan_group", descending=[True, False])
-    share = sizes["len"].sum() / shards
+    share = float(sizes["len"].sum()) / shards
     big = sizes.filter(pl.col("len") >= share / 8).head(8 * shards)
     # shard 0 replays in this process; the others start with their transfer's handicap
     loads = [(0.0 if shard == 0 else REMOTE_HANDICAP * share, shard) for shard in range(shards)]
