@@ -19,11 +19,11 @@ from typing import Any
 import polars as pl
 
 from pipeline.catalog import CATALOG
-from pipeline.check import CheckResult, build_rules, check_requests
 from pipeline.config import CARD, OrgConfig
 from pipeline.duck import query_frame
+from pipeline.engine.check import CheckResult, build_rules, check_requests
+from pipeline.engine.replay import Replayer, ReplayRow, WorkingSet
 from pipeline.read import FRAME_COLUMNS, REQUEST_COLUMNS, NotACallBody, call_rows
-from pipeline.replay import Replayer, ReplayRow, WorkingSet
 from pipeline.store import COLUMNS, TABLES, open_store
 
 ALREADY_PRESENT_CODES = frozenset({8070, 8071, 8072, 8073, 3012})

@@ -20,14 +20,22 @@ is refused (StoreError, exit 3) naming the customers, before anything is decided
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
 import duckdb
 import polars as pl
 
 from pipeline.config import OrgConfig
 from pipeline.duck import run_script, scalar
+from pipeline.engine.workspace import Handle, Stage, Workspace
 from pipeline.errors import StoreError
 from pipeline.plan import plan_groups
 from pipeline.store import merge_chain_ends, merge_cycles
+
+Route = Literal["auto", "replay"]
+"""How rows are decided: `auto` sends the rows that share no key to the set-based route and the rest to
+the replay; `replay` sends every row to the replay (for tests: the two must agree)."""
 
 DIRECT_CHAIN_STEPS = 4
 """merged_into steps followed one at a time before pointer jumping takes over: each is a join of the
@@ -124,11 +132,21 @@ CREATE OR REPLACE TEMP TABLE rel_cards AS
     UNION SELECT * FROM card_state;
 """
 
+_ALL_INTERACTING = "CREATE OR REPLACE TEMP TABLE interacting AS SELECT seq FROM req"
 
-_DROP_SCRATCH = """
-DROP TABLE req_values; DROP TABLE req_cards; DROP TABLE known_refs; DROP TABLE merged_customers;
-DROP TABLE chain; DROP TABLE row_keys; DROP TABLE rel_customers
-"""
+_COUNTS = "SELECT (SELECT count(*) FROM req), (SELECT count(*) FROM interacting)"
+
+
+@dataclass(frozen=True)
+class Resolved(Handle):
+    """The resolved batch: req, res, interacting, val_idents, card_state, rel_* and cfg_* (workspace.py)."""
+
+    vouches: ClassVar[tuple[Stage, ...]] = ("resolve",)
+    groups: pl.DataFrame
+    """The call plan's groups of the rows that share keys (plan.plan_groups: seq, plan_group, plan_fresh)."""
+    rows: int
+    interacting: int
+    """Rows the replay decides (all of them on the `replay` route); the rest go set-based."""
 
 
 def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
@@ -152,13 +170,13 @@ def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
     con.unregister("cfg_series_frame")
 
 
-def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> pl.DataFrame:
+def resolve_targets(ws: Workspace, checked: pl.DataFrame, config: OrgConfig, route: Route = "auto") -> Resolved:
     """Load the checked rows as `req`, resolve initial targets and split independent from interacting.
 
-    Returns the call plan's groups of the interacting rows (plan.plan_groups: seq, plan_group,
-    plan_fresh), computed here while the row keys exist. Leaves temp tables for the decide stage: req,
-    res, interacting, val_idents, card_state, rel_info, rel_idents, rel_cards.
+    The call plan's groups are computed here while the row keys exist; they do not depend on the route.
     """
+    con = ws.con
+    register_config(con, config)
     frame = checked.select(
         "seq",
         "customer_id",
@@ -179,12 +197,14 @@ def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> pl
     _follow_merges(con)
     con.execute(_TARGETS)
     run_script(con, _KEYS)
+    if route == "replay":
+        con.execute(_ALL_INTERACTING)
     run_script(con, _RELEVANT)
     _refuse_chain_ends_not_active(con)
     groups = plan_groups(con)
-    # what decide does not read goes now: temp tables live in DuckDB's memory until the run ends
-    run_script(con, _DROP_SCRATCH)
-    return groups
+    rows, interacting = con.execute(_COUNTS).fetchall()[0]
+    ws.finish("resolve")  # what decide does not read goes now: temp tables live in memory until the run ends
+    return Resolved(ws, groups=groups, rows=rows, interacting=interacting)
 
 
 def _follow_merges(con: duckdb.DuckDBPyConnection) -> None:
