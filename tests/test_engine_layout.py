@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "pipeline" / "engine"
 
-ORDER = ("workspace", "check", "resolve", "decide", "replay", "apply", "result", "batch")
+ORDER = ("workspace", "rules", "check", "resolve", "decide", "replay", "apply", "result", "batch")
 """The engine's modules in the order of pipeline/engine/__init__.py and the README's "How it works"."""
 
 NOT_THE_ORCHESTRATOR = ("ledger", "binding", "undo", "provenance", "html_summary", "console", "plan")

@@ -17,6 +17,7 @@ import polars as pl
 from pipeline.config import OrgConfig
 from pipeline.duck import query_frame, run_script
 from pipeline.engine.resolve import Resolved
+from pipeline.engine.rules import WARNING_PARAMS
 from pipeline.engine.workspace import Handle, Stage
 
 OUTCOME_SCHEMA = pl.Schema(
@@ -115,15 +116,14 @@ SELECT seq, outcome, error_code::INTEGER AS error_code,
     CASE WHEN outcome = 'merged' THEN loyal_id END AS survivor_id,
     CASE WHEN outcome = 'merged' THEN target END AS victim_id,
     list_sort(list_filter([
-        CASE WHEN followed THEN 91009 END,
-        CASE WHEN outcome = 'unchanged' THEN
-            CASE id_type WHEN 'mobile' THEN 8071 WHEN 'email' THEN 8072 WHEN 'externalId' THEN 8073 ELSE 8070 END END,
-        CASE WHEN outcome IN ('applied', 'merged') AND action = 'add' AND campaign > 0 THEN 8068 END,
-        CASE WHEN outcome = 'merged' THEN 8051 END], lambda x: x IS NOT NULL))::INTEGER[] AS warnings,
+        CASE WHEN followed THEN $w_followed_merge END,
+        CASE WHEN outcome = 'unchanged' THEN p.code END,
+        CASE WHEN outcome IN ('applied', 'merged') AND action = 'add' AND campaign > 0 THEN $w_campaign_dropped END,
+        CASE WHEN outcome = 'merged' THEN $w_merged END], lambda x: x IS NOT NULL))::INTEGER[] AS warnings,
     CASE WHEN error_code IS NOT NULL THEN holder_id END AS holder_id,
     CASE WHEN error_code = 7008 THEN $max_merges END::BIGINT AS "limit",
     NULL::BIGINT AS card_series, NULL::VARCHAR AS card_status
-FROM ind_ident
+FROM ind_ident LEFT JOIN cfg_present p USING (id_type)
 """
 
 _CARD_DECISIONS = """
@@ -133,7 +133,7 @@ WITH base AS (
 ), counts AS (
     SELECT b.seq, count(*) FILTER (WHERE c.series_id = b.series_id) AS in_series, count(*) AS total
     FROM base b JOIN rel_cards c ON c.customer_id = b.target JOIN cfg_labels l ON l.label = c.status_label
-    WHERE b.action = 'add' AND l.status IN ('ISSUED', 'ACTIVE', 'SUSPENDED')
+    WHERE b.action = 'add' AND l.active
     GROUP BY b.seq
 ), decided AS (
     SELECT b.seq, b.action, b.target, b.followed, b.id_value, b.series_id, b.status_label,
@@ -142,7 +142,7 @@ WITH base AS (
         CASE
             WHEN cs.card_number IS NULL THEN 3010
             WHEN b.action = 'add' AND cs.series_id <> b.series_id THEN 3000
-            WHEN l.status IN ('EXPIRED', 'DELETED') THEN 8087
+            WHEN l.closed THEN 8087
             WHEN b.action = 'remove' THEN CASE WHEN cs.customer_id IS DISTINCT FROM b.target THEN 3031 END
             WHEN cs.customer_id = b.target THEN NULL
             WHEN cs.customer_id IS NOT NULL THEN 3027
@@ -166,7 +166,8 @@ _CARD_OUTCOMES = """
 SELECT seq, outcome, error_code::INTEGER AS error_code,
     CASE WHEN error_code IS NOT NULL THEN 'id_value' END AS error_field,
     target AS resolved_customer_id, NULL::BIGINT AS survivor_id, NULL::BIGINT AS victim_id,
-    list_sort(list_filter([CASE WHEN followed THEN 91009 END, CASE WHEN outcome = 'unchanged' THEN 3012 END],
+    list_sort(list_filter([CASE WHEN followed THEN $w_followed_merge END,
+                           CASE WHEN outcome = 'unchanged' THEN $w_card_present END],
                           lambda x: x IS NOT NULL))::INTEGER[] AS warnings,
     CASE WHEN error_code = 3027 THEN holder END AS holder_id,
     CASE WHEN error_code = 3036 THEN max_active WHEN error_code = 3039 THEN $org_max END::BIGINT AS "limit",
@@ -224,6 +225,11 @@ def _params(config: OrgConfig) -> dict:
     }
 
 
+def _named(statement: str, **params: object) -> dict:
+    """The warning codes (rules.WARNING_PARAMS) and `params` that a statement names; DuckDB refuses others."""
+    return {k: v for k, v in (WARNING_PARAMS | params).items() if f"${k}" in statement}
+
+
 @dataclass(frozen=True)
 class Decided(Handle):
     """The set-based route's outcomes; its changes wait in chg_*, which the replay appends to."""
@@ -244,8 +250,8 @@ def decide(resolved: Resolved, config: OrgConfig) -> Decided:
     con.execute(_IDENT_DECISIONS, _params(config))
     con.execute(_CARD_DECISIONS, {"org_max": config.max_active_cards_per_customer})
     frames = [
-        query_frame(con, _IDENT_OUTCOMES, {"max_merges": config.max_merges_per_survivor_per_run}),
-        query_frame(con, _CARD_OUTCOMES, {"org_max": config.max_active_cards_per_customer}),
+        query_frame(con, _IDENT_OUTCOMES, _named(_IDENT_OUTCOMES, max_merges=config.max_merges_per_survivor_per_run)),
+        query_frame(con, _CARD_OUTCOMES, _named(_CARD_OUTCOMES, org_max=config.max_active_cards_per_customer)),
         query_frame(con, _NOT_FOUND),
     ]
     run_script(con, _IND_CHANGES, {"delink_label": config.delink_label})

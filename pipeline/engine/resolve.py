@@ -28,6 +28,7 @@ import polars as pl
 
 from pipeline.config import OrgConfig
 from pipeline.duck import run_script, scalar
+from pipeline.engine import rules
 from pipeline.engine.workspace import Handle, Stage, Workspace
 from pipeline.errors import StoreError
 from pipeline.plan import plan_groups
@@ -149,34 +150,13 @@ class Resolved(Handle):
     """Rows the replay decides (all of them on the `replay` route); the rest go set-based."""
 
 
-def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
-    """Expose the config's card labels and series to SQL as small tables (never as SQL text)."""
-    labels = pl.DataFrame(
-        {"label": list(config.card_labels), "status": list(config.card_labels.values())},
-        schema={"label": pl.String, "status": pl.String},
-    )
-    series = pl.DataFrame(
-        {
-            "series_id": [s.id for s in config.card_series.values()],
-            "max_active": [s.max_active_per_customer for s in config.card_series.values()],
-        },
-        schema={"series_id": pl.Int64, "max_active": pl.Int64},
-    )
-    con.register("cfg_labels_frame", labels)
-    con.register("cfg_series_frame", series)
-    con.execute("CREATE OR REPLACE TEMP TABLE cfg_labels AS SELECT * FROM cfg_labels_frame")
-    con.execute("CREATE OR REPLACE TEMP TABLE cfg_series AS SELECT * FROM cfg_series_frame")
-    con.unregister("cfg_labels_frame")
-    con.unregister("cfg_series_frame")
-
-
 def resolve_targets(ws: Workspace, checked: pl.DataFrame, config: OrgConfig, route: Route = "auto") -> Resolved:
     """Load the checked rows as `req`, resolve initial targets and split independent from interacting.
 
     The call plan's groups are computed here while the row keys exist; they do not depend on the route.
     """
     con = ws.con
-    register_config(con, config)
+    rules.register(con, config)
     frame = checked.select(
         "seq",
         "customer_id",

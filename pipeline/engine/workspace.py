@@ -48,6 +48,7 @@ TEMP_TABLES: dict[str, TempTable] = {
     # resolve: the batch as loaded, its targets and keys, and the part of the store it reaches
     "cfg_labels": _t("resolve", {"decide"}, "replay", "card labels with their status, active and closed flags"),
     "cfg_series": _t("resolve", {"decide"}, "replay", "card series with their max active cards per customer"),
+    "cfg_present": _t("resolve", {"decide"}, "replay", "the catalog's 'already present' warning of each id type"),
     "req": _t("resolve", {"decide", "replay"}, "replay", "the checked rows"),
     "req_values": _t("resolve", set(), "resolve", "distinct (type, value) the rows name, cards aside"),
     "req_cards": _t("resolve", set(), "resolve", "distinct card numbers the rows name"),
