@@ -1,7 +1,7 @@
 """The emulated platform's state: a whole store in memory, changed one call at a time by the engine's rules.
 
-No third copy of SPEC section 3: a call's items are checked by the check stage (check.py) and applied by
-the sequential replay (replay.py) over a WorkingSet that holds every customer, identifier and card of
+No third copy of SPEC section 3: a call's items are checked by the check stage (engine/check.py) and applied by
+the sequential replay (engine/replay.py) over a WorkingSet that holds every customer, identifier and card of
 the store and indexes every value (`track_all`). The answers take the platform's response shape
 (reference/platform-api.md). The whole store is held as Python objects, so this is for rehearsal-sized
 stores (up to a few million identifiers), not the 10M-customer benchmark store.
