@@ -35,7 +35,7 @@ readme: $(STAMP)
 # Refresh the lock from pyproject.toml's ranges (needs the package index).
 lock: $(STAMP)
 	$(PY) -m pip install --quiet pip-tools
-	$(VENV)/bin/pip-compile --quiet --extra test --all-build-deps --allow-unsafe --strip-extras \
+	$(VENV)/bin/pip-compile --quiet --extra test --extra bench --all-build-deps --allow-unsafe --strip-extras \
 		--generate-hashes --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
 	rm -f $(STAMP)
 

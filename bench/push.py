@@ -127,8 +127,12 @@ def main() -> None:
 def write_results(results: list[dict[str, Any]], argv: str) -> None:
     path = BENCH / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if MARK in text:
-        text = text[: text.index(MARK)].rstrip() + "\n"
+    rest = ""
+    if MARK in text:  # replace this section only: what follows it (the next "## " heading on) stays
+        start = text.index(MARK)
+        following = text.find("\n## ", start + len(MARK))
+        rest = "" if following < 0 else text[following:]
+        text = text[:start].rstrip() + "\n"
     lines = [
         "",
         MARK,
@@ -149,7 +153,7 @@ def write_results(results: list[dict[str, Any]], argv: str) -> None:
             f"{r['push_rss_mib']} | {r['critical_path']} | {outcomes} | {r['platform_equals_store']} | "
             f"{r['load_before']:.1f} |"
         )
-    path.write_text(text + "\n".join(lines) + "\n")
+    path.write_text(text + "\n".join(lines) + "\n" + rest)
 
 
 if __name__ == "__main__":

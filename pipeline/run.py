@@ -32,7 +32,7 @@ from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalErr
 from pipeline.html_summary import write_summary_html
 from pipeline.normalize import trim_expr
 from pipeline.pii import mask_reports
-from pipeline.plan import CALLS_FILE, build_plan
+from pipeline.plan import CALL_CHANGES, CALLS_FILE, build_plan
 from pipeline.read import InputLayout, RequestBatch, read_requests
 from pipeline.report import error_report, write_csv, write_json, write_lines, write_parquet
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
@@ -126,15 +126,19 @@ def run_batch(
             after = before
             if not aborted:
                 applied = apply_changes(decision.replayed)
+                # counted before the logs are written: they change no count, and the counts' scans then
+                # find the store's blocks still in DuckDB's buffer pool
+                after = store_counts(con)
                 if not opts.dry_run:
                     undo.record_changes(applied, run_id)
                     if record_provenance:
-                        provenance.record(applied, run_id, provenance.row_positions(checked.checked, batch.files))
+                        changed = outcomes.filter(pl.col("outcome").is_in(CALL_CHANGES)).select("seq")
+                        rows = checked.checked.join(changed, on="seq", how="semi")
+                        provenance.record(applied, run_id, provenance.row_positions(rows, batch.files))
                     else:
                         provenance.record_unrecorded(con, run_id)
                     if not binding.bound_config(con):
                         binding.bind(con, config)
-                after = store_counts(con)
             t = clock.lap("apply", t)
             result = _result(
                 run_id, opts, started_at, clock, batch, reports, before, after, reports_dir, aborted, calls

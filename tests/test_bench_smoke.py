@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIO_ROWS = ("| a |", "| b |", "| c |", "| d |", "| e |", "| p |", "| am |", "| cm |", "| big |")
+SCENARIO_ROWS = ("| a |", "| b |", "| c |", "| d |", "| e |", "| eb |", "| p |", "| am |", "| cm |", "| big |")
 
 
 EXPECTED_EXIT_CODES = {
@@ -17,6 +17,7 @@ EXPECTED_EXIT_CODES = {
     "c": [0],
     "d": [1],
     "e": [0],
+    "eb": [0],
     "p": [1],
     "am": [1],
     "cm": [0],
@@ -47,7 +48,7 @@ def test_bench_command_runs_every_scenario_at_tiny_size(tmp_path: Path) -> None:
         "--big-rows",
         "300",
         "--only",
-        "a,b,c,d,e,p,am,cm,big",
+        "a,b,c,d,e,eb,p,am,cm,big",
         "--cache",
         str(tmp_path / "cache"),
         "--out",
@@ -98,3 +99,30 @@ def test_ratios_compare_only_scenarios_of_one_session() -> None:
     verdicts = bench.evaluate(two)
     assert "am" not in verdicts and "cm" not in verdicts
     assert verdicts["d"][1] is None and verdicts["e"][1] is None and "same session" in verdicts["d"][0]
+
+
+def test_scale_curve_command_runs_at_tiny_size(tmp_path: Path) -> None:
+    out, plot = tmp_path / "RESULTS.md", tmp_path / "scale.png"
+    out.write_text("# Benchmark results\n\n## Push (`bench/push.py`)\n\nkept\n")
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "scale.py"),
+        "--store-customers", "800,2000",
+        "--rows", "300",
+        "--batch-customers", "2000",
+        "--batch-rows", "100,300",
+        "--cache", str(tmp_path / "cache"),
+        "--out", str(out),
+        "--plot", str(plot),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = out.read_text()
+    assert "## Scale curve (`bench/scale.py`)" in text and "## Push (`bench/push.py`)\n\nkept" in text
+    points = json.loads((tmp_path / "scale.json").read_text())["points"]
+    assert [(p["series"], p["customers"], p["rows"]) for p in points] == [
+        ("store", 800, 300), ("store", 2000, 300), ("batch", 2000, 100), ("batch", 2000, 300),
+    ]  # fmt: skip
+    assert all(p["exit_codes"] == [1] and p["stages"]["decide"] > 0 for p in points)
+    assert points[0]["identifiers"] < points[1]["identifiers"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,6 +11,8 @@ import base64
 import hashlib
 import itertools
 import json
+import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -341,6 +343,46 @@ def test_a_token_worn_out_mid_push_is_renewed_once_and_the_push_goes_on(sample_r
     assert len(token_calls) == 1 + len(expired), "one renewal per expiry"
     assert run.equal(run.folder / "platform.duckdb")
     assert set(outcomes(run.reports).values()) == {"confirmed"}
+
+
+def _push_on_a_terminal(reports: Path, config: Path, url: str, *options: str) -> tuple[int, str, str]:
+    """Run push with stderr on a pseudo-terminal (as in an interactive shell) and stdout on a pipe."""
+    leader, follower = os.openpty()
+    environ = {"PATH": "/usr/bin:/bin", "TERM": "xterm-256color", "COLUMNS": "120", **CREDS}
+    process = subprocess.Popen(
+        [CLI, "push", str(reports), "--config", str(config), "--api", url, *options],
+        stdout=subprocess.PIPE, stderr=follower, text=True, env=environ,
+    )  # fmt: skip
+    os.close(follower)
+    seen = bytearray()
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed its end of the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    stdout = process.stdout.read() if process.stdout else ""
+    return process.wait(timeout=120), stdout, seen.decode("utf-8", "replace")
+
+
+def test_the_progress_bar_shows_on_a_terminal_only(sample_run, tmp_path):
+    run = sample_run
+    with running_emulator(run.platform(), run.config, "--latency", "40") as url:
+        code, stdout, terminal = _push_on_a_terminal(run.reports, run.config, url, "--rate", "600")
+    with running_emulator(run.platform("piped.duckdb"), run.config) as url:
+        piped = push(run.fresh_reports("piped"), run.config, url, "--rate", "60000")
+    assert code == 0, stdout + terminal
+    calls = len(run.calls)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal)
+    # calls ended of all, the achieved rate and the time left, redrawn as the push goes on
+    counts = [int(n) for n in re.findall(rf"(\d+)/{calls} calls · \d+ requests/min", shown)]
+    assert len(set(counts)) >= 2 and max(counts) <= calls, shown[-2000:]
+    assert re.search(rf"/{calls} calls · \d+ requests/min\s+(\d+:\d\d:\d\d|-:--:--)", shown), shown[-2000:]
+    assert "requests/min achieved" in stdout  # the summary still goes to stdout
+    assert piped.returncode == 0 and "calls ·" not in piped.stderr and "\x1b[" not in piped.stderr + piped.stdout
 
 
 def test_a_second_push_on_the_same_journal_is_refused(sample_run):
