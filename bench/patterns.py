@@ -31,9 +31,9 @@ from typing import Any
 
 import polars as pl
 
-from pipeline import check
-from pipeline.check import build_rules, check_requests, prepare_fields
 from pipeline.config import load_config
+from pipeline.engine import check
+from pipeline.engine.check import build_rules, check_requests, prepare_fields
 from pipeline.read import read_requests
 
 CONFIGS = {

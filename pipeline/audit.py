@@ -6,7 +6,7 @@ source, account and id type are known to the config, account_id is '' exactly fo
 sources, every card's series and label are configured, and every card number fits its series.
 
 The config is exposed to DuckDB as registered frames, never as SQL text, like the run's own
-`register_config`. Findings use the columns of `store.FINDING_COLUMNS`, one row per breach.
+(engine/rules.register). Findings use the columns of `store.FINDING_COLUMNS`, one row per breach.
 """
 
 from __future__ import annotations

@@ -36,26 +36,8 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import CARD, OrgConfig
+from pipeline.engine.replay import replay_working_set
 from pipeline.errors import InternalError
-from pipeline.provenance import EVENT_SCHEMA
-from pipeline.replay import Replayer, ReplayRow, WorkingSet
-
-OUTCOME_SCHEMA = pl.Schema(
-    {
-        "seq": pl.Int64(),
-        "outcome": pl.String(),
-        "error_code": pl.Int32(),
-        "error_field": pl.String(),
-        "resolved_customer_id": pl.Int64(),
-        "survivor_id": pl.Int64(),
-        "victim_id": pl.Int64(),
-        "warnings": pl.List(pl.Int32),
-        "holder_id": pl.Int64(),
-        "limit": pl.Int64(),
-        "card_series": pl.Int64(),
-        "card_status": pl.String(),
-    }
-)
 
 MIN_ROWS_FOR_WORKERS = 50_000
 """Batches smaller than this replay in this process whatever --workers says: their replay takes less
@@ -153,7 +135,7 @@ def serve(fd: int) -> None:
     (None, or EOF when the parent is gone)."""
     conn = Connection(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends us by EOF
-    gc.disable()  # see apply._gc_paused: the working set holds no cycles
+    gc.disable()  # see engine.batch._gc_paused: the working set holds no cycles
     while True:
         try:
             task = conn.recv()
@@ -178,7 +160,7 @@ def replay_components(
     pool: ReplayPool | None = None,
     shards: int | None = None,
 ) -> Replayed:
-    """Replay the pulled working set (apply._pull_working_set) as `shards` independent parts.
+    """Replay the pulled working set (engine.replay.pull_working_set) as `shards` independent parts.
 
     `groups` are plan_groups' components of the interacting rows. Shards default to one per core of
     the pool and this process; more shards than that replay in turn. Outcomes, net changes and events
@@ -233,9 +215,9 @@ def split_working_set(pulled: Pulled, groups: pl.DataFrame, shards: int) -> list
     value, its card's holder), a card to its holder's or else to the rows that name it; resolve.py's
     keys make that component unique, which is checked rather than assumed.
     """
+    # a row that shares no key (the replay route of the tests replays every row) is a component alone
     rows = pulled["rows"].join(groups.select("seq", "plan_group"), on="seq", how="left", maintain_order="left")
-    if rows["plan_group"].null_count():
-        raise InternalError("an interacting row has no component; nothing was applied")
+    rows = rows.with_columns(pl.col("plan_group").fill_null(-1 - pl.col("seq")))
     keyed = _key_working_set(rows, pulled)
     shard_of = _pack(rows.group_by("plan_group").len(), shards)
     rows = rows.join(shard_of, on="plan_group", maintain_order="left")
@@ -342,58 +324,3 @@ def _water_fill(loads: np.ndarray, amount: float) -> np.ndarray:
         if filled == len(ordered) or level <= ordered[filled]:
             break
     return np.maximum(level - loads, 0.0)
-
-
-def replay_working_set(pulled: Pulled, config: OrgConfig, events: bool) -> Replayed:
-    """Replay the pulled rows in order over their working set; their outcomes and net changes (for chg_*)."""
-    rows = [ReplayRow._make(r) for r in pulled["rows"].iter_rows()]
-    if not rows:
-        return pl.DataFrame(schema=OUTCOME_SCHEMA), {}
-    customers = {
-        cid: [status, merged_into, ctype] for cid, status, merged_into, ctype in pulled["customers"].iter_rows()
-    }
-    idents: dict[int, set] = {}
-    for cid, source, account, id_type, value in pulled["idents"].iter_rows():
-        idents.setdefault(cid, set()).add((source, account, id_type, value))
-    cards = {number: [series, holder, label] for number, series, holder, label in pulled["cards"].iter_rows()}
-    tracked = {(r.id_type, r.id_value) for r in rows} | {
-        (r.lookup_type, r.lookup_value) for r in rows if r.lookup_type is not None and r.lookup_value is not None
-    }
-    ws = WorkingSet(
-        customers=customers,
-        idents=idents,
-        cards=cards,
-        tracked_values=tracked,
-        tracked_holdings=pulled["holdings"].rows(),
-    )
-    replayer = Replayer(ws, config, record_events=events)
-    outcomes = replayer.replay(rows)
-    changes = net_changes(ws)
-    if events:
-        changes["chg_events"] = pl.DataFrame(replayer.events, schema=EVENT_SCHEMA, orient="row")
-    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), changes
-
-
-def net_changes(ws: WorkingSet) -> dict[str, pl.DataFrame]:
-    """The replay's net effect as rows for the chg_* tables: deletes, inserts, card and customer updates."""
-    ident_schema = {
-        "customer_id": pl.Int64,
-        "source": pl.String,
-        "account_id": pl.String,
-        "id_type": pl.String,
-        "id_value": pl.String,
-    }
-    return {
-        "chg_delete": pl.DataFrame(list(ws.deleted), schema=ident_schema, orient="row"),
-        "chg_insert": pl.DataFrame(list(ws.inserted), schema=ident_schema, orient="row"),
-        "chg_cards": pl.DataFrame(
-            ws.changed_cards(),
-            orient="row",
-            schema={"card_number": pl.String, "customer_id": pl.Int64, "status_label": pl.String},
-        ),
-        # Replayed merges already moved identifiers and cards in the rows above, so only the customer
-        # rows change; a table of their own keeps the set-based moves of chg_merge away from them.
-        "chg_merge_status": pl.DataFrame(
-            list(ws.merged.items()), orient="row", schema={"victim_id": pl.Int64, "survivor_id": pl.Int64}
-        ),
-    }

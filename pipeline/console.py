@@ -28,7 +28,7 @@ from rich.progress import (
 from pipeline.report import json_text
 
 if TYPE_CHECKING:
-    from pipeline.run import RunResult, StageObserver
+    from pipeline.engine.result import RunResult, StageObserver
 
 STAGES = ("read", "check", "resolve", "decide", "apply", "report")
 """The stages in the order run_batch finishes them; the progress bar has one step per stage."""

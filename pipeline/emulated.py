@@ -1,7 +1,7 @@
 """The emulated platform's state: a whole store in memory, changed one call at a time by the engine's rules.
 
-No third copy of SPEC section 3: a call's items are checked by the check stage (check.py) and applied by
-the sequential replay (replay.py) over a WorkingSet that holds every customer, identifier and card of
+No third copy of SPEC section 3: a call's items are checked by the check stage (engine/check.py) and applied by
+the sequential replay (engine/replay.py) over a WorkingSet that holds every customer, identifier and card of
 the store and indexes every value (`track_all`). The answers take the platform's response shape
 (reference/platform-api.md). The whole store is held as Python objects, so this is for rehearsal-sized
 stores (up to a few million identifiers), not the 10M-customer benchmark store.
@@ -19,11 +19,11 @@ from typing import Any
 import polars as pl
 
 from pipeline.catalog import CATALOG
-from pipeline.check import CheckResult, build_rules, check_requests
 from pipeline.config import CARD, OrgConfig
 from pipeline.duck import query_frame
+from pipeline.engine.check import CheckResult, build_rules, check_requests
+from pipeline.engine.replay import Replayer, ReplayRow, WorkingSet
 from pipeline.read import FRAME_COLUMNS, REQUEST_COLUMNS, NotACallBody, call_rows
-from pipeline.replay import Replayer, ReplayRow, WorkingSet
 from pipeline.store import COLUMNS, TABLES, open_store
 
 ALREADY_PRESENT_CODES = frozenset({8070, 8071, 8072, 8073, 3012})

@@ -18,7 +18,7 @@ from pipeline.catalog import CATALOG
 from pipeline.report import write_text
 
 if TYPE_CHECKING:
-    from pipeline.run import RunResult
+    from pipeline.engine.result import RunResult
 
 MAX_MERGE_ROWS = 1000
 """Merges listed in the page; merges.csv has all of them."""

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import TomlValidator, load_config
+from pipeline.engine.result import RunResult, StageObserver
 from pipeline.errors import ConfigError
 from pipeline.read import IGNORE, REQUEST_COLUMNS, InputLayout
-from pipeline.run import RunOptions, RunResult, StageObserver, new_run_id, run_batch
+from pipeline.run import RunOptions, new_run_id, run_batch
 from pipeline.settings import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_THREADS,

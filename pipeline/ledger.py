@@ -17,8 +17,8 @@ from pipeline.duck import run_script
 from pipeline.errors import StoreError
 
 if TYPE_CHECKING:
+    from pipeline.engine.result import RunResult
     from pipeline.read import InputFile
-    from pipeline.run import RunResult
 
 LEDGER_SQL = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -1,8 +1,8 @@
 """The call plan (SPEC section 8): a run's succeeded changes as the platform's own calls, with `after`.
 
-Rows that share no key (resolve.py) are independent: their calls have an empty `after`. The rows that
+Rows that share no key (engine/resolve.py) are independent: their calls have an empty `after`. The rows that
 do share keys fall into connected components of the graph "rows joined by a shared key"; nothing a
-row of one component reads or writes is ever reached by a row of another (resolve.py's closure
+row of one component reads or writes is ever reached by a row of another (engine/resolve.py's closure
 argument, applied to each component), so components need no order between them. Within a
 component, a row that shares no key with any earlier row reads only state no earlier row wrote, and
 writes only state no earlier row read, so it needs no predecessor; every other row waits for the

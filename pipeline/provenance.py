@@ -4,7 +4,7 @@
 run's reports. One row of `provenance` is one change: an identifier added, removed, dropped from a
 campaign holder or moved by a merge, a customer merged, a card linked, relabelled, delinked or moved
 by a merge, or what a revert undid. It is written set-based, inside the run's own transaction, from
-the decided changes (the chg_* tables of apply.py, which carry the seq of the row that made each
+the decided changes (the chg_* tables of engine/workspace.py, which carry the seq of the row that made each
 change, and the replay's chg_events) joined with the rows' file position, row_number and row_id.
 
 Identifiers, cards and merges present since `store init` have no provenance row: "no row" means
@@ -24,6 +24,7 @@ import polars as pl
 from pipeline.duck import run_script
 
 if TYPE_CHECKING:
+    from pipeline.engine.apply import Applied
     from pipeline.read import InputFile
 
 PROVENANCE_SQL = """
@@ -80,7 +81,7 @@ EVENT_SCHEMA = pl.Schema(
         "new_label": pl.String(),
     }
 )
-"""The replay's events as staged in chg_events (apply.py makes the table; replay.Replayer emits the rows)."""
+"""The replay's events as staged in chg_events (engine/decide.py makes the table; replay.Replayer emits the rows)."""
 
 ENV_SKIP = "LOYALTY_BULK_BENCH_SKIP_PROVENANCE"
 """Measurement switch for bench/run.py only: a run records no provenance rows (one `unrecorded` row
@@ -161,8 +162,9 @@ def row_positions(checked: pl.DataFrame, files: Sequence[InputFile]) -> pl.DataF
     return checked.select("seq", position.alias("file_position"), "row_number", "row_id")
 
 
-def record(con: duckdb.DuckDBPyConnection, run_id: str, rows: pl.DataFrame) -> None:
+def record(applied: Applied, run_id: str, rows: pl.DataFrame) -> None:
     """Record a run's changes inside its apply transaction, after apply_changes (which makes chg_moves)."""
+    con = applied.connection("provenance")
     con.register("prov_rows", rows)
     try:
         con.execute(_RECORD, {"run_id": run_id})

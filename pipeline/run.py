@@ -1,7 +1,9 @@
-"""One run, composed of the stages read → check → resolve → apply → report.
+"""One run, composed of the stages read → check → resolve → decide → apply → report.
 
-`run_batch` is what `loyalty-bulk run` and `loyalty-bulk job` call; it returns a RunResult that
-renders the console summary and summary.json from the same object.
+`run_batch` is what `loyalty-bulk run` and `loyalty-bulk job` call; the engine (pipeline/engine/)
+decides the batch in the run's workspace, and the changes, the undo log, provenance and the ledger
+entry commit in one transaction. It returns a RunResult (engine/result.py) that renders the console
+summary and summary.json from the same object.
 """
 
 from __future__ import annotations
@@ -11,20 +13,22 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import polars as pl
 
 from pipeline import binding, faults, ledger, provenance, undo
-from pipeline.apply import apply_changes, decide
-from pipeline.catalog import CATALOG
-from pipeline.check import CheckResult, check_requests
-from pipeline.components import core_count, replay_pool
-from pipeline.config import OrgConfig, load_config
+from pipeline.components import core_count
+from pipeline.config import load_config
+from pipeline.engine.apply import apply_changes
+from pipeline.engine.batch import decide_batch
+from pipeline.engine.check import CheckResult
+from pipeline.engine.result import RunResult, StageClock, StageObserver
+from pipeline.engine.workspace import Workspace
 from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalError
 from pipeline.html_summary import write_summary_html
 from pipeline.normalize import trim_expr
@@ -32,7 +36,6 @@ from pipeline.pii import mask_reports
 from pipeline.plan import CALL_CHANGES, CALLS_FILE, build_plan
 from pipeline.read import InputLayout, RequestBatch, read_requests
 from pipeline.report import error_report, write_csv, write_json, write_lines, write_parquet
-from pipeline.resolve import register_config, resolve_targets
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
 from pipeline.store import StoreCounts, open_store, store_counts
 
@@ -53,117 +56,6 @@ SUCCESS_COLUMNS = (
     "warning_codes",
 )
 MERGE_COLUMNS = ("victim_id", "survivor_id", "file", "row_number", "id_type", "id_value")
-
-
-class StageObserver(Protocol):
-    """Told when each stage ends (progress display); stages: read, check, resolve, decide, apply, report."""
-
-    def stage_done(self, stage: str, seconds: float) -> None: ...
-
-
-@dataclass
-class StageClock:
-    """Seconds spent per stage, in the order the stages ran; tells an optional observer."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-    observer: StageObserver | None = None
-
-    def lap(self, stage: str, started: float) -> float:
-        now = time.perf_counter()
-        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - started, 3)
-        if self.observer is not None:
-            self.observer.stage_done(stage, now - started)
-        return now
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_id: str
-    job: str | None
-    dry_run: bool
-    aborted: str | None
-    started_at: str
-    ended_at: str
-    stage_seconds: dict[str, float]
-    files: tuple[dict[str, Any], ...]
-    rows: int
-    outcomes: dict[str, int]
-    errors_by_code: dict[int, int]
-    merges: int
-    store_before: StoreCounts
-    store_after: StoreCounts
-    exit_code: int
-    reports_dir: str
-    calls: int = 0
-    """Lines of calls.ndjson: the platform calls a push of this run would send."""
-
-    @property
-    def failed(self) -> int:
-        return sum(self.errors_by_code.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "job": self.job,
-            "dry_run": self.dry_run,
-            "aborted": self.aborted is not None,
-            "abort_reason": self.aborted,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "stage_seconds": self.stage_seconds,
-            "files": list(self.files),
-            "rows": self.rows,
-            "outcomes": self.outcomes | {"failed": self.failed},
-            "errors_by_code": {
-                str(code): {"name": CATALOG[code].name, "count": n} for code, n in sorted(self.errors_by_code.items())
-            },
-            "merges": self.merges,
-            "calls": self.calls,
-            "store_before": self.store_before.to_dict(),
-            "store_after": self.store_after.to_dict(),
-            "exit_code": self.exit_code,
-            "reports_dir": self.reports_dir,
-        }
-
-    REPORT_FILES = ("success.csv", "errors.csv", "merges.csv", "summary.json", "summary.html", "calls.ndjson")
-
-    @property
-    def status(self) -> str:
-        """One phrase for what happened to the store: aborted, dry run or applied."""
-        return (
-            f"ABORTED, nothing applied: {self.aborted}"
-            if self.aborted
-            else "dry run (nothing applied)"
-            if self.dry_run
-            else "applied"
-        )
-
-    def render(self, verbose: bool = False) -> str:
-        """The end-of-run summary for a person; `verbose` adds the input files and the store counts."""
-        job = f" (job {self.job})" if self.job else ""
-        lines = [f"run {self.run_id}{job}: {self.rows} rows, {self.status}, exit code {self.exit_code}"]
-        lines.append(
-            "  outcomes: " + ", ".join(f"{k} {v}" for k, v in self.outcomes.items()) + f", failed {self.failed}"
-        )
-        if self.errors_by_code:
-            lines.append("  errors by code:")
-        for code, n in sorted(self.errors_by_code.items(), key=lambda kv: (-kv[1], kv[0])):
-            lines.append(f"    {code} {CATALOG[code].name}: {n}")
-        lines.append(f"  merges: {self.merges}")
-        lines.append(f"  calls to push: {self.calls}")
-        lines.append(
-            "  seconds: "
-            + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
-            + f" (total {sum(self.stage_seconds.values()):.2f})"
-        )
-        if verbose:
-            lines.append("  files:")
-            lines += [f"    {f['path']}: {f['rows']} rows, sha256 {f['sha256']}" for f in self.files]
-            lines.append(f"  store before: {self.store_before.render()}")
-            lines.append(f"  store after:  {self.store_after.render()}")
-        lines.append(f"  reports: {self.reports_dir}")
-        lines += [f"    {Path(self.reports_dir) / name}" for name in self.REPORT_FILES]
-        return "\n".join(lines)
 
 
 def new_run_id() -> str:
@@ -210,6 +102,7 @@ def run_batch(
     config = load_config(config_path)
     t = time.perf_counter()
     con = open_store(store_path, memory_limit=opts.memory_limit, threads=opts.threads)
+    ws = Workspace(con)
     try:
         ledger.ensure(con)
         binding.refuse_other_config(con, config, store_path)
@@ -218,14 +111,15 @@ def run_batch(
         if not opts.dry_run and not opts.allow_reapply:
             ledger.refuse_reapplied(con, batch.files)
         record_provenance = provenance.enabled()
-        checked, outcomes = decide_batch(
-            con,
+        decision = decide_batch(
+            ws,
             batch.frame,
             config,
             clock,
             events=record_provenance and not opts.dry_run,
             workers=opts.workers or core_count(),
         )
+        checked, outcomes = decision.checked, decision.outcomes
         t = time.perf_counter()
         reports = _report_frames(batch, checked, outcomes, opts.mask_pii)
         before = store_counts(con)
@@ -241,16 +135,16 @@ def run_batch(
         try:
             after = before
             if not aborted:
-                apply_changes(con)
+                applied = apply_changes(decision.replayed)
                 # counted before the logs are written: they change no count, and the counts' scans then
                 # find the store's blocks still in DuckDB's buffer pool
                 after = store_counts(con)
                 if not opts.dry_run:
-                    undo.record_changes(con, run_id)
+                    undo.record_changes(applied, run_id)
                     if record_provenance:
                         changed = outcomes.filter(pl.col("outcome").is_in(CALL_CHANGES)).select("seq")
                         rows = checked.checked.join(changed, on="seq", how="semi")
-                        provenance.record(con, run_id, provenance.row_positions(rows, batch.files))
+                        provenance.record(applied, run_id, provenance.row_positions(rows, batch.files))
                     else:
                         provenance.record_unrecorded(con, run_id)
                     if not binding.bound_config(con):
@@ -264,6 +158,7 @@ def run_batch(
                 con.execute("BEGIN TRANSACTION")
             # the ledger entry commits with the changes, so an applied file is always known as applied
             ledger.record(con, result, batch.files, config.sha256)
+            ws.close()  # every temp table of the run goes, and a table no stage named stops the run unapplied
             faults.kill_point("in-transaction")
             with faults.kill_during("during-commit"):
                 con.execute("COMMIT")
@@ -290,38 +185,6 @@ def _threshold_breach(reports: ReportFrames, rows: int, opts: RunOptions) -> str
     return None
 
 
-def decide_batch(
-    con: duckdb.DuckDBPyConnection,
-    raw: pl.DataFrame,
-    config: OrgConfig,
-    clock: StageClock | None = None,
-    events: bool = True,
-    workers: int = 1,
-) -> tuple[CheckResult, pl.DataFrame]:
-    """Check, resolve and decide a batch of raw request rows; the changes wait in chg_* tables
-    (with `events`, also each changing row's provenance events, chg_events).
-
-    Returns the check result and one outcome row per checked row (OUTCOME_SCHEMA + error_message, and the
-    call plan's plan_group and plan_fresh, null for rows that share no key with another).
-    The interacting rows replay on `workers` cores; their worker processes start now, so that they
-    are ready when decide needs them (components.replay_pool).
-    """
-    clock = clock or StageClock()
-    with replay_pool(workers, raw.height) as pool:
-        t = time.perf_counter()
-        checked = check_requests(raw, config)
-        t = clock.lap("check", t)
-        faults.kill_point("after-check")
-        register_config(con, config)
-        groups = resolve_targets(con, checked.checked)
-        t = clock.lap("resolve", t)
-        outcomes = _with_messages(decide(con, config, groups, events, pool), checked.checked).join(
-            groups, on="seq", how="left", maintain_order="left"
-        )
-        clock.lap("decide", t)
-    return checked, outcomes
-
-
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     with contextlib.suppress(duckdb.Error):
         con.execute("ROLLBACK")
@@ -329,31 +192,6 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _with_messages(outcomes: pl.DataFrame, checked: pl.DataFrame) -> pl.DataFrame:
-    """Add error_message to resolve/apply errors from the catalog templates and the row's values."""
-    failed = outcomes.filter(pl.col("error_code").is_not_null()).join(
-        checked.select("seq", "customer_id", "lookup_value", "id_type", "id_value"), on="seq", how="left"
-    )
-    values = {
-        "field": pl.col("error_field"),
-        "value": pl.when(pl.col("error_code") != 8015)
-        .then(pl.col("id_value"))
-        .when(pl.col("error_field") == "customer_id")
-        .then(pl.col("customer_id").cast(pl.String))
-        .otherwise(pl.col("lookup_value")),
-        "id_type": pl.col("id_type"),
-        "customer": pl.col("resolved_customer_id"),
-        "holder": pl.col("holder_id"),
-        "limit": pl.col("limit"),
-        "series": pl.col("card_series"),
-        "status": pl.col("card_status"),
-    }
-    message = pl.lit(None, dtype=pl.String)
-    for code in failed["error_code"].unique().to_list():
-        message = pl.when(pl.col("error_code") == code).then(CATALOG[code].message_expr(**values)).otherwise(message)
-    return outcomes.join(failed.select("seq", message.alias("error_message")), on="seq", how="left")
 
 
 @dataclass(frozen=True)

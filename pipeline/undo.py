@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from pipeline import ledger, provenance
 from pipeline.duck import run_script, scalar
 from pipeline.errors import StoreError
 from pipeline.store import StoreCounts, open_store, store_counts
+
+if TYPE_CHECKING:
+    from pipeline.engine.apply import Applied
 
 _RECORD = """
 INSERT INTO undo_identifiers
@@ -86,14 +88,14 @@ UPDATE customers SET status = u.old_status, merged_into = u.old_merged_into FROM
 """
 
 
-def record_changes(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+def record_changes(applied: Applied, run_id: str) -> None:
     """Log the changes of a run; call inside the apply transaction, after apply_changes.
 
     It reads the staged changes (chg_*), the identifier moves and merged customers apply_changes
     located (chg_moves, chg_customers), and the before-state resolve pulled (rel_*), which holds every
     customer, identifier and card a run can change, so the log costs no scan of the store.
     """
-    run_script(con, _RECORD, {"run_id": run_id})
+    run_script(applied.connection("undo"), _RECORD, {"run_id": run_id})
 
 
 @dataclass(frozen=True)

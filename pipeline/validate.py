@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.catalog import CATALOG
-from pipeline.check import check_requests
 from pipeline.config import load_config
+from pipeline.engine.check import check_requests
 from pipeline.errors import EXIT_OK, EXIT_ROWS_FAILED
 from pipeline.read import InputFile, read_requests
 from pipeline.report import error_report, write_csv, write_json

@@ -9,12 +9,14 @@ import duckdb
 import polars as pl
 
 from model import FRAME_KEYS, ModelStore, RowResult, model_store_to_frames
-from pipeline.apply import apply_changes
 from pipeline.config import OrgConfig
 from pipeline.duck import query_frame
+from pipeline.engine.apply import apply_changes
+from pipeline.engine.batch import decide_batch
+from pipeline.engine.resolve import Route
+from pipeline.engine.workspace import Workspace, temp_tables
 from pipeline.plan import build_plan
 from pipeline.read import REQUEST_COLUMNS
-from pipeline.run import decide_batch
 from pipeline.store import SCHEMA_SQL, TABLES
 
 
@@ -24,6 +26,10 @@ class EngineRun:
     frames: dict[str, pl.DataFrame]
     calls: list[dict] = field(default_factory=list)
     """The run's call plan, as calls.ndjson's lines parsed."""
+    outcomes: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """decide_batch's outcome frame (codes, messages, holders, limits, plan groups), by seq."""
+    routes: dict[str, int] = field(default_factory=dict)
+    """Rows decided by each route (set_based, replay)."""
 
 
 def raw_frame(rows: list[dict[str, str | None]]) -> pl.DataFrame:
@@ -61,15 +67,22 @@ def store_frames(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
 
 
 def run_engine(
-    store: ModelStore, rows: list[dict[str, str | None]], config: OrgConfig, dry_run: bool = False
+    store: ModelStore,
+    rows: list[dict[str, str | None]],
+    config: OrgConfig,
+    dry_run: bool = False,
+    route: Route | None = None,
 ) -> EngineRun:
     con = duckdb.connect()
     load_store(con, store)
-    checked, outcomes = decide_batch(con, raw_frame(rows), config)
-    calls = [json.loads(line) for line in build_plan("run", checked.checked, outcomes, config)["line"]]
-    con.execute("BEGIN TRANSACTION")
-    apply_changes(con)
-    con.execute("ROLLBACK" if dry_run else "COMMIT")
+    with Workspace(con) as ws:
+        decision = decide_batch(ws, raw_frame(rows), config, route=route)
+        checked, outcomes = decision.checked, decision.outcomes
+        calls = [json.loads(line) for line in build_plan("run", checked.checked, outcomes, config)["line"]]
+        con.execute("BEGIN TRANSACTION")
+        apply_changes(decision.replayed)
+        con.execute("ROLLBACK" if dry_run else "COMMIT")
+    assert temp_tables(con) == set(), "the run's workspace drops every temp table it made"
     by_seq: dict[int, RowResult] = {}
     values = dict(zip(checked.checked["seq"].to_list(), checked.checked["id_value"].to_list(), strict=True))
     for r in checked.errors.iter_rows(named=True):
@@ -90,4 +103,4 @@ def run_engine(
     assert sorted(by_seq) == list(range(len(rows))), "every row must have exactly one result"
     frames = store_frames(con)
     con.close()
-    return EngineRun([by_seq[i] for i in range(len(rows))], frames, calls)
+    return EngineRun([by_seq[i] for i in range(len(rows))], frames, calls, outcomes, decision.routes)

@@ -17,8 +17,15 @@ from pandera.errors import SchemaErrors
 
 import regex_strategies
 from pipeline.catalog import error_codes
-from pipeline.check import CHECKED_COLUMNS, ERRORS_SCHEMA, build_rules, build_schema, check_requests, prepare_fields
 from pipeline.config import CARD, BlockedValues, OrgConfig, load_config
+from pipeline.engine.check import (
+    CHECKED_COLUMNS,
+    ERRORS_SCHEMA,
+    build_rules,
+    build_schema,
+    check_requests,
+    prepare_fields,
+)
 from pipeline.normalize import WHITESPACE
 from reference_rules import format_error, normalize_value
 

@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 from engine_harness import load_store, raw_frame, run_engine
 from model import ModelStore, run_model
 from pipeline import components
-from pipeline.apply import _pull_working_set
-from pipeline.check import check_requests
 from pipeline.cli import main
-from pipeline.components import ReplayPool, replay_components, replay_working_set, split_working_set
+from pipeline.components import ReplayPool, replay_components, split_working_set
 from pipeline.config import OrgConfig
+from pipeline.engine.check import check_requests
+from pipeline.engine.replay import pull_working_set, replay_working_set
+from pipeline.engine.resolve import resolve_targets
+from pipeline.engine.workspace import Workspace
 from pipeline.errors import InternalError
-from pipeline.resolve import register_config, resolve_targets
 from test_engine_properties import configs, scenarios
 
 PART_OFFSET = 100
@@ -94,11 +95,11 @@ def _pulled(store: ModelStore, rows: list[dict], config: OrgConfig) -> tuple[dic
     con = duckdb.connect()
     load_store(con, store)
     checked = check_requests(raw_frame(rows), config)
-    register_config(con, config)
-    groups = resolve_targets(con, checked.checked)
-    pulled = _pull_working_set(con)
+    with Workspace(con) as ws:
+        resolved = resolve_targets(ws, checked.checked, config)
+        pulled = pull_working_set(resolved)
     con.close()
-    return pulled, groups
+    return pulled, resolved.groups
 
 
 def _comparable(replayed: tuple[pl.DataFrame, dict[str, pl.DataFrame]]) -> tuple[list, dict[str, list]]:

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.console import STAGES, StageLog, StageProgress, stage_progress
-from pipeline.run import RunResult, run_batch
+from pipeline.engine.result import RunResult
+from pipeline.run import run_batch
 from pipeline.store import init_store
 
 ROOT = Path(__file__).resolve().parent.parent

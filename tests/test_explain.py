@@ -295,7 +295,7 @@ def test_explanations_of_a_generated_sample_match_the_sequence_of_runs(tmp_path)
     """A realistic batch (pipeline/sample.py) cut into three runs, the second reverted before the third.
 
     On this many customers most rows share nothing, so their merges, moves and card changes are the
-    set-based path's (apply.py), where the scenarios above mostly replay."""
+    set-based path's (engine/decide.py), where the scenarios above mostly replay."""
     generate_sample(tmp_path / "s", customers=1000, rows=450, seed=11)
     import polars as pl
 

@@ -12,8 +12,9 @@ from typing import Any
 import polars as pl
 import pytest
 
+from pipeline.engine.result import RunResult
 from pipeline.html_summary import MAX_MERGE_ROWS, TOP_CODES, render_summary_html, write_summary_html
-from pipeline.run import MERGE_COLUMNS, RunResult, run_batch
+from pipeline.run import MERGE_COLUMNS, run_batch
 from pipeline.settings import env_flag
 from pipeline.store import StoreCounts, init_store
 

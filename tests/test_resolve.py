@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipeline import resolve
 from pipeline.audit import audit_store
 from pipeline.cli import main
+from pipeline.engine import resolve
 from pipeline.errors import EXIT_REFUSED, StoreError
 from pipeline.run import run_batch
 from pipeline.store import COLUMNS, TABLES, export_store, init_store

@@ -335,7 +335,7 @@ def test_memory_limit_and_threads_reach_duckdb(store, tmp_path, monkeypatch):
 
 
 def test_workers_reach_the_replay_from_flag_environment_or_core_count(store, tmp_path, monkeypatch):
-    import pipeline.run as run_module
+    import pipeline.engine.batch as batch_module
     from pipeline.components import core_count
     from pipeline.components import replay_pool as real_pool
 
@@ -345,7 +345,7 @@ def test_workers_reach_the_replay_from_flag_environment_or_core_count(store, tmp
         seen.append(workers)
         return real_pool(workers, rows)
 
-    monkeypatch.setattr(run_module, "replay_pool", spying_pool)
+    monkeypatch.setattr(batch_module, "replay_pool", spying_pool)
     monkeypatch.delenv("LOYALTY_BULK_WORKERS", raising=False)
     command = ["run", "--store", str(store), "--config", str(ORG), "--dry-run", "--reports", str(tmp_path / "r")]
     for extra, env in (([], None), ([], "3"), (["--workers", "2"], "3")):

@@ -20,14 +20,23 @@ is refused (StoreError, exit 3) naming the customers, before anything is decided
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
 import duckdb
 import polars as pl
 
 from pipeline.config import OrgConfig
 from pipeline.duck import run_script, scalar
+from pipeline.engine import rules
+from pipeline.engine.workspace import Handle, Stage, Workspace
 from pipeline.errors import StoreError
 from pipeline.plan import plan_groups
 from pipeline.store import merge_chain_ends, merge_cycles
+
+Route = Literal["auto", "replay"]
+"""How rows are decided: `auto` sends the rows that share no key to the set-based route and the rest to
+the replay; `replay` sends every row to the replay (for tests: the two must agree)."""
 
 DIRECT_CHAIN_STEPS = 4
 """merged_into steps followed one at a time before pointer jumping takes over: each is a join of the
@@ -124,41 +133,30 @@ CREATE OR REPLACE TEMP TABLE rel_cards AS
     UNION SELECT * FROM card_state;
 """
 
+_ALL_INTERACTING = "CREATE OR REPLACE TEMP TABLE interacting AS SELECT seq FROM req"
 
-_DROP_SCRATCH = """
-DROP TABLE req_values; DROP TABLE req_cards; DROP TABLE known_refs; DROP TABLE merged_customers;
-DROP TABLE chain; DROP TABLE row_keys; DROP TABLE rel_customers
-"""
+_COUNTS = "SELECT (SELECT count(*) FROM req), (SELECT count(*) FROM interacting)"
 
 
-def register_config(con: duckdb.DuckDBPyConnection, config: OrgConfig) -> None:
-    """Expose the config's card labels and series to SQL as small tables (never as SQL text)."""
-    labels = pl.DataFrame(
-        {"label": list(config.card_labels), "status": list(config.card_labels.values())},
-        schema={"label": pl.String, "status": pl.String},
-    )
-    series = pl.DataFrame(
-        {
-            "series_id": [s.id for s in config.card_series.values()],
-            "max_active": [s.max_active_per_customer for s in config.card_series.values()],
-        },
-        schema={"series_id": pl.Int64, "max_active": pl.Int64},
-    )
-    con.register("cfg_labels_frame", labels)
-    con.register("cfg_series_frame", series)
-    con.execute("CREATE OR REPLACE TEMP TABLE cfg_labels AS SELECT * FROM cfg_labels_frame")
-    con.execute("CREATE OR REPLACE TEMP TABLE cfg_series AS SELECT * FROM cfg_series_frame")
-    con.unregister("cfg_labels_frame")
-    con.unregister("cfg_series_frame")
+@dataclass(frozen=True)
+class Resolved(Handle):
+    """The resolved batch: req, res, interacting, val_idents, card_state, rel_* and cfg_* (workspace.py)."""
+
+    vouches: ClassVar[tuple[Stage, ...]] = ("resolve",)
+    groups: pl.DataFrame
+    """The call plan's groups of the rows that share keys (plan.plan_groups: seq, plan_group, plan_fresh)."""
+    rows: int
+    interacting: int
+    """Rows the replay decides (all of them on the `replay` route); the rest go set-based."""
 
 
-def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> pl.DataFrame:
+def resolve_targets(ws: Workspace, checked: pl.DataFrame, config: OrgConfig, route: Route = "auto") -> Resolved:
     """Load the checked rows as `req`, resolve initial targets and split independent from interacting.
 
-    Returns the call plan's groups of the interacting rows (plan.plan_groups: seq, plan_group,
-    plan_fresh), computed here while the row keys exist. Leaves temp tables for the decide stage: req,
-    res, interacting, val_idents, card_state, rel_info, rel_idents, rel_cards.
+    The call plan's groups are computed here while the row keys exist; they do not depend on the route.
     """
+    con = ws.con
+    rules.register(con, config)
     frame = checked.select(
         "seq",
         "customer_id",
@@ -179,12 +177,14 @@ def resolve_targets(con: duckdb.DuckDBPyConnection, checked: pl.DataFrame) -> pl
     _follow_merges(con)
     con.execute(_TARGETS)
     run_script(con, _KEYS)
+    if route == "replay":
+        con.execute(_ALL_INTERACTING)
     run_script(con, _RELEVANT)
     _refuse_chain_ends_not_active(con)
     groups = plan_groups(con)
-    # what decide does not read goes now: temp tables live in DuckDB's memory until the run ends
-    run_script(con, _DROP_SCRATCH)
-    return groups
+    rows, interacting = con.execute(_COUNTS).fetchall()[0]
+    ws.finish("resolve")  # what decide does not read goes now: temp tables live in memory until the run ends
+    return Resolved(ws, groups=groups, rows=rows, interacting=interacting)
 
 
 def _follow_merges(con: duckdb.DuckDBPyConnection) -> None:

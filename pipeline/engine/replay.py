@@ -3,16 +3,28 @@
 Rows that share a customer, a value or a card with another row of the batch cannot be decided
 against the store as it was before the run: their order matters. They are replayed here one at a
 time, exactly as SPEC section 3 reads, over the part of the store they can reach (see resolve.py for
-why that part is closed). Everything else is decided set-based in DuckDB.
+why that part is closed). Everything else is decided set-based in DuckDB (decide.py).
+
+The rows and the store they reach are pulled into frames first (`pull_working_set`), so that the
+replay itself (`replay_working_set`) is pure Python and needs no connection: it runs in a worker
+thread while DuckDB decides the other rows (batch.py). Its net changes are then appended to the
+chg_* tables decide.py made (`stage_replayed`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
+
+import polars as pl
 
 from pipeline.catalog import already_present_code
 from pipeline.config import ACTIVE_STATUSES, CARD, CLOSED_STATUSES, OrgConfig
+from pipeline.duck import query_frame, run_script
+from pipeline.engine.decide import OUTCOME_SCHEMA, Decided
+from pipeline.engine.resolve import Resolved
+from pipeline.engine.workspace import Handle, Stage
+from pipeline.provenance import EVENT_SCHEMA
 
 Scope = tuple[str, str]
 Ident = tuple[str, str, str, str]  # source, account_id, id_type, id_value
@@ -339,3 +351,124 @@ class Replayer:
         self._card_event("card_delink", row.id_value, None, label)
         self.ws.link_card(row.id_value, None, label)
         return {"outcome": "applied"}
+
+
+_WORKING_SET = """
+CREATE OR REPLACE TEMP TABLE ws_rows AS SELECT r.*, s.target, s.followed
+    FROM req r JOIN res s USING (seq) SEMI JOIN interacting USING (seq);
+CREATE OR REPLACE TEMP TABLE ws_customers AS
+    SELECT target AS customer_id FROM ws_rows WHERE target IS NOT NULL
+    UNION SELECT v.customer_id FROM ws_rows r
+        JOIN val_idents v ON v.id_type = r.id_type AND v.id_value = r.id_value
+    UNION SELECT c.customer_id FROM ws_rows r JOIN card_state c ON c.card_number = r.id_value
+        WHERE r.id_type = 'cardnumber' AND c.customer_id IS NOT NULL;
+"""
+
+_PULLS = {
+    "rows": """SELECT seq, customer_id, target, lookup_type, lookup_value, source, account_id, action,
+                      id_type, id_value, series_id, status_label FROM ws_rows ORDER BY seq""",
+    "customers": """SELECT customer_id, status, merged_into, customer_type FROM rel_info
+                    SEMI JOIN ws_customers USING (customer_id)""",
+    "idents": """SELECT customer_id, source, account_id, id_type, id_value FROM rel_idents
+                 SEMI JOIN ws_customers USING (customer_id)""",
+    "cards": """SELECT card_number, series_id, customer_id, status_label FROM rel_cards
+                WHERE customer_id IN (SELECT customer_id FROM ws_customers)
+                   OR card_number IN (SELECT id_value FROM ws_rows WHERE id_type = 'cardnumber')
+                   OR card_number IN (SELECT lookup_value FROM ws_rows WHERE lookup_type = 'cardnumber')""",
+    # (id_type, id_value, customer_id, source, account_id) of every working-set holding of a value the rows ask about
+    "holdings": """SELECT i.id_type, i.id_value, i.customer_id, i.source, i.account_id FROM rel_idents i
+                   SEMI JOIN ws_customers USING (customer_id)
+                   SEMI JOIN (SELECT id_type, id_value FROM ws_rows
+                              UNION SELECT lookup_type, lookup_value FROM ws_rows WHERE lookup_type IS NOT NULL) t
+                       USING (id_type, id_value)""",
+}
+
+
+def pull_working_set(resolved: Resolved) -> dict[str, pl.DataFrame]:
+    """The interacting rows and the part of the store they reach, as frames (no Python objects yet)."""
+    resolved.connection("replay")
+    with resolved.ws.scratch("ws_rows", "ws_customers") as con:
+        run_script(con, _WORKING_SET)
+        return {name: query_frame(con, query) for name, query in _PULLS.items()}
+
+
+def replay_working_set(
+    pulled: dict[str, pl.DataFrame], config: OrgConfig, events: bool
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """Replay the interacting rows in order; their outcomes and their net changes (for chg_*)."""
+    rows = [ReplayRow._make(r) for r in pulled["rows"].iter_rows()]
+    if not rows:
+        return pl.DataFrame(schema=OUTCOME_SCHEMA), {}
+    customers = {
+        cid: [status, merged_into, ctype] for cid, status, merged_into, ctype in pulled["customers"].iter_rows()
+    }
+    idents: dict[int, set] = {}
+    for cid, source, account, id_type, value in pulled["idents"].iter_rows():
+        idents.setdefault(cid, set()).add((source, account, id_type, value))
+    cards = {number: [series, holder, label] for number, series, holder, label in pulled["cards"].iter_rows()}
+    tracked = {(r.id_type, r.id_value) for r in rows} | {
+        (r.lookup_type, r.lookup_value) for r in rows if r.lookup_type is not None and r.lookup_value is not None
+    }
+    ws = WorkingSet(
+        customers=customers,
+        idents=idents,
+        cards=cards,
+        tracked_values=tracked,
+        tracked_holdings=pulled["holdings"].rows(),
+    )
+    replayer = Replayer(ws, config, record_events=events)
+    outcomes = replayer.replay(rows)
+    changes = _net_changes(ws)
+    if events:
+        changes["chg_events"] = pl.DataFrame(replayer.events, schema=EVENT_SCHEMA, orient="row")
+    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), changes
+
+
+def _net_changes(ws: WorkingSet) -> dict[str, pl.DataFrame]:
+    """The replay's net effect as rows for the chg_* tables: deletes, inserts, card and customer updates."""
+    ident_schema = {
+        "customer_id": pl.Int64,
+        "source": pl.String,
+        "account_id": pl.String,
+        "id_type": pl.String,
+        "id_value": pl.String,
+    }
+    return {
+        "chg_delete": pl.DataFrame(list(ws.deleted), schema=ident_schema, orient="row"),
+        "chg_insert": pl.DataFrame(list(ws.inserted), schema=ident_schema, orient="row"),
+        "chg_cards": pl.DataFrame(
+            ws.changed_cards(),
+            orient="row",
+            schema={"card_number": pl.String, "customer_id": pl.Int64, "status_label": pl.String},
+        ),
+        # Replayed merges already moved identifiers and cards in the rows above, so only the customer
+        # rows change; a table of their own keeps the set-based moves of chg_merge away from them.
+        "chg_merge_status": pl.DataFrame(
+            list(ws.merged.items()), orient="row", schema={"victim_id": pl.Int64, "survivor_id": pl.Int64}
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class Replayed(Handle):
+    """Every row decided: the replay's outcomes, and chg_* complete with both routes' changes."""
+
+    vouches: ClassVar[tuple[Stage, ...]] = ("resolve", "decide")
+    decided: Decided
+    outcomes: pl.DataFrame
+    """One OUTCOME_SCHEMA row per replayed row."""
+
+    @property
+    def rows(self) -> int:
+        return self.outcomes.height
+
+
+def stage_replayed(decided: Decided, outcomes: pl.DataFrame, changes: dict[str, pl.DataFrame]) -> Replayed:
+    """Append the replay's net changes to the chg_* tables; req, res and the other deciding tables go."""
+    con = decided.connection("replay")
+    for table, frame in changes.items():
+        con.register("ws_frame", frame)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM ws_frame")  # seq stays NULL: not a set-based row
+        con.unregister("ws_frame")
+    decided.ws.finish("replay")  # frees DuckDB memory before the reports are built
+    return Replayed(decided.ws, decided=decided, outcomes=outcomes)
