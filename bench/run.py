@@ -1,7 +1,8 @@
 """The loyalty-bulk benchmark: one command that builds a large synthetic store once and times the CLI on it.
 
     .venv/bin/python bench/run.py [--customers 10000000] [--rows 1000000] [--repeat 3] [--cache DIR]
-                                  [--only a,b,c,d,e] [--memory-limit 2GB] [--threads N] [--out bench/RESULTS.md]
+                                  [--only a,b,c,d,e] [--memory-limit 2GB] [--threads N] [--workers N]
+                                  [--out bench/RESULTS.md]
 
 Scenarios (each run is a subprocess of the installed CLI on a fresh copy of the cached store; the
 copy is not timed; wall time and the child's own peak RSS come from os.wait4; the scenarios run
@@ -188,6 +189,8 @@ class Bench:
             options += ["--memory-limit", limit]
         if self.args.threads:
             options += ["--threads", str(self.args.threads)]
+        if self.args.workers:
+            options += ["--workers", str(self.args.workers)]
         return options
 
     def ensure_batch(self, dataset: Path, customers: int, rows: int) -> Path:
@@ -813,6 +816,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=DEFAULT_SCENARIOS, help=f"comma-separated among {','.join(SCENARIOS)}")
     parser.add_argument("--memory-limit", default=None, help="passed to `run` (big: default 2GB)")
     parser.add_argument("--threads", type=int, default=None, help="passed to `run` and the floor")
+    parser.add_argument("--workers", type=int, default=None, help="passed to `run` (replay processes)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a child is killed")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
     args = parser.parse_args(argv)

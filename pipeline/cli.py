@@ -19,9 +19,11 @@ from pipeline.errors import EXIT_INTERNAL, LoyaltyBulkError
 from pipeline.settings import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_THREADS,
+    DEFAULT_WORKERS,
     ENV_MASK_PII,
     ENV_MEMORY_LIMIT,
     ENV_THREADS,
+    ENV_WORKERS,
     env_flag,
     pick,
 )
@@ -241,6 +243,13 @@ def _engine_options(func: F) -> F:
             help=f"DuckDB threads (env {ENV_THREADS}; default: all cores).",
         ),
         click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help=f"Cores replaying the rows that share keys, each a share of their connected components, "
+            f"this process included (env {ENV_WORKERS}; default: all cores).",
+        ),
+        click.option(
             "--max-errors",
             type=click.IntRange(min=0),
             default=None,
@@ -334,6 +343,7 @@ def run(
     mask_pii: bool | None,
     memory_limit: str | None,
     threads: int | None,
+    workers: int | None,
     max_errors: int | None,
     max_error_rate: float | None,
     json_output: bool,
@@ -355,6 +365,7 @@ def run(
             mask_pii=pick(mask_pii or None, ENV_MASK_PII, None, False, env_flag),
             memory_limit=pick(memory_limit, ENV_MEMORY_LIMIT, None, DEFAULT_MEMORY_LIMIT),
             threads=pick(threads, ENV_THREADS, None, DEFAULT_THREADS, int),
+            workers=pick(workers, ENV_WORKERS, None, DEFAULT_WORKERS, int),
             observer=observer,
         )
         result = run_batch(store_path, config_path, list(files), reports_dir, options)
@@ -413,6 +424,7 @@ def job(
     mask_pii: bool | None,
     memory_limit: str | None,
     threads: int | None,
+    workers: int | None,
     max_errors: int | None,
     max_error_rate: float | None,
     json_output: bool,
@@ -436,6 +448,7 @@ def job(
         max_error_rate=max_error_rate,
         memory_limit=memory_limit,
         threads=threads,
+        workers=workers,
     )
     with stage_progress(quiet=quiet, verbose=verbose) as observer:
         result = run_job(loaded, overrides, observer=observer)

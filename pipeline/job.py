@@ -25,9 +25,11 @@ from pipeline.run import RunOptions, new_run_id, run_batch
 from pipeline.settings import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_THREADS,
+    DEFAULT_WORKERS,
     ENV_MASK_PII,
     ENV_MEMORY_LIMIT,
     ENV_THREADS,
+    ENV_WORKERS,
     env_flag,
     pick,
 )
@@ -47,6 +49,7 @@ JOB_KEYS = frozenset(
         "max_error_rate",
         "memory_limit",
         "threads",
+        "workers",
         "series_by_code",
         "mask_pii",
     }
@@ -76,6 +79,7 @@ class Job:
     max_error_rate: float | None = None
     memory_limit: str | None = None
     threads: int | None = None
+    workers: int | None = None
     columns: Mapping[str, str] = field(default_factory=dict)
     fixed: Mapping[str, str] = field(default_factory=dict)
     series_by_code: bool = False
@@ -96,6 +100,7 @@ class JobOverrides:
     max_error_rate: float | None = None
     memory_limit: str | None = None
     threads: int | None = None
+    workers: int | None = None
 
 
 def load_job(path: Path | str) -> Job:
@@ -141,6 +146,7 @@ def parse_job(raw: dict[str, Any], path: Path | str) -> Job:
         max_error_rate=v.rate(body, "max_error_rate"),
         memory_limit=v.value(body, "memory_limit", str, default=None),
         threads=v.at_least(body, "threads", minimum=1),
+        workers=v.at_least(body, "workers", minimum=1),
         columns=columns,
         fixed=fixed,
         series_by_code=v.value(body, "series_by_code", bool, default=False),
@@ -169,6 +175,7 @@ def run_job(
         max_error_rate=pick(overrides.max_error_rate, None, job.max_error_rate, None),
         memory_limit=pick(overrides.memory_limit, ENV_MEMORY_LIMIT, job.memory_limit, DEFAULT_MEMORY_LIMIT),
         threads=pick(overrides.threads, ENV_THREADS, job.threads, DEFAULT_THREADS, int),
+        workers=pick(overrides.workers, ENV_WORKERS, job.workers, DEFAULT_WORKERS, int),
         observer=observer,
     )
     store = pick(overrides.store, None, job.store, None)

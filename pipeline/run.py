@@ -22,6 +22,7 @@ import duckdb
 import polars as pl
 
 from pipeline import binding, faults, ledger, provenance, undo
+from pipeline.components import core_count
 from pipeline.config import load_config
 from pipeline.engine.apply import apply_changes
 from pipeline.engine.batch import decide_batch
@@ -76,6 +77,8 @@ class RunOptions:
     max_error_rate: float | None = None
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     threads: int | None = None
+    workers: int | None = None
+    """Cores for the interacting rows' replay (components.py); None: every core."""
     observer: StageObserver | None = None
     mask_pii: bool = False
 
@@ -108,7 +111,14 @@ def run_batch(
         if not opts.dry_run and not opts.allow_reapply:
             ledger.refuse_reapplied(con, batch.files)
         record_provenance = provenance.enabled()
-        decision = decide_batch(ws, batch.frame, config, clock, events=record_provenance and not opts.dry_run)
+        decision = decide_batch(
+            ws,
+            batch.frame,
+            config,
+            clock,
+            events=record_provenance and not opts.dry_run,
+            workers=opts.workers or core_count(),
+        )
         checked, outcomes = decision.checked, decision.outcomes
         t = time.perf_counter()
         reports = _report_frames(batch, checked, outcomes, opts.mask_pii)

@@ -10,9 +10,12 @@ DEFAULT_MEMORY_LIMIT = "2GB"
 """DuckDB's memory limit; past it DuckDB spills to the store's .tmp folder instead of growing."""
 DEFAULT_THREADS: int | None = None
 """DuckDB worker threads; None lets DuckDB use every core."""
+DEFAULT_WORKERS: int | None = None
+"""Cores the interacting rows' replay runs on (components.py); None means every core."""
 
 ENV_MEMORY_LIMIT = "LOYALTY_BULK_MEMORY_LIMIT"
 ENV_THREADS = "LOYALTY_BULK_THREADS"
+ENV_WORKERS = "LOYALTY_BULK_WORKERS"
 ENV_MASK_PII = "LOYALTY_BULK_MASK_PII"
 
 

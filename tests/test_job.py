@@ -106,7 +106,7 @@ def test_a_minimal_job_gets_the_defaults(tmp_path):
         False,
         False,
     )
-    assert (job.max_errors, job.max_error_rate, job.memory_limit, job.threads) == (None, None, None, None)
+    assert (job.max_errors, job.max_error_rate, job.memory_limit, job.threads, job.workers) == (None,) * 5
     assert (dict(job.columns), dict(job.fixed), job.series_by_code) == ({}, {}, False)
 
 
@@ -146,6 +146,7 @@ def test_relative_paths_are_taken_from_the_job_files_folder(tmp_path):
         ('[job]\nstore = "s"\nconfig = "c"\ninputs = ["{input}"]\nmax_errors = -1\n', "job.max_errors"),
         ('[job]\nstore = "s"\nconfig = "c"\ninputs = ["{input}"]\ndry_run = "yes"\n', "job.dry_run"),
         ('[job]\nstore = "s"\nconfig = "c"\ninputs = ["{input}"]\nthreads = 0\n', "job.threads"),
+        ('[job]\nstore = "s"\nconfig = "c"\ninputs = ["{input}"]\nworkers = 0\n', "job.workers"),
         ('[job]\nstore = "s"\nconfig = "c"\ninputs = ["{input}"]\nname = "a/b"\n', "job.name"),
         ('[job]\nstore = "s"\nconfig = "c"\ninputs = ["{input}"]\nreports = "r/{{date}}"\n', "job.reports"),
         ('[job]\nconfig = "c"\ninputs = ["{input}"]\n', "job.store"),
@@ -213,14 +214,16 @@ def test_precedence_is_flag_then_environment_then_job_file(tmp_path, monkeypatch
     seen = captured_run(monkeypatch)
     monkeypatch.delenv("LOYALTY_BULK_MEMORY_LIMIT", raising=False)
     monkeypatch.delenv("LOYALTY_BULK_THREADS", raising=False)
+    monkeypatch.delenv("LOYALTY_BULK_WORKERS", raising=False)
     path = job_file(
         tmp_path,
         tmp_path / "s.duckdb",
         [str(REQUESTS / "01_identifiers.csv")],
-        'memory_limit = "1GB"\nthreads = 3\nmax_errors = 5\nmax_error_rate = 0.2\ndry_run = true\n',
+        'memory_limit = "1GB"\nthreads = 3\nworkers = 5\nmax_errors = 5\nmax_error_rate = 0.2\ndry_run = true\n',
     )
     run_job(path)
     opts = seen["options"]
+    assert opts.workers == 5
     assert (opts.memory_limit, opts.threads, opts.max_errors, opts.max_error_rate, opts.dry_run) == (
         "1GB",
         3,
@@ -232,8 +235,9 @@ def test_precedence_is_flag_then_environment_then_job_file(tmp_path, monkeypatch
 
     monkeypatch.setenv("LOYALTY_BULK_MEMORY_LIMIT", "3GB")
     monkeypatch.setenv("LOYALTY_BULK_THREADS", "4")
+    monkeypatch.setenv("LOYALTY_BULK_WORKERS", "6")
     run_job(path)
-    assert (seen["options"].memory_limit, seen["options"].threads) == ("3GB", 4)
+    assert (seen["options"].memory_limit, seen["options"].threads, seen["options"].workers) == ("3GB", 4, 6)
 
     result = invoke(
         path,
@@ -241,6 +245,8 @@ def test_precedence_is_flag_then_environment_then_job_file(tmp_path, monkeypatch
         "4GB",
         "--threads",
         "2",
+        "--workers",
+        "7",
         "--max-errors",
         "9",
         "--max-error-rate",
@@ -253,6 +259,7 @@ def test_precedence_is_flag_then_environment_then_job_file(tmp_path, monkeypatch
     )
     assert result.exit_code == 0, result.output
     opts = seen["options"]
+    assert opts.workers == 7
     assert (opts.memory_limit, opts.threads, opts.max_errors, opts.max_error_rate, opts.dry_run) == (
         "4GB",
         2,

@@ -332,3 +332,25 @@ def test_memory_limit_and_threads_reach_duckdb(store, tmp_path, monkeypatch):
     )
     assert result.exit_code == 1, result.output
     assert seen["threads"] == 1 and seen["memory_limit"].replace(" ", "").upper().startswith(("953", "1.0", "1G"))
+
+
+def test_workers_reach_the_replay_from_flag_environment_or_core_count(store, tmp_path, monkeypatch):
+    import pipeline.engine.batch as batch_module
+    from pipeline.components import core_count
+    from pipeline.components import replay_pool as real_pool
+
+    seen = []
+
+    def spying_pool(workers, rows):
+        seen.append(workers)
+        return real_pool(workers, rows)
+
+    monkeypatch.setattr(batch_module, "replay_pool", spying_pool)
+    monkeypatch.delenv("LOYALTY_BULK_WORKERS", raising=False)
+    command = ["run", "--store", str(store), "--config", str(ORG), "--dry-run", "--reports", str(tmp_path / "r")]
+    for extra, env in (([], None), ([], "3"), (["--workers", "2"], "3")):
+        if env:
+            monkeypatch.setenv("LOYALTY_BULK_WORKERS", env)
+        result = CliRunner().invoke(main, [*command, *extra, str(REQUESTS[0])])
+        assert result.exit_code == 1, result.output
+    assert seen == [core_count(), 3, 2]

@@ -21,10 +21,11 @@ import polars as pl
 
 from pipeline import faults
 from pipeline.catalog import CATALOG
+from pipeline.components import replay_components, replay_pool
 from pipeline.config import OrgConfig
 from pipeline.engine.check import CheckResult, check_requests
 from pipeline.engine.decide import OUTCOME_SCHEMA, decide
-from pipeline.engine.replay import Replayed, pull_working_set, replay_working_set, stage_replayed
+from pipeline.engine.replay import Replayed, pull_working_set, stage_replayed
 from pipeline.engine.resolve import Route, resolve_targets
 from pipeline.engine.result import StageClock
 from pipeline.engine.workspace import Workspace
@@ -65,6 +66,7 @@ def decide_batch(
     clock: StageClock | None = None,
     events: bool = True,
     route: Route | None = None,
+    workers: int = 1,
 ) -> Decision:
     """Check, resolve and decide a batch of raw request rows; the changes wait in chg_* for apply_changes
     (with `events`, also each replayed row's provenance events, chg_events).
@@ -72,19 +74,23 @@ def decide_batch(
     The replay of interacting rows is pure Python over a working set pulled beforehand, so it runs in a
     worker thread while DuckDB decides the independent rows (DuckDB releases the GIL as it works): on
     two cores the two overlap instead of adding up. Only this thread ever touches the connection.
+    With `workers` > 1 that thread replays one shard of the rows' connected components (resolve's
+    plan groups) and a worker process each other one (pipeline/components.py); the processes start
+    here, so that they are ready when the replay needs them.
     """
     clock = clock or StageClock()
-    t = time.perf_counter()
-    checked = check_requests(raw, config)
-    t = clock.lap("check", t)
-    faults.kill_point("after-check")
-    resolved = resolve_targets(ws, checked.checked, config, route or route_from_env())
-    t = clock.lap("resolve", t)
-    pulled = pull_working_set(resolved)
-    with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay") as pool:
-        replaying = pool.submit(replay_working_set, pulled, config, events)
-        decided = decide(resolved, config)
-        outcomes, changes = replaying.result()
+    with replay_pool(workers, raw.height) as workers_pool:
+        t = time.perf_counter()
+        checked = check_requests(raw, config)
+        t = clock.lap("check", t)
+        faults.kill_point("after-check")
+        resolved = resolve_targets(ws, checked.checked, config, route or route_from_env())
+        t = clock.lap("resolve", t)
+        pulled = pull_working_set(resolved)
+        with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay") as pool:
+            replaying = pool.submit(replay_components, pulled, resolved.groups, config, events, workers_pool)
+            decided = decide(resolved, config)
+            outcomes, changes = replaying.result()
     replayed = stage_replayed(decided, outcomes, changes)
     together = (
         pl.concat([decided.outcomes, outcomes.cast(OUTCOME_SCHEMA)])
