@@ -301,9 +301,10 @@ class Bench:
         memory_limit: str | None = None,
         config: Path | None = None,
         env: dict[str, str] | None = None,
+        inspect: Callable[[Path], None] | None = None,
     ) -> dict[str, Any]:
         """One `loyalty-bulk run` on a fresh store copy; adds the stage seconds and counts of summary.json,
-        and how much the store file grew."""
+        and how much the store file grew. `inspect` sees the reports folder before the work is removed."""
         work = self.fresh_work(dataset, store)
         size_before = (work / "store.duckdb").stat().st_size
         reports = work / "reports"
@@ -340,6 +341,8 @@ class Bench:
             run["rows"] = summary["rows"]
         else:
             run["stderr"] = m.stderr[-4000:]
+        if inspect is not None:
+            inspect(reports)
         shutil.rmtree(work, ignore_errors=True)
         return run
 

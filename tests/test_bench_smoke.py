@@ -126,3 +126,20 @@ def test_scale_curve_command_runs_at_tiny_size(tmp_path: Path) -> None:
     assert all(p["exit_codes"] == [1] and p["stages"]["decide"] > 0 for p in points)
     assert points[0]["identifiers"] < points[1]["identifiers"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_workers_command_runs_at_tiny_size(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "workers.py"),
+        "--customers", "1500", "--rows", "800",
+        "--sample-customers", "1200", "--sample-rows", "600",
+        "--repeat", "1",
+        "--cache", str(tmp_path / "cache"),
+        "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in out.read_text().splitlines() if line.startswith(("| a |", "| s |"))]
+    assert len(rows) == 2 and all("| True |" in row for row in rows), rows
