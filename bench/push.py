@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from run import replace_section
+
 BENCH = Path(__file__).resolve().parent
 CLI = str(Path(sys.executable).parent / "loyalty-bulk")
 CREDS = {"LOYALTY_BULK_API_USER": "bench", "LOYALTY_BULK_API_PASSWORD": "bench-only"}
@@ -126,17 +128,7 @@ def main() -> None:
 
 def write_results(results: list[dict[str, Any]], argv: str) -> None:
     path = BENCH / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    rest = ""
-    if MARK in text:  # replace this section only: what follows it (the next "## " heading on) stays
-        start = text.index(MARK)
-        following = text.find("\n## ", start + len(MARK))
-        rest = "" if following < 0 else text[following:]
-        text = text[:start].rstrip() + "\n"
     lines = [
-        "",
-        MARK,
-        "",
         f"- date: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}, nproc {os.cpu_count()}, python {platform.python_version()}",
         f"- command: `python bench/push.py {argv}`".replace(" `", " `").rstrip(),
         "- the push and the emulator share this 2-core machine with each other and with other developers' work",
@@ -153,7 +145,7 @@ def write_results(results: list[dict[str, Any]], argv: str) -> None:
             f"{r['push_rss_mib']} | {r['critical_path']} | {outcomes} | {r['platform_equals_store']} | "
             f"{r['load_before']:.1f} |"
         )
-    path.write_text(text + "\n".join(lines) + "\n" + rest)
+    replace_section(path, MARK, lines)
 
 
 if __name__ == "__main__":

@@ -512,6 +512,19 @@ class Bench:
         return results
 
 
+def replace_section(out: Path, mark: str, lines: list[str]) -> None:
+    """Write `lines` as the section headed `mark` of RESULTS.md: in its place, or appended; the other sections
+    (from the next "## " heading on) stay as they are. The side benches (push, scale, workers) write this way."""
+    text = out.read_text() if out.exists() else "# Benchmark results\n"
+    rest = ""
+    if mark in text:
+        start = text.index(mark)
+        following = text.find("\n## ", start + len(mark))
+        rest = "" if following < 0 else text[following:]
+        text = text[:start].rstrip() + "\n"
+    out.write_text(text + "\n".join(["", mark, "", *lines]) + "\n" + rest)
+
+
 def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """No progress bar: it would garble the bench's log."""
     con.execute("SET enable_progress_bar = false")

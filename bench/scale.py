@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import BENCH_DIR, GIB, Bench, machine, parse_args, store_identifiers
+from run import BENCH_DIR, GIB, Bench, machine, parse_args, replace_section, store_identifiers
 
 MARK = "## Scale curve (`bench/scale.py`)"
 STAGES = ("read", "check", "resolve", "decide", "apply")
@@ -147,17 +147,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def write_section(out: Path, results: list[dict[str, Any]], header: dict[str, Any], plot_path: Path) -> None:
     """Replace the Scale curve section of RESULTS.md (or append it), leaving every other section alone."""
-    text = out.read_text() if out.exists() else "# Benchmark results\n"
-    rest = ""
-    if MARK in text:
-        start = text.index(MARK)
-        following = text.find("\n## ", start + len(MARK))
-        rest = "" if following < 0 else text[following:]
-        text = text[:start].rstrip() + "\n"
     lines = [
-        "",
-        MARK,
-        "",
         f"- date: {header['date']}, command: `{header['command']}`",
         f"- nproc {os.cpu_count()}; the points of a series run round-robin, one run each per round",
         f"- plot: [{plot_path.name}]({plot_path.name})",
@@ -175,7 +165,7 @@ def write_section(out: Path, results: list[dict[str, Any]], header: dict[str, An
             f" | {r['median_seconds'] / r['rows'] * 1e6:.1f} | {stage_cells} | {r['peak_rss_gib']:.2f}"
             f" | {', '.join(f'{s:.1f}' for s in r['runs'])} | {', '.join(str(x) for x in r['load_before'])} |"
         )
-    out.write_text(text + "\n".join(lines) + "\n" + rest)
+    replace_section(out, MARK, lines)
 
 
 if __name__ == "__main__":

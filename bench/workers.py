@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import BENCH_DIR, Bench, parse_args
+from run import BENCH_DIR, Bench, parse_args, replace_section
 
 MARK = "## Workers (`bench/workers.py`)"
 COMPARED = ("success.csv", "errors.csv", "merges.csv", "calls.ndjson")
@@ -94,21 +94,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_section(out: Path, results: dict[str, dict[str, Any]], command: str) -> None:
-    text = out.read_text() if out.exists() else "# Benchmark results\n"
-    rest = ""
-    if MARK in text:
-        start = text.index(MARK)
-        following = text.find("\n## ", start + len(MARK))
-        rest = "" if following < 0 else text[following:]
-        text = text[:start].rstrip() + "\n"
 
     def seconds(values: list[float]) -> str:
         return ", ".join(f"{v:.2f}" for v in values)
 
     lines = [
-        "",
-        MARK,
-        "",
         f"- date: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}, command: `{command}`",
         "- target (issue 14): decide at least 1.5× faster with `--workers 2` than with `--workers 1`, same reports",
         "",
@@ -122,7 +112,7 @@ def write_section(out: Path, results: dict[str, dict[str, Any]], command: str) -
             f"| {seconds(r['per_round'])} | {seconds(r['wall_1'])} | {seconds(r['wall_2'])} | {r['identical']} "
             f"| {', '.join(f'{x:.1f}' for x in r['load_before'])} |"
         )
-    out.write_text(text + "\n".join(lines) + "\n" + rest)
+    replace_section(out, MARK, lines)
 
 
 if __name__ == "__main__":
