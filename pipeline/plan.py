@@ -16,8 +16,6 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from pipeline.config import CARD, OrgConfig
 from pipeline.duck import query_frame
@@ -30,6 +28,8 @@ SELECT DISTINCT r.seq, r.k, s.first_seq FROM row_keys r JOIN shared s USING (k)
 """
 
 CALLS_FILE = "calls.ndjson"
+_ENCODE_CHUNK = 100_000
+"""Rows per JSON-encoding task: the parts are encoded in parallel (pl.collect_all), one core each."""
 CALL_CHANGES = ("applied", "merged")
 """Outcomes whose row becomes a call; an `unchanged` row needs none."""
 FOLLOWED_MERGE = 91009
@@ -46,6 +46,11 @@ def plan_groups(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     edges = query_frame(con, _SHARED_KEY_EDGES)
     if edges.height == 0:
         return pl.DataFrame(schema=GROUPS_SCHEMA)
+    # imported here, not with the module: scipy costs a run 0.2-0.3 s of start-up, and every replay worker
+    # process imports this module without ever calling this function
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     edges = edges.with_columns(
         pl.col("seq").rank("dense").cast(pl.Int64).alias("row_node") - 1,
         pl.col("k").rank("dense").cast(pl.Int64).alias("key_node") - 1,
@@ -116,57 +121,62 @@ def build_plan(run_id: str, checked: pl.DataFrame, outcomes: pl.DataFrame, confi
     changes = changes.join(waits, on="seq", how="left", maintain_order="left").with_columns(
         pl.col("after_seq").fill_null(pl.lit([], dtype=pl.List(pl.Int64)))
     )
-    call_id = pl.lit(f"{run_id}:") + pl.col("seq").cast(pl.String)
-    head = pl.struct(
-        call_id.alias("call_id"),
-        "file",
-        "row_number",
-        "row_id",
-        pl.col("resolved_customer_id").alias("customer_id"),
-        "source",
-        pl.when(pl.col("source").is_in(multi)).then(pl.col("account_id")).alias("account_id"),
-    ).struct.json_encode()
+    return changes.select("seq", _call_lines(changes, run_id, multi, config.delink_label).alias("line"))
+
+
+def _call_lines(changes: pl.DataFrame, run_id: str, multi: list[str], delink_label: str) -> pl.Series:
+    """Each change as its JSON line, in the frame's order.
+
+    A line's shape (its body's key, the item's fields, whether `expect` names a survivor) varies with the row,
+    and a polars struct has fixed fields; so the rows are split by shape (at most 2 x 3 x 2 of them) and each
+    part is encoded by one `json_encode` of the whole nested struct: every row is encoded once.
+    """
     is_card = pl.col("id_type") == CARD
+    shaped = changes.with_row_index("_order").with_columns(
+        pl.when(is_card & (pl.col("action") == "add"))
+        .then(pl.lit("card_add"))
+        .when(is_card)
+        .then(pl.lit("card"))
+        .otherwise(pl.lit("identifier"))
+        .alias("_item"),
+        (pl.col("outcome") == "merged").alias("_merged"),
+        (pl.col("_order") // _ENCODE_CHUNK).alias("_chunk"),
+    )
     label = (
         pl.when(pl.col("action") == "add")
         .then("status_label")
-        .otherwise(pl.col("status_label").fill_null(config.delink_label))
+        .otherwise(pl.col("status_label").fill_null(delink_label))
     )
-    item = (
-        pl.when(is_card & (pl.col("action") == "add"))
-        .then(
-            pl.struct(
-                pl.col("id_type").alias("type"),
-                pl.col("id_value").alias("value"),
-                pl.col("series_id").alias("seriesId"),
-                label.alias("statusLabel"),
-            ).struct.json_encode()
-        )
-        .when(is_card)
-        .then(
-            pl.struct(
-                pl.col("id_type").alias("type"), pl.col("id_value").alias("value"), label.alias("statusLabel")
-            ).struct.json_encode()
-        )
-        .otherwise(pl.struct(pl.col("id_type").alias("type"), pl.col("id_value").alias("value")).struct.json_encode())
-    )
-    body = pl.concat_str(pl.lit('{"'), pl.col("action"), pl.lit('":['), item, pl.lit("]}"))
+    items = {
+        "card_add": [
+            pl.col("id_type").alias("type"),
+            pl.col("id_value").alias("value"),
+            pl.col("series_id").alias("seriesId"),
+            label.alias("statusLabel"),
+        ],
+        "card": [pl.col("id_type").alias("type"), pl.col("id_value").alias("value"), label.alias("statusLabel")],
+        "identifier": [pl.col("id_type").alias("type"), pl.col("id_value").alias("value")],
+    }
     warnings = pl.col("warnings").list.eval(pl.element().filter(pl.element() != FOLLOWED_MERGE))
-    expect = (
-        pl.when(pl.col("outcome") == "merged")
-        .then(pl.struct(pl.col("outcome"), warnings.alias("warnings"), pl.col("survivor_id")).struct.json_encode())
-        .otherwise(pl.struct(pl.col("outcome"), warnings.alias("warnings")).struct.json_encode())
-    )
-    after_ids = pl.col("after_seq").list.eval(pl.lit(f"{run_id}:") + pl.element().cast(pl.String))
-    tail = pl.struct(after_ids.alias("after")).struct.json_encode()
-    line = pl.concat_str(
-        head.str.head(-1),
-        pl.lit(',"body":'),
-        body,
-        pl.lit(","),
-        tail.str.slice(1).str.head(-1),
-        pl.lit(',"expect":'),
-        expect,
-        pl.lit("}"),
-    )
-    return changes.select("seq", line.alias("line"))
+    prefix = f"{run_id}:"
+    parts = []
+    for (action, item, merged, _), part in shaped.partition_by(
+        "action", "_item", "_merged", "_chunk", as_dict=True
+    ).items():
+        expect = [pl.col("outcome"), warnings.alias("warnings")] + ([pl.col("survivor_id")] if merged else [])
+        line = pl.struct(
+            (pl.lit(prefix) + pl.col("seq").cast(pl.String)).alias("call_id"),
+            "file",
+            "row_number",
+            "row_id",
+            pl.col("resolved_customer_id").alias("customer_id"),
+            "source",
+            pl.when(pl.col("source").is_in(multi)).then(pl.col("account_id")).alias("account_id"),
+            pl.struct(pl.concat_list(pl.struct(*items[str(item)])).alias(str(action))).alias("body"),
+            pl.col("after_seq").list.eval(pl.lit(prefix) + pl.element().cast(pl.String)).alias("after"),
+            pl.struct(*expect).alias("expect"),
+        ).struct.json_encode()
+        parts.append(part.lazy().select("_order", line.alias("line")))
+    if not parts:
+        return pl.Series("line", [], dtype=pl.String)
+    return pl.concat(pl.collect_all(parts)).sort("_order")["line"]
