@@ -2,7 +2,7 @@
 
 import os
 
-# numpy and scipy start an OpenBLAS thread pool per core at import, whose threads poll for work; nothing here
+# numpy starts an OpenBLAS thread pool per core at import, whose threads poll for work; nothing here
 # calls BLAS, so one thread is enough (measured: 0.2-0.3 CPU-seconds of the 1M-row benchmark run otherwise).
 # Set before numpy is first imported, which happens below this package; a user's own setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine_harness import run_engine
 from model import ModelStore, model_store_to_frames, run_model
 from pipeline.config import load_config
+from pipeline.plan import component_roots
 from pipeline.run import run_batch
 from pipeline.store import init_store
 from test_engine_properties import scenarios
@@ -141,3 +143,37 @@ def test_calls_have_the_platform_shape_and_skip_unchanged_and_failed_rows(tmp_pa
         assert ("survivor_id" in call["expect"]) == (call["expect"]["outcome"] == "merged")
     merged = [c for c in calls if c["expect"]["outcome"] == "merged"]
     assert merged and all(8051 in c["expect"]["warnings"] for c in merged)
+
+
+def union_find_roots(nodes: int, edges: list[tuple[int, int]]) -> list[int]:
+    """The smallest node of each node's component, one edge at a time (the obviously correct reading)."""
+    parent = list(range(nodes))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = root(a), root(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    return [root(x) for x in range(nodes)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 40).flatmap(
+        lambda n: st.tuples(st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=60))
+    )
+)
+def test_component_roots_equal_union_find(graph):
+    nodes, edges = graph
+    a = np.array([e[0] for e in edges], dtype=np.int64)
+    b = np.array([e[1] for e in edges], dtype=np.int64)
+    assert component_roots(nodes, a, b).tolist() == union_find_roots(nodes, edges)
+
+
+def test_component_roots_of_a_long_shuffled_chain():
+    order = np.random.default_rng(7).permutation(50_000)
+    roots = component_roots(50_000, order[:-1], order[1:])
+    assert (roots == 0).all()
