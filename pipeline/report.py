@@ -2,6 +2,8 @@
 
 Files are written to a temporary file in the target folder, fsynced, then moved over the target
 with `os.replace`, so a reader never sees half a report and a crash leaves the old file or the new.
+A run stages its large reports (`stage_*`: written and fsynced, not yet moved) while its transaction
+is still open, and publishes them once it has committed (`publish`), or discards them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,19 +70,62 @@ def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
 
 def write_csv(frame: pl.DataFrame, path: Path | str) -> Path:
     """Write a frame as a formula-neutralised CSV with a header, atomically."""
-    safe = neutralise_formulas(frame)
-    return _write_atomic(Path(path), lambda handle: safe.write_csv(handle))
+    return publish_one(stage_csv(frame, path))
 
 
 def write_parquet(frame: pl.DataFrame, path: Path | str) -> Path:
     """Write a frame as Parquet, atomically; raw values, no formula neutralising (SPEC section 5)."""
-    return _write_atomic(Path(path), lambda handle: frame.write_parquet(handle))
+    return publish_one(stage_parquet(frame, path))
 
 
 def write_lines(lines: pl.Series, path: Path | str) -> Path:
     """Write each string as one line (NDJSON), atomically; an empty series gives an empty file."""
+    return publish_one(stage_lines(lines, path))
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A file written in full and fsynced under a temporary name beside `path`, not yet in place."""
+
+    temporary: Path
+    path: Path
+
+
+def stage_csv(frame: pl.DataFrame, path: Path | str) -> Staged:
+    safe = neutralise_formulas(frame)
+    return _stage(Path(path), lambda handle: safe.write_csv(handle))
+
+
+def stage_parquet(frame: pl.DataFrame, path: Path | str) -> Staged:
+    return _stage(Path(path), lambda handle: frame.write_parquet(handle))
+
+
+def stage_lines(lines: pl.Series, path: Path | str) -> Staged:
     frame = lines.to_frame("line")
-    return _write_atomic(Path(path), lambda handle: frame.write_csv(handle, include_header=False, quote_style="never"))
+    return _stage(Path(path), lambda handle: frame.write_csv(handle, include_header=False, quote_style="never"))
+
+
+def publish(staged: list[Staged]) -> None:
+    """Move staged files into place (each `os.replace` is atomic), then flush their folders' entries."""
+    for item in staged:
+        os.replace(item.temporary, item.path)
+    for folder in {item.path.parent for item in staged}:
+        _fsync_folder(folder)
+
+
+def publish_one(staged: Staged) -> Path:
+    try:
+        publish([staged])
+    except BaseException:
+        discard([staged])
+        raise
+    return staged.path
+
+
+def discard(staged: list[Staged]) -> None:
+    """Remove staged files that will not be published."""
+    for item in staged:
+        item.temporary.unlink(missing_ok=True)
 
 
 def json_text(obj: Any) -> str:
@@ -98,6 +144,10 @@ def write_text(text: str, path: Path | str) -> Path:
 
 
 def _write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    return publish_one(_stage(path, write))
+
+
+def _stage(path: Path, write: Callable[[IO[bytes]], object]) -> Staged:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
         temporary = Path(handle.name)
@@ -109,13 +159,7 @@ def _write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
             handle.close()
             temporary.unlink(missing_ok=True)
             raise
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-    return path
+    return Staged(temporary, path)
 
 
 def fsync_path(path: Path) -> None:

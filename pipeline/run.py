@@ -13,6 +13,7 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +36,7 @@ from pipeline.normalize import trim_expr
 from pipeline.pii import mask_reports
 from pipeline.plan import CALL_CHANGES, CALLS_FILE, build_plan
 from pipeline.read import InputLayout, RequestBatch, read_requests
-from pipeline.report import error_report, write_csv, write_json, write_lines, write_parquet
+from pipeline.report import Staged, discard, error_report, publish, stage_csv, stage_lines, stage_parquet, write_json
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
 from pipeline.store import StoreCounts, open_store, store_counts
 
@@ -131,48 +132,118 @@ def run_batch(
         if plan.height != calls:
             raise InternalError(f"the call plan has {plan.height} calls for {calls} changing rows; nothing was applied")
         faults.kill_point("after-decide")
-        con.execute("BEGIN TRANSACTION")
-        try:
-            after = before
-            if not aborted:
-                applied = apply_changes(decision.replayed)
-                # counted before the logs are written: they change no count, and the counts' scans then
-                # find the store's blocks still in DuckDB's buffer pool
-                after = store_counts(con)
-                if not opts.dry_run:
-                    undo.record_changes(applied, run_id)
-                    if record_provenance:
-                        changed = outcomes.filter(pl.col("outcome").is_in(CALL_CHANGES)).select("seq")
-                        rows = checked.checked.join(changed, on="seq", how="semi")
-                        provenance.record(applied, run_id, provenance.row_positions(rows, batch.files))
-                    else:
-                        provenance.record_unrecorded(con, run_id)
-                    if not binding.bound_config(con):
-                        binding.bind(con, config)
-            t = clock.lap("apply", t)
-            result = _result(
-                run_id, opts, started_at, clock, batch, reports, before, after, reports_dir, aborted, calls
-            )
-            if opts.dry_run or aborted:
-                con.execute("ROLLBACK")
-                con.execute("BEGIN TRANSACTION")
-            # the ledger entry commits with the changes, so an applied file is always known as applied
-            ledger.record(con, result, batch.files, config.sha256)
-            ws.close()  # every temp table of the run goes, and a table no stage named stops the run unapplied
-            faults.kill_point("in-transaction")
-            with faults.kill_during("during-commit"):
-                con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
-        faults.kill_point("after-commit")
-        t = time.perf_counter()
-        _write_reports(reports, result, reports_dir, opts.parquet_reports, plan)
+        with ReportStager(reports_dir) as stager:
+            # the large reports are written by a thread while DuckDB applies, and published after the commit
+            stager.start(reports.success, reports.errors, reports.merges, plan["line"], opts.parquet_reports)
+            del plan
+            reports = dataclasses.replace(reports, success=reports.success.clear(), errors=reports.errors.clear())
+            con.execute("BEGIN TRANSACTION")
+            try:
+                after = before
+                if not aborted:
+                    applied = apply_changes(decision.replayed)
+                    # counted before the logs are written: they change no count, and the counts' scans then
+                    # find the store's blocks still in DuckDB's buffer pool
+                    after = store_counts(con)
+                    if not opts.dry_run:
+                        undo.record_changes(applied, run_id)
+                        if record_provenance:
+                            changed = outcomes.filter(pl.col("outcome").is_in(CALL_CHANGES)).select("seq")
+                            rows = checked.checked.join(changed, on="seq", how="semi")
+                            provenance.record(applied, run_id, provenance.row_positions(rows, batch.files))
+                        else:
+                            provenance.record_unrecorded(con, run_id)
+                        if not binding.bound_config(con):
+                            binding.bind(con, config)
+                t = clock.lap("apply", t)
+                result = _result(
+                    run_id, opts, started_at, clock, batch, reports, before, after, reports_dir, aborted, calls
+                )
+                if opts.dry_run or aborted:
+                    con.execute("ROLLBACK")
+                    con.execute("BEGIN TRANSACTION")
+                # the ledger entry commits with the changes, so an applied file is always known as applied
+                ledger.record(con, result, batch.files, config.sha256)
+                ws.close()  # every temp table of the run goes, and a table no stage named stops the run unapplied
+                stager.wait()  # a report that cannot be written stops the run unapplied
+                faults.kill_point("in-transaction")
+                with faults.kill_during("during-commit"):
+                    con.execute("COMMIT")
+            except BaseException:
+                _rollback(con)
+                raise
+            faults.kill_point("after-commit")
+            t = time.perf_counter()
+            stager.publish()
+            write_json(result.to_dict(), reports_dir / "summary.json")
+            write_summary_html(result, reports.merges, reports_dir / "summary.html")
         clock.lap("report", t)
         return result
     finally:
         with faults.kill_during("during-checkpoint"):  # closing checkpoints the WAL into the file
             con.close()
+
+
+class ReportStager:
+    """The run's large reports (calls.ndjson, success, errors and merges CSV, their Parquet copies), staged by a
+    thread beside the transaction (report.stage_*), published after the commit or discarded.
+
+    The thread drops each frame once it is written, so the frames are gone before the commit's peak.
+    Leaving the block without `publish` (an error, a refusal) waits for the thread and removes what it wrote.
+    """
+
+    def __init__(self, reports_dir: Path) -> None:
+        self.reports_dir = reports_dir
+        self._created = not reports_dir.exists()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports")
+        self._future: Future[list[Staged]] | None = None
+        self._published = False
+
+    def __enter__(self) -> ReportStager:
+        return self
+
+    def start(
+        self, success: pl.DataFrame, errors: pl.DataFrame, merges: pl.DataFrame, calls: pl.Series, parquet: bool
+    ) -> None:
+        frames = {"success": success, "errors": errors, "merges": merges}
+        self._future = self._pool.submit(_stage_reports, self.reports_dir, frames, calls, parquet)
+
+    def wait(self) -> list[Staged]:
+        assert self._future is not None, "start() first"
+        return self._future.result()
+
+    def publish(self) -> None:
+        publish(self.wait())
+        self._published = True
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if not self._published and self._future is not None:
+                with contextlib.suppress(BaseException):
+                    discard(self._future.result())
+                if self._created:
+                    with contextlib.suppress(OSError):
+                        self.reports_dir.rmdir()  # only if empty: nothing else of ours was there
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _stage_reports(reports_dir: Path, frames: dict[str, pl.DataFrame], calls: pl.Series, parquet: bool) -> list[Staged]:
+    """Write every large report under a temporary name; on any failure remove what was written and raise."""
+    staged: list[Staged] = []
+    try:
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        staged.append(stage_lines(calls, reports_dir / CALLS_FILE))
+        del calls
+        for name in list(frames):
+            frame = frames.pop(name)
+            staged.append(stage_csv(frame, reports_dir / f"{name}.csv"))
+            if parquet:
+                staged.append(stage_parquet(frame, reports_dir / f"{name}.parquet"))
+    except BaseException:
+        discard(staged)
+        raise
+    return staged
 
 
 def _threshold_breach(reports: ReportFrames, rows: int, opts: RunOptions) -> str | None:
@@ -291,17 +362,3 @@ def _result(
         reports_dir=str(reports_dir),
         calls=calls,
     )
-
-
-def _write_reports(
-    reports: ReportFrames, result: RunResult, reports_dir: Path, parquet: bool, calls: pl.DataFrame
-) -> None:
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    write_lines(calls["line"], reports_dir / CALLS_FILE)
-    for name in ("success", "errors", "merges"):
-        frame = getattr(reports, name)
-        write_csv(frame, reports_dir / f"{name}.csv")
-        if parquet:
-            write_parquet(frame, reports_dir / f"{name}.parquet")
-    write_json(result.to_dict(), reports_dir / "summary.json")
-    write_summary_html(result, reports.merges, reports_dir / "summary.html")

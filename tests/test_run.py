@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from pipeline import report
 from pipeline.cli import main
 from pipeline.duck import scalar
 from pipeline.run import run_batch
@@ -354,3 +355,33 @@ def test_workers_reach_the_replay_from_flag_environment_or_core_count(store, tmp
         result = CliRunner().invoke(main, [*command, *extra, str(REQUESTS[0])])
         assert result.exit_code == 1, result.output
     assert seen == [core_count(), 3, 2]
+
+
+def test_reports_that_cannot_be_written_leave_the_run_unapplied(store, tmp_path, monkeypatch):
+    """The large reports are staged inside the transaction: a report that fails to write stops the commit."""
+    before = snapshot(store, tmp_path / "before")
+    written: list[Path] = []
+    real_stage_csv = report.stage_csv
+
+    def failing_stage_csv(frame, path):
+        if Path(path).name == "errors.csv":
+            raise OSError(28, "No space left on device")
+        staged = real_stage_csv(frame, path)
+        written.append(staged.temporary)
+        return staged
+
+    monkeypatch.setattr("pipeline.run.stage_csv", failing_stage_csv)
+    with pytest.raises(OSError, match="No space left"):
+        run_batch(store, ORG, REQUESTS, tmp_path / "r")
+    assert snapshot(store, tmp_path / "after") == before, "the store changed although its reports failed"
+    with open_store(store, read_only=True) as con:
+        assert scalar(con, "SELECT count(*) FROM runs") == 0
+    assert written and not any(p.exists() for p in written), "staged reports were left behind"
+    assert not (tmp_path / "r").exists(), "the reports folder the run made was left behind"
+
+    monkeypatch.undo()
+    result = run_batch(store, ORG, REQUESTS, tmp_path / "r")
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
+        ["calls.ndjson", "success.csv", "errors.csv", "merges.csv", "summary.json", "summary.html"]
+    ), "a published report folder holds the reports and nothing staged"
+    assert result.rows == sum(f["rows"] for f in result.files)
