@@ -22,7 +22,8 @@ from pipeline.cli import main
 from pipeline.components import ReplayPool, replay_components, split_working_set
 from pipeline.config import OrgConfig
 from pipeline.engine.check import check_requests
-from pipeline.engine.replay import pull_working_set, replay_working_set
+from pipeline.engine.decide import OUTCOME_SCHEMA
+from pipeline.engine.replay import pull_working_set, replay_working_set, rows_frame
 from pipeline.engine.resolve import resolve_targets
 from pipeline.engine.workspace import Workspace
 from pipeline.errors import InternalError
@@ -227,3 +228,33 @@ def _outputs(store: Path, reports: Path) -> dict:
     }
     con.close()
     return {"summary": summary, "files": files, "tables": tables}
+
+
+_maybe_int = st.none() | st.integers(-(2**40), 2**40)
+_maybe_text = st.none() | st.text(max_size=8)
+_outcome_rows = st.lists(
+    st.tuples(
+        st.integers(0, 2**40),
+        _maybe_text,
+        st.none() | st.integers(0, 99_999),
+        _maybe_text,
+        _maybe_int,
+        _maybe_int,
+        _maybe_int,
+        st.lists(st.integers(0, 99_999), max_size=4).map(tuple),
+        _maybe_int,
+        _maybe_int,
+        _maybe_int,
+        _maybe_text,
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_outcome_rows)
+def test_rows_frame_equals_polars_row_construction(rows):
+    """replay.rows_frame (column by column, list columns from offsets) is pl.DataFrame(orient='row')."""
+    built = rows_frame(rows, OUTCOME_SCHEMA)
+    assert built.schema == OUTCOME_SCHEMA
+    assert built.equals(pl.DataFrame(rows, schema=OUTCOME_SCHEMA, orient="row"))

@@ -13,10 +13,14 @@ chg_* tables decide.py made (`stage_replayed`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple
+from operator import itemgetter
+from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from pipeline.catalog import already_present_code
 from pipeline.config import ACTIVE_STATUSES, CARD, CLOSED_STATUSES, OrgConfig
@@ -57,6 +61,10 @@ class WorkingSet:
     """(id_type, id_value, customer_id, source, account_id) of every working-set holding of a tracked value."""
     track_all: bool = False
     """Index every value, including values added later (the emulator: any call may ask about any value)."""
+    slots: dict[int, dict[tuple[str, str, str], int]] = field(default_factory=dict)
+    """customer -> how many identifiers it holds per (source, account_id, id_type): built the first time
+    a row asks (`slot_count`), then kept with every add and remove, so the 7006 check is one lookup, not a
+    scan of the customer's identifiers (a dense batch's customers gather hundreds)."""
 
     def __post_init__(self) -> None:
         self.holders = {}  # a tracked value gets its entry when it first has a holder
@@ -74,8 +82,20 @@ class WorkingSet:
             if holder is not None:
                 self.cards_of.setdefault(holder, set()).add(number)
 
+    def slot_count(self, customer_id: int, slot: tuple[str, str, str]) -> int:
+        counts = self.slots.get(customer_id)
+        if counts is None:
+            counts = self.slots[customer_id] = {}
+            for held in self.idents[customer_id]:
+                counts[held[:3]] = counts.get(held[:3], 0) + 1
+        return counts.get(slot, 0)
+
     def add_ident(self, customer_id: int, ident: Ident) -> None:
-        self.idents[customer_id].add(ident)
+        held = self.idents[customer_id]
+        counts = self.slots.get(customer_id)
+        if counts is not None and ident not in held:
+            counts[ident[:3]] = counts.get(ident[:3], 0) + 1
+        held.add(ident)
         value = (ident[2], ident[3])
         if self.track_all or value in self.tracked_values:
             self.holders.setdefault(value, set()).add((customer_id, ident[0], ident[1]))
@@ -86,7 +106,11 @@ class WorkingSet:
             self.inserted.add(row)
 
     def remove_ident(self, customer_id: int, ident: Ident) -> None:
-        self.idents[customer_id].discard(ident)
+        mine = self.idents[customer_id]
+        counts = self.slots.get(customer_id)
+        if counts is not None and ident in mine:
+            counts[ident[:3]] -= 1
+        mine.discard(ident)
         held = self.holders.get((ident[2], ident[3]))
         if held is not None:
             held.discard((customer_id, ident[0], ident[1]))
@@ -235,7 +259,7 @@ class Replayer:
         ident = (row.source, row.account_id, t, v)
         if ident in ws.idents[c]:
             return {"outcome": "unchanged", "warnings": (already_present_code(t),)}
-        if any(i[:3] == ident[:3] for i in ws.idents[c]):
+        if ws.slot_count(c, ident[:3]):  # the exact identifier is not held, so this is another value
             return {"error_code": 7006, "error_field": "id_value"}
         holders = {(h, s, a) for h, s, a in ws.holders.get((t, v), ()) if h != c}
         loyalty_in_scope = [h for h, s, a in holders if (s, a) == scope and ws.customers[h][2] == "LOYALTY"]
@@ -420,8 +444,31 @@ def replay_working_set(
     outcomes = replayer.replay(rows)
     changes = _net_changes(ws)
     if events:
-        changes["chg_events"] = pl.DataFrame(replayer.events, schema=EVENT_SCHEMA, orient="row")
-    return pl.DataFrame(outcomes, schema=OUTCOME_SCHEMA, orient="row"), changes
+        changes["chg_events"] = rows_frame(replayer.events, EVENT_SCHEMA)
+    return rows_frame(outcomes, OUTCOME_SCHEMA), changes
+
+
+def rows_frame(rows: Sequence[Sequence[Any]], schema: pl.Schema) -> pl.DataFrame:
+    """A frame of Python row tuples, built column by column: the same frame as
+    `pl.DataFrame(rows, schema=schema, orient="row")`, several times faster on the replay's outcomes.
+
+    polars converts a column of Python scalars quickly but a column of Python lists (the warnings) one
+    list at a time; a list column is therefore built from its flattened values and their offsets.
+    """
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    columns = []
+    for index, (name, dtype) in enumerate(schema.items()):
+        values = list(map(itemgetter(index), rows))
+        if isinstance(dtype, pl.List):
+            offsets = np.zeros(len(values) + 1, dtype=np.int64)
+            np.cumsum([len(v) for v in values], out=offsets[1:])
+            flat = pl.Series(name, [x for v in values for x in v], dtype=dtype.inner)
+            lists = pa.LargeListArray.from_arrays(pa.array(offsets), flat.to_arrow())
+            columns.append(pl.Series(name, lists).cast(dtype))
+        else:
+            columns.append(pl.Series(name, values, dtype=dtype))
+    return pl.DataFrame(columns)
 
 
 def _net_changes(ws: WorkingSet) -> dict[str, pl.DataFrame]:
