@@ -165,7 +165,7 @@ def test_a_handle_refuses_once_its_tables_are_gone():
     with pytest.raises(InternalError, match=r"reads .*req.* of resolve"):
         pull_working_set(resolved)  # req went when the replay finished
     ws.close()
-    with pytest.raises(InternalError, match=r"apply stage reads rel_idents, rel_info of resolve"):
+    with pytest.raises(InternalError, match=r"apply stage reads rel_cards, rel_idents, rel_info of resolve"):
         apply_changes(replayed)
     assert temp_tables(con) == set()
 

@@ -53,7 +53,7 @@ CREATE OR REPLACE TEMP TABLE req_cards AS
     SELECT DISTINCT id_value AS card_number FROM req WHERE id_type = 'cardnumber'
     UNION SELECT DISTINCT lookup_value FROM req WHERE lookup_type = 'cardnumber';
 CREATE OR REPLACE TEMP TABLE card_state AS
-    SELECT c.* FROM cards c JOIN req_cards USING (card_number);
+    SELECT c.*, c.rowid AS rid FROM cards c JOIN req_cards USING (card_number);
 CREATE OR REPLACE TEMP TABLE known_refs AS
     SELECT c.customer_id, c.status, c.merged_into
     FROM customers c JOIN (SELECT DISTINCT customer_id FROM req WHERE customer_id IS NOT NULL) r USING (customer_id);
@@ -129,7 +129,7 @@ CREATE OR REPLACE TEMP TABLE rel_info AS
 CREATE OR REPLACE TEMP TABLE rel_idents AS
     SELECT i.*, i.rowid AS rid FROM identifiers i JOIN rel_customers USING (customer_id);
 CREATE OR REPLACE TEMP TABLE rel_cards AS
-    SELECT c.* FROM cards c JOIN rel_customers USING (customer_id)
+    SELECT c.*, c.rowid AS rid FROM cards c JOIN rel_customers USING (customer_id)
     UNION SELECT * FROM card_state;
 """
 

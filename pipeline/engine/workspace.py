@@ -64,7 +64,12 @@ TEMP_TABLES: dict[str, TempTable] = {
     "rel_customers": _t("resolve", set(), "resolve", "every customer a row can reach"),
     "rel_info": _t("resolve", {"decide", "replay", "apply"}, "run", "those customers, with rowid"),
     "rel_idents": _t("resolve", {"decide", "replay", "apply"}, "run", "their identifiers, with rowid"),
-    "rel_cards": _t("resolve", {"decide", "replay", "undo", "provenance"}, "run", "their cards and the rows' cards"),
+    "rel_cards": _t(
+        "resolve",
+        {"decide", "replay", "apply", "undo", "provenance"},
+        "run",
+        "their cards and the rows' cards, with rowid",
+    ),
     # decide: the set-based decisions and the changes of every row (replay appends its own)
     "ind": _t("decide", set(), "decide", "the rows the set-based route decides", view=True),
     "ind_ident": _t("decide", set(), "decide", "set-based identifier decisions"),
@@ -82,6 +87,7 @@ TEMP_TABLES: dict[str, TempTable] = {
     "chg_delete_rows": _t("apply", set(), "apply", "rowids of identifiers deleted or moved"),
     "chg_moves": _t("apply", {"undo", "provenance"}, "run", "identifiers a set-based merge moves"),
     "chg_customers": _t("apply", {"undo"}, "run", "customers merged, with their old state"),
+    "chg_card_rows": _t("apply", set(), "apply", "rowids of cards changed or moved, with their new state"),
 }
 
 
