@@ -467,6 +467,7 @@ class Bench:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise SystemExit(f"another bench is running on {self.cache_root}") from None
+            compile_package()
             return self._run(only)
 
     def _run(self, only: list[str]) -> dict[str, ScenarioResult]:
@@ -813,6 +814,16 @@ def write_results(out: Path, results: dict[str, ScenarioResult], header: dict[st
         json.dumps({"header": header, "scenarios": {k: asdict(v) for k, v in merged.items()}}, indent=1) + "\n"
     )
     out.write_text(render(merged, header, interpretation))
+
+
+def compile_package() -> None:
+    """Write the package's bytecode before anything is timed, as a regular install does.
+
+    An editable install leaves the compiling to the first import, and with PYTHONDONTWRITEBYTECODE set
+    (as on these machines) every timed run would compile the whole package again (~0.05 s a run).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "pipeline")], check=True, env=env)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import BENCH_DIR, GIB, Bench, machine, parse_args, replace_section, store_identifiers
+from run import BENCH_DIR, GIB, Bench, compile_package, machine, parse_args, replace_section, store_identifiers
 
 MARK = "## Scale curve (`bench/scale.py`)"
 STAGES = ("read", "check", "resolve", "decide", "apply")
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--plot", type=Path, default=BENCH_DIR / "scale.png")
     args = parser.parse_args(argv)
+    compile_package()
     bench = Bench(
         parse_args(["--cache", args.cache, "--seed", str(args.seed), "--timeout", str(args.timeout), "--repeat", "1"])
     )

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from run import BENCH_DIR, Bench, parse_args, replace_section
+from run import BENCH_DIR, Bench, compile_package, parse_args, replace_section
 
 MARK = "## Workers (`bench/workers.py`)"
 COMPARED = ("success.csv", "errors.csv", "merges.csv", "calls.ndjson")
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-rows", type=int, default=300_000)
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
     args = parser.parse_args(argv)
+    compile_package()
     common = ["--cache", args.cache, "--customers", str(args.customers), "--rows", str(args.rows)]
     bench1, bench2 = Bench(parse_args([*common, "--workers", "1"])), Bench(parse_args([*common, "--workers", "2"]))
     results: dict[str, dict[str, Any]] = {}
