@@ -202,3 +202,22 @@ def test_unexpected_exception_exits_4(
     result = invoke(*(str(a).format(tmp=tmp_path) for a in args))
     assert result.exit_code == 4, result.output
     assert result.stderr == "internal error: RuntimeError: boom; nothing was applied\n"
+
+
+def test_a_command_does_not_load_hypothesis(tmp_path):
+    """Pandera imports hypothesis whenever it is installed (it is, with the test extra); a command never needs it."""
+    files = [str(p) for p in sorted((ROOT / "sample_data" / "requests").glob("*.csv"))]
+    code = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        "try:\n"
+        f'    main(["validate", "--config", {str(ROOT / "tests" / "cases" / "org-plain.toml")!r},'
+        f' "--reports", {str(tmp_path / "r")!r}, *{files!r}])\n'
+        "except SystemExit as done:\n"
+        "    print('exit', done.code)\n"
+        "print('pandera checked', 'pandera.backends.polars' in sys.modules)\n"
+        "print('hypothesis loaded', sys.modules.get('hypothesis') is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pandera checked True" in out, out
+    assert "hypothesis loaded False" in out, out
