@@ -60,7 +60,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 
 from pipeline.errors import InputFileError
 from pipeline.normalize import trim_expr
@@ -238,6 +237,8 @@ def _gunzip(name: str, stored: bytes) -> bytes:
 
 def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str]) -> pl.DataFrame:
     """Read a Parquet file, casting its text-like and numeric columns to String."""
+    import pyarrow.parquet as pq  # here, not at the top: it loads pyarrow's filesystems, which a CSV run never needs
+
     try:
         table = pq.read_table(io.BytesIO(content))
     except (pa.ArrowException, OSError, ValueError) as error:

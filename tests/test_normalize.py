@@ -3,12 +3,15 @@ reading (tests/reference_rules.py)."""
 
 from __future__ import annotations
 
+import sys
+
 import polars as pl
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.normalize import WHITESPACE, format_error_expr, normalize_expr, trim_expr
+from reference_rules import WHITESPACE as REFERENCE_WHITESPACE
 from reference_rules import format_error, normalize_value, trim
 
 ID_TYPES = ("mobile", "email", "externalId", "wechat", "cardnumber")
@@ -133,3 +136,9 @@ def test_email_of_255_characters_is_8055():
     email = "a" * 243 + "@example.com"
     assert len(email) == 255
     assert format_error("email", normalize_value("email", email)) == 8055
+
+
+def test_whitespace_is_every_code_point_str_isspace_accepts():
+    """normalize scans only up to U+3000 at import; the reference scans every code point."""
+    assert WHITESPACE == REFERENCE_WHITESPACE
+    assert "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()) == WHITESPACE
