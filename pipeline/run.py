@@ -135,6 +135,8 @@ def run_batch(
         with ReportStager(reports_dir) as stager:
             # the large reports are written by a thread while DuckDB applies, and published after the commit
             stager.start(reports.success, reports.errors, reports.merges, plan["line"], opts.parquet_reports)
+            # this thread lets go of the large frames, so each is freed once the stager has written it;
+            # what stays (counts, merges) is what the summary needs
             del plan
             reports = dataclasses.replace(reports, success=reports.success.clear(), errors=reports.errors.clear())
             con.execute("BEGIN TRANSACTION")

@@ -91,11 +91,11 @@ class WorkingSet:
         return counts.get(slot, 0)
 
     def add_ident(self, customer_id: int, ident: Ident) -> None:
-        held = self.idents[customer_id]
+        mine = self.idents[customer_id]
         counts = self.slots.get(customer_id)
-        if counts is not None and ident not in held:
+        if counts is not None and ident not in mine:
             counts[ident[:3]] = counts.get(ident[:3], 0) + 1
-        held.add(ident)
+        mine.add(ident)
         value = (ident[2], ident[3])
         if self.track_all or value in self.tracked_values:
             self.holders.setdefault(value, set()).add((customer_id, ident[0], ident[1]))
