@@ -24,7 +24,7 @@ from pipeline.duck import query_frame
 from pipeline.engine.check import CheckResult, build_rules, check_requests
 from pipeline.engine.replay import Replayer, ReplayRow, WorkingSet
 from pipeline.read import FRAME_COLUMNS, REQUEST_COLUMNS, NotACallBody, call_rows
-from pipeline.store import COLUMNS, TABLES, open_store
+from pipeline.store import COLUMNS, TABLES, open_store, stored_columns
 
 ALREADY_PRESENT_CODES = frozenset({8070, 8071, 8072, 8073, 3012})
 """Warnings of a call that changed nothing: the change was already in place."""
@@ -255,7 +255,7 @@ class EmulatedPlatform:
             for table in TABLES:
                 con.register("state_frame", frames[table])
                 con.execute(f"DELETE FROM {table}")
-                con.execute(f"INSERT INTO {table} SELECT * FROM state_frame")
+                con.execute(f"INSERT INTO {table} SELECT {stored_columns(table)} FROM state_frame")
                 con.unregister("state_frame")
             con.execute("COMMIT")
 

@@ -30,10 +30,20 @@ from pipeline.normalize import normalize_expr, trim_expr
 from pipeline.report import fsync_path, write_csv
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""2: identifiers carry value_hash. A store of version 1 gains it when a command first opens it for writing."""
 TABLES = ("customers", "identifiers", "cards")
 SNAPSHOT_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 """DuckDB memory limit: with it DuckDB spills to disk instead of doubling its footprint (TECH_NOTES)."""
+
+IDENTIFIERS_DDL = """CREATE TABLE {table} (
+    customer_id BIGINT NOT NULL,
+    source VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL,
+    id_type VARCHAR NOT NULL,
+    id_value VARCHAR NOT NULL,
+    value_hash UBIGINT NOT NULL
+);"""
 
 SCHEMA_SQL = """
 CREATE TABLE store_meta (
@@ -46,20 +56,27 @@ CREATE TABLE customers (
     merged_into BIGINT,
     customer_type VARCHAR NOT NULL
 );
-CREATE TABLE identifiers (
-    customer_id BIGINT NOT NULL,
-    source VARCHAR NOT NULL,
-    account_id VARCHAR NOT NULL,
-    id_type VARCHAR NOT NULL,
-    id_value VARCHAR NOT NULL
-);
+{identifiers}
 CREATE TABLE cards (
     card_number VARCHAR NOT NULL,
     series_id INTEGER NOT NULL,
     customer_id BIGINT,
     status_label VARCHAR NOT NULL
 );
-"""
+""".replace("{identifiers}", IDENTIFIERS_DDL.format(table="identifiers"))
+
+VALUE_HASH_SQL = "hash(id_type, id_value)"
+"""identifiers.value_hash, computed by every statement that writes identifiers (`stored_columns`).
+
+A run finds the customers holding its values by scanning these 8-byte hashes, where a join on the
+values themselves decodes every stored id_value (1 s on 25M identifiers: engine/resolve.py). Equal
+values have equal hashes, so no holder is missed; a collision only pulls in a customer that did not
+need pulling, and the values are then compared exactly. `store_meta.value_hash_probe` records what
+the expression gives for a fixed value: a DuckDB whose hash() differs recomputes the column when it
+first opens the store for writing (`open_store`)."""
+
+VALUE_HASH_PROBE_SQL = "SELECT hash('email', 'probe@loyalty-bulk.invalid')::VARCHAR"
+VALUE_HASH_PROBE_KEY = "value_hash_probe"
 
 COLUMNS: dict[str, dict[str, pl.DataType]] = {
     "customers": {
@@ -82,7 +99,17 @@ COLUMNS: dict[str, dict[str, pl.DataType]] = {
         "status_label": pl.String(),
     },
 }
-"""Snapshot columns per table, in store order, with their types."""
+"""Snapshot columns per table, in store order, with their types (identifiers add value_hash in the store)."""
+
+
+def stored_columns(table: str, customer_id: str = "customer_id") -> str:
+    """The select list that writes rows of a table's snapshot columns into the store: for identifiers,
+    value_hash computed after them. `customer_id` names the column that holds the customer."""
+    columns = [customer_id if c == "customer_id" else c for c in COLUMNS[table]]
+    if table == "identifiers":
+        columns.append(VALUE_HASH_SQL)
+    return ", ".join(columns)
+
 
 SORT_KEYS = {
     "customers": ("customer_id",),
@@ -172,11 +199,44 @@ def open_store(
         row = next(iter(con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()), None)
     except duckdb.CatalogException:
         row = None
-    if row is None or row[0] != SCHEMA_VERSION:
+    if row is None or row[0] not in (SCHEMA_VERSION, "1"):
         con.close()
         found = "no schema_version" if row is None else f"schema_version {row[0]}"
         raise StoreError(f"{path} is not a loyalty-bulk store of schema_version {SCHEMA_VERSION} ({found})")
+    if not read_only:
+        try:
+            _current_value_hashes(con, row[0])
+        except BaseException:
+            con.close()
+            raise
     return con
+
+
+def _current_value_hashes(con: duckdb.DuckDBPyConnection, version: str) -> None:
+    """Give a version-1 store its value_hash column, and recompute the column when this DuckDB's hash()
+    differs from the one that wrote it; both in one transaction, before anything else reads the store.
+
+    A read-only open does neither: its readers (export, audit, explain) use the values, not the hashes.
+    """
+    # fetched whole: a pending result would block the caller's next register()
+    [(probe, stored)] = con.execute(
+        f"SELECT ({VALUE_HASH_PROBE_SQL}), (SELECT max(value) FROM store_meta WHERE key = $1)", [VALUE_HASH_PROBE_KEY]
+    ).fetchall()
+    if version == SCHEMA_VERSION and stored == probe:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        # rebuilt in the same order, not updated: one append, and DuckDB adds no NOT NULL after an UPDATE
+        con.execute(IDENTIFIERS_DDL.format(table="identifiers_rehashed"))
+        con.execute(f"INSERT INTO identifiers_rehashed SELECT {stored_columns('identifiers')} FROM identifiers")
+        con.execute("DROP TABLE identifiers")
+        con.execute("ALTER TABLE identifiers_rehashed RENAME TO identifiers")
+        for key, value in (("schema_version", SCHEMA_VERSION), (VALUE_HASH_PROBE_KEY, probe)):
+            con.execute("INSERT OR REPLACE INTO store_meta VALUES ($1, $2)", [key, value])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 NOT_NULL_SQL = """
@@ -582,13 +642,14 @@ def _read_staged_mobiles(
 
 
 LOAD_SQL = "INSERT INTO {table} SELECT {columns} FROM read_parquet($1)"
+"""`columns`: stored_columns(table)."""
 META_SQL = "INSERT INTO store_meta VALUES ($1, $2)"
 MOBILE_COUNTRIES_KEY = "mobile_countries"
 """store_meta key: the `[mobile]` countries the stored mobiles were read with; empty or absent: plain rule."""
 
 DISTINCT_MOBILES_SQL = "SELECT DISTINCT id_value FROM identifiers WHERE id_type = 'mobile'"
 RENORMALISE_MOBILES_SQL = """
-UPDATE identifiers SET id_value = m.normalised
+UPDATE identifiers SET id_value = m.normalised, value_hash = hash(identifiers.id_type, m.normalised)
 FROM mobile_changes m
 WHERE identifiers.id_type = 'mobile' AND identifiers.id_value = m.value
 """
@@ -676,7 +737,7 @@ def init_store(
                 with_nulls = False
                 con.execute("BEGIN")
                 for table in TABLES:
-                    con.execute(LOAD_SQL.format(table=table, columns=", ".join(COLUMNS[table])), [str(staged[table])])
+                    con.execute(LOAD_SQL.format(table=table, columns=stored_columns(table)), [str(staged[table])])
                 if countries is not None:  # read in the staging pass (_read_staged_mobiles)
                     con.execute(META_SQL, [MOBILE_COUNTRIES_KEY, countries.key])
                 con.execute("COMMIT")
@@ -689,6 +750,7 @@ def init_store(
                     ("schema_version", SCHEMA_VERSION),
                     ("created_at", datetime.now(UTC).isoformat(timespec="seconds")),
                     ("snapshot", str(snapshot_dir.resolve())),
+                    (VALUE_HASH_PROBE_KEY, scalar(con, VALUE_HASH_PROBE_SQL)),
                 ):
                     con.execute(META_SQL, [key, value])
                 if countries is None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from pipeline import ledger, provenance
 from pipeline.duck import run_script, scalar
 from pipeline.errors import StoreError
-from pipeline.store import StoreCounts, open_store, store_counts
+from pipeline.store import StoreCounts, open_store, store_counts, stored_columns
 
 if TYPE_CHECKING:
     from pipeline.engine.apply import Applied
@@ -74,12 +74,12 @@ UNION ALL SELECT 'customer', count(*) FROM undo_customers u JOIN customers c USI
     WHERE u.run_id = $run_id AND (c.status <> u.new_status OR c.merged_into IS DISTINCT FROM u.new_merged_into)
 """
 
-_REVERT = """
+_REVERT = f"""
 DELETE FROM identifiers USING undo_identifiers u
     WHERE u.run_id = $run_id AND u.op = 'inserted' AND identifiers.customer_id = u.customer_id
       AND identifiers.source = u.source AND identifiers.account_id = u.account_id
       AND identifiers.id_type = u.id_type AND identifiers.id_value = u.id_value;
-INSERT INTO identifiers SELECT customer_id, source, account_id, id_type, id_value FROM undo_identifiers
+INSERT INTO identifiers SELECT {stored_columns("identifiers")} FROM undo_identifiers
     WHERE run_id = $run_id AND op = 'deleted';
 UPDATE cards SET customer_id = u.old_customer_id, status_label = u.old_label FROM undo_cards u
     WHERE u.run_id = $run_id AND cards.card_number = u.card_number;

@@ -17,7 +17,7 @@ from pipeline.engine.resolve import Route
 from pipeline.engine.workspace import Workspace, temp_tables
 from pipeline.plan import build_plan
 from pipeline.read import REQUEST_COLUMNS
-from pipeline.store import SCHEMA_SQL, TABLES
+from pipeline.store import COLUMNS, SCHEMA_SQL, TABLES, VALUE_HASH_SQL, stored_columns
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,17 @@ def load_store(con: duckdb.DuckDBPyConnection, store: ModelStore) -> None:
     con.execute(SCHEMA_SQL)
     for name, frame in model_store_to_frames(store).items():
         con.register("frame", frame)
-        con.execute(f"INSERT INTO {name} SELECT * FROM frame")
+        con.execute(f"INSERT INTO {name} SELECT {stored_columns(name)} FROM frame")
         con.unregister("frame")
 
 
 def store_frames(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
+    """The store's tables in its snapshot columns, after checking that every value_hash is current."""
+    [(stale,)] = con.execute(f"SELECT count(*) FROM identifiers WHERE value_hash <> {VALUE_HASH_SQL}").fetchall()
+    assert stale == 0, f"{stale} identifiers carry a value_hash that is not their value's"
     frames = {}
     for name in TABLES:
-        frame = query_frame(con, f"SELECT * FROM {name}")
+        frame = query_frame(con, f"SELECT {', '.join(COLUMNS[name])} FROM {name}")
         frames[name] = frame.cast({"series_id": pl.Int32} if name == "cards" else {}).sort(FRAME_KEYS[name])
     return frames
 

@@ -68,17 +68,23 @@ def test_store_after_a_real_run_passes(store, tmp_path):
     assert audit_store(store, ORG).exit_code == 0
 
 
+def insert_ident(customer_id: int, source: str, account_id: str, id_type: str, id_value: str) -> str:
+    """SQL that adds an identifier row as the store holds it, value_hash included."""
+    values = f"{customer_id}, '{source}', '{account_id}', '{id_type}', '{id_value}'"
+    return f"INSERT INTO identifiers VALUES ({values}, hash('{id_type}', '{id_value}'))"
+
+
 CORRUPTIONS = {
     "duplicate identifier in a scope": (
-        ["INSERT INTO identifiers VALUES (1024, 'INSTORE', '', 'email', 'alice@example.com')"],
+        [insert_ident(1024, "INSTORE", "", "email", "alice@example.com")],
         [("identifier_unique_in_scope", "source=INSTORE account_id= id_type=email id_value=alice@example.com")],
     ),
     "two values in one slot": (
-        ["INSERT INTO identifiers VALUES (1024, 'INSTORE', '', 'email', 'other@example.com')"],
+        [insert_ident(1024, "INSTORE", "", "email", "other@example.com")],
         [("one_value_per_slot", "customer_id=1024 source=INSTORE account_id= id_type=email")],
     ),
     "identifier on a MERGED customer": (
-        ["INSERT INTO identifiers VALUES (1004, 'INSTORE', '', 'externalId', 'EXT-ON-MERGED')"],
+        [insert_ident(1004, "INSTORE", "", "externalId", "EXT-ON-MERGED")],
         [
             (
                 "identifier_holder_active",
@@ -143,7 +149,7 @@ CONFIG_CORRUPTIONS = {
         ("card_label_known", "card_number=GLD0000000004"),
     ),
     "unknown source": (
-        "INSERT INTO identifiers VALUES (1024, 'TIKTOK', '', 'email', 'frank@example.com')",
+        insert_ident(1024, "TIKTOK", "", "email", "frank@example.com"),
         (
             "identifier_source_known",
             "customer_id=1024 source=TIKTOK account_id= id_type=email id_value=frank@example.com",
@@ -157,18 +163,18 @@ CONFIG_CORRUPTIONS = {
         ),
     ),
     "unknown account of a multi-account source": (
-        "INSERT INTO identifiers VALUES (1024, 'WECHAT', 'WX-NOPE', 'wechat', 'wx_frank')",
+        insert_ident(1024, "WECHAT", "WX-NOPE", "wechat", "wx_frank"),
         (
             "identifier_account_known",
             "customer_id=1024 source=WECHAT account_id=WX-NOPE id_type=wechat id_value=wx_frank",
         ),
     ),
     "multi-account source without account": (
-        "INSERT INTO identifiers VALUES (1024, 'WECHAT', '', 'wechat', 'wx_frank')",
+        insert_ident(1024, "WECHAT", "", "wechat", "wx_frank"),
         ("identifier_account_known", "customer_id=1024 source=WECHAT account_id= id_type=wechat id_value=wx_frank"),
     ),
     "id type the source does not accept": (
-        "INSERT INTO identifiers VALUES (1024, 'FACEBOOK', '', 'mobile', '8613800000024')",
+        insert_ident(1024, "FACEBOOK", "", "mobile", "8613800000024"),
         (
             "identifier_type_allowed",
             "customer_id=1024 source=FACEBOOK account_id= id_type=mobile id_value=8613800000024",

@@ -284,6 +284,8 @@ ALLOWED_NAMES = {
     "slot_key": "a constant column list",
     "SCOPE_UNIQUE_FINDINGS": "a constant query",
     "ONE_VALUE_PER_SLOT_FINDINGS": "a constant query",
+    "stored_columns": "store's constant column lists of a constant table, with the constant VALUE_HASH_SQL",
+    "VALUE_HASH_SQL": "store's constant expression of identifiers.value_hash",
 }
 """Names that may appear inside the braces of dynamic SQL text: each is an identifier or SQL constant."""
 

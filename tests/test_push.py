@@ -195,7 +195,8 @@ def _alter_platform(store: Path, calls: list[dict]) -> tuple[str, str]:
             [add["customer_id"], add["source"]],
         )
         con.execute(
-            "INSERT INTO identifiers VALUES (?, ?, '', ?, ?)", [other, add["source"], item["type"], item["value"]]
+            "INSERT INTO identifiers VALUES (?, ?, '', ?, ?, hash(?, ?))",
+            [other, add["source"], item["type"], item["value"], item["type"], item["value"]],
         )
         con.execute(
             "UPDATE cards SET customer_id = NULL, status_label = 'Not Issued' WHERE card_number = ?",

@@ -242,7 +242,9 @@ def test_init_normalises_and_trims(tmp_path):
         (4, "LINE", "", "line", " Line_4 "),
     ]
     init_store(tmp_path / "s.duckdb", write_snapshot(tmp_path / "snap", rows))
-    assert read_store(tmp_path / "s.duckdb", "SELECT * FROM identifiers ORDER BY customer_id, id_type") == [
+    assert read_store(
+        tmp_path / "s.duckdb", "SELECT * EXCLUDE (value_hash) FROM identifiers ORDER BY customer_id, id_type"
+    ) == [
         (1, "INSTORE", "", "email", "foo@x.com"),
         (2, "INSTORE", "", "mobile", "33612345678"),
         (4, "LINE", "", "line", "Line_4"),
@@ -336,6 +338,43 @@ def test_open_store_refuses_missing_and_foreign_files(tmp_path):
         open_store(tmp_path / "other.duckdb")
 
 
+HASHES_CURRENT = "SELECT count(*), count(*) FILTER (value_hash = hash(id_type, id_value)) FROM identifiers"
+META = "SELECT key, value FROM store_meta WHERE key IN ('schema_version', 'value_hash_probe') ORDER BY key"
+
+
+def test_a_version_1_store_gains_value_hash_when_first_opened_for_writing(tmp_path):
+    store = tmp_path / "s.duckdb"
+    init_store(store, SAMPLE)
+    before = read_store(store, "SELECT * EXCLUDE (value_hash) FROM identifiers ORDER BY ALL")
+    probe = read_store(store, META)[1]
+    with duckdb.connect(str(store)) as con:  # the store as schema_version 1 made it
+        con.execute("ALTER TABLE identifiers DROP COLUMN value_hash")
+        con.execute("UPDATE store_meta SET value = '1' WHERE key = 'schema_version'")
+        con.execute("DELETE FROM store_meta WHERE key = 'value_hash_probe'")
+    # a read-only open reads it as it is (export, audit, explain use the values only)
+    assert read_store(store, "SELECT * FROM identifiers ORDER BY ALL") == before
+    assert read_store(store, META) == [("schema_version", "1")]
+    open_store(store).close()
+    assert read_store(store, META) == [("schema_version", SCHEMA_VERSION), probe]
+    assert read_store(store, HASHES_CURRENT) == [(len(before), len(before))]
+    assert read_store(store, "SELECT * EXCLUDE (value_hash) FROM identifiers ORDER BY ALL") == before
+    nullable = read_store(store, "SELECT is_nullable FROM duckdb_columns() WHERE column_name = 'value_hash'")
+    assert nullable == [(False,)]
+
+
+def test_value_hashes_of_another_hash_function_are_recomputed(tmp_path):
+    store = tmp_path / "s.duckdb"
+    init_store(store, SAMPLE)
+    rows = read_store(store, "SELECT count(*) FROM identifiers")[0][0]
+    with duckdb.connect(str(store)) as con:  # as if written by a DuckDB whose hash() differs
+        con.execute("UPDATE identifiers SET value_hash = value_hash + 1")
+        con.execute("UPDATE store_meta SET value = 'another' WHERE key = 'value_hash_probe'")
+    assert read_store(store, HASHES_CURRENT) == [(rows, 0)]
+    open_store(store).close()
+    assert read_store(store, HASHES_CURRENT) == [(rows, rows)]
+    assert read_store(store, META)[1][1] != "another"
+
+
 def test_schema_has_no_unique_index_and_required_columns_are_not_null(tmp_path):
     init_store(tmp_path / "s.duckdb", SAMPLE)
     assert read_store(tmp_path / "s.duckdb", "SELECT count(*) FROM duckdb_indexes()") == [(0,)]
@@ -345,6 +384,7 @@ def test_schema_has_no_unique_index_and_required_columns_are_not_null(tmp_path):
         "WHERE is_nullable AND table_name IN ('customers', 'identifiers', 'cards') ORDER BY ALL",
     )
     assert nullable == [("cards", "customer_id"), ("customers", "merged_into")]
+    assert read_store(tmp_path / "s.duckdb", HASHES_CURRENT) == [(45, 45)]
 
 
 def test_invariant_check_runs_on_a_read_only_store(tmp_path):

@@ -13,6 +13,7 @@ from pipeline.duck import run_script
 from pipeline.engine.replay import Replayed
 from pipeline.engine.workspace import Handle, Stage
 from pipeline.errors import InternalError
+from pipeline.store import stored_columns
 
 _ROWS_TO_WRITE = """
 CREATE OR REPLACE TEMP TABLE chg_delete_rows AS
@@ -38,10 +39,10 @@ state it ends the run in: chg_cards' holder and label where a row changed it, el
 
 _APPLY = [
     "DELETE FROM identifiers USING chg_delete_rows d WHERE identifiers.rowid = d.rid",
-    "INSERT INTO identifiers SELECT survivor_id, source, account_id, id_type, id_value FROM chg_moves",
+    f"INSERT INTO identifiers SELECT {stored_columns('identifiers', customer_id='survivor_id')} FROM chg_moves",
     "DELETE FROM customers USING chg_customers c WHERE customers.rowid = c.rid",
     "INSERT INTO customers SELECT customer_id, 'MERGED', survivor_id, customer_type FROM chg_customers",
-    "INSERT INTO identifiers SELECT customer_id, source, account_id, id_type, id_value FROM chg_insert",
+    f"INSERT INTO identifiers SELECT {stored_columns('identifiers')} FROM chg_insert",
     "DELETE FROM cards USING chg_card_rows c WHERE cards.rowid = c.rid",
     "INSERT INTO cards SELECT card_number, series_id, customer_id, status_label FROM chg_card_rows",
 ]

@@ -32,7 +32,7 @@ from pipeline.engine import rules
 from pipeline.engine.workspace import Handle, Stage, Workspace
 from pipeline.errors import StoreError
 from pipeline.plan import plan_groups
-from pipeline.store import merge_chain_ends, merge_cycles
+from pipeline.store import VALUE_HASH_SQL, merge_chain_ends, merge_cycles
 
 Route = Literal["auto", "replay"]
 """How rows are decided: `auto` sends the rows that share no key to the set-based route and the rest to
@@ -42,13 +42,13 @@ DIRECT_CHAIN_STEPS = 4
 """merged_into steps followed one at a time before pointer jumping takes over: each is a join of the
 requested merged customers alone, while a pointer-jumping round joins all merged customers."""
 
-_REQUEST_TABLES = """
+_REQUEST_TABLES = f"""
 CREATE OR REPLACE TEMP TABLE req_values AS
-    SELECT DISTINCT id_type, id_value FROM req WHERE id_type <> 'cardnumber'
-    UNION SELECT DISTINCT lookup_type, lookup_value FROM req
-        WHERE lookup_type IS NOT NULL AND lookup_type <> 'cardnumber';
-CREATE OR REPLACE TEMP TABLE val_idents AS
-    SELECT i.* FROM identifiers i JOIN req_values v USING (id_type, id_value);
+    SELECT id_type, id_value, {VALUE_HASH_SQL} AS value_hash FROM (
+        SELECT id_type, id_value FROM req WHERE id_type <> 'cardnumber'
+        UNION SELECT lookup_type, lookup_value FROM req WHERE lookup_type IS NOT NULL AND lookup_type <> 'cardnumber');
+CREATE OR REPLACE TEMP TABLE value_holders AS
+    SELECT DISTINCT i.customer_id FROM identifiers i SEMI JOIN req_values v USING (value_hash);
 CREATE OR REPLACE TEMP TABLE req_cards AS
     SELECT DISTINCT id_value AS card_number FROM req WHERE id_type = 'cardnumber'
     UNION SELECT DISTINCT lookup_value FROM req WHERE lookup_type = 'cardnumber';
@@ -121,17 +121,26 @@ SELECT DISTINCT seq FROM row_keys SEMI JOIN (
 
 _RELEVANT = """
 CREATE OR REPLACE TEMP TABLE rel_customers AS
-    SELECT target AS customer_id FROM res WHERE target IS NOT NULL
-    UNION SELECT customer_id FROM val_idents
+    SELECT coalesce(ch.current, kr.customer_id) AS customer_id
+        FROM known_refs kr LEFT JOIN chain ch ON ch.given = kr.customer_id
+    UNION SELECT customer_id FROM value_holders
     UNION SELECT customer_id FROM card_state WHERE customer_id IS NOT NULL;
 CREATE OR REPLACE TEMP TABLE rel_info AS
     SELECT c.*, c.rowid AS rid FROM customers c JOIN rel_customers USING (customer_id);
 CREATE OR REPLACE TEMP TABLE rel_idents AS
-    SELECT i.*, i.rowid AS rid FROM identifiers i JOIN rel_customers USING (customer_id);
+    SELECT i.customer_id, i.source, i.account_id, i.id_type, i.id_value, i.rowid AS rid
+    FROM identifiers i JOIN rel_customers USING (customer_id);
+CREATE OR REPLACE TEMP TABLE val_idents AS
+    SELECT i.customer_id, i.source, i.account_id, i.id_type, i.id_value
+    FROM rel_idents i JOIN req_values v USING (id_type, id_value);
 CREATE OR REPLACE TEMP TABLE rel_cards AS
     SELECT c.*, c.rowid AS rid FROM cards c JOIN rel_customers USING (customer_id)
     UNION SELECT * FROM card_state;
 """
+"""Every customer a row can reach: the requested customers (at the end of their chains), the holders of
+the rows' values and the holders of their cards; a row's target is one of them (_TARGETS). The holders
+are found by value_hash (store.VALUE_HASH_SQL), a scan of integers; val_idents, the holdings of the rows'
+values, then compares the values exactly among those customers' identifiers."""
 
 _ALL_INTERACTING = "CREATE OR REPLACE TEMP TABLE interacting AS SELECT seq FROM req"
 
@@ -175,12 +184,12 @@ def resolve_targets(ws: Workspace, checked: pl.DataFrame, config: OrgConfig, rou
     con.unregister("checked_frame")
     run_script(con, _REQUEST_TABLES)
     _follow_merges(con)
+    run_script(con, _RELEVANT)
+    _refuse_chain_ends_not_active(con)
     con.execute(_TARGETS)
     run_script(con, _KEYS)
     if route == "replay":
         con.execute(_ALL_INTERACTING)
-    run_script(con, _RELEVANT)
-    _refuse_chain_ends_not_active(con)
     groups = plan_groups(con)
     rows, interacting = con.execute(_COUNTS).fetchall()[0]
     ws.finish("resolve")  # what decide does not read goes now: temp tables live in memory until the run ends
