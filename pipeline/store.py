@@ -45,7 +45,7 @@ IDENTIFIERS_DDL = """CREATE TABLE {table} (
     value_hash UBIGINT NOT NULL
 );"""
 
-SCHEMA_SQL = """
+SCHEMA_SQL = f"""
 CREATE TABLE store_meta (
     key VARCHAR PRIMARY KEY,
     value VARCHAR
@@ -56,16 +56,22 @@ CREATE TABLE customers (
     merged_into BIGINT,
     customer_type VARCHAR NOT NULL
 );
-{identifiers}
+{IDENTIFIERS_DDL.format(table="identifiers")}
 CREATE TABLE cards (
     card_number VARCHAR NOT NULL,
     series_id INTEGER NOT NULL,
     customer_id BIGINT,
     status_label VARCHAR NOT NULL
 );
-""".replace("{identifiers}", IDENTIFIERS_DDL.format(table="identifiers"))
+"""
 
-VALUE_HASH_SQL = "hash(id_type, id_value)"
+
+def value_hash(id_type: str, id_value: str) -> str:
+    """SQL of identifiers.value_hash over the SQL expressions of an id_type and an id_value."""
+    return f"hash({id_type}, {id_value})"
+
+
+VALUE_HASH_SQL = value_hash("id_type", "id_value")
 """identifiers.value_hash, computed by every statement that writes identifiers (`stored_columns`).
 
 A run finds the customers holding its values by scanning these 8-byte hashes, where a join on the
@@ -75,7 +81,7 @@ need pulling, and the values are then compared exactly. `store_meta.value_hash_p
 the expression gives for a fixed value: a DuckDB whose hash() differs recomputes the column when it
 first opens the store for writing (`open_store`)."""
 
-VALUE_HASH_PROBE_SQL = "SELECT hash('email', 'probe@loyalty-bulk.invalid')::VARCHAR"
+VALUE_HASH_PROBE_SQL = "SELECT " + value_hash("'email'", "'probe@loyalty-bulk.invalid'") + "::VARCHAR"
 VALUE_HASH_PROBE_KEY = "value_hash_probe"
 
 COLUMNS: dict[str, dict[str, pl.DataType]] = {
@@ -648,8 +654,8 @@ MOBILE_COUNTRIES_KEY = "mobile_countries"
 """store_meta key: the `[mobile]` countries the stored mobiles were read with; empty or absent: plain rule."""
 
 DISTINCT_MOBILES_SQL = "SELECT DISTINCT id_value FROM identifiers WHERE id_type = 'mobile'"
-RENORMALISE_MOBILES_SQL = """
-UPDATE identifiers SET id_value = m.normalised, value_hash = hash(identifiers.id_type, m.normalised)
+RENORMALISE_MOBILES_SQL = f"""
+UPDATE identifiers SET id_value = m.normalised, value_hash = {value_hash("identifiers.id_type", "m.normalised")}
 FROM mobile_changes m
 WHERE identifiers.id_type = 'mobile' AND identifiers.id_value = m.value
 """

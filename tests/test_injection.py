@@ -286,6 +286,9 @@ ALLOWED_NAMES = {
     "ONE_VALUE_PER_SLOT_FINDINGS": "a constant query",
     "stored_columns": "store's constant column lists of a constant table, with the constant VALUE_HASH_SQL",
     "VALUE_HASH_SQL": "store's constant expression of identifiers.value_hash",
+    "value_hash": "store's expression of identifiers.value_hash, over constant column expressions",
+    "VALUE_HASH_PROBE_SQL": "store's constant query of value_hash on a constant value",
+    "IDENTIFIERS_DDL": "store's constant CREATE TABLE of identifiers, formatted with a constant table name",
 }
 """Names that may appear inside the braces of dynamic SQL text: each is an identifier or SQL constant."""
 
