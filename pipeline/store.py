@@ -151,14 +151,12 @@ class StoreCounts:
 
 
 COUNTS_SQL = """
-SELECT
-    (SELECT count(*) FROM customers),
-    (SELECT count(*) FROM customers WHERE status = 'ACTIVE'),
-    (SELECT count(*) FROM customers WHERE status = 'MERGED'),
-    (SELECT count(*) FROM identifiers),
-    (SELECT count(*) FROM cards),
-    (SELECT count(*) FROM cards WHERE customer_id IS NOT NULL)
+SELECT c.*, (SELECT count(*) FROM identifiers), k.*
+FROM (SELECT count(*), count(*) FILTER (WHERE status = 'ACTIVE'), count(*) FILTER (WHERE status = 'MERGED')
+      FROM customers) c,
+     (SELECT count(*), count(customer_id) FROM cards) k
 """
+"""One scan of customers and one of cards (a run counts before and after its changes)."""
 
 
 def store_counts(con: duckdb.DuckDBPyConnection) -> StoreCounts:

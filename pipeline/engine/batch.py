@@ -146,7 +146,11 @@ def _with_messages(outcomes: pl.DataFrame, checked: pl.DataFrame) -> pl.DataFram
         "series": pl.col("card_series"),
         "status": pl.col("card_status"),
     }
-    message = pl.lit(None, dtype=pl.String)
-    for code in failed["error_code"].unique().to_list():
-        message = pl.when(pl.col("error_code") == code).then(CATALOG[code].message_expr(**values)).otherwise(message)
-    return outcomes.join(failed.select("seq", message.alias("error_message")), on="seq", how="left")
+    # each code's template over its own rows only: a when/then chain would build every template for every row
+    messages = [
+        part.select("seq", CATALOG[code].message_expr(**values).alias("error_message"))
+        for (code,), part in failed.partition_by("error_code", as_dict=True).items()
+    ]
+    if not messages:
+        return outcomes.with_columns(pl.lit(None, dtype=pl.String).alias("error_message"))
+    return outcomes.join(pl.concat(messages), on="seq", how="left", maintain_order="left")

@@ -135,6 +135,8 @@ class WorkingSet:
         Every customer passed on the way gets a shortcut to the end (path compression), so rows that
         keep naming the start of a long chain built in this run walk it once, not once each.
         """
+        if self.customers[customer_id][0] != "MERGED":
+            return customer_id  # most rows: no chain to walk
         passed = []
         target = customer_id
         while self.customers[target][0] == "MERGED":
@@ -261,7 +263,12 @@ class Replayer:
             return {"outcome": "unchanged", "warnings": (already_present_code(t),)}
         if ws.slot_count(c, ident[:3]):  # the exact identifier is not held, so this is another value
             return {"error_code": 7006, "error_field": "id_value"}
-        holders = {(h, s, a) for h, s, a in ws.holders.get((t, v), ()) if h != c}
+        value_holders = ws.holders.get((t, v))
+        if not value_holders:  # no one holds the value: nothing below applies (most adds of a batch)
+            ws.add_ident(c, ident)
+            self._ident_event("add", None, c, ident)
+            return {"outcome": "applied", "warnings": ()}
+        holders = {(h, s, a) for h, s, a in value_holders if h != c}
         loyalty_in_scope = [h for h, s, a in holders if (s, a) == scope and ws.customers[h][2] == "LOYALTY"]
         if loyalty_in_scope:
             return {"error_code": 8008, "error_field": "id_value", "holder_id": min(loyalty_in_scope)}
