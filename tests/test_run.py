@@ -357,26 +357,34 @@ def test_workers_reach_the_replay_from_flag_environment_or_core_count(store, tmp
     assert seen == [core_count(), 3, 2]
 
 
-def test_reports_that_cannot_be_written_leave_the_run_unapplied(store, tmp_path, monkeypatch):
-    """The large reports are staged inside the transaction: a report that fails to write stops the commit."""
+@pytest.mark.parametrize("failing", ["errors.csv", "calls.ndjson"])
+def test_reports_that_cannot_be_written_leave_the_run_unapplied(store, tmp_path, monkeypatch, failing):
+    """The large reports are staged inside the transaction: a report that fails to write stops the commit.
+
+    calls.ndjson is staged first: when it fails nothing else is written; when errors.csv fails, calls.ndjson
+    and success.csv, already staged, are removed."""
     before = snapshot(store, tmp_path / "before")
     written: list[Path] = []
-    real_stage_csv = report.stage_csv
 
-    def failing_stage_csv(frame, path):
-        if Path(path).name == "errors.csv":
-            raise OSError(28, "No space left on device")
-        staged = real_stage_csv(frame, path)
-        written.append(staged.temporary)
-        return staged
+    def failing_stage(real):
+        def stage(frame, path):
+            if Path(path).name == failing:
+                raise OSError(28, "No space left on device")
+            staged = real(frame, path)
+            written.append(staged.temporary)
+            return staged
 
-    monkeypatch.setattr("pipeline.run.stage_csv", failing_stage_csv)
+        return stage
+
+    monkeypatch.setattr("pipeline.run.stage_csv", failing_stage(report.stage_csv))
+    monkeypatch.setattr("pipeline.run.stage_lines", failing_stage(report.stage_lines))
     with pytest.raises(OSError, match="No space left"):
         run_batch(store, ORG, REQUESTS, tmp_path / "r")
     assert snapshot(store, tmp_path / "after") == before, "the store changed although its reports failed"
     with open_store(store, read_only=True) as con:
         assert scalar(con, "SELECT count(*) FROM runs") == 0
-    assert written and not any(p.exists() for p in written), "staged reports were left behind"
+    assert len(written) == (0 if failing == "calls.ndjson" else 2)
+    assert not any(p.exists() for p in written), "staged reports were left behind"
     assert not (tmp_path / "r").exists(), "the reports folder the run made was left behind"
 
     monkeypatch.undo()
