@@ -38,7 +38,7 @@ from pipeline.plan import CALL_CHANGES, CALLS_FILE, build_plan
 from pipeline.read import InputLayout, RequestBatch, read_requests
 from pipeline.report import Staged, discard, error_report, publish, stage_csv, stage_lines, stage_parquet, write_json
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
-from pipeline.store import StoreCounts, open_store, store_counts
+from pipeline.store import StoreCounts, defer_vacuum, open_store, store_counts
 
 SUCCESS_COLUMNS = (
     "file",
@@ -105,6 +105,7 @@ def run_batch(
     con = open_store(store_path, memory_limit=opts.memory_limit, threads=opts.threads)
     ws = Workspace(con)
     try:
+        defer_vacuum(con)
         ledger.ensure(con)
         binding.refuse_other_config(con, config, store_path)
         batch = read_requests(files, layout=opts.layout)

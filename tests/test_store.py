@@ -15,12 +15,15 @@ from pipeline.errors import SnapshotRefused, StoreError
 from pipeline.store import (
     SCHEMA_VERSION,
     TABLES,
+    VACUUM_SHARE,
     StoreCounts,
+    defer_vacuum,
     export_store,
     find_invariant_violations,
     init_store,
     open_store,
     store_counts,
+    tombstone_shares,
 )
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "snapshot"
@@ -457,3 +460,45 @@ def test_cli_store_init_and_export_exit_codes(tmp_path):
     assert (tmp_path / "exp" / "customers.csv").exists()
     missing = runner.invoke(main, ["store", "export", str(tmp_path / "nope.duckdb"), str(tmp_path / "exp2")])
     assert missing.exit_code == 2
+
+
+def test_vacuum_waits_until_deleted_rows_reach_their_share(tmp_path):
+    """A run's close does not compact row groups for a few scattered deletions (store.defer_vacuum): the deleted
+    rows stay counted as stored until they reach VACUUM_SHARE of a table, and the close after that compacts."""
+    store = tmp_path / "s.duckdb"
+    init_store(store, SAMPLE)
+    rows = 2_000_000  # DuckDB compacts only tables of more than a few row groups (122,880 rows each)
+    with duckdb.connect(str(store)) as con:
+        con.execute(
+            "INSERT INTO identifiers SELECT 1, 'BULK', '', 'email', i::VARCHAR, hash('email', i::VARCHAR) "
+            "FROM range($1) t(i)",
+            [rows],
+        )
+    total = rows + 45  # and the sample's own
+
+    def delete_eighth(remainder: int) -> bool:
+        """Open as a run does, delete an eighth of the bulk rows, close; whether the vacuum was deferred."""
+        con = open_store(store)
+        try:
+            deferred = defer_vacuum(con)
+            vacuum_tasks = con.execute("SELECT current_setting('max_vacuum_tasks')").fetchall()[0][0]
+            assert (vacuum_tasks == 0) == deferred
+            con.execute("DELETE FROM identifiers WHERE source = 'BULK' AND id_value::BIGINT % 8 = $1", [remainder])
+        finally:
+            con.close()
+        return deferred
+
+    def deleted_share() -> float:
+        with open_store(store, read_only=True) as con:
+            return tombstone_shares(con)["identifiers"]
+
+    assert deleted_share() == 0.0
+    assert delete_eighth(0)
+    assert deleted_share() == pytest.approx(250_000 / total)  # the close kept them
+    assert delete_eighth(1)  # 12.5 % < VACUUM_SHARE: deferred again
+    assert deleted_share() == pytest.approx(500_000 / total)
+    assert not delete_eighth(2)  # 25 % >= VACUUM_SHARE: this close compacts, this run's deletions too
+    assert deleted_share() < VACUUM_SHARE / 4
+    with open_store(store, read_only=True) as con:
+        assert store_counts(con).identifiers == total - 750_000
+        assert tombstone_shares(con)["customers"] == tombstone_shares(con)["cards"] == 0.0
