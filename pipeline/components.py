@@ -167,11 +167,14 @@ def replay_components(
     are those of one sequential pass (events in row order).
     """
     count = shards or (pool.processes + 1 if pool else 1)
-    if count <= 1 or pulled["rows"].height == 0:
+    if pulled["rows"].height == 0:
         return replay_working_set(pulled, config, events)
-    parts = split_working_set(pulled, groups, count)
-    if len(parts) <= 1:
-        return replay_working_set(pulled, config, events)
+    if count > 1:
+        parts = split_working_set(pulled, groups, count)
+    if count <= 1 or len(parts) <= 1:
+        # the rows tagged with their component: the replay visits them component by component (in_component_order)
+        tagged = pulled | {"rows": _with_component(pulled["rows"], groups)}
+        return merge_replayed([replay_working_set(tagged, config, events)])
     cores = pool.processes + 1 if pool else 1
     assigned = [parts[i::cores] for i in range(cores)]
     if pool is None:
@@ -189,13 +192,22 @@ def replay_components(
     return merge_replayed(results)
 
 
+def _with_component(rows: pl.DataFrame, groups: pl.DataFrame) -> pl.DataFrame:
+    """The pulled rows with their component's plan_group; a row that shares no key (the replay route of the tests
+    replays every row) is a component alone."""
+    return rows.join(groups.select("seq", "plan_group"), on="seq", how="left", maintain_order="left").with_columns(
+        pl.col("plan_group").fill_null(-1 - pl.col("seq"))
+    )
+
+
 def merge_replayed(results: list[Replayed]) -> Replayed:
-    """One result from the shards': outcomes and every chg_* frame concatenated, events in row order."""
+    """One result from the shards': outcomes and every chg_* frame concatenated, outcomes and events in row order
+    (a shard replays component by component: engine.replay.in_component_order)."""
     outcomes = pl.concat([r[0] for r in results]).sort("seq")
     tables = {name for _, changes in results for name in changes}
     changes = {name: pl.concat([c[name] for _, c in results if name in c]) for name in sorted(tables)}
     if "chg_events" in changes:
-        # each row's events stay in the order it made them; rows are replayed in seq order
+        # each row's events stay in the order it made them; a component's rows are replayed in seq order
         changes["chg_events"] = changes["chg_events"].sort("seq", maintain_order=True)
     return outcomes, changes
 
@@ -215,16 +227,14 @@ def split_working_set(pulled: Pulled, groups: pl.DataFrame, shards: int) -> list
     value, its card's holder), a card to its holder's or else to the rows that name it; resolve.py's
     keys make that component unique, which is checked rather than assumed.
     """
-    # a row that shares no key (the replay route of the tests replays every row) is a component alone
-    rows = pulled["rows"].join(groups.select("seq", "plan_group"), on="seq", how="left", maintain_order="left")
-    rows = rows.with_columns(pl.col("plan_group").fill_null(-1 - pl.col("seq")))
+    rows = _with_component(pulled["rows"], groups)
     keyed = _key_working_set(rows, pulled)
     shard_of = _pack(rows.group_by("plan_group").len(), shards)
     rows = rows.join(shard_of, on="plan_group", maintain_order="left")
     customers = keyed.customers.join(shard_of, on="plan_group").select("customer_id", "shard")
     cards = keyed.cards.join(shard_of, on="plan_group").select("card_number", "shard")
     tagged = {
-        "rows": rows.drop("plan_group"),
+        "rows": rows,  # plan_group stays: each shard replays component by component (in_component_order)
         "customers": pulled["customers"].join(customers, on="customer_id", how="left", maintain_order="left"),
         "idents": pulled["idents"].join(customers, on="customer_id", how="left", maintain_order="left"),
         "holdings": pulled["holdings"].join(customers, on="customer_id", how="left", maintain_order="left"),

@@ -133,7 +133,7 @@ def test_replay_per_component_equals_one_sequential_pass(scenario):
     sequential = _comparable(replay_working_set(pulled, config, True))
     components_found = groups["plan_group"].n_unique()
     # one shard per component at most (a forced small shard size), and the cores' default of two or three
-    for shards in sorted({2, 3, components_found + 1}):
+    for shards in sorted({1, 2, 3, components_found + 1}):
         assert _comparable(replay_components(pulled, groups, config, True, shards=shards)) == sequential, shards
     parts = split_working_set(pulled, groups, components_found + 1)
     assert len(parts) == (components_found if pulled["rows"].height else 0)

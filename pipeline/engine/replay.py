@@ -423,10 +423,46 @@ def pull_working_set(resolved: Resolved) -> dict[str, pl.DataFrame]:
         return {name: query_frame(con, query) for name, query in _PULLS.items()}
 
 
+def in_component_order(pulled: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The pulled frames, their rows tagged with their component (plan_group), in the order that keeps the
+    replay's memory accesses close together: the rows component by component (each component's rows in seq
+    order; components are independent, so any order of them gives what one sequential pass gives), and the
+    working set's customers, identifiers, holdings and cards in the order the rows first target their customer
+    (the others after), so that the Python objects the replay builds from them lie in memory in about the
+    order it visits them.
+
+    On the 1M-row benchmark's 180k interacting rows the replay loop took 1.53 s in seq order, 1.32 s in
+    component order and 1.02 s with the working set built in that order too: it is bound by memory latency,
+    and rows in seq order jump between 148k customers.
+    """
+    rows = pulled["rows"].sort("plan_group", "seq").drop("plan_group")
+    first = (
+        rows.select(pl.col("target").alias("customer_id"), pl.int_range(pl.len()).alias("first_row"))
+        .drop_nulls("customer_id")
+        .group_by("customer_id")
+        .agg(pl.col("first_row").min())
+    )
+
+    def ordered(frame: pl.DataFrame) -> pl.DataFrame:
+        return (
+            frame.join(first, on="customer_id", how="left", maintain_order="left")
+            .sort("first_row", nulls_last=True, maintain_order=True)
+            .drop("first_row")
+        )
+
+    return {"rows": rows} | {name: ordered(frame) for name, frame in pulled.items() if name != "rows"}
+
+
 def replay_working_set(
     pulled: dict[str, pl.DataFrame], config: OrgConfig, events: bool
 ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    """Replay the interacting rows in order; their outcomes and their net changes (for chg_*)."""
+    """Replay the interacting rows in order; their outcomes and their net changes (for chg_*).
+
+    Rows tagged with their component (a plan_group column: components.py) are replayed component by component
+    (in_component_order), and their outcomes and events come in that order; untagged rows in seq order.
+    """
+    if "plan_group" in pulled["rows"].columns:
+        pulled = in_component_order(pulled)
     rows = [ReplayRow._make(r) for r in pulled["rows"].iter_rows()]
     if not rows:
         return pl.DataFrame(schema=OUTCOME_SCHEMA), {}
