@@ -40,8 +40,9 @@ from pipeline.engine.replay import replay_working_set
 from pipeline.errors import InternalError
 
 MIN_ROWS_FOR_WORKERS = 50_000
-"""Batches smaller than this replay in this process whatever --workers says: their replay takes less
-than a worker's start-up (an interpreter importing polars, ≈0.4 s of a core)."""
+"""Interacting rows outside the largest component that it takes to start worker processes: fewer replay in
+this process whatever --workers says, since their replay takes less than a worker's start-up (an
+interpreter importing polars, ≈0.4 s of a core), and a component cannot be split."""
 
 REMOTE_HANDICAP = 0.2
 """A worker process's shard is lighter than this process's by this share of an equal shard: it pays for
@@ -116,11 +117,19 @@ _WORKER_MAIN = "import sys; from pipeline.components import serve; serve(int(sys
 that runs a run), and a fork would inherit DuckDB's threads' locks."""
 
 
+def largest_component(groups: pl.DataFrame) -> int:
+    """Rows of the largest of resolve's components (plan_groups: seq, plan_group), 0 when there is none."""
+    if groups.height == 0:
+        return 0
+    return int(groups.group_by("plan_group").len()["len"].max())  # type: ignore[arg-type]
+
+
 @contextmanager
-def replay_pool(workers: int, rows: int) -> Iterator[ReplayPool | None]:
-    """Worker processes for a batch of `rows` rows replayed on `workers` cores (this process is one),
-    or None when one core is asked for or the batch is too small to gain from more."""
-    if workers <= 1 or rows < MIN_ROWS_FOR_WORKERS:
+def replay_pool(workers: int, rows: int, largest: int = 0) -> Iterator[ReplayPool | None]:
+    """Worker processes for `rows` interacting rows, `largest` of them in one component, replayed on `workers`
+    cores (this process is one), or None when one core is asked for or too few rows can go to another core
+    (MIN_ROWS_FOR_WORKERS)."""
+    if workers <= 1 or rows - largest < MIN_ROWS_FOR_WORKERS:
         yield None
         return
     pool = ReplayPool(workers - 1)

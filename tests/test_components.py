@@ -258,3 +258,17 @@ def test_rows_frame_equals_polars_row_construction(rows):
     built = rows_frame(rows, OUTCOME_SCHEMA)
     assert built.schema == OUTCOME_SCHEMA
     assert built.equals(pl.DataFrame(rows, schema=OUTCOME_SCHEMA, orient="row"))
+
+
+def test_worker_processes_start_only_for_rows_that_another_core_can_take():
+    """One giant component (the dense benchmark) or few interacting rows: no worker process is started."""
+    groups = pl.DataFrame({"seq": [1, 2, 3, 4], "plan_group": [0, 0, 0, 1], "plan_fresh": [True, False, False, True]})
+    assert components.largest_component(groups) == 3
+    assert components.largest_component(groups.clear()) == 0
+    rows = components.MIN_ROWS_FOR_WORKERS + 100
+    with components.replay_pool(2, rows, rows - 50) as giant:
+        assert giant is None
+    with components.replay_pool(1, rows, 1) as one_core:
+        assert one_core is None
+    with components.replay_pool(2, rows, 1) as shared:
+        assert shared is not None and shared.processes == 1

@@ -342,9 +342,9 @@ def test_workers_reach_the_replay_from_flag_environment_or_core_count(store, tmp
 
     seen = []
 
-    def spying_pool(workers, rows):
+    def spying_pool(workers, *sizes):
         seen.append(workers)
-        return real_pool(workers, rows)
+        return real_pool(workers, *sizes)
 
     monkeypatch.setattr(batch_module, "replay_pool", spying_pool)
     monkeypatch.delenv("LOYALTY_BULK_WORKERS", raising=False)

@@ -21,7 +21,7 @@ import polars as pl
 
 from pipeline import faults
 from pipeline.catalog import CATALOG
-from pipeline.components import replay_components, replay_pool
+from pipeline.components import largest_component, replay_components, replay_pool
 from pipeline.config import OrgConfig
 from pipeline.engine.check import CheckResult, check_requests
 from pipeline.engine.decide import OUTCOME_SCHEMA, decide
@@ -75,17 +75,19 @@ def decide_batch(
     worker thread while DuckDB decides the independent rows (DuckDB releases the GIL as it works): on
     two cores the two overlap instead of adding up. Only this thread ever touches the connection.
     With `workers` > 1 that thread replays one shard of the rows' connected components (resolve's
-    plan groups) and a worker process each other one (pipeline/components.py); the processes start
-    here, so that they are ready when the replay needs them.
+    plan groups) and a worker process each other one (pipeline/components.py). The processes start once
+    resolve has found the components, and only when there is enough to share (components.replay_pool): they
+    import while the working set is pulled and split, and a batch that is one giant component (or has few
+    interacting rows) never pays for their start-up.
     """
     clock = clock or StageClock()
-    with replay_pool(workers, raw.height) as workers_pool:
-        t = time.perf_counter()
-        checked = check_requests(raw, config)
-        t = clock.lap("check", t)
-        faults.kill_point("after-check")
-        resolved = resolve_targets(ws, checked.checked, config, route or route_from_env())
-        t = clock.lap("resolve", t)
+    t = time.perf_counter()
+    checked = check_requests(raw, config)
+    t = clock.lap("check", t)
+    faults.kill_point("after-check")
+    resolved = resolve_targets(ws, checked.checked, config, route or route_from_env())
+    t = clock.lap("resolve", t)
+    with replay_pool(workers, resolved.interacting, largest_component(resolved.groups)) as workers_pool:
         pulled = pull_working_set(resolved)
         with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay") as pool:
             replaying = pool.submit(replay_components, pulled, resolved.groups, config, events, workers_pool)
