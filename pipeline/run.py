@@ -124,7 +124,7 @@ def run_batch(
         checked, outcomes = decision.checked, decision.outcomes
         t = time.perf_counter()
         reports = _report_frames(batch, checked, outcomes, opts.mask_pii)
-        before = store_counts(con)
+        before = decision.store_before
         aborted = _threshold_breach(reports, batch.frame.height, opts)
         # an aborted run changed nothing, so there is nothing to deliver either
         calls = 0 if aborted else reports.outcome_counts["applied"] + reports.outcome_counts["merged"]

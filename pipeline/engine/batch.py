@@ -30,6 +30,7 @@ from pipeline.engine.resolve import Route, resolve_targets
 from pipeline.engine.result import StageClock
 from pipeline.engine.workspace import Workspace
 from pipeline.errors import InternalError
+from pipeline.store import StoreCounts, store_counts
 
 ROUTE_ENV = "LOYALTY_BULK_TEST_ROUTE"
 """For tests only: `replay` sends every row of every run through the replay (README "Development")."""
@@ -45,6 +46,8 @@ class Decision:
     that share no key with another)."""
     replayed: Replayed
     """The handle apply_changes takes: chg_* hold both routes' changes."""
+    store_before: StoreCounts
+    """The store's counts before the run (nothing is written until apply)."""
 
     @property
     def routes(self) -> dict[str, int]:
@@ -92,6 +95,7 @@ def decide_batch(
         with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay") as pool:
             replaying = pool.submit(replay_components, pulled, resolved.groups, config, events, workers_pool)
             decided = decide(resolved, config)
+            before = store_counts(ws.con)  # while the replay runs, which often ends after the set-based rows
             outcomes, changes = replaying.result()
     replayed = stage_replayed(decided, outcomes, changes)
     together = (
@@ -109,7 +113,7 @@ def decide_batch(
         resolved.groups, on="seq", how="left", maintain_order="left"
     )
     clock.lap("decide", t)
-    return Decision(checked, decided_rows, replayed)
+    return Decision(checked, decided_rows, replayed, before)
 
 
 @contextmanager

@@ -463,7 +463,7 @@ def replay_working_set(
     """
     if "plan_group" in pulled["rows"].columns:
         pulled = in_component_order(pulled)
-    rows = [ReplayRow._make(r) for r in pulled["rows"].iter_rows()]
+    rows = list(map(ReplayRow._make, pulled["rows"].iter_rows()))
     if not rows:
         return pl.DataFrame(schema=OUTCOME_SCHEMA), {}
     customers = {
@@ -473,9 +473,10 @@ def replay_working_set(
     for cid, source, account, id_type, value in pulled["idents"].iter_rows():
         idents.setdefault(cid, set()).add((source, account, id_type, value))
     cards = {number: [series, holder, label] for number, series, holder, label in pulled["cards"].iter_rows()}
-    tracked = {(r.id_type, r.id_value) for r in rows} | {
-        (r.lookup_type, r.lookup_value) for r in rows if r.lookup_type is not None and r.lookup_value is not None
-    }
+    looked_up = pulled["rows"].drop_nulls(["lookup_type", "lookup_value"])
+    tracked = set(zip(pulled["rows"]["id_type"].to_list(), pulled["rows"]["id_value"].to_list(), strict=True)) | set(
+        zip(looked_up["lookup_type"].to_list(), looked_up["lookup_value"].to_list(), strict=True)
+    )
     ws = WorkingSet(
         customers=customers,
         idents=idents,
