@@ -13,6 +13,8 @@ since it. That is the run order restricted to what can interact, so any send ord
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import duckdb
 import numpy as np
 import polars as pl
@@ -28,8 +30,10 @@ SELECT DISTINCT r.seq, r.k, s.first_seq FROM row_keys r JOIN shared s USING (k)
 """
 
 CALLS_FILE = "calls.ndjson"
-_ENCODE_CHUNK = 100_000
-"""Rows per JSON-encoding task: the parts are encoded in parallel (pl.collect_all), one core each."""
+_LINES_CHUNK = 200_000
+"""Rows per chunk of lines that call_lines yields (and a run writes before the next is encoded)."""
+_ENCODE_CHUNK = 50_000
+"""Rows per JSON-encoding task within a chunk: the parts are encoded in parallel (pl.collect_all), one core each."""
 CALL_CHANGES = ("applied", "merged")
 """Outcomes whose row becomes a call; an `unchanged` row needs none."""
 FOLLOWED_MERGE = 91009
@@ -101,7 +105,23 @@ def chain_after(grouped: pl.DataFrame) -> pl.DataFrame:
 
 def build_plan(run_id: str, checked: pl.DataFrame, outcomes: pl.DataFrame, config: OrgConfig) -> pl.DataFrame:
     """One line of calls.ndjson per applied or merged row, in row order, as a frame of JSON text (`line`)."""
+    changes = plan_changes(checked, outcomes)
+    lines = list(call_lines(changes, run_id, config))
+    return changes.select("seq", (pl.concat(lines) if lines else pl.Series([], dtype=pl.String)).alias("line"))
+
+
+def call_lines(changes: pl.DataFrame, run_id: str, config: OrgConfig) -> Iterator[pl.Series]:
+    """calls.ndjson's lines for plan_changes' rows, in row order, a chunk of _LINES_CHUNK rows at a time: a run
+    writes each chunk as it comes (report.stage_lines), so the file's text is never whole in memory (~280 MB
+    for a million calls)."""
     multi = [name for name, source in config.sources.items() if source.kind == "multi"]
+    for start in range(0, changes.height, _LINES_CHUNK):
+        yield _call_lines(changes.slice(start, _LINES_CHUNK), run_id, multi, config.delink_label)
+
+
+def plan_changes(checked: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
+    """The rows that become calls (applied or merged), in row order, with what their lines are made of: the
+    checked row, the outcome and `after_seq`, the rows each waits for (call_lines encodes them)."""
     changes = (
         outcomes.filter(pl.col("outcome").is_in(CALL_CHANGES))
         .select("seq", "outcome", "resolved_customer_id", "survivor_id", "warnings", "plan_group", "plan_fresh")
@@ -126,10 +146,9 @@ def build_plan(run_id: str, checked: pl.DataFrame, outcomes: pl.DataFrame, confi
     )
     grouped = changes.filter(pl.col("plan_group").is_not_null())
     waits = chain_after(grouped)
-    changes = changes.join(waits, on="seq", how="left", maintain_order="left").with_columns(
+    return changes.join(waits, on="seq", how="left", maintain_order="left").with_columns(
         pl.col("after_seq").fill_null(pl.lit([], dtype=pl.List(pl.Int64)))
     )
-    return changes.select("seq", _call_lines(changes, run_id, multi, config.delink_label).alias("line"))
 
 
 def _call_lines(changes: pl.DataFrame, run_id: str, multi: list[str], delink_label: str) -> pl.Series:

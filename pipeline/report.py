@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -100,9 +100,15 @@ def stage_parquet(frame: pl.DataFrame, path: Path | str) -> Staged:
     return _stage(Path(path), lambda handle: frame.write_parquet(handle))
 
 
-def stage_lines(lines: pl.Series, path: Path | str) -> Staged:
-    frame = lines.to_frame("line")
-    return _stage(Path(path), lambda handle: frame.write_csv(handle, include_header=False, quote_style="never"))
+def stage_lines(lines: pl.Series | Iterable[pl.Series], path: Path | str) -> Staged:
+    """Each string as one line; `lines` may come in chunks (plan.call_lines), each written before the next is made."""
+    chunks = [lines] if isinstance(lines, pl.Series) else lines
+
+    def write(handle: IO[bytes]) -> None:
+        for chunk in chunks:
+            chunk.to_frame("line").write_csv(handle, include_header=False, quote_style="never")
+
+    return _stage(Path(path), write)
 
 
 def publish(staged: list[Staged]) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +34,7 @@ from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalErr
 from pipeline.html_summary import write_summary_html
 from pipeline.normalize import trim_expr
 from pipeline.pii import mask_reports
-from pipeline.plan import CALL_CHANGES, CALLS_FILE, build_plan
+from pipeline.plan import CALL_CHANGES, CALLS_FILE, call_lines, plan_changes
 from pipeline.read import InputLayout, RequestBatch, read_requests
 from pipeline.report import Staged, discard, error_report, publish, stage_csv, stage_lines, stage_parquet, write_json
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
@@ -128,14 +128,17 @@ def run_batch(
         aborted = _threshold_breach(reports, batch.frame.height, opts)
         # an aborted run changed nothing, so there is nothing to deliver either
         calls = 0 if aborted else reports.outcome_counts["applied"] + reports.outcome_counts["merged"]
-        # built before the transaction, so a plan that does not match the outcomes stops the run unapplied
-        plan = build_plan(run_id, checked.checked, outcomes.filter(pl.lit(not aborted)), config)
+        # its rows are found before the transaction, so a plan that does not match the outcomes stops the run
+        # unapplied; their lines are encoded by the stager, a chunk at a time, while DuckDB applies
+        plan = plan_changes(checked.checked, outcomes.filter(pl.lit(not aborted)))
         if plan.height != calls:
             raise InternalError(f"the call plan has {plan.height} calls for {calls} changing rows; nothing was applied")
         faults.kill_point("after-decide")
         with ReportStager(reports_dir) as stager:
             # the large reports are written by a thread while DuckDB applies, and published after the commit
-            stager.start(reports.success, reports.errors, reports.merges, plan["line"], opts.parquet_reports)
+            stager.start(
+                reports.success, reports.errors, reports.merges, call_lines(plan, run_id, config), opts.parquet_reports
+            )
             # this thread lets go of the large frames, so each is freed once the stager has written it;
             # what stays (counts, merges) is what the summary needs
             del plan
@@ -206,7 +209,12 @@ class ReportStager:
         return self
 
     def start(
-        self, success: pl.DataFrame, errors: pl.DataFrame, merges: pl.DataFrame, calls: pl.Series, parquet: bool
+        self,
+        success: pl.DataFrame,
+        errors: pl.DataFrame,
+        merges: pl.DataFrame,
+        calls: Iterable[pl.Series],
+        parquet: bool,
     ) -> None:
         frames = {"success": success, "errors": errors, "merges": merges}
         self._future = self._pool.submit(_stage_reports, self.reports_dir, frames, calls, parquet)
@@ -231,7 +239,9 @@ class ReportStager:
             self._pool.shutdown(wait=True)
 
 
-def _stage_reports(reports_dir: Path, frames: dict[str, pl.DataFrame], calls: pl.Series, parquet: bool) -> list[Staged]:
+def _stage_reports(
+    reports_dir: Path, frames: dict[str, pl.DataFrame], calls: Iterable[pl.Series], parquet: bool
+) -> list[Staged]:
     """Write every large report under a temporary name; on any failure remove what was written and raise."""
     staged: list[Staged] = []
     try:
