@@ -34,7 +34,7 @@ from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalErr
 from pipeline.html_summary import write_summary_html
 from pipeline.normalize import trim_expr
 from pipeline.pii import mask_reports
-from pipeline.plan import CALL_CHANGES, CALLS_FILE, call_lines, plan_changes
+from pipeline.plan import CALLS_FILE, call_lines, plan_changes
 from pipeline.read import InputLayout, RequestBatch, read_requests
 from pipeline.report import Staged, discard, error_report, publish, stage_csv, stage_lines, stage_parquet, write_json
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
@@ -133,6 +133,8 @@ def run_batch(
         plan = plan_changes(checked.checked, outcomes.filter(pl.lit(not aborted)))
         if plan.height != calls:
             raise InternalError(f"the call plan has {plan.height} calls for {calls} changing rows; nothing was applied")
+        # provenance names each changed row's file and row: the plan's rows are exactly the changed ones
+        positions = provenance.row_positions(plan, batch.files)
         faults.kill_point("after-decide")
         with ReportStager(reports_dir) as stager:
             # the large reports are written by a thread while DuckDB applies, and published after the commit
@@ -154,9 +156,7 @@ def run_batch(
                     if not opts.dry_run:
                         undo.record_changes(applied, run_id)
                         if record_provenance:
-                            changed = outcomes.filter(pl.col("outcome").is_in(CALL_CHANGES)).select("seq")
-                            rows = checked.checked.join(changed, on="seq", how="semi")
-                            provenance.record(applied, run_id, provenance.row_positions(rows, batch.files))
+                            provenance.record(applied, run_id, positions)
                         else:
                             provenance.record_unrecorded(con, run_id)
                         if not binding.bound_config(con):
