@@ -23,6 +23,7 @@ from pipeline import faults
 from pipeline.catalog import CATALOG
 from pipeline.components import largest_component, replay_components, replay_pool
 from pipeline.config import OrgConfig
+from pipeline.duck import evict_cached_blocks
 from pipeline.engine.check import CheckResult, check_requests
 from pipeline.engine.decide import OUTCOME_SCHEMA, decide
 from pipeline.engine.replay import Replayed, pull_working_set, stage_replayed
@@ -70,6 +71,7 @@ def decide_batch(
     events: bool = True,
     route: Route | None = None,
     workers: int = 1,
+    memory_limit: str | None = None,
 ) -> Decision:
     """Check, resolve and decide a batch of raw request rows; the changes wait in chg_* for apply_changes
     (with `events`, also each replayed row's provenance events, chg_events).
@@ -82,6 +84,9 @@ def decide_batch(
     resolve has found the components, and only when there is enough to share (components.replay_pool): they
     import while the working set is pulled and split, and a batch that is one giant component (or has few
     interacting rows) never pays for their start-up.
+
+    With the connection's `memory_limit`, DuckDB's cached store blocks are evicted once resolve is done
+    (duck.evict_cached_blocks): nothing after it reads the store's tables but through the run's temp tables.
     """
     clock = clock or StageClock()
     t = time.perf_counter()
@@ -89,6 +94,8 @@ def decide_batch(
     t = clock.lap("check", t)
     faults.kill_point("after-check")
     resolved = resolve_targets(ws, checked.checked, config, route or route_from_env())
+    if memory_limit is not None:
+        evict_cached_blocks(ws.con, memory_limit)  # from here on the run reads its own temp tables, not the store
     t = clock.lap("resolve", t)
     with replay_pool(workers, resolved.interacting, largest_component(resolved.groups)) as workers_pool:
         pulled = pull_working_set(resolved)
