@@ -60,5 +60,9 @@ def evict_cached_blocks(con: duckdb.DuckDBPyConnection, memory_limit: str, margi
     DuckDB holds besides them makes it evict them: they are clean, so they are dropped, not written.
     """
     held = scalar(con, HELD_BESIDE_CACHE_SQL)
-    con.execute("SET memory_limit = $limit", {"limit": f"{held + margin}B"})
-    con.execute("SET memory_limit = $limit", {"limit": memory_limit})
+    try:
+        con.execute("SET memory_limit = $limit", {"limit": f"{held + margin}B"})
+    except duckdb.OutOfMemoryException:
+        pass  # DuckDB could not get under it (and changed nothing): the cache stays, which costs memory only
+    finally:
+        con.execute("SET memory_limit = $limit", {"limit": memory_limit})

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import duckdb
+import contextlib
 
-from pipeline.duck import evict_cached_blocks, scalar
+import duckdb
+import pytest
+
+from pipeline.duck import HELD_BESIDE_CACHE_SQL, evict_cached_blocks, scalar
 
 CACHED = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'BASE_TABLE'"
 LIMIT = "SELECT current_setting('memory_limit')"
@@ -29,5 +32,23 @@ def test_evicting_drops_cached_table_blocks_keeps_temp_tables_and_restores_the_l
         assert not spill.exists() or not any(spill.iterdir()), "a temp table was written out"
         assert scalar(con, "SELECT count(*) FROM run_rows") == 1_000_000
         assert scalar(con, "SELECT count(*) FROM t") == 3_000_000  # the table reads back from the file
+    finally:
+        con.close()
+
+
+def test_an_eviction_duckdb_cannot_make_changes_nothing(tmp_path):
+    """A limit DuckDB cannot get under leaves the run as it was, with no error, and the limit restored."""
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), config={"memory_limit": "1GB", "temp_directory": str(tmp_path)})
+    try:
+        con.execute("CREATE TEMP TABLE run_rows AS SELECT i, md5(i::VARCHAR) AS s FROM range(2000000) r(i)")
+        limit = scalar(con, LIMIT)
+        with contextlib.suppress(duckdb.OutOfMemoryException):
+            con.execute("SET memory_limit = '1000B'")  # DuckDB may get under it once, writing the temp table out
+        con.execute("SET memory_limit = '1GB'")
+        with pytest.raises(duckdb.OutOfMemoryException):  # but no more: what it holds is over 1000 bytes
+            con.execute("SET memory_limit = '1000B'")
+        evict_cached_blocks(con, "1GB", margin=1000 - scalar(con, HELD_BESIDE_CACHE_SQL))  # the same 1000 bytes
+        assert scalar(con, LIMIT) == limit
+        assert scalar(con, "SELECT count(*) FROM run_rows") == 2_000_000
     finally:
         con.close()
