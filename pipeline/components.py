@@ -178,9 +178,8 @@ def replay_components(
     count = shards or (pool.processes + 1 if pool else 1)
     if pulled["rows"].height == 0:
         return replay_working_set(pulled, config, events)
-    if count > 1:
-        parts = split_working_set(pulled, groups, count)
-    if count <= 1 or len(parts) <= 1:
+    parts = split_working_set(pulled, groups, count) if count > 1 else []
+    if len(parts) <= 1:
         # the rows tagged with their component: the replay visits them component by component (in_component_order)
         tagged = pulled | {"rows": _with_component(pulled["rows"], groups)}
         return merge_replayed([replay_working_set(tagged, config, events)])

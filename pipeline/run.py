@@ -25,7 +25,6 @@ import polars as pl
 from pipeline import binding, faults, ledger, provenance, undo
 from pipeline.components import core_count
 from pipeline.config import load_config
-from pipeline.duck import evict_cached_blocks
 from pipeline.engine.apply import apply_changes
 from pipeline.engine.batch import decide_batch
 from pipeline.engine.check import CheckResult
@@ -123,8 +122,6 @@ def run_batch(
             workers=opts.workers or core_count(),
             memory_limit=opts.memory_limit,
         )
-        # the store blocks the before-counts scanned (Decision.store_before) are dropped again before the reports
-        evict_cached_blocks(con, opts.memory_limit)
         checked, outcomes = decision.checked, decision.outcomes
         t = time.perf_counter()
         reports = _report_frames(batch, checked, outcomes, opts.mask_pii)

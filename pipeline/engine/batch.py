@@ -85,8 +85,9 @@ def decide_batch(
     import while the working set is pulled and split, and a batch that is one giant component (or has few
     interacting rows) never pays for their start-up.
 
-    With the connection's `memory_limit`, DuckDB's cached store blocks are evicted once resolve is done
-    (duck.evict_cached_blocks): nothing after it reads the store's tables but through the run's temp tables.
+    With the connection's `memory_limit`, DuckDB's cached store blocks are evicted once resolve is done and
+    again once the decision is staged (duck.evict_cached_blocks): nothing after resolve reads the store's tables
+    but through the run's temp tables.
     """
     clock = clock or StageClock()
     t = time.perf_counter()
@@ -105,6 +106,9 @@ def decide_batch(
             before = store_counts(ws.con)  # while the replay runs, which often ends after the set-based rows
             outcomes, changes = replaying.result()
     replayed = stage_replayed(decided, outcomes, changes)
+    if memory_limit is not None:
+        # the counts' scans cached customers and cards again, and DuckDB gives back what the deciding tables held
+        evict_cached_blocks(ws.con, memory_limit)
     together = (
         pl.concat([decided.outcomes, outcomes.cast(OUTCOME_SCHEMA)])
         .sort("seq")
