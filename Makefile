@@ -26,7 +26,7 @@ test: lint
 	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15
 
 demo: $(STAMP)
-	$(PY) -m pipeline.demo
+	$(PY) -m pipeline.tools.demo
 
 # The README's demo output, regenerated from a real `make demo` (tests/test_docs.py checks it is current).
 readme: $(STAMP)

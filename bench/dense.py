@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.sample import REQUEST_COLUMNS, SLOTS
+from pipeline.tools.sample import REQUEST_COLUMNS, SLOTS
 
 PICK_CUSTOMERS_SQL = """
 SELECT customer_id FROM read_parquet($customers)

@@ -34,7 +34,7 @@ import polars as pl
 from pipeline.config import load_config
 from pipeline.engine import check
 from pipeline.engine.check import build_rules, check_requests, prepare_fields
-from pipeline.read import read_requests
+from pipeline.input.read import read_requests
 
 CONFIGS = {
     "none": "",
@@ -81,7 +81,7 @@ def engines(blocked: str) -> str:
     """Which engine runs each pattern of a config (only with the engine of issue 10 and later)."""
     if not hasattr(check, "full_match_expr"):
         return "(an engine before issue 10: polars whenever it accepts a pattern)"
-    from pipeline.patterns import rust_fullmatch
+    from pipeline.values.patterns import rust_fullmatch
 
     parsed = tomllib.loads(blocked).get("blocked_values", {})
     return ", ".join(

@@ -44,8 +44,8 @@ from typing import Any
 
 import duckdb
 
-from pipeline.duck import scalar
-from pipeline.store import SCHEMA_VERSION
+from pipeline.store.duck import scalar
+from pipeline.store.schema import SCHEMA_VERSION
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -54,7 +54,7 @@ CLI = str(BIN / "loyalty-bulk")
 SCENARIOS = ("a", "b", "c", "d", "e", "eb", "p", "am", "cm", "big")
 DEFAULT_SCENARIOS = "a,b,c,d,e,eb,p,am,cm"
 MOBILE_TABLE = '\n[mobile]\ndefault_country = "CN"\nother_countries = ["GB", "IN"]\n'
-"""The `[mobile]` of scenarios am and cm: the countries of the sample's mobiles (pipeline.sample)."""
+"""The `[mobile]` of scenarios am and cm: the countries of the sample's mobiles (pipeline.tools.sample)."""
 SKIP_PROVENANCE = {"LOYALTY_BULK_BENCH_SKIP_PROVENANCE": "1"}
 """pipeline/provenance.py's measurement switch, for scenario (p) only."""
 GIB = 1024**3

@@ -1,4 +1,23 @@
-"""loyalty-bulk: batch identifier and card changes with the result of row-by-row API calls."""
+"""loyalty-bulk: batch identifier and card changes with the result of row-by-row API calls.
+
+The package is a map of the architecture, from the ground floor up. A module imports its own floor and the
+floors below it, never one above (tests/test_layout.py holds the same map and fails on a back-arrow):
+
+    ground      errors, settings, faults, catalog (error codes), config (org config), files (atomic,
+                spreadsheet-safe writers), results (RunResult, StoreCounts, LedgerEntry, StageClock)
+    values/     one value's meaning: normalisation, mobiles with country rules, blocked patterns
+    input/      request files read into the batch frame (CSV, Parquet, NDJSON call bodies, a job's layout)
+    store/      the store file (DuckDB): schema of every table, open and migrate, transactions, snapshot init
+                and export, invariants and audit, stored mobiles, the run ledger, the org-config binding
+    engine/     a run's stages in order: check, resolve, decide (set-based), replay (sequential), apply,
+                and the in-transaction undo log and provenance (the DuckDB engine; its SQL stays in here)
+    reports/    success, errors and merges rows, the stager beside the transaction, summary.html, PII masking
+    lineage/    provenance's actions, revert, explain and its page: "why" and "undo" from the store's record
+    delivery/   after a run: the call plan, push (client, verdicts, journal, pacing), the platform emulator
+    operations  run (composes the stages), job (a job file), validate (check without a store)
+    tools/      the sample-data generator, `make demo`
+    face        cli (parse, call one function, print, exit), console, __main__
+"""
 
 import os
 

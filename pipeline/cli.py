@@ -143,10 +143,10 @@ def store_init(
     store_path: Path, snapshot_dir: Path, report_path: Path | None, force: bool, config_path: Path | None
 ) -> int:
     """Make STORE_PATH from a snapshot folder, refusing one that breaks an invariant."""
-    from pipeline.binding import set_config
     from pipeline.config import load_config
     from pipeline.run import new_run_id
-    from pipeline.store import init_store
+    from pipeline.store.binding import set_config
+    from pipeline.store.snapshot import init_store
 
     config = load_config(config_path) if config_path is not None else None  # a broken config: exit 2 first
     countries = config.mobile if config is not None else None
@@ -177,8 +177,8 @@ def store_init(
 def store_set_config(store_path: Path, config_path: Path, report_path: Path | None) -> int:
     """Record that the store now belongs to another org config (kept in the ledger); re-reads the
     stored mobiles when its [mobile] countries differ, refusing (exit 3) values that would collide."""
-    from pipeline.binding import set_config
     from pipeline.run import new_run_id
+    from pipeline.store.binding import set_config
 
     click.echo(set_config(store_path, config_path, new_run_id(), report_path=report_path))
     return 0
@@ -191,7 +191,7 @@ def store_set_config(store_path: Path, config_path: Path, report_path: Path | No
 @_exits
 def store_export(store_path: Path, out_dir: Path, fmt: str) -> int:
     """Write the store as a snapshot folder."""
-    from pipeline.store import export_store
+    from pipeline.store.snapshot import export_store
 
     counts = export_store(store_path, out_dir, cast(Literal["parquet", "csv"], fmt))
     click.echo(f"exported {counts.render()} to {out_dir}")
@@ -217,7 +217,7 @@ def store_export(store_path: Path, out_dir: Path, fmt: str) -> int:
 @_exits
 def store_audit(store_path: Path, config_path: Path | None, report_path: Path | None) -> int:
     """Check every invariant of SPEC section 1 on STORE_PATH (read-only); exit 0 clean, 1 findings."""
-    from pipeline.audit import audit_store
+    from pipeline.store.audit import audit_store
 
     result = audit_store(store_path, config_path, report_path=report_path)
     click.echo(result.render())
@@ -232,7 +232,7 @@ def store_audit(store_path: Path, config_path: Path | None, report_path: Path | 
 @_exits
 def sample(out_dir: Path, customers: int, rows: int, seed: int) -> int:
     """Write a seeded synthetic org config, snapshot and request file."""
-    from pipeline.sample import generate_sample
+    from pipeline.tools.sample import generate_sample
 
     info = generate_sample(out_dir, customers=customers, rows=rows, seed=seed)
     click.echo(info.render())
@@ -479,8 +479,8 @@ def job(
 @_exits
 def revert(store_path: Path, run_id: str) -> int:
     """Undo the applied run RUN_ID exactly, unless a later run touched what it touched."""
+    from pipeline.lineage.revert import revert_run
     from pipeline.run import new_run_id
-    from pipeline.undo import revert_run
 
     result = revert_run(store_path, run_id, new_run_id())
     click.echo(result.render())
@@ -587,7 +587,7 @@ def emulate(
 ) -> int:
     """Serve the platform's API on 127.0.0.1 over a store, for rehearsals and tests of `push`."""
     from pipeline.config import load_config
-    from pipeline.emulate import EmulatorOptions, parse_faults, serve
+    from pipeline.delivery.emulate import EmulatorOptions, parse_faults, serve
 
     try:
         fault_shares = parse_faults(faults)
@@ -672,8 +672,8 @@ def push(
 ) -> int:
     """Send a run's calls.ndjson to the platform: paced, ordered by `after`, resumable (push.journal)."""
     from pipeline.console import push_progress
-    from pipeline.push import PushOptions, push_run
-    from pipeline.report import json_text
+    from pipeline.delivery.push import PushOptions, push_run
+    from pipeline.files import json_text
 
     options = PushOptions(
         api=api,
@@ -735,9 +735,9 @@ def explain(
     html_path: Path | None,
 ) -> int:
     """Explain CUSTOMER_ID, a --value or a --card: where it came from, every merge, every run that touched it."""
-    from pipeline.explain import explain as explain_target
-    from pipeline.explain import parse_target
-    from pipeline.explain_html import write_explanation_html
+    from pipeline.lineage.explain import explain as explain_target
+    from pipeline.lineage.explain import parse_target
+    from pipeline.lineage.explain_html import write_explanation_html
 
     try:
         target = parse_target(customer_id, value, source, account_id, card_number)

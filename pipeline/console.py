@@ -25,10 +25,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pipeline.report import json_text
+from pipeline.files import json_text
 
 if TYPE_CHECKING:
-    from pipeline.engine.result import RunResult, StageObserver
+    from pipeline.results import RunResult, StageObserver
 
 STAGES = ("read", "check", "resolve", "decide", "apply", "report")
 """The stages in the order run_batch finishes them; the progress bar has one step per stage."""

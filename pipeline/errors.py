@@ -6,6 +6,8 @@ Every message says what state is left behind.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_OK = 0
@@ -66,3 +68,26 @@ class SnapshotRefused(StoreError):
 
 class InternalError(LoyaltyBulkError):
     exit_code = EXIT_INTERNAL
+
+
+class StageFailed(InternalError):
+    """An unexpected failure inside a stage of a run, named with the state it leaves (exit 4)."""
+
+    def __init__(self, stage: str, cause: BaseException, left: str):
+        self.stage, self.left = stage, left
+        super().__init__(f"the {stage} stage failed: {type(cause).__name__}: {cause}; {left}")
+
+
+NOTHING_APPLIED = "nothing was applied"
+
+
+@contextmanager
+def stage_failure(stage: str, left: str = NOTHING_APPLIED) -> Iterator[None]:
+    """Turn an unexpected failure inside the block into StageFailed, naming the stage and the state it leaves.
+    The library's own errors already say both, and pass unchanged."""
+    try:
+        yield
+    except LoyaltyBulkError:
+        raise
+    except Exception as exc:
+        raise StageFailed(stage, exc, left) from exc

@@ -36,7 +36,7 @@ RUN_POINTS = (
 )
 """The points of `run` in the order a run passes them (pipeline/run.py)."""
 PUSH_POINTS = ("before-send", "after-send", "settle")
-"""The points of `push` (pipeline/push.py): before a request goes out, once it is answered but not yet
+"""The points of `push` (pipeline/delivery/push.py): before a request goes out, once it is answered but not yet
 journaled, once a settling read is answered but not yet journaled. Passed once per request."""
 
 DURING_DELAY_SECONDS = 0.002

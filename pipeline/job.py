@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import TomlValidator, load_config
-from pipeline.engine.result import RunResult, StageObserver
 from pipeline.errors import ConfigError
-from pipeline.read import IGNORE, REQUEST_COLUMNS, InputLayout
+from pipeline.input.read import IGNORE, REQUEST_COLUMNS, InputLayout
+from pipeline.results import RunResult, StageObserver
 from pipeline.run import RunOptions, new_run_id, run_batch
 from pipeline.settings import (
     DEFAULT_MEMORY_LIMIT,

@@ -1,62 +1,46 @@
 """One run, composed of the stages read → check → resolve → decide → apply → report.
 
-`run_batch` is what `loyalty-bulk run` and `loyalty-bulk job` call; the engine (pipeline/engine/)
-decides the batch in the run's workspace, and the changes, the undo log, provenance and the ledger
-entry commit in one transaction. It returns a RunResult (engine/result.py) that renders the console
-summary and summary.json from the same object.
+`run_batch` is what `loyalty-bulk run` and `loyalty-bulk job` call. The engine (engine/) decides the batch
+in the run's workspace; the reports (reports/) are staged by a thread while the engine's commit writes the
+changes, their undo log and provenance, and the ledger entry (store/ledger.py) in one transaction. It
+returns a RunResult (results.py) that renders the console summary and summary.json from the same object.
+A failure names its stage and what it left (errors.StageFailed).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import secrets
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 
-from pipeline import binding, faults, ledger, provenance, undo
-from pipeline.components import core_count
-from pipeline.config import load_config
-from pipeline.engine.apply import apply_changes
+from pipeline import faults
+from pipeline.config import OrgConfig, load_config
+from pipeline.delivery.plan import call_lines, plan_changes
 from pipeline.engine.batch import decide_batch
-from pipeline.engine.check import CheckResult
-from pipeline.engine.result import RunResult, StageClock, StageObserver
+from pipeline.engine.commit import commit_changes
+from pipeline.engine.components import core_count
+from pipeline.engine.record import provenance_enabled, row_positions
+from pipeline.engine.replay import Replayed
 from pipeline.engine.workspace import Workspace
-from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalError
-from pipeline.html_summary import write_summary_html
-from pipeline.normalize import trim_expr
-from pipeline.pii import mask_reports
-from pipeline.plan import CALLS_FILE, call_lines, plan_changes
-from pipeline.read import InputFile, InputLayout, RequestBatch, read_requests
-from pipeline.report import Staged, discard, error_report, publish, stage_csv, stage_lines, stage_parquet, write_json
+from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalError, stage_failure
+from pipeline.files import write_json
+from pipeline.input.read import InputFile, InputLayout, read_requests
+from pipeline.reports.frames import ReportFrames, build_reports
+from pipeline.reports.html import write_summary_html
+from pipeline.reports.stager import ReportStager
+from pipeline.results import RunResult, StageClock, StageObserver, StoreCounts
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
-from pipeline.store import StoreCounts, defer_vacuum, open_store, store_counts
-
-SUCCESS_COLUMNS = (
-    "file",
-    "row_number",
-    "row_id",
-    "action",
-    "source",
-    "account_id",
-    "id_type",
-    "id_value",
-    "customer_id",
-    "resolved_customer_id",
-    "outcome",
-    "survivor_id",
-    "victim_id",
-    "warning_codes",
-)
-MERGE_COLUMNS = ("victim_id", "survivor_id", "file", "row_number", "id_type", "id_value")
+from pipeline.store.binding import refuse_other_config
+from pipeline.store.connect import defer_vacuum, open_store
+from pipeline.store.duck import transaction
+from pipeline.store.ledger import record, refuse_reapplied
 
 
 def new_run_id() -> str:
@@ -79,7 +63,7 @@ class RunOptions:
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     threads: int | None = None
     workers: int | None = None
-    """Cores for the interacting rows' replay (components.py); None: every core."""
+    """Cores for the interacting rows' replay (engine/components.py); None: every core."""
     observer: StageObserver | None = None
     mask_pii: bool = False
 
@@ -101,179 +85,114 @@ def run_batch(
     run_id = opts.run_id or new_run_id()
     reports_dir = Path(reports_dir)
     config = load_config(config_path)
-    t = time.perf_counter()
+    opened = time.perf_counter()
     con = open_store(store_path, memory_limit=opts.memory_limit, threads=opts.threads)
     ws = Workspace(con)
     try:
-        defer_vacuum(con)
-        ledger.ensure(con)
-        binding.refuse_other_config(con, config, store_path)
-        batch = read_requests(files, layout=opts.layout)
-        t = clock.lap("read", t)
-        if not opts.dry_run and not opts.allow_reapply:
-            ledger.refuse_reapplied(con, batch.files)
-        record_provenance = provenance.enabled()
-        decision = decide_batch(
-            ws,
-            batch.frame,
-            config,
-            clock,
-            events=record_provenance and not opts.dry_run,
-            workers=opts.workers or core_count(),
-            memory_limit=opts.memory_limit,
-        )
-        checked, outcomes = decision.checked, decision.outcomes
-        t = time.perf_counter()
-        reports = _report_frames(batch, checked, outcomes, opts.mask_pii)
-        before = decision.store_before
-        aborted = _threshold_breach(reports, batch.frame.height, opts)
-        # an aborted run changed nothing, so there is nothing to deliver either
-        calls = 0 if aborted else reports.outcome_counts["applied"] + reports.outcome_counts["merged"]
-        # its rows are found before the transaction, so a plan that does not match the outcomes stops the run
-        # unapplied; their lines are encoded by the stager, a chunk at a time, while DuckDB applies
-        plan = plan_changes(checked.checked, outcomes.filter(pl.lit(not aborted)))
-        if plan.height != calls:
-            raise InternalError(f"the call plan has {plan.height} calls for {calls} changing rows; nothing was applied")
-        # provenance names each changed row's file and row: the plan's rows are exactly the changed ones
-        positions = provenance.row_positions(plan, batch.files)
-        faults.kill_point("after-decide")
         with ReportStager(reports_dir) as stager:
-            # the large reports are written by a thread while DuckDB applies, and published after the commit
-            stager.start(
-                reports.success, reports.errors, reports.merges, call_lines(plan, run_id, config), opts.parquet_reports
-            )
-            # this thread lets go of the large frames, so each is freed once the stager has written it;
-            # what stays (counts, merges) is what the summary needs
-            del plan
-            reports = dataclasses.replace(reports, success=reports.success.clear(), errors=reports.errors.clear())
-            # nor are the batch's rows, the checked rows and the outcomes needed any more: let go of before the
-            # transaction, their memory is returned while DuckDB applies, the run's peak (~0.2 GiB of the 1M run)
-            rows, replayed = batch.frame.height, decision.replayed
-            batch = dataclasses.replace(batch, frame=batch.frame.clear())
-            del decision, checked, outcomes
-            con.execute("BEGIN TRANSACTION")
-            try:
-                after = before
-                if not aborted:
-                    applied = apply_changes(replayed)
-                    # counted before the logs are written: they change no count, and the counts' scans then
-                    # find the store's blocks still in DuckDB's buffer pool
-                    after = store_counts(con)
-                    if not opts.dry_run:
-                        undo.record_changes(applied, run_id)
-                        if record_provenance:
-                            provenance.record(applied, run_id, positions)
-                        else:
-                            provenance.record_unrecorded(con, run_id)
-                        if not binding.bound_config(con):
-                            binding.bind(con, config)
-                t = clock.lap("apply", t)
-                result = _result(
-                    run_id,
-                    opts,
-                    started_at,
-                    clock,
-                    batch.files,
-                    rows,
-                    reports,
-                    before,
-                    after,
-                    reports_dir,
-                    aborted,
-                    calls,
-                )
-                if opts.dry_run or aborted:
-                    con.execute("ROLLBACK")
-                    con.execute("BEGIN TRANSACTION")
+            run = _decide(ws, files, config, opts, clock, run_id, stager, store_path, opened)
+            with stage_failure("commit"), transaction(con, commit_point="during-commit") as tx:
+                with clock.stage("apply", since=run.decided_at):
+                    after = run.before
+                    if not run.aborted:
+                        after = commit_changes(run.replayed, run_id, run.positions, config, keep=not opts.dry_run)
+                result = _result(run_id, opts, started_at, clock, run, after, reports_dir)
+                if opts.dry_run or run.aborted:
+                    tx.discard_so_far()  # of a dry or aborted run only the ledger entry commits
                 # the ledger entry commits with the changes, so an applied file is always known as applied
-                ledger.record(con, result, batch.files, config.sha256)
+                record(con, result.ledger_entry(), run.files, config.sha256)
                 ws.close()  # every temp table of the run goes, and a table no stage named stops the run unapplied
                 stager.wait()  # a report that cannot be written stops the run unapplied
                 faults.kill_point("in-transaction")
-                with faults.kill_during("during-commit"):
-                    con.execute("COMMIT")
-            except BaseException:
-                _rollback(con)
-                raise
             faults.kill_point("after-commit")
-            t = time.perf_counter()
-            stager.publish()
-            write_json(result.to_dict(), reports_dir / "summary.json")
-            write_summary_html(result, reports.merges, reports_dir / "summary.html")
-        clock.lap("report", t)
+            left = "the run was applied" if not (opts.dry_run or run.aborted) else "the store was not changed"
+            with clock.stage("report", left=f"{left}; its reports in {reports_dir} may be incomplete"):
+                stager.publish()
+                write_json(result.to_dict(), reports_dir / "summary.json")
+                write_summary_html(result, run.reports.merges, reports_dir / "summary.html")
         return result
     finally:
         with faults.kill_during("during-checkpoint"):  # closing checkpoints the WAL into the file
             con.close()
 
 
-class ReportStager:
-    """The run's large reports (calls.ndjson, success, errors and merges CSV, their Parquet copies), staged by a
-    thread beside the transaction (report.stage_*), published after the commit or discarded.
+@dataclass(frozen=True)
+class DecidedRun:
+    """What a run keeps of its decision once the reports have gone to the stager.
 
-    The thread drops each frame once it is written, so the frames are gone before the commit's peak.
-    Leaving the block without `publish` (an error, a refusal) waits for the thread and removes what it wrote.
+    The batch's rows, the checked rows and the outcomes stay inside `_decide`, so their memory is given back
+    before the transaction, while DuckDB applies: the run's peak (~0.2 GiB of the 1M-row run).
     """
 
-    def __init__(self, reports_dir: Path) -> None:
-        self.reports_dir = reports_dir
-        self._created = not reports_dir.exists()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports")
-        self._future: Future[list[Staged]] | None = None
-        self._published = False
-
-    def __enter__(self) -> ReportStager:
-        return self
-
-    def start(
-        self,
-        success: pl.DataFrame,
-        errors: pl.DataFrame,
-        merges: pl.DataFrame,
-        calls: Iterable[pl.Series],
-        parquet: bool,
-    ) -> None:
-        frames = {"success": success, "errors": errors, "merges": merges}
-        self._future = self._pool.submit(_stage_reports, self.reports_dir, frames, calls, parquet)
-
-    def wait(self) -> list[Staged]:
-        assert self._future is not None, "start() first"
-        return self._future.result()
-
-    def publish(self) -> None:
-        publish(self.wait())
-        self._published = True
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if not self._published and self._future is not None:
-                with contextlib.suppress(BaseException):
-                    discard(self._future.result())
-                if self._created:
-                    with contextlib.suppress(OSError):
-                        self.reports_dir.rmdir()  # only if empty: nothing else of ours was there
-        finally:
-            self._pool.shutdown(wait=True)
+    files: tuple[InputFile, ...]
+    rows: int
+    replayed: Replayed
+    before: StoreCounts
+    reports: ReportFrames
+    """Counts and merges only: the stager took success and errors."""
+    positions: pl.DataFrame | None
+    """Each changed row's file position, row_number and row_id, for provenance (None: the bench's switch)."""
+    aborted: str | None
+    calls: int
+    decided_at: float
+    """When the engine's decision ended: the apply stage's time runs from here, through the reports and plan."""
 
 
-def _stage_reports(
-    reports_dir: Path, frames: dict[str, pl.DataFrame], calls: Iterable[pl.Series], parquet: bool
-) -> list[Staged]:
-    """Write every large report under a temporary name; on any failure remove what was written and raise."""
-    staged: list[Staged] = []
-    try:
-        reports_dir.mkdir(parents=True, exist_ok=True)
-        staged.append(stage_lines(calls, reports_dir / CALLS_FILE))
-        del calls
-        for name in list(frames):
-            frame = frames.pop(name)
-            staged.append(stage_csv(frame, reports_dir / f"{name}.csv"))
-            if parquet:
-                staged.append(stage_parquet(frame, reports_dir / f"{name}.parquet"))
-    except BaseException:
-        discard(staged)
-        raise
-    return staged
+def _decide(
+    ws: Workspace,
+    files: Sequence[Path | str],
+    config: OrgConfig,
+    opts: RunOptions,
+    clock: StageClock,
+    run_id: str,
+    stager: ReportStager,
+    store_path: Path | str,
+    opened: float,
+) -> DecidedRun:
+    """Read, check, resolve and decide the batch, build its reports and call plan, and hand them to the stager."""
+    with clock.stage("read", since=opened):
+        defer_vacuum(ws.con)
+        refuse_other_config(ws.con, config, store_path)
+        batch = read_requests(files, layout=opts.layout)
+    if not opts.dry_run and not opts.allow_reapply:
+        refuse_reapplied(ws.con, batch.files)
+    provenance = provenance_enabled()
+    decision = decide_batch(
+        ws,
+        batch.frame,
+        config,
+        clock,
+        events=provenance and not opts.dry_run,
+        workers=opts.workers or core_count(),
+        memory_limit=opts.memory_limit,
+    )
+    decided_at = time.perf_counter()
+    with stage_failure("report"):
+        reports = build_reports(batch, decision.checked, decision.outcomes, opts.mask_pii)
+        aborted = _threshold_breach(reports, batch.frame.height, opts)
+        # an aborted run changed nothing, so there is nothing to deliver either
+        calls = 0 if aborted else reports.outcome_counts["applied"] + reports.outcome_counts["merged"]
+        # its rows are found before the transaction, so a plan that does not match the outcomes stops the run
+        # unapplied; their lines are encoded by the stager, a chunk at a time, while DuckDB applies
+        plan = plan_changes(decision.checked.checked, decision.outcomes.filter(pl.lit(not aborted)))
+        if plan.height != calls:
+            raise InternalError(f"the call plan has {plan.height} calls for {calls} changing rows; nothing was applied")
+        # provenance names each changed row's file and row: the plan's rows are exactly the changed ones
+        positions = row_positions(plan, batch.files) if provenance else None
+    faults.kill_point("after-decide")
+    # the large reports are written by a thread while DuckDB applies, and published after the commit
+    kept = stager.start(reports, call_lines(plan, run_id, config), opts.parquet_reports)
+    return DecidedRun(
+        batch.files,
+        batch.frame.height,
+        decision.replayed,
+        decision.store_before,
+        kept,
+        positions,
+        aborted,
+        calls,
+        decided_at,
+    )
 
 
 def _threshold_breach(reports: ReportFrames, rows: int, opts: RunOptions) -> str | None:
@@ -286,76 +205,8 @@ def _threshold_breach(reports: ReportFrames, rows: int, opts: RunOptions) -> str
     return None
 
 
-def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    with contextlib.suppress(duckdb.Error):
-        con.execute("ROLLBACK")
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class ReportFrames:
-    success: pl.DataFrame
-    errors: pl.DataFrame
-    merges: pl.DataFrame
-    outcome_counts: dict[str, int]
-    errors_by_code: dict[int, int]
-
-
-def _report_frames(batch: RequestBatch, checked: CheckResult, outcomes: pl.DataFrame, mask_pii: bool) -> ReportFrames:
-    """success.csv, errors.csv and merges.csv rows; every input row lands in exactly one of the first two."""
-    raw = batch.frame
-    succeeded = outcomes.filter(pl.col("outcome").is_not_null())
-    failed = pl.concat(
-        [
-            checked.errors.select("seq", pl.col("error_code").cast(pl.Int32), "error_field", "error_message"),
-            outcomes.filter(pl.col("error_code").is_not_null()).select(
-                "seq", pl.col("error_code").cast(pl.Int32), "error_field", "error_message"
-            ),
-        ]
-    )
-    seen = pl.concat([succeeded["seq"], failed["seq"]])
-    if seen.n_unique() != seen.len() or seen.len() != raw.height:
-        raise InternalError("some input rows would appear in no report or in two; nothing was applied")
-    success = (
-        succeeded.join(checked.checked, on="seq", how="left")
-        .join(raw.select("seq", pl.col("customer_id").alias("customer_id_given")), on="seq", how="left")
-        .sort("seq")
-        .select(
-            "file",
-            "row_number",
-            "row_id",
-            "action",
-            "source",
-            "account_id",
-            "id_type",
-            "id_value",
-            trim_expr("customer_id_given").alias("customer_id"),
-            "resolved_customer_id",
-            "outcome",
-            "survivor_id",
-            "victim_id",
-            pl.col("warnings").list.eval(pl.element().cast(pl.String)).list.join(";").alias("warning_codes"),
-        )
-    )
-    merges = (
-        succeeded.filter(pl.col("outcome") == "merged")
-        .join(checked.checked, on="seq", how="left")
-        .sort("seq")
-        .select(*MERGE_COLUMNS)
-    )
-    errors = error_report(raw, failed)
-    if mask_pii:
-        success, errors, merges = mask_reports(success, errors, merges)
-    return ReportFrames(
-        success=success,
-        errors=errors,
-        merges=merges,
-        outcome_counts={k: succeeded.filter(pl.col("outcome") == k).height for k in ("applied", "unchanged", "merged")},
-        errors_by_code={int(code): int(n) for code, n in failed.group_by("error_code").len().iter_rows()},
-    )
 
 
 def _result(
@@ -363,33 +214,28 @@ def _result(
     opts: RunOptions,
     started_at: str,
     clock: StageClock,
-    files: tuple[InputFile, ...],
-    rows: int,
-    reports: ReportFrames,
-    before: StoreCounts,
+    run: DecidedRun,
     after: StoreCounts,
     reports_dir: Path,
-    aborted: str | None,
-    calls: int,
 ) -> RunResult:
-    failed = sum(reports.errors_by_code.values())
-    exit_code = EXIT_REFUSED if aborted else EXIT_ROWS_FAILED if failed else EXIT_OK
+    failed = sum(run.reports.errors_by_code.values())
+    exit_code = EXIT_REFUSED if run.aborted else EXIT_ROWS_FAILED if failed else EXIT_OK
     return RunResult(
         run_id=run_id,
         job=opts.job,
         dry_run=opts.dry_run,
-        aborted=aborted,
+        aborted=run.aborted,
         started_at=started_at,
         ended_at=_now(),
         stage_seconds=dict(clock.seconds),
-        files=tuple({"path": f.path, "sha256": f.sha256, "rows": f.rows} for f in files),
-        rows=rows,
-        outcomes=reports.outcome_counts,
-        errors_by_code=reports.errors_by_code,
-        merges=reports.merges.height,
-        store_before=before,
+        files=tuple({"path": f.path, "sha256": f.sha256, "rows": f.rows} for f in run.files),
+        rows=run.rows,
+        outcomes=run.reports.outcome_counts,
+        errors_by_code=run.reports.errors_by_code,
+        merges=run.reports.merges.height,
+        store_before=run.before,
         store_after=after,
         exit_code=exit_code,
         reports_dir=str(reports_dir),
-        calls=calls,
+        calls=run.calls,
     )

@@ -11,7 +11,10 @@ DEFAULT_MEMORY_LIMIT = "2GB"
 DEFAULT_THREADS: int | None = None
 """DuckDB worker threads; None lets DuckDB use every core."""
 DEFAULT_WORKERS: int | None = None
-"""Cores the interacting rows' replay runs on (components.py); None means every core."""
+"""Cores the interacting rows' replay runs on (engine/components.py); None means every core."""
+
+CALLS_FILE = "calls.ndjson"
+"""The call plan's name in a run's reports folder: written by run, read by push and the emulator."""
 
 ENV_MEMORY_LIMIT = "LOYALTY_BULK_MEMORY_LIMIT"
 ENV_THREADS = "LOYALTY_BULK_THREADS"

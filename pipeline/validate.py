@@ -16,8 +16,9 @@ from pipeline.catalog import CATALOG
 from pipeline.config import load_config
 from pipeline.engine.check import check_requests
 from pipeline.errors import EXIT_OK, EXIT_ROWS_FAILED
-from pipeline.read import InputFile, read_requests
-from pipeline.report import error_report, write_csv, write_json
+from pipeline.files import write_csv, write_json
+from pipeline.input.read import InputFile, read_requests
+from pipeline.reports.frames import error_report
 
 TOP_CODES = 5
 

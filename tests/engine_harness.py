@@ -10,14 +10,14 @@ import polars as pl
 
 from model import FRAME_KEYS, ModelStore, RowResult, model_store_to_frames
 from pipeline.config import OrgConfig
-from pipeline.duck import query_frame
+from pipeline.delivery.plan import build_plan
 from pipeline.engine.apply import apply_changes
 from pipeline.engine.batch import decide_batch
 from pipeline.engine.resolve import Route
 from pipeline.engine.workspace import Workspace, temp_tables
-from pipeline.plan import build_plan
-from pipeline.read import REQUEST_COLUMNS
-from pipeline.store import COLUMNS, SCHEMA_SQL, TABLES, VALUE_HASH_SQL, stored_columns
+from pipeline.input.read import REQUEST_COLUMNS
+from pipeline.store.duck import query_frame
+from pipeline.store.schema import COLUMNS, SCHEMA_SQL, TABLES, VALUE_HASH_SQL, stored_columns
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-COMMAND = ".venv/bin/python -m pipeline.demo"
+COMMAND = ".venv/bin/python -m pipeline.tools.demo"
 """The line make echoes before the demo's own output (the README shows the make output)."""
 BLOCK = re.compile(r"(## What `make demo` prints\n.*?```text\n)(.*?)(```\n)", re.S)
 
@@ -42,7 +42,7 @@ def demo_output() -> str:
         for folder in ("sample_data", "jobs"):
             shutil.copytree(ROOT / folder, Path(scratch) / folder)
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline.demo"], cwd=scratch, capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "pipeline.tools.demo"], cwd=scratch, capture_output=True, text=True, timeout=300
         )
     if done.returncode != 0:
         raise RuntimeError(f"the demo failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")

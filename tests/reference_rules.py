@@ -1,6 +1,6 @@
 """SPEC section 2's normalisation and format rules read in plain Python, value by value.
 
-The reference the tests hold the package's polars expressions (pipeline/normalize.py) to: written
+The reference the tests hold the package's polars expressions (pipeline/values/normalize.py) to: written
 from SPEC's text with Python's own `re` and `str`, not shared with the package, so that both cannot
 be wrong the same way.
 """

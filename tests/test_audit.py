@@ -11,10 +11,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipeline.audit import audit_store
 from pipeline.cli import main
 from pipeline.run import run_batch
-from pipeline.store import FINDING_COLUMNS, init_store
+from pipeline.store.audit import audit_store
+from pipeline.store.invariants import FINDING_COLUMNS
+from pipeline.store.snapshot import init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"

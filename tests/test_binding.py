@@ -8,8 +8,9 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.duck import scalar
-from pipeline.store import init_store, open_store
+from pipeline.store.connect import open_store
+from pipeline.store.duck import scalar
+from pipeline.store.snapshot import init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"

@@ -26,7 +26,7 @@ from pipeline.engine.check import (
     check_requests,
     prepare_fields,
 )
-from pipeline.normalize import WHITESPACE
+from pipeline.values.normalize import WHITESPACE
 from reference_rules import format_error, normalize_value
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -489,7 +489,7 @@ def test_the_direct_evaluation_equals_pandera_on_the_case_file_and_random_batche
     config = parse_config(BASE_CONFIG)
     for path in sorted(hostile.glob("*.csv")):
         try:
-            from pipeline.read import read_requests
+            from pipeline.input.read import read_requests
 
             raw = read_requests([path]).frame
         except Exception:

@@ -181,12 +181,14 @@ def _boom(*args, **kwargs):
     [
         pytest.param("pipeline.validate.validate_files", ("validate", "--config", ORG, "{tmp}/x.csv"), id="validate"),
         pytest.param(
-            "pipeline.sample.generate_sample",
+            "pipeline.tools.sample.generate_sample",
             ("sample", "--out", "{tmp}/s", "--customers", "5", "--rows", "5"),
             id="sample",
         ),
         pytest.param(
-            "pipeline.store.init_store", ("store", "init", "{tmp}/s.duckdb", "--snapshot", "{tmp}"), id="store-init"
+            "pipeline.store.snapshot.init_store",
+            ("store", "init", "{tmp}/s.duckdb", "--snapshot", "{tmp}"),
+            id="store-init",
         ),
         pytest.param(
             "pipeline.run.run_batch",

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from engine_harness import load_store, raw_frame, run_engine
 from model import ModelStore, run_model
-from pipeline import components
 from pipeline.cli import main
-from pipeline.components import ReplayPool, replay_components, split_working_set
 from pipeline.config import OrgConfig
+from pipeline.engine import components
 from pipeline.engine.check import check_requests
+from pipeline.engine.components import ReplayPool, replay_components, split_working_set
 from pipeline.engine.decide import OUTCOME_SCHEMA
 from pipeline.engine.replay import pull_working_set, replay_working_set, rows_frame
 from pipeline.engine.resolve import resolve_targets

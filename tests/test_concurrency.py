@@ -18,10 +18,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.audit import audit_store
 from pipeline.faults import ENV_HOLD_AT, ENV_HOLD_UNTIL
 from pipeline.run import run_batch
-from pipeline.store import export_store, init_store
+from pipeline.store.audit import audit_store
+from pipeline.store.snapshot import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"

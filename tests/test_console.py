@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.console import STAGES, StageLog, StageProgress, stage_progress
-from pipeline.engine.result import RunResult
+from pipeline.results import RunResult
 from pipeline.run import run_batch
-from pipeline.store import init_store
+from pipeline.store.snapshot import init_store
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"

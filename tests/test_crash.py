@@ -24,13 +24,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.audit import audit_store
-from pipeline.duck import scalar
 from pipeline.errors import StoreError
 from pipeline.faults import ENV_KILL_AT, RUN_POINTS
 from pipeline.run import run_batch
-from pipeline.sample import generate_sample
-from pipeline.store import export_store, init_store
+from pipeline.store.audit import audit_store
+from pipeline.store.duck import scalar
+from pipeline.store.snapshot import export_store, init_store
+from pipeline.tools.sample import generate_sample
 
 EXE = Path(sys.executable).parent / "loyalty-bulk"
 CUSTOMERS = ROWS = 20_000

@@ -1,4 +1,4 @@
-"""pipeline/duck.py's helpers that are more than one statement: evicting DuckDB's cached table blocks."""
+"""pipeline/store/duck.py's helpers that are more than one statement: evicting DuckDB's cached table blocks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import cast
 import duckdb
 import pytest
 
-from pipeline.duck import evict_cached_blocks, scalar
+from pipeline.store.duck import evict_cached_blocks, scalar
 
 CACHED = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'BASE_TABLE'"
 LIMIT = "SELECT current_setting('memory_limit')"

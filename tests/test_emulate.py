@@ -14,9 +14,9 @@ import pytest
 import urllib3
 
 from emulator_harness import HTTP, post, read_log, running_emulator
-from pipeline.emulate import parse_faults
+from pipeline.delivery.emulate import parse_faults
 from pipeline.run import run_batch
-from pipeline.store import export_store, init_store
+from pipeline.store.snapshot import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config

@@ -11,8 +11,8 @@ import pytest
 from model import model_store_to_frames, run_model, store_from_snapshot_dir
 from pipeline.config import load_config
 from pipeline.run import run_batch
-from pipeline.sample import generate_sample
-from pipeline.store import export_store, init_store
+from pipeline.store.snapshot import export_store, init_store
+from pipeline.tools.sample import generate_sample
 
 
 @pytest.mark.parametrize("seed", [11, 12])

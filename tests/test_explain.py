@@ -29,14 +29,14 @@ from explain_model import History
 from model import ModelStore, model_store_to_frames, store_from_snapshot_dir
 from pipeline.cli import main
 from pipeline.config import load_config, parse_config
-from pipeline.explain import Explainer, Target
 from pipeline.faults import ENV_HOLD_AT, ENV_HOLD_UNTIL
-from pipeline.pii import mask_value
-from pipeline.read import REQUEST_COLUMNS
+from pipeline.input.read import REQUEST_COLUMNS
+from pipeline.lineage.explain import Explainer, Target
+from pipeline.lineage.revert import revert_run
+from pipeline.reports.pii import mask_value
 from pipeline.run import run_batch
-from pipeline.sample import generate_sample
-from pipeline.store import init_store
-from pipeline.undo import revert_run
+from pipeline.store.snapshot import init_store
+from pipeline.tools.sample import generate_sample
 from test_engine_properties import BASE_CONFIG, CARDS, SCOPES, TYPES_BY_SOURCE, VALUES, request_rows, stores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,7 +292,7 @@ def test_every_explanation_matches_the_sequence_of_runs(scenario, tmp_path_facto
 
 
 def test_explanations_of_a_generated_sample_match_the_sequence_of_runs(tmp_path):
-    """A realistic batch (pipeline/sample.py) cut into three runs, the second reverted before the third.
+    """A realistic batch (pipeline/tools/sample.py) cut into three runs, the second reverted before the third.
 
     On this many customers most rows share nothing, so their merges, moves and card changes are the
     set-based path's (engine/decide.py), where the scenarios above mostly replay."""

@@ -20,11 +20,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipeline.audit import audit_store
 from pipeline.cli import main
-from pipeline.read import REQUEST_COLUMNS, read_requests
-from pipeline.report import FORMULA_PREFIXES
-from pipeline.store import export_store, init_store
+from pipeline.files import FORMULA_PREFIXES
+from pipeline.input.read import REQUEST_COLUMNS, read_requests
+from pipeline.store.audit import audit_store
+from pipeline.store.snapshot import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"

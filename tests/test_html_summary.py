@@ -12,11 +12,12 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline.engine.result import RunResult
-from pipeline.html_summary import MAX_MERGE_ROWS, TOP_CODES, render_summary_html, write_summary_html
-from pipeline.run import MERGE_COLUMNS, run_batch
+from pipeline.reports.frames import MERGE_COLUMNS
+from pipeline.reports.html import MAX_MERGE_ROWS, TOP_CODES, render_summary_html, write_summary_html
+from pipeline.results import RunResult, StoreCounts
+from pipeline.run import run_batch
 from pipeline.settings import env_flag
-from pipeline.store import StoreCounts, init_store
+from pipeline.store.snapshot import init_store
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"

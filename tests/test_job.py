@@ -15,7 +15,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.job import JobOverrides, load_job, run_job
-from pipeline.store import export_store, init_store
+from pipeline.store.snapshot import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"

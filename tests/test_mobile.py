@@ -1,4 +1,4 @@
-"""`[mobile]`: the fast path (pipeline.mobile.read_mobiles) equals the phonenumbers package on every value.
+"""`[mobile]`: the fast path (pipeline.values.mobile.read_mobiles) equals the phonenumbers package on every value.
 
 The package is called here directly (model.read_with_package), never through the pipeline.
 """
@@ -15,7 +15,7 @@ from phonenumbers import PhoneMetadata
 
 from model import read_with_package
 from pipeline.config import MobileCountries
-from pipeline.mobile import normalised_mobiles, read_mobile, read_mobiles
+from pipeline.values.mobile import normalised_mobiles, read_mobile, read_mobiles
 
 REGIONS = ("IN", "SG", "GB", "US", "CN", "DE")
 OTHER_REGIONS = ("CA", "JE", "HK", "JP", "AU", "FR", "AR", "MX", "BR", "IT", "RU", "KZ")

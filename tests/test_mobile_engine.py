@@ -15,7 +15,7 @@ from engine_harness import run_engine
 from model import ModelStore, model_store_to_frames, run_model
 from pipeline.cli import main
 from pipeline.config import MobileCountries, load_config, parse_config
-from pipeline.mobile import read_mobile
+from pipeline.values.mobile import read_mobile
 from test_engine_properties import BASE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 
 from engine_harness import run_engine
 from pipeline.errors import InputFileError
+from pipeline.input.read import REQUEST_COLUMNS, read_requests
 from pipeline.job import JobOverrides, run_job
-from pipeline.read import REQUEST_COLUMNS, read_requests
 from pipeline.run import run_batch
-from pipeline.store import export_store, init_store
+from pipeline.store.snapshot import export_store, init_store
 from pipeline.validate import validate_files
 from test_engine_properties import scenarios
 

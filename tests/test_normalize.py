@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.normalize import WHITESPACE, format_error_expr, normalize_expr, trim_expr
+from pipeline.values.normalize import WHITESPACE, format_error_expr, normalize_expr, trim_expr
 from reference_rules import WHITESPACE as REFERENCE_WHITESPACE
 from reference_rules import format_error, normalize_value, trim
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.patterns import full_match_expr, rust_fullmatch
+from pipeline.values.patterns import full_match_expr, rust_fullmatch
 from regex_strategies import patterns, quiet, values_for, whitelist_patterns
 
 pytestmark = quiet

@@ -8,7 +8,7 @@ import polars as pl
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.store import init_store
+from pipeline.store.snapshot import init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"

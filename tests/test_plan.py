@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from engine_harness import run_engine
 from model import ModelStore, model_store_to_frames, run_model
 from pipeline.config import load_config
-from pipeline.plan import component_roots
+from pipeline.engine.groups import component_roots
 from pipeline.run import run_batch
-from pipeline.store import init_store
+from pipeline.store.snapshot import init_store
 from test_engine_properties import scenarios
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline import provenance
+from pipeline.engine.record import ENV_SKIP
+from pipeline.lineage.revert import revert_run
 from pipeline.run import run_batch
-from pipeline.store import init_store, open_store
-from pipeline.undo import revert_run
+from pipeline.store.connect import open_store
+from pipeline.store.snapshot import init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
@@ -71,7 +72,7 @@ def test_a_dry_run_records_no_provenance_and_a_revert_records_what_it_undid(stor
 
 
 def test_the_bench_switch_marks_the_run_unrecorded(store, tmp_path, monkeypatch):
-    monkeypatch.setenv(provenance.ENV_SKIP, "1")
+    monkeypatch.setenv(ENV_SKIP, "1")
     result = run_batch(store, ORG, REQUESTS, tmp_path / "r")
     with open_store(store, read_only=True) as con:
         assert rows(con, "SELECT run_id, action FROM provenance") == [(result.run_id, "unrecorded")]

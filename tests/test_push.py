@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 
 from emulator_harness import CLI, read_log, running_emulator
 from model import model_store_to_frames
-from pipeline.duck import scalar
 from pipeline.faults import ENV_KILL_AT, PUSH_POINTS
 from pipeline.run import run_batch
-from pipeline.store import export_store, init_store
+from pipeline.store.duck import scalar
+from pipeline.store.snapshot import export_store, init_store
 from test_engine_properties import BASE_CONFIG, request_rows, stores
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import InputFileError
-from pipeline.read import (
+from pipeline.input.read import (
     FRAME_COLUMNS,
     REQUEST_COLUMNS,
     InputFile,

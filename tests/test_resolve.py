@@ -9,12 +9,13 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipeline.audit import audit_store
 from pipeline.cli import main
 from pipeline.engine import resolve
 from pipeline.errors import EXIT_REFUSED, StoreError
 from pipeline.run import run_batch
-from pipeline.store import COLUMNS, TABLES, export_store, init_store
+from pipeline.store.audit import audit_store
+from pipeline.store.schema import COLUMNS, TABLES
+from pipeline.store.snapshot import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config

@@ -9,8 +9,10 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.run import run_batch
-from pipeline.sample import generate_sample
-from pipeline.store import export_store, find_invariant_violations, init_store, open_store
+from pipeline.store.connect import open_store
+from pipeline.store.invariants import find_invariant_violations
+from pipeline.store.snapshot import export_store, init_store
+from pipeline.tools.sample import generate_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"

@@ -22,7 +22,7 @@ from pipeline.config import parse_config
 from pipeline.engine.batch import ROUTE_ENV, route_from_env
 from pipeline.errors import InternalError
 from pipeline.run import run_batch
-from pipeline.store import export_store, init_store
+from pipeline.store.snapshot import export_store, init_store
 from test_engine_properties import BASE_CONFIG, CARDS, configs, request_rows, stores
 
 ROOT = Path(__file__).resolve().parents[1]

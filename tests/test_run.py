@@ -12,11 +12,14 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipeline import report
+from pipeline import files as report
 from pipeline.cli import main
-from pipeline.duck import scalar
+from pipeline.errors import StageFailed
 from pipeline.run import run_batch
-from pipeline.store import export_store, find_invariant_violations, init_store, open_store
+from pipeline.store.connect import open_store
+from pipeline.store.duck import scalar
+from pipeline.store.invariants import find_invariant_violations
+from pipeline.store.snapshot import export_store, init_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG = ROOT / "tests" / "cases" / "org-plain.toml"
@@ -302,7 +305,7 @@ def test_error_rate_threshold(store, tmp_path):
 
 def test_memory_limit_and_threads_reach_duckdb(store, tmp_path, monkeypatch):
     import pipeline.run as run_module
-    from pipeline.store import open_store as real_open
+    from pipeline.store.connect import open_store as real_open
 
     seen = {}
 
@@ -337,8 +340,8 @@ def test_memory_limit_and_threads_reach_duckdb(store, tmp_path, monkeypatch):
 
 def test_workers_reach_the_replay_from_flag_environment_or_core_count(store, tmp_path, monkeypatch):
     import pipeline.engine.batch as batch_module
-    from pipeline.components import core_count
-    from pipeline.components import replay_pool as real_pool
+    from pipeline.engine.components import core_count
+    from pipeline.engine.components import replay_pool as real_pool
 
     seen = []
 
@@ -376,9 +379,9 @@ def test_reports_that_cannot_be_written_leave_the_run_unapplied(store, tmp_path,
 
         return stage
 
-    monkeypatch.setattr("pipeline.run.stage_csv", failing_stage(report.stage_csv))
-    monkeypatch.setattr("pipeline.run.stage_lines", failing_stage(report.stage_lines))
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr("pipeline.reports.stager.stage_csv", failing_stage(report.stage_csv))
+    monkeypatch.setattr("pipeline.reports.stager.stage_lines", failing_stage(report.stage_lines))
+    with pytest.raises(StageFailed, match=r"the commit stage failed: OSError: .*No space left.*; nothing was applied"):
         run_batch(store, ORG, REQUESTS, tmp_path / "r")
     assert snapshot(store, tmp_path / "after") == before, "the store changed although its reports failed"
     with open_store(store, read_only=True) as con:

@@ -12,19 +12,11 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.errors import SnapshotRefused, StoreError
-from pipeline.store import (
-    SCHEMA_VERSION,
-    TABLES,
-    VACUUM_SHARE,
-    StoreCounts,
-    defer_vacuum,
-    export_store,
-    find_invariant_violations,
-    init_store,
-    open_store,
-    store_counts,
-    tombstone_shares,
-)
+from pipeline.results import StoreCounts
+from pipeline.store.connect import VACUUM_SHARE, defer_vacuum, open_store, tombstone_shares
+from pipeline.store.invariants import find_invariant_violations
+from pipeline.store.schema import SCHEMA_VERSION, TABLES, store_counts
+from pipeline.store.snapshot import export_store, init_store
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "snapshot"
 

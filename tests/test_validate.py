@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.report import ERROR_REPORT_COLUMNS, error_report, neutralise_formulas, write_csv, write_json
+from pipeline.files import neutralise_formulas, write_csv, write_json
+from pipeline.reports.frames import ERROR_REPORT_COLUMNS, error_report
 from pipeline.validate import validate_files
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pipeline.duck import run_script
 from pipeline.engine.replay import Replayed
 from pipeline.engine.workspace import Handle, Stage
 from pipeline.errors import InternalError
-from pipeline.store import stored_columns
+from pipeline.store.duck import run_script
+from pipeline.store.schema import stored_columns
 
 _ROWS_TO_WRITE = """
 CREATE OR REPLACE TEMP TABLE chg_delete_rows AS
@@ -62,7 +62,7 @@ class Applied(Handle):
 
 
 def apply_changes(replayed: Replayed) -> Applied:
-    """Apply the staged changes inside the caller's open transaction (undo.record_changes logs them after).
+    """Apply the staged changes inside the caller's open transaction (engine/record.py logs them after).
 
     Deleted and moved identifiers and merged customers are found by their rowid, taken when resolve
     pulled them: every such row belongs to a customer resolve pulled (a target, a holder or a merge

@@ -21,17 +21,17 @@ import polars as pl
 
 from pipeline import faults
 from pipeline.catalog import CATALOG
-from pipeline.components import largest_component, replay_components, replay_pool
 from pipeline.config import OrgConfig
-from pipeline.duck import evict_cached_blocks
 from pipeline.engine.check import CheckResult, check_requests
+from pipeline.engine.components import largest_component, replay_components, replay_pool
 from pipeline.engine.decide import OUTCOME_SCHEMA, decide
 from pipeline.engine.replay import Replayed, pull_working_set, stage_replayed
 from pipeline.engine.resolve import Route, resolve_targets
-from pipeline.engine.result import StageClock
 from pipeline.engine.workspace import Workspace
 from pipeline.errors import InternalError
-from pipeline.store import StoreCounts, store_counts
+from pipeline.results import StageClock, StoreCounts
+from pipeline.store.duck import evict_cached_blocks
+from pipeline.store.schema import store_counts
 
 ROUTE_ENV = "LOYALTY_BULK_TEST_ROUTE"
 """For tests only: `replay` sends every row of every run through the replay (README "Development")."""

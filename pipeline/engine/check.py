@@ -32,9 +32,9 @@ from pandera.errors import SchemaErrors
 from pipeline.catalog import CATALOG
 from pipeline.config import CARD, ID_TYPES, LINKABLE_STATUSES, OrgConfig
 from pipeline.errors import InternalError
-from pipeline.mobile import with_countries
-from pipeline.normalize import format_error_expr, normalize_expr, trim_expr
-from pipeline.patterns import full_match_expr
+from pipeline.values.mobile import with_countries
+from pipeline.values.normalize import format_error_expr, normalize_expr, trim_expr
+from pipeline.values.patterns import full_match_expr
 
 FIELDS = (
     "action",
@@ -120,7 +120,7 @@ def check_requests(
 def prepare_fields(frame: pl.DataFrame, config: OrgConfig | None = None) -> pl.DataFrame:
     """Trim every field ('' for missing) and normalise id_value and lookup_value by their types.
 
-    With `[mobile]` in the config, mobiles are read with its countries (pipeline.mobile), and the
+    With `[mobile]` in the config, mobiles are read with its countries (pipeline.values.mobile), and the
     8056 rule is whether the id_value had a valid reading.
 
     The trimmed id and lookup values are kept beside the normalised ones: emptiness is judged on

@@ -15,10 +15,10 @@ from typing import ClassVar
 import polars as pl
 
 from pipeline.config import OrgConfig
-from pipeline.duck import query_frame, run_script
 from pipeline.engine.resolve import Resolved
 from pipeline.engine.rules import WARNING_PARAMS
 from pipeline.engine.workspace import Handle, Stage
+from pipeline.store.duck import query_frame, run_script
 
 OUTCOME_SCHEMA = pl.Schema(
     {

@@ -24,14 +24,30 @@ import pyarrow as pa
 
 from pipeline.catalog import already_present_code
 from pipeline.config import ACTIVE_STATUSES, CARD, CLOSED_STATUSES, OrgConfig
-from pipeline.duck import query_frame, run_script
 from pipeline.engine.decide import OUTCOME_SCHEMA, Decided
 from pipeline.engine.resolve import Resolved
 from pipeline.engine.workspace import Handle, Stage
-from pipeline.provenance import EVENT_SCHEMA
+from pipeline.store.duck import query_frame, run_script
 
 Scope = tuple[str, str]
 Ident = tuple[str, str, str, str]  # source, account_id, id_type, id_value
+
+
+EVENT_SCHEMA = pl.Schema(
+    {
+        "seq": pl.Int64(),
+        "action": pl.String(),
+        "from_customer_id": pl.Int64(),
+        "to_customer_id": pl.Int64(),
+        "source": pl.String(),
+        "account_id": pl.String(),
+        "id_type": pl.String(),
+        "id_value": pl.String(),
+        "old_label": pl.String(),
+        "new_label": pl.String(),
+    }
+)
+"""The replay's events as staged in chg_events (engine/decide.py makes the table; replay.Replayer emits the rows)."""
 
 
 @dataclass

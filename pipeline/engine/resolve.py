@@ -27,12 +27,13 @@ import duckdb
 import polars as pl
 
 from pipeline.config import OrgConfig
-from pipeline.duck import run_script, scalar
 from pipeline.engine import rules
+from pipeline.engine.groups import plan_groups
 from pipeline.engine.workspace import Handle, Stage, Workspace
 from pipeline.errors import StoreError
-from pipeline.plan import plan_groups
-from pipeline.store import VALUE_HASH_SQL, merge_chain_ends, merge_cycles
+from pipeline.store.duck import run_script, scalar
+from pipeline.store.invariants import merge_chain_ends, merge_cycles
+from pipeline.store.schema import VALUE_HASH_SQL
 
 Route = Literal["auto", "replay"]
 """How rows are decided: `auto` sends the rows that share no key to the set-based route and the rest to

@@ -27,8 +27,8 @@ from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 from pipeline.config import OrgConfig
-from pipeline.emulated import Answer, EmulatedPlatform, _code
-from pipeline.pacing import TokenBucket, bucket_capacity
+from pipeline.delivery.emulated import Answer, EmulatedPlatform, _code
+from pipeline.delivery.pacing import TokenBucket, bucket_capacity
 from pipeline.settings import API_KEY_ENV, API_PASSWORD_ENV, API_SECRET_ENV, API_USER_ENV
 
 LOOPBACK = "127.0.0.1"

@@ -1,16 +1,55 @@
-"""What a run hands back: RunResult (the console summary and summary.json from one object), and the
-clock of its stages. Its own module so that the ledger, the binding, the HTML summary and the console
-read it without importing the orchestrator (run.py)."""
+"""What a run hands back: RunResult (the console summary and summary.json from one object), the store's
+counts, the ledger's record of a run, and the clock of its stages. On the ground floor so that the store,
+the engine, the reports and the console read them without importing the orchestrator (run.py)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.catalog import CATALOG
-from pipeline.store import StoreCounts
+from pipeline.errors import NOTHING_APPLIED, stage_failure
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """Row counts of a store, for the console and for summary.json."""
+
+    customers: int
+    active: int
+    merged: int
+    identifiers: int
+    cards: int
+    linked_cards: int
+
+    def render(self) -> str:
+        return (
+            f"{self.customers} customers ({self.active} active, {self.merged} merged), "
+            f"{self.identifiers} identifiers, {self.cards} cards ({self.linked_cards} linked)"
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A run as the store's ledger records it (store/ledger.py): its counts and its whole summary."""
+
+    run_id: str
+    job: str | None
+    dry_run: bool
+    started_at: str
+    ended_at: str
+    rows: int
+    failed: int
+    merges: int
+    exit_code: int
+    summary: dict[str, Any]
 
 
 class StageObserver(Protocol):
@@ -25,6 +64,15 @@ class StageClock:
 
     seconds: dict[str, float] = field(default_factory=dict)
     observer: StageObserver | None = None
+
+    @contextmanager
+    def stage(self, stage: str, left: str = NOTHING_APPLIED, since: float | None = None) -> Iterator[None]:
+        """Time the block (from `since`, when given) as `stage`; an unexpected failure inside it becomes
+        StageFailed, naming the stage and the state it leaves (`left`)."""
+        started = time.perf_counter() if since is None else since
+        with stage_failure(stage, left):
+            yield
+        self.lap(stage, started)
 
     def lap(self, stage: str, started: float) -> float:
         now = time.perf_counter()
@@ -82,6 +130,20 @@ class RunResult:
             "exit_code": self.exit_code,
             "reports_dir": self.reports_dir,
         }
+
+    def ledger_entry(self) -> LedgerEntry:
+        return LedgerEntry(
+            run_id=self.run_id,
+            job=self.job,
+            dry_run=self.dry_run,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            rows=self.rows,
+            failed=self.failed,
+            merges=self.merges,
+            exit_code=self.exit_code,
+            summary=self.to_dict(),
+        )
 
     REPORT_FILES = ("success.csv", "errors.csv", "merges.csv", "summary.json", "summary.html", "calls.ndjson")
 

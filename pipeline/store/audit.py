@@ -20,15 +20,12 @@ import polars as pl
 
 from pipeline.config import CARD, MobileCountries, OrgConfig, load_config
 from pipeline.errors import EXIT_OK, EXIT_ROWS_FAILED
-from pipeline.report import write_csv
-from pipeline.store import (
-    FINDING_COLUMNS,
-    StoreCounts,
-    find_invariant_violations,
-    mobile_changes,
-    open_store,
-    store_counts,
-)
+from pipeline.files import write_csv
+from pipeline.results import StoreCounts
+from pipeline.store.connect import open_store
+from pipeline.store.invariants import FINDING_COLUMNS, find_invariant_violations
+from pipeline.store.mobiles import mobile_changes
+from pipeline.store.schema import store_counts
 
 EXIT_FINDINGS = EXIT_ROWS_FAILED
 """`store audit` exits 1 when the store breaks an invariant (0 when clean), like a run with failed rows."""
@@ -184,7 +181,7 @@ WHERE i.id_type = 'mobile'
 
 def _mobile_findings(con: duckdb.DuckDBPyConnection, countries: MobileCountries) -> pl.DataFrame:
     """Stored mobiles that the config's `[mobile]` countries read as another value (the same rule as
-    the check stage and `store init --config`, pipeline.mobile)."""
+    the check stage and `store init --config`, pipeline.values.mobile)."""
     changes = mobile_changes(con, countries)
     con.register("audit_mobile_changes", changes)
     try:

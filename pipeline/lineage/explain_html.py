@@ -1,6 +1,6 @@
 """The explanation as one self-contained HTML page (`explain --html FILE`), linked from summary.html.
 
-Same rules as summary.html (html_summary.py): inline CSS, no script, no network, every value escaped
+Same rules as summary.html (reports/html.py): inline CSS, no script, no network, every value escaped
 with the same helpers. Customer ids link to `customer-<id>.html` beside the page, where `explain
 --html` writes that customer's page (summary.html links its merges to `explain/customer-<id>.html`).
 """
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.explain import (
+from pipeline.files import write_text
+from pipeline.lineage.explain import (
     CardExplanation,
     CardHistory,
     CustomerExplanation,
@@ -18,8 +19,7 @@ from pipeline.explain import (
     RunTouch,
     ValueExplanation,
 )
-from pipeline.html_summary import CSS, _e, _table
-from pipeline.report import write_text
+from pipeline.reports.html import CSS, _e, _table
 
 
 def customer_page(customer_id: int | None) -> str:

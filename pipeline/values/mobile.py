@@ -33,7 +33,7 @@ from phonenumbers import PhoneMetadata
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, NumberParseException
 
 from pipeline.config import MobileCountries
-from pipeline.normalize import mobile_digits, mobile_digits_expr, normalize_expr
+from pipeline.values.normalize import mobile_digits, mobile_digits_expr, normalize_expr
 
 MIN_FAST_DIGITS = 4
 MAX_FAST_DIGITS = 17

@@ -20,11 +20,12 @@ import polars as pl
 
 from pipeline.catalog import CATALOG
 from pipeline.config import CARD, OrgConfig
-from pipeline.duck import query_frame
 from pipeline.engine.check import CheckResult, build_rules, check_requests
 from pipeline.engine.replay import Replayer, ReplayRow, WorkingSet
-from pipeline.read import FRAME_COLUMNS, REQUEST_COLUMNS, NotACallBody, call_rows
-from pipeline.store import COLUMNS, TABLES, open_store, stored_columns
+from pipeline.input.read import FRAME_COLUMNS, REQUEST_COLUMNS, NotACallBody, call_rows
+from pipeline.store.connect import open_store
+from pipeline.store.duck import query_frame, transaction
+from pipeline.store.schema import COLUMNS, TABLES, stored_columns
 
 ALREADY_PRESENT_CODES = frozenset({8070, 8071, 8072, 8073, 3012})
 """Warnings of a call that changed nothing: the change was already in place."""
@@ -250,18 +251,16 @@ class EmulatedPlatform:
     def write_to(self, store_path: Path | str) -> None:
         """Replace the store's customers, identifiers and cards with this state, in one transaction."""
         frames = self.frames()
-        with open_store(store_path) as con:
-            con.execute("BEGIN TRANSACTION")
+        with open_store(store_path) as con, transaction(con):
             for table in TABLES:
                 con.register("state_frame", frames[table])
                 con.execute(f"DELETE FROM {table}")
                 con.execute(f"INSERT INTO {table} SELECT {stored_columns(table)} FROM state_frame")
                 con.unregister("state_frame")
-            con.execute("COMMIT")
 
 
 def _raw_frame(rows: list[dict[str, str | None]]) -> pl.DataFrame:
-    """A call's rows in read.py's frame shape, for the check stage."""
+    """A call's rows in input/read.py's frame shape, for the check stage."""
     return pl.DataFrame(
         [(i, "call", i + 1, *(r.get(c) for c in REQUEST_COLUMNS)) for i, r in enumerate(rows)],
         schema={

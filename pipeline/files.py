@@ -11,43 +11,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import polars as pl
 
-from pipeline.catalog import CATALOG
-
-REQUEST_INPUT_COLUMNS = (
-    "customer_id",
-    "lookup_type",
-    "lookup_value",
-    "source",
-    "account_id",
-    "action",
-    "id_type",
-    "id_value",
-    "series_id",
-    "status_label",
-)
-"""The request columns of SPEC section 2 other than row_id, in SPEC order."""
-
-ERROR_REPORT_COLUMNS = (
-    "file",
-    "row_number",
-    "row_id",
-    *REQUEST_INPUT_COLUMNS,
-    "error_code",
-    "error_name",
-    "error_field",
-    "error_message",
-    "stage",
-)
-
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 """A CSV cell starting with one of these could be run as a formula by a spreadsheet (CSV injection)."""
+
+
 _STARTS_FORMULA = r"^[=+\-@\t\r]"
 
 
@@ -189,35 +163,3 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def error_report(
-    frame: pl.DataFrame, errors: pl.DataFrame, stage_by_code: Mapping[int, str] | None = None
-) -> pl.DataFrame:
-    """errors.csv rows: each failed row's input as read (raw, untrimmed) plus its error, by seq.
-
-    `frame` holds seq and the raw input columns (read.py's frame); `errors` holds seq, error_code,
-    error_field and error_message. A code's stage comes from `stage_by_code`, else the catalog.
-    """
-    stages = {code: entry.stage for code, entry in CATALOG.items()} | dict(stage_by_code or {})
-    names = {code: entry.name for code, entry in CATALOG.items()}
-    raw = frame.select(
-        "seq",
-        *(
-            pl.col(name) if name in frame.columns else pl.lit(None, dtype=pl.String).alias(name)
-            for name in ("file", "row_number", "row_id", *REQUEST_INPUT_COLUMNS)
-        ),
-    )
-    joined = errors.join(raw, on="seq", how="left").sort("seq")
-    code = pl.col("error_code")
-    return joined.select(
-        "file",
-        pl.col("row_number").cast(pl.Int64),
-        "row_id",
-        *REQUEST_INPUT_COLUMNS,
-        code.cast(pl.Int32),
-        code.replace_strict(names, default=None, return_dtype=pl.String).alias("error_name"),
-        "error_field",
-        "error_message",
-        code.replace_strict(stages, default=None, return_dtype=pl.String).alias("stage"),
-    )

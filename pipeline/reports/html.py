@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from pipeline.catalog import CATALOG
-from pipeline.report import write_text
+from pipeline.files import write_text
 
 if TYPE_CHECKING:
-    from pipeline.engine.result import RunResult
+    from pipeline.results import RunResult
 
 MAX_MERGE_ROWS = 1000
 """Merges listed in the page; merges.csv has all of them."""

@@ -62,7 +62,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from pipeline.errors import InputFileError
-from pipeline.normalize import trim_expr
+from pipeline.values.normalize import trim_expr
 
 REQUEST_COLUMNS: tuple[str, ...] = (
     "row_id",

@@ -20,8 +20,8 @@ from typing import Any
 import duckdb
 
 from pipeline.config import OrgConfig, parse_config
-from pipeline.duck import one_row, scalar
-from pipeline.report import fsync_path, write_text
+from pipeline.files import fsync_path, write_text
+from pipeline.store.duck import one_row, scalar
 
 ORG_TOML = """\
 # Synthetic org written by `loyalty-bulk sample` (SPEC section 7 layout).

@@ -36,14 +36,13 @@ import urllib3
 
 from pipeline import faults
 from pipeline.config import CARD, load_config
-from pipeline.emulated import ALREADY_PRESENT_CODES, MERGED_CODE
+from pipeline.delivery.emulated import ALREADY_PRESENT_CODES, MERGED_CODE
+from pipeline.delivery.journal import SUCCESSFUL, CallState, Journal, Outcome, State
+from pipeline.delivery.pacing import Pace
 from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, ConfigError, LoyaltyBulkError
-from pipeline.journal import SUCCESSFUL, CallState, Journal, Outcome, State
-from pipeline.pacing import Pace
-from pipeline.pii import mask_expr
-from pipeline.plan import CALLS_FILE
-from pipeline.report import write_csv, write_json, write_text
-from pipeline.settings import API_KEY_ENV, API_PASSWORD_ENV, API_SECRET_ENV, API_USER_ENV
+from pipeline.files import write_csv, write_json, write_text
+from pipeline.reports.pii import mask_expr
+from pipeline.settings import API_KEY_ENV, API_PASSWORD_ENV, API_SECRET_ENV, API_USER_ENV, CALLS_FILE
 
 OUTCOMES: tuple[Outcome, ...] = ("confirmed", "already_applied", "drift", "blocked", "failed")
 PUSH_COLUMNS = (

@@ -112,7 +112,7 @@ class ReplayPool:
         self._workers = []
 
 
-_WORKER_MAIN = "import sys; from pipeline.components import serve; serve(int(sys.argv[1]))"
+_WORKER_MAIN = "import sys; from pipeline.engine.components import serve; serve(int(sys.argv[1]))"
 """A fresh interpreter, not multiprocessing's spawn: spawn re-imports the parent's __main__ (any script
 that runs a run), and a fork would inherit DuckDB's threads' locks."""
 

@@ -14,28 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline import ledger, provenance
-from pipeline.duck import run_script, scalar
 from pipeline.errors import StoreError
-from pipeline.store import StoreCounts, open_store, store_counts, stored_columns
+from pipeline.lineage import provenance
+from pipeline.results import StoreCounts
+from pipeline.store import ledger
+from pipeline.store.connect import open_store
+from pipeline.store.duck import run_script, scalar, transaction
+from pipeline.store.schema import store_counts, stored_columns
 
 if TYPE_CHECKING:
-    from pipeline.engine.apply import Applied
+    pass
 
-_RECORD = """
-INSERT INTO undo_identifiers
-    SELECT $run_id, 'deleted', customer_id, source, account_id, id_type, id_value FROM chg_delete
-    UNION ALL SELECT $run_id, 'inserted', customer_id, source, account_id, id_type, id_value FROM chg_insert
-    UNION ALL SELECT $run_id, 'deleted', victim_id, source, account_id, id_type, id_value FROM chg_moves
-    UNION ALL SELECT $run_id, 'inserted', survivor_id, source, account_id, id_type, id_value FROM chg_moves;
-INSERT INTO undo_cards
-    SELECT $run_id, c.card_number, c.customer_id, c.status_label, u.customer_id, u.status_label
-        FROM rel_cards c JOIN chg_cards u USING (card_number)
-    UNION ALL SELECT $run_id, c.card_number, c.customer_id, c.status_label, m.survivor_id, c.status_label
-        FROM rel_cards c JOIN chg_merge m ON c.customer_id = m.victim_id;
-INSERT INTO undo_customers
-    SELECT $run_id, customer_id, old_status, old_merged_into, 'MERGED', survivor_id FROM chg_customers
-"""
 
 _TOUCHED = """
 CREATE OR REPLACE TEMP TABLE touched AS
@@ -51,10 +40,12 @@ WITH undo_identifiers AS (SELECT * FROM undo_identifiers WHERE run_id IN (SELECT
     UNION SELECT run_id, 'c', new_merged_into::VARCHAR FROM undo_customers
 """
 
+
 _LATER_RUNS = """
 CREATE OR REPLACE TEMP TABLE later_runs AS
 SELECT run_id FROM runs WHERE ordinal >= $ordinal AND NOT dry_run AND exit_code IN (0, 1) AND reverted_by IS NULL
 """
+
 
 _LATER_CONFLICTS = """
 SELECT DISTINCT t.run_id FROM touched t
@@ -62,6 +53,7 @@ JOIN (SELECT kind, k FROM touched WHERE run_id = $run_id) mine USING (kind, k)
 WHERE t.run_id <> $run_id
 ORDER BY 1
 """
+
 
 _DRIFT = """
 SELECT 'identifier' AS what, count(*) AS n FROM undo_identifiers u
@@ -73,6 +65,7 @@ UNION ALL SELECT 'card', count(*) FROM undo_cards u JOIN cards c USING (card_num
 UNION ALL SELECT 'customer', count(*) FROM undo_customers u JOIN customers c USING (customer_id)
     WHERE u.run_id = $run_id AND (c.status <> u.new_status OR c.merged_into IS DISTINCT FROM u.new_merged_into)
 """
+
 
 _REVERT = f"""
 DELETE FROM identifiers USING undo_identifiers u
@@ -86,16 +79,6 @@ UPDATE cards SET customer_id = u.old_customer_id, status_label = u.old_label FRO
 UPDATE customers SET status = u.old_status, merged_into = u.old_merged_into FROM undo_customers u
     WHERE u.run_id = $run_id AND customers.customer_id = u.customer_id
 """
-
-
-def record_changes(applied: Applied, run_id: str) -> None:
-    """Log the changes of a run; call inside the apply transaction, after apply_changes.
-
-    It reads the staged changes (chg_*), the identifier moves and merged customers apply_changes
-    located (chg_moves, chg_customers), and the before-state resolve pulled (rel_*), which holds every
-    customer, identifier and card a run can change, so the log costs no scan of the store.
-    """
-    run_script(applied.connection("undo"), _RECORD, {"run_id": run_id})
 
 
 @dataclass(frozen=True)
@@ -120,7 +103,6 @@ def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> Rever
     """Undo an applied run exactly, refusing when a later run touched what it touched."""
     con = open_store(store_path)
     try:
-        ledger.ensure(con)
         row = con.execute(
             "SELECT ordinal, dry_run, exit_code, reverted_by FROM runs WHERE run_id = ?", [run_id]
         ).fetchone()
@@ -152,17 +134,12 @@ def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> Rever
         )
         cards = scalar(con, "SELECT count(*) FROM undo_cards WHERE run_id = ?", [run_id])
         customers = scalar(con, "SELECT count(*) FROM undo_customers WHERE run_id = ?", [run_id])
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             provenance.record_revert(con, revert_run_id, run_id)  # reads the undo log before it is played
             run_script(con, _REVERT, {"run_id": run_id})
             con.execute("UPDATE runs SET reverted_by = ? WHERE run_id = ?", [revert_run_id, run_id])
             after = store_counts(con)
             ledger.record_revert(con, revert_run_id, run_id)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return RevertResult(
             revert_run_id, run_id, counts.get("deleted", 0), counts.get("inserted", 0), cards, customers, after
         )

@@ -15,17 +15,14 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline import ledger
 from pipeline.config import OrgConfig, load_config
 from pipeline.errors import StoreError
-from pipeline.report import write_csv
-from pipeline.store import (
-    MOBILE_COUNTRIES_KEY,
-    open_store,
-    read_stored_mobiles,
-    scope_collisions,
-    stored_mobile_countries,
-)
+from pipeline.files import write_csv
+from pipeline.store import ledger
+from pipeline.store.connect import open_store
+from pipeline.store.duck import transaction
+from pipeline.store.invariants import scope_collisions
+from pipeline.store.mobiles import MOBILE_COUNTRIES_KEY, read_stored_mobiles, stored_mobile_countries
 
 _KEYS = ("org_config_identity", "org_config_path", "org_config_bound_at")
 
@@ -83,12 +80,10 @@ def set_config(
     report = Path(report_path) if report_path is not None else Path(f"{store_path}.set-config-report.csv")
     con = open_store(store_path)
     try:
-        ledger.ensure(con)
         previous = bound_config(con).get("org_config_identity")
         stored, wanted = stored_mobile_countries(con), _countries_key(config)
         changed = 0
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             if stored != wanted:
                 changed = _reread_mobiles(con, config, store_path, report)
             bind(con, config)
@@ -103,10 +98,6 @@ def set_config(
                     "mobile_countries": {"from": stored, "to": wanted, "values_changed": changed},
                 },
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     finally:
         con.close()
     was = f"was {previous[:12]}" if previous else "was unbound"

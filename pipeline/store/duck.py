@@ -1,13 +1,53 @@
-"""Small DuckDB helpers shared by the stages: multi-statement scripts and whole results as frames."""
+"""Small DuckDB helpers shared by the store and the engine: transactions, multi-statement scripts, whole
+results as frames, and the eviction of cached blocks. DuckDB-specific, as every module of store/ is."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
 import polars as pl
 
+from pipeline import faults
 from pipeline.errors import InternalError
+
+
+class Transaction:
+    """The open transaction of a `transaction` block."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def discard_so_far(self) -> None:
+        """Roll back what the block wrote so far and go on in a new transaction (a dry run keeps its ledger entry
+        only)."""
+        self.con.execute("ROLLBACK")
+        self.con.execute("BEGIN TRANSACTION")
+
+
+@contextlib.contextmanager
+def transaction(
+    con: duckdb.DuckDBPyConnection, commit: bool = True, commit_point: str | None = None
+) -> Iterator[Transaction]:
+    """BEGIN, the block, then COMMIT (or ROLLBACK when not `commit`); any failure in the block or the commit
+    rolls back and is raised again, so the store is as it was before the block or as the block left it.
+
+    `commit_point` names the fault hook that can kill the process during the COMMIT (faults.kill_during).
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield Transaction(con)
+        if not commit:
+            con.execute("ROLLBACK")
+            return
+        with faults.kill_during(commit_point) if commit_point else contextlib.nullcontext():
+            con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # a failed COMMIT has already ended the transaction
+            con.execute("ROLLBACK")
+        raise
 
 
 def run_script(con: duckdb.DuckDBPyConnection, script: str, params: dict | None = None) -> None:

@@ -24,10 +24,10 @@ import duckdb
 import polars as pl
 
 from pipeline.errors import StoreBusy, StoreError
-from pipeline.normalize import normalized_value
-from pipeline.pii import mask_value
-from pipeline.provenance import ACTION_ORDER
-from pipeline.store import open_store
+from pipeline.lineage.provenance import ACTION_ORDER
+from pipeline.reports.pii import mask_value
+from pipeline.store.connect import open_store
+from pipeline.values.normalize import normalized_value
 
 CARD = "cardnumber"
 MAX_CHAIN_STEPS = 1_000
@@ -790,7 +790,7 @@ def parse_target(
 
 
 def _masked(obj: Any) -> Any:
-    """The same result with every identifier value and card number masked (pipeline/pii.py's rules).
+    """The same result with every identifier value and card number masked (reports/pii.py's rules).
 
     Masking comes last: masked values can coincide (two emails of one domain), so nothing is matched on them.
     """

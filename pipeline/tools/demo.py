@@ -23,12 +23,12 @@ import polars as pl
 
 from pipeline.config import load_config
 from pipeline.errors import LoyaltyBulkError
-from pipeline.explain import Explainer, Target
-from pipeline.explain_html import write_explanation_html
-from pipeline.html_summary import explanation_href
 from pipeline.job import load_job, run_job
+from pipeline.lineage.explain import Explainer, Target
+from pipeline.lineage.explain_html import write_explanation_html
+from pipeline.reports.html import explanation_href
 from pipeline.run import run_batch
-from pipeline.store import export_store, init_store
+from pipeline.store.snapshot import export_store, init_store
 from pipeline.validate import validate_files
 
 SAMPLE = Path("sample_data")

@@ -1,0 +1,76 @@
+"""Provenance: every change an applied run made, with the request row that caused it, kept in the store.
+
+`explain` answers "why is this customer like this?" from it, for every run ever applied, without the
+run's reports. One row of `provenance` is one change: an identifier added, removed, dropped from a
+campaign holder or moved by a merge, a customer merged, a card linked, relabelled, delinked or moved
+by a merge, or what a revert undid. It is written set-based, inside the run's own transaction, from
+the decided changes (the chg_* tables of engine/workspace.py, which carry the seq of the row that made each
+change, and the replay's chg_events) joined with the rows' file position, row_number and row_id.
+
+Identifiers, cards and merges present since `store init` have no provenance row: "no row" means
+"from the snapshot", whose folder and time are in store_meta (`snapshot`, `created_at`), so the
+snapshot's 25M identifiers are never copied.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal, get_args
+
+import duckdb
+
+from pipeline.store.duck import run_script
+
+if TYPE_CHECKING:
+    pass
+
+
+Action = Literal[
+    "add",
+    "remove",
+    "drop",
+    "move",
+    "merge",
+    "card_link",
+    "card_label",
+    "card_delink",
+    "card_move",
+    "revert_remove",
+    "revert_restore",
+    "revert_unmerge",
+    "revert_card",
+    "unrecorded",
+]
+"""What a provenance row says happened (README "Explain"): `drop` is a CAMPAIGN holder losing a value
+another customer took (reuse on); `move` an identifier going from a merge victim to its survivor;
+`unrecorded` marks a run made with the bench's switch off, whose changes have no rows."""
+
+
+_ROW_ORDER = ("merge", "move", "card_move", "drop", "remove", "add", "card_link", "card_label", "card_delink")
+
+
+ACTION_ORDER: dict[str, int] = {
+    action: i for i, action in enumerate([*_ROW_ORDER, *(a for a in get_args(Action) if a not in _ROW_ORDER)])
+}
+"""The order of a row's changes among themselves: a merge before the moves it makes, then the add."""
+
+
+_RECORD_REVERT = """
+INSERT INTO provenance
+SELECT $revert_id, NULL, NULL, NULL,
+    CASE op WHEN 'inserted' THEN 'revert_remove' ELSE 'revert_restore' END,
+    CASE op WHEN 'inserted' THEN customer_id END, CASE op WHEN 'deleted' THEN customer_id END,
+    source, account_id, id_type, id_value, NULL, NULL
+FROM undo_identifiers WHERE run_id = $run_id
+UNION ALL
+SELECT $revert_id, NULL, NULL, NULL, 'revert_card', new_customer_id, old_customer_id, NULL, NULL,
+    'cardnumber', card_number, new_label, old_label
+FROM undo_cards WHERE run_id = $run_id
+UNION ALL
+SELECT $revert_id, NULL, NULL, NULL, 'revert_unmerge', customer_id, new_merged_into, NULL, NULL, '', '', NULL, NULL
+FROM undo_customers WHERE run_id = $run_id
+"""
+
+
+def record_revert(con: duckdb.DuckDBPyConnection, revert_id: str, run_id: str) -> None:
+    """Record what a revert undoes, from the reverted run's undo log, inside the revert's transaction."""
+    run_script(con, _RECORD_REVERT, {"revert_id": revert_id, "run_id": run_id})

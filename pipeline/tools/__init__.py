@@ -1,0 +1,1 @@
+"""tools: the sample-data generator and `make demo`. May import everything but the command line."""
