@@ -19,7 +19,8 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.tools.sample import REQUEST_COLUMNS, SLOTS
+from pipeline.input.columns import REQUEST_COLUMNS
+from pipeline.tools.sample import SLOTS
 
 PICK_CUSTOMERS_SQL = """
 SELECT customer_id FROM read_parquet($customers)

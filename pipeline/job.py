@@ -19,7 +19,8 @@ from typing import Any
 
 from pipeline.config import TomlValidator, load_config
 from pipeline.errors import ConfigError
-from pipeline.input.read import IGNORE, REQUEST_COLUMNS, InputLayout
+from pipeline.input.columns import REQUEST_COLUMNS
+from pipeline.input.read import IGNORE, InputLayout
 from pipeline.results import RunResult, StageObserver
 from pipeline.run import RunOptions, new_run_id, run_batch
 from pipeline.settings import (

@@ -15,7 +15,7 @@ from pipeline.engine.apply import apply_changes
 from pipeline.engine.batch import decide_batch
 from pipeline.engine.resolve import Route
 from pipeline.engine.workspace import Workspace, temp_tables
-from pipeline.input.read import REQUEST_COLUMNS
+from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.store.duck import query_frame
 from pipeline.store.schema import COLUMNS, SCHEMA_SQL, TABLES, VALUE_HASH_SQL, stored_columns
 

@@ -30,7 +30,7 @@ from model import ModelStore, model_store_to_frames, store_from_snapshot_dir
 from pipeline.cli import main
 from pipeline.config import load_config, parse_config
 from pipeline.faults import ENV_HOLD_AT, ENV_HOLD_UNTIL
-from pipeline.input.read import REQUEST_COLUMNS
+from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.lineage.explain import Explainer, Target
 from pipeline.lineage.revert import revert_run
 from pipeline.reports.pii import mask_value

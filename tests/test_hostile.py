@@ -22,7 +22,8 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.files import FORMULA_PREFIXES
-from pipeline.input.read import REQUEST_COLUMNS, read_requests
+from pipeline.input.columns import REQUEST_COLUMNS
+from pipeline.input.read import read_requests
 from pipeline.store.audit import audit_store
 from pipeline.store.snapshot import export_store, init_store
 

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.input.read import REQUEST_COLUMNS
+from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.store.connect import open_store
 from pipeline.store.duck import scalar
 from pipeline.store.invariants import find_invariant_violations

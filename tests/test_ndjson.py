@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 
 from engine_harness import run_engine
 from pipeline.errors import InputFileError
-from pipeline.input.read import REQUEST_COLUMNS, read_requests
+from pipeline.input.columns import REQUEST_COLUMNS
+from pipeline.input.read import read_requests
 from pipeline.job import JobOverrides, run_job
 from pipeline.run import run_batch
 from pipeline.store.snapshot import export_store, init_store

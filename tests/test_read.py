@@ -13,15 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import InputFileError
-from pipeline.input.read import (
-    FRAME_COLUMNS,
-    REQUEST_COLUMNS,
-    InputFile,
-    InputLayout,
-    RequestBatch,
-    RequestFilesRefused,
-    read_requests,
-)
+from pipeline.input.columns import FRAME_COLUMNS, REQUEST_COLUMNS
+from pipeline.input.read import InputFile, InputLayout, RequestBatch, RequestFilesRefused, read_requests
 
 CASES = Path(__file__).parent / "cases" / "files"
 HEADER = "row_id,customer_id,source,action,id_type,id_value\n"

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.config import OrgConfig, load_config
-from pipeline.tools.sample import REQUEST_COLUMNS, SampleInfo, generate_sample, sample_config
+from pipeline.input.columns import REQUEST_COLUMNS
+from pipeline.tools.sample import SampleInfo, generate_sample, sample_config
 from reference_rules import format_error, normalize_value
 
 FILES = (

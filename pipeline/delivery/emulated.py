@@ -22,7 +22,8 @@ from pipeline.catalog import CATALOG
 from pipeline.config import CARD, OrgConfig
 from pipeline.engine.check import CheckResult, build_rules, check_requests
 from pipeline.engine.replay import Replayer, ReplayRow, WorkingSet
-from pipeline.input.read import FRAME_COLUMNS, REQUEST_COLUMNS, NotACallBody, call_rows
+from pipeline.input.columns import FRAME_COLUMNS, REQUEST_COLUMNS
+from pipeline.input.read import NotACallBody, call_rows
 from pipeline.store.connect import open_store
 from pipeline.store.duck import query_frame, transaction
 from pipeline.store.schema import COLUMNS, TABLES, stored_columns

@@ -32,6 +32,7 @@ from pandera.errors import SchemaErrors
 from pipeline.catalog import CATALOG
 from pipeline.config import CARD, ID_TYPES, LINKABLE_STATUSES, OrgConfig
 from pipeline.errors import InternalError
+from pipeline.input.columns import FRAME_COLUMNS
 from pipeline.values.mobile import with_countries
 from pipeline.values.normalize import format_error_expr, normalize_expr, trim_expr
 from pipeline.values.patterns import full_match_expr
@@ -49,22 +50,8 @@ FIELDS = (
 )
 """The fields whose rules are checked, in the order of SPEC section 3 step 1 (reporting precedence)."""
 
-CHECKED_COLUMNS = (
-    "seq",
-    "file",
-    "row_number",
-    "row_id",
-    "customer_id",
-    "lookup_type",
-    "lookup_value",
-    "source",
-    "account_id",
-    "action",
-    "id_type",
-    "id_value",
-    "series_id",
-    "status_label",
-)
+CHECKED_COLUMNS = FRAME_COLUMNS
+"""The checked rows keep the batch frame's columns, typed and normalised."""
 ERRORS_SCHEMA = pl.Schema(
     {"seq": pl.Int64, "error_code": pl.Int32, "error_field": pl.String, "error_message": pl.String}
 )

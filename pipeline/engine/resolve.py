@@ -31,6 +31,7 @@ from pipeline.engine import rules
 from pipeline.engine.groups import plan_groups
 from pipeline.engine.workspace import Handle, Stage, Workspace
 from pipeline.errors import StoreError
+from pipeline.input.columns import REQUEST_FIELDS
 from pipeline.store.duck import run_script, scalar
 from pipeline.store.invariants import merge_chain_ends, merge_cycles
 from pipeline.store.schema import VALUE_HASH_SQL
@@ -167,19 +168,7 @@ def resolve_targets(ws: Workspace, checked: pl.DataFrame, config: OrgConfig, rou
     """
     con = ws.con
     rules.register(con, config)
-    frame = checked.select(
-        "seq",
-        "customer_id",
-        "lookup_type",
-        "lookup_value",
-        "source",
-        "account_id",
-        "action",
-        "id_type",
-        "id_value",
-        "series_id",
-        "status_label",
-    )
+    frame = checked.select("seq", *REQUEST_FIELDS)
     con.register("checked_frame", frame)
     con.execute("CREATE OR REPLACE TEMP TABLE req AS SELECT * FROM checked_frame")
     con.unregister("checked_frame")

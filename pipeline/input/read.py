@@ -62,24 +62,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from pipeline.errors import InputFileError
+from pipeline.input.columns import LOOKUP_COLUMNS, REQUEST_COLUMNS, REQUIRED_COLUMNS
 from pipeline.values.normalize import trim_expr
-
-REQUEST_COLUMNS: tuple[str, ...] = (
-    "row_id",
-    "customer_id",
-    "lookup_type",
-    "lookup_value",
-    "source",
-    "account_id",
-    "action",
-    "id_type",
-    "id_value",
-    "series_id",
-    "status_label",
-)
-REQUIRED_COLUMNS: tuple[str, ...] = ("source", "action", "id_type", "id_value")
-LOOKUP_COLUMNS: tuple[str, ...] = ("lookup_type", "lookup_value")
-FRAME_COLUMNS: tuple[str, ...] = ("seq", "file", "row_number", *REQUEST_COLUMNS)
 
 FILE_ENCODING, FILE_FORMAT, MISSING_COLUMN, UNKNOWN_COLUMN, NO_HEADER = 7101, 7102, 7103, 7104, 7105
 

@@ -10,6 +10,7 @@ import polars as pl
 from pipeline.catalog import CATALOG
 from pipeline.engine.check import CheckResult
 from pipeline.errors import InternalError
+from pipeline.input.columns import REQUEST_FIELDS
 from pipeline.input.read import RequestBatch
 from pipeline.reports.pii import mask_reports
 from pipeline.values.normalize import trim_expr
@@ -89,26 +90,11 @@ def build_reports(batch: RequestBatch, checked: CheckResult, outcomes: pl.DataFr
     )
 
 
-REQUEST_INPUT_COLUMNS = (
-    "customer_id",
-    "lookup_type",
-    "lookup_value",
-    "source",
-    "account_id",
-    "action",
-    "id_type",
-    "id_value",
-    "series_id",
-    "status_label",
-)
-"""The request columns of SPEC section 2 other than row_id, in SPEC order."""
-
-
 ERROR_REPORT_COLUMNS = (
     "file",
     "row_number",
     "row_id",
-    *REQUEST_INPUT_COLUMNS,
+    *REQUEST_FIELDS,
     "error_code",
     "error_name",
     "error_field",
@@ -131,7 +117,7 @@ def error_report(
         "seq",
         *(
             pl.col(name) if name in frame.columns else pl.lit(None, dtype=pl.String).alias(name)
-            for name in ("file", "row_number", "row_id", *REQUEST_INPUT_COLUMNS)
+            for name in ("file", "row_number", "row_id", *REQUEST_FIELDS)
         ),
     )
     joined = errors.join(raw, on="seq", how="left").sort("seq")
@@ -140,7 +126,7 @@ def error_report(
         "file",
         pl.col("row_number").cast(pl.Int64),
         "row_id",
-        *REQUEST_INPUT_COLUMNS,
+        *REQUEST_FIELDS,
         code.cast(pl.Int32),
         code.replace_strict(names, default=None, return_dtype=pl.String).alias("error_name"),
         "error_field",

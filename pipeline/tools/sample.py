@@ -21,6 +21,7 @@ import duckdb
 
 from pipeline.config import OrgConfig, parse_config
 from pipeline.files import fsync_path, write_text
+from pipeline.input.columns import REQUEST_FIELDS
 from pipeline.store.duck import one_row, scalar
 
 ORG_TOML = """\
@@ -104,19 +105,6 @@ patterns = []
 CUSTOMER_ID_BASE = 1_000_000
 MAX_CUSTOMERS = 50_000_000
 MAX_ROWS = 100_000_000
-REQUEST_COLUMNS = (
-    "row_id",
-    "customer_id",
-    "lookup_type",
-    "lookup_value",
-    "source",
-    "account_id",
-    "action",
-    "id_type",
-    "id_value",
-    "series_id",
-    "status_label",
-)
 
 PROFILES = ("omni", "store", "wechat", "app", "facebook", "line")
 """A customer's profile decides the scopes it may hold identifiers in; percent shares below."""
@@ -571,10 +559,9 @@ SELECT pool_card(k, j), getvariable('series_ids')[j + 1]::INTEGER, NULL::BIGINT,
 FROM (SELECT k, unnest([0, 1, 2]) AS j FROM numbers(list_max(getvariable('pool_n'))) t(k))
 WHERE k < getvariable('pool_n')[j + 1]
 """
-_REQUEST_FIELDS = REQUEST_COLUMNS[1:]
 _REQUESTS_TABLE_SQL = (
     "CREATE TEMP TABLE requests (kind VARCHAR, g BIGINT, part INTEGER, order_key UBIGINT, "
-    + ", ".join(f"{name} VARCHAR" for name in _REQUEST_FIELDS)
+    + ", ".join(f"{name} VARCHAR" for name in REQUEST_FIELDS)
     + ")"
 )
 _REQUESTS_CSV_SQL = """
@@ -746,7 +733,7 @@ MALFORMED_VARIANTS: dict[str, dict[str, str]] = {
 
 def _malformed_row() -> dict[str, str]:
     row: dict[str, str] = {}
-    for column in _REQUEST_FIELDS:
+    for column in REQUEST_FIELDS:
         branches = [
             f"WHEN {v} THEN ({overrides[column]})::VARCHAR"
             for v, overrides in enumerate(MALFORMED_VARIANTS.values())
@@ -992,10 +979,10 @@ def _kind_sql(kind: _Kind, stream: int) -> str:
     parts = []
     for part, row in enumerate(kind.rows):
         order_key = row.get("order_key", "h(g, 'order')")
-        values = ", ".join(f"({row[c]})::VARCHAR AS {c}" if c in row else f"NULL AS {c}" for c in _REQUEST_FIELDS)
+        values = ", ".join(f"({row[c]})::VARCHAR AS {c}" if c in row else f"NULL AS {c}" for c in REQUEST_FIELDS)
         parts.append(f"SELECT g, {part} AS part, {order_key} AS order_key, {values} FROM {last}")
     # values are written the way people type them; each normalises back to the generated value
-    columns = ", ".join(_STYLED.get(c, c) for c in _REQUEST_FIELDS)
+    columns = ", ".join(_STYLED.get(c, c) for c in REQUEST_FIELDS)
     return (
         f"INSERT INTO requests WITH {', '.join(ctes)} SELECT '{kind.name}', g, part, order_key, {columns} "
         f"FROM ({' UNION ALL '.join(parts)})"
