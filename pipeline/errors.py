@@ -6,7 +6,7 @@ Every message says what state is left behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +15,14 @@ EXIT_ROWS_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_INTERNAL = 4
+EXIT_MEANINGS = {
+    EXIT_OK: "every row succeeded",
+    EXIT_ROWS_FAILED: "the run completed and some rows failed",
+    EXIT_USAGE: "usage or config error; nothing done",
+    EXIT_REFUSED: "refused or aborted; nothing applied",
+    EXIT_INTERNAL: "internal failure; nothing applied",
+}
+"""Each exit code in a few words (summary.html says what a run's code means)."""
 
 
 class LoyaltyBulkError(Exception):
@@ -42,6 +50,30 @@ class InputFileError(LoyaltyBulkError):
         super().__init__(f"{where}: {reason} (error {code}); nothing was applied")
 
 
+class RequestFilesRefused(InputFileError):
+    """Several request files were refused; carries every failure, and the first one's code and line."""
+
+    def __init__(self, errors: Sequence[InputFileError]):
+        first = errors[0]
+        super().__init__(first.path, first.code, first.reason, first.line)
+        self.errors = tuple(errors)
+        self.args = (
+            f"{len(errors)} request files were refused; nothing was applied:\n"
+            + "\n".join(f"  {_where(e)}: {e.reason} (error {e.code})" for e in errors),
+        )
+
+
+def _where(error: InputFileError) -> str:
+    return f"{error.path}, line {error.line}" if error.line is not None else error.path
+
+
+class NotACallBody(ValueError):
+    """A JSON value that is not a changeIdentifier call of SPEC section 2's shape; the message says why.
+
+    Not a command's failure by itself: the NDJSON reader turns it into an InputFileError naming the line, the
+    emulator into a 400 answer."""
+
+
 class StoreError(LoyaltyBulkError):
     """The store refused the command (busy, already applied, invariant broken); nothing was applied."""
 
@@ -64,6 +96,16 @@ class SnapshotRefused(StoreError):
         super().__init__(
             f"snapshot {snapshot} breaks {findings} invariant finding(s); see {report}; no store was written"
         )
+
+
+class JournalBusy(StoreError):
+    """Another push holds the journal; nothing was sent."""
+
+
+class PushUsageError(LoyaltyBulkError):
+    """No API, no credentials or a bad option: exit 2, nothing sent."""
+
+    exit_code = EXIT_USAGE
 
 
 class InternalError(LoyaltyBulkError):

@@ -10,13 +10,13 @@ import polars as pl
 
 from model import FRAME_KEYS, ModelStore, RowResult, model_store_to_frames
 from pipeline.config import OrgConfig
-from pipeline.delivery.plan import build_plan
+from pipeline.delivery.plan import call_lines, plan_changes
 from pipeline.engine.apply import apply_changes
 from pipeline.engine.batch import decide_batch
 from pipeline.engine.resolve import Route
 from pipeline.engine.workspace import Workspace, temp_tables
 from pipeline.input.columns import REQUEST_COLUMNS
-from pipeline.store.duck import query_frame
+from pipeline.store.duck import query_frame, transaction
 from pipeline.store.schema import COLUMNS, SCHEMA_SQL, TABLES, VALUE_HASH_SQL, stored_columns
 
 
@@ -81,10 +81,10 @@ def run_engine(
     with Workspace(con) as ws:
         decision = decide_batch(ws, raw_frame(rows), config, route=route)
         checked, outcomes = decision.checked, decision.outcomes
-        calls = [json.loads(line) for line in build_plan("run", checked.checked, outcomes, config)["line"]]
-        con.execute("BEGIN TRANSACTION")
-        apply_changes(decision.replayed)
-        con.execute("ROLLBACK" if dry_run else "COMMIT")
+        lines = call_lines(plan_changes(checked.checked, outcomes), "run", config)
+        calls = [json.loads(line) for chunk in lines for line in chunk]
+        with transaction(con, commit=not dry_run):
+            apply_changes(decision.replayed)
     assert temp_tables(con) == set(), "the run's workspace drops every temp table it made"
     by_seq: dict[int, RowResult] = {}
     values = dict(zip(checked.checked["seq"].to_list(), checked.checked["id_value"].to_list(), strict=True))

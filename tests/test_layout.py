@@ -4,6 +4,8 @@ import circle anywhere, and the engine's modules in run order. docs/how-it-works
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
@@ -125,3 +127,18 @@ def test_no_engine_module_imports_a_later_one_or_a_higher_room():
         later = {f"pipeline.engine.{m}" for m in ENGINE_ORDER[i + 1 :]}
         wrong += [f"{name} imports {m}" for m in imports[f"pipeline.engine.{name}"] if m in later]
     assert not wrong, wrong
+
+
+LIGHT = ("pipeline.delivery.push",)
+"""Modules whose import must not load a data library (push starts sending within a second)."""
+HEAVY = ("duckdb", "pandera", "polars")
+
+
+def test_push_imports_no_data_library():
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in LIGHT)
+        + f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", f"importing {LIGHT} loads {out.stdout.strip()}"

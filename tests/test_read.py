@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import InputFileError
+from pipeline.errors import InputFileError, RequestFilesRefused
 from pipeline.input.columns import FRAME_COLUMNS, REQUEST_COLUMNS
-from pipeline.input.read import InputFile, InputLayout, RequestBatch, RequestFilesRefused, read_requests
+from pipeline.input.read import InputFile, InputLayout, RequestBatch, read_requests
 
 CASES = Path(__file__).parent / "cases" / "files"
 HEADER = "row_id,customer_id,source,action,id_type,id_value\n"

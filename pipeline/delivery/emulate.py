@@ -10,8 +10,6 @@ to the store and exits 0.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import random
@@ -27,14 +25,22 @@ from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 from pipeline.config import OrgConfig
-from pipeline.delivery.emulated import Answer, EmulatedPlatform, _code
+from pipeline.delivery.emulated import Answer, EmulatedPlatform, answer_code
 from pipeline.delivery.pacing import TokenBucket, bucket_capacity
+from pipeline.delivery.platform import (
+    CUSTOMER_BUSY_CODE,
+    REQUEST_ID_HEADER,
+    RETRY_AFTER_HEADER,
+    THROTTLED_CODE,
+    TOKEN_EXPIRED_CODE,
+    TOKEN_HEADER,
+    basic_authorization,
+    route,
+)
 from pipeline.settings import API_KEY_ENV, API_PASSWORD_ENV, API_SECRET_ENV, API_USER_ENV
 
 LOOPBACK = "127.0.0.1"
 FAULT_KINDS = ("429", "500", "timeout", "drop-after-apply")
-TOKEN_HEADER = "X-CAP-API-OAUTH-TOKEN"
-REQUEST_ID_HEADER = "X-Cap-Requestid"
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,7 @@ class Credentials:
         user, password = environ.get(API_USER_ENV), environ.get(API_PASSWORD_ENV)
         self.basic = None
         if user and password:
-            digest = hashlib.md5(password.encode("utf-8"), usedforsecurity=False).hexdigest()
-            self.basic = "Basic " + base64.b64encode(f"{user}:{digest}".encode()).decode("ascii")
+            self.basic = basic_authorization(user, password)
         key, secret = environ.get(API_KEY_ENV), environ.get(API_SECRET_ENV)
         self.oauth = (key, secret) if key and secret else None
         self.token_ttl, self.token_uses = token_ttl, token_uses
@@ -100,7 +105,7 @@ class Credentials:
         if self.oauth is not None and (
             not isinstance(body, dict) or (body.get("key"), body.get("secret")) != self.oauth
         ):
-            return Answer(401, {"errors": [_code(401, "invalid key or secret")]})
+            return Answer(401, {"errors": [answer_code(401, "invalid key or secret")]})
         token = secrets.token_urlsafe(24)
         with self.lock:
             self.tokens[token] = time.monotonic() + self.token_ttl
@@ -121,8 +126,8 @@ class Credentials:
             if expires is not None and expires > time.monotonic() and not worn:
                 return None
             if expires is not None:
-                return Answer(401, {"errors": [_code(498, "token expired")]})
-        return Answer(401, {"errors": [_code(401, "authentication failed")]})
+                return Answer(401, {"errors": [answer_code(TOKEN_EXPIRED_CODE, "token expired")]})
+        return Answer(401, {"errors": [answer_code(401, "authentication failed")]})
 
 
 class Emulator:
@@ -196,13 +201,12 @@ class _Handler(BaseHTTPRequestHandler):
             "path": url.path,
             "query": query,
         }
-        parts = url.path.strip("/").split("/")
-        customer_id: int | None = None
+        addressed = route(method, url.path)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        if method == "POST" and parts[:2] == ["v3", "oauth"] and parts[-1] == "generate":
+        if addressed.endpoint == "token":
             entry["secret_redacted"] = True  # the key, the secret and the token never reach the log
             self._answer(emulator.credentials.issue(body), entry, request_id)
             return
@@ -213,10 +217,10 @@ class _Handler(BaseHTTPRequestHandler):
         if emulator.bucket is not None:
             allowed, retry_after = emulator.bucket.take()
             if not allowed:
-                answer = Answer(429, {"errors": [_code(517, "rate limit exceeded")]})
-                self._answer(answer, entry, request_id, {"Retry-After": str(retry_after)})
+                answer = Answer(429, {"errors": [answer_code(THROTTLED_CODE, "rate limit exceeded")]})
+                self._answer(answer, entry, request_id, {RETRY_AFTER_HEADER: str(retry_after)})
                 return
-        if method == "GET" and parts == ["v2", "customers", "lookup"]:
+        if addressed.endpoint == "lookup":
             answer = emulator.platform.lookup(
                 query.get("source", ""),
                 query.get("accountId", ""),
@@ -225,17 +229,19 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self._after_latency(answer, entry, request_id)
             return
-        if len(parts) >= 3 and parts[:2] == ["v2", "customers"] and parts[2].isdigit():
-            customer_id = int(parts[2])
+        customer_id = addressed.customer_id
+        if customer_id is not None:
             entry["customer_id"] = customer_id
-        if method == "GET" and customer_id is not None and len(parts) == 3:
+        if addressed.endpoint == "customer" and customer_id is not None:
             self._after_latency(emulator.platform.customer(customer_id), entry, request_id)
             return
-        if method == "POST" and customer_id is not None and parts[3:] == ["changeIdentifier"]:
+        if addressed.endpoint == "change" and customer_id is not None:
             entry["body"] = body
             self._change(customer_id, query, body, entry, request_id)
             return
-        self._answer(Answer(404, {"errors": [_code(404, f"no such endpoint: {method} {url.path}")]}), entry, request_id)
+        self._answer(
+            Answer(404, {"errors": [answer_code(404, f"no such endpoint: {method} {url.path}")]}), entry, request_id
+        )
 
     def _change(self, customer_id: int, query: dict[str, str], body: Any, entry: dict, request_id: str) -> None:
         emulator = self.server.emulator
@@ -244,18 +250,23 @@ class _Handler(BaseHTTPRequestHandler):
             if not overlapping:
                 emulator.busy.add(customer_id)
         if overlapping:
-            answer = Answer(521, {"errors": [_code(521, "Multiple actions are running for the same customer.")]})
+            answer = Answer(
+                521,
+                {"errors": [answer_code(CUSTOMER_BUSY_CODE, "Multiple actions are running for the same customer.")]},
+            )
             self._answer(answer, entry, request_id)
             return
         try:
             fault = emulator.fault()
             entry["fault"] = fault
             if fault == "429":
-                answer = Answer(429, {"errors": [_code(517, "rate limit exceeded")]})
-                self._after_latency(answer, entry, request_id, {"Retry-After": str(emulator.options.fault_retry_after)})
+                answer = Answer(429, {"errors": [answer_code(THROTTLED_CODE, "rate limit exceeded")]})
+                self._after_latency(
+                    answer, entry, request_id, {RETRY_AFTER_HEADER: str(emulator.options.fault_retry_after)}
+                )
                 return
             if fault == "500":
-                self._after_latency(Answer(500, {"errors": [_code(500, "internal error")]}), entry, request_id)
+                self._after_latency(Answer(500, {"errors": [answer_code(500, "internal error")]}), entry, request_id)
                 return
             answer = emulator.platform.change_identifier(customer_id, query.get("source"), query.get("accountId"), body)
             entry["changed"] = answer.changed

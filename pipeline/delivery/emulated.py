@@ -20,21 +20,23 @@ import polars as pl
 
 from pipeline.catalog import CATALOG
 from pipeline.config import CARD, OrgConfig
+from pipeline.delivery.platform import (
+    FOLLOWED_CODE,
+    INVALID_REQUEST_CODE,
+    MERGED_CODE,
+    MULTIPLE_CARDS_CODE,
+    NOT_FOUND_CODE,
+    VICTIM_CODE,
+    code_entry,
+)
 from pipeline.engine.check import CheckResult, build_rules, check_requests
 from pipeline.engine.replay import Replayer, ReplayRow, WorkingSet
+from pipeline.errors import NotACallBody
+from pipeline.input.calls import call_rows
 from pipeline.input.columns import FRAME_COLUMNS, REQUEST_COLUMNS
-from pipeline.input.read import NotACallBody, call_rows
 from pipeline.store.connect import open_store
 from pipeline.store.duck import query_frame, transaction
 from pipeline.store.schema import COLUMNS, TABLES, stored_columns
-
-ALREADY_PRESENT_CODES = frozenset({8070, 8071, 8072, 8073, 3012})
-"""Warnings of a call that changed nothing: the change was already in place."""
-MERGED_CODE = 8051
-VICTIM_CODE = 8069
-FOLLOWED_CODE = 91009
-NOT_FOUND_CODE = 8015
-INVALID_REQUEST_CODE = 7001
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ class Answer:
     changed: bool = False
 
 
-def _code(code: int, message: str | None = None) -> dict[str, Any]:
-    return {"status": False, "code": code, "message": message or CATALOG[code].meaning if code in CATALOG else ""}
+def answer_code(code: int, message: str | None = None) -> dict[str, Any]:
+    """A code of an answer: its message, else the catalog's meaning; a code the catalog lacks gets "" either way."""
+    return code_entry(code, (message or CATALOG[code].meaning) if code in CATALOG else "")
 
 
 class BatchChecker:
@@ -132,17 +135,21 @@ class EmulatedPlatform:
     def change_identifier(self, customer_id: int, source: str | None, account_id: str | None, body: Any) -> Answer:
         """POST /v2/customers/{id}/changeIdentifier: check and apply the call's items in order, as one call."""
         if not isinstance(body, dict):
-            return Answer(400, {"errors": [_code(INVALID_REQUEST_CODE, "the body must be a JSON object")]})
+            return Answer(400, {"errors": [answer_code(INVALID_REQUEST_CODE, "the body must be a JSON object")]})
         try:
             rows = call_rows({"customer_id": customer_id, "source": source, "account_id": account_id, **body})
         except (NotACallBody, TypeError) as error:
-            return Answer(400, {"errors": [_code(INVALID_REQUEST_CODE, f"not a changeIdentifier body: {error}")]})
+            return Answer(400, {"errors": [answer_code(INVALID_REQUEST_CODE, f"not a changeIdentifier body: {error}")]})
         if sum(1 for r in rows if r.get("id_type") == CARD) > 1:
-            return Answer(400, {"errors": [_code(3037, "Multiple cards can not be linked or unlinked at once")]})
+            return Answer(
+                400,
+                {"errors": [answer_code(MULTIPLE_CARDS_CODE, "Multiple cards can not be linked or unlinked at once")]},
+            )
         checked = self.checker.check(rows)
         if checked.errors.height:
             errors = [
-                _code(code, message) for code, message in checked.errors.select("error_code", "error_message").rows()
+                answer_code(code, message)
+                for code, message in checked.errors.select("error_code", "error_message").rows()
             ]
             return Answer(400, {"errors": errors, "warnings": []})
         with self.lock:
@@ -163,10 +170,10 @@ class EmulatedPlatform:
             outcome = self.replayer.apply_row(replay_row)
             if outcome.error_code is not None:
                 # a failed item changes nothing; earlier items of a multi-item call stay applied, as on the platform
-                return Answer(400, {"errors": [_code(outcome.error_code)], "warnings": warnings}, changed)
+                return Answer(400, {"errors": [answer_code(outcome.error_code)], "warnings": warnings}, changed)
             for code in outcome.warnings:
                 message = f"merged into customer {outcome.survivor_id}" if code == MERGED_CODE else None
-                warnings.append(_code(code, message))
+                warnings.append(answer_code(code, message))
             changed = changed or outcome.outcome in ("applied", "merged")
             created = outcome.survivor_id if outcome.outcome == "merged" else outcome.resolved_customer_id
         return Answer(200, {"createdId": created, "warnings": warnings}, changed)
@@ -176,7 +183,7 @@ class EmulatedPlatform:
         with self.lock:
             state = self.ws.customers.get(customer_id)
             if state is None:
-                return Answer(404, {"errors": [_code(NOT_FOUND_CODE)]})
+                return Answer(404, {"errors": [answer_code(NOT_FOUND_CODE)]})
             status, merged_into, customer_type = state
             if status == "MERGED":
                 return Answer(
@@ -185,7 +192,10 @@ class EmulatedPlatform:
                         "id": customer_id,
                         "status": status,
                         "mergedInto": merged_into,
-                        "warnings": [_code(VICTIM_CODE, f"merged into customer {merged_into}"), _code(FOLLOWED_CODE)],
+                        "warnings": [
+                            answer_code(VICTIM_CODE, f"merged into customer {merged_into}"),
+                            answer_code(FOLLOWED_CODE),
+                        ],
                         "profiles": [],
                         "cards": [],
                     },
@@ -230,7 +240,7 @@ class EmulatedPlatform:
                     None,
                 )
         if holder is None:
-            return Answer(404, {"errors": [_code(NOT_FOUND_CODE)]})
+            return Answer(404, {"errors": [answer_code(NOT_FOUND_CODE)]})
         return Answer(200, {"id": holder})
 
     def frames(self) -> dict[str, pl.DataFrame]:

@@ -17,14 +17,16 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pipeline.errors import StoreError
+from pipeline.errors import JournalBusy, StoreError
 
 Outcome = Literal["confirmed", "already_applied", "drift", "blocked", "failed"]
 State = Literal["planned", "sending", "retry", "settle", "done"]
+Kind = Literal["call", "read"]
+"""An attempt's request: the call itself, or a read of its customer that settles it."""
 SUCCESSFUL: frozenset[str] = frozenset({"confirmed", "already_applied"})
 JOURNAL_FILE = "push.journal"
 
@@ -61,10 +63,6 @@ CREATE TABLE IF NOT EXISTS retries (cause TEXT PRIMARY KEY, count INTEGER NOT NU
 """
 
 
-class JournalBusy(StoreError):
-    """Another push holds the journal; nothing was sent."""
-
-
 @dataclass(frozen=True)
 class CallState:
     call_id: str
@@ -81,6 +79,33 @@ class CallState:
     first_sent: float | None
     answered_at: float | None
     detail: str | None
+
+
+@dataclass(frozen=True)
+class JournalAnswer:
+    """An attempt's answer (or its lack) and the call's next state, as `Journal.answered` records them."""
+
+    call_id: str
+    attempt: int
+    kind: Kind
+    _: KW_ONLY
+    result: str
+    """What the answer meant, in words (the attempt's `result`)."""
+    state: State
+    http_status: int | None = None
+    codes: tuple[int, ...] = ()
+    """The answer's error and warning codes."""
+    request_id: str | None = None
+    outcome: Outcome | None = None
+    uncertain: bool = False
+    """The attempt may have reached the platform: the call stays settled by proof, never by a guess."""
+    not_before: float = 0.0
+    """Wall-clock time before which the call is not tried again."""
+    warnings: tuple[int, ...] | None = None
+    """The answer's warning codes (None: keep what the journal holds)."""
+    retry_cause: str | None = None
+    """Counted among the retries by cause."""
+    detail: str | None = None
 
 
 class Journal:
@@ -163,7 +188,7 @@ class Journal:
             ).fetchone()
         return _state(r)
 
-    def sending(self, call_id: str, attempt: int, kind: str) -> float:
+    def sending(self, call_id: str, attempt: int, kind: Kind) -> float:
         """Durably record that an attempt (a call or a settling read) is about to be sent; returns its time."""
         now = time.time()
         self._write(
@@ -181,55 +206,39 @@ class Journal:
         )
         return now
 
-    def answered(
-        self,
-        call_id: str,
-        attempt: int,
-        kind: str,
-        http_status: int | None,
-        codes: list[int],
-        request_id: str | None,
-        result: str,
-        state: State,
-        outcome: Outcome | None = None,
-        uncertain: bool = False,
-        not_before: float = 0.0,
-        warnings: list[int] | None = None,
-        retry_cause: str | None = None,
-        detail: str | None = None,
-    ) -> None:
+    def answered(self, answer: JournalAnswer) -> None:
         """Durably record an attempt's answer (or its lack) and the call's next state, in one transaction."""
-        now = time.time()
+        a, now = answer, time.time()
         statements: list[tuple[str, tuple[Any, ...]]] = [
             (
                 "UPDATE attempts SET answered_at = ?, http_status = ?, codes = ?, request_id = ?, result = ? "
                 "WHERE call_id = ? AND attempt = ? AND kind = ? AND answered_at IS NULL",
-                (now, http_status, json.dumps(codes), request_id, result, call_id, attempt, kind),
+                (now, a.http_status, json.dumps(list(a.codes)), a.request_id, a.result, a.call_id, a.attempt, a.kind),
             ),
             (
                 "UPDATE calls SET state = ?, outcome = ?, uncertain = max(uncertain, ?), not_before = ?, "
                 "http_status = coalesce(?, http_status), codes = ?, warnings = coalesce(?, warnings), "
                 "request_id = coalesce(?, request_id), answered_at = ?, detail = ? WHERE call_id = ?",
                 (
-                    state,
-                    outcome,
-                    int(uncertain),
-                    not_before,
-                    http_status,
-                    ";".join(map(str, codes)),
-                    None if warnings is None else ";".join(map(str, warnings)),
-                    request_id,
+                    a.state,
+                    a.outcome,
+                    int(a.uncertain),
+                    a.not_before,
+                    a.http_status,
+                    ";".join(map(str, a.codes)),
+                    None if a.warnings is None else ";".join(map(str, a.warnings)),
+                    a.request_id,
                     now,
-                    detail,
-                    call_id,
+                    a.detail,
+                    a.call_id,
                 ),
             ),
         ]
-        if retry_cause is not None:
+        if a.retry_cause is not None:
             statements.append(
                 (
                     "INSERT INTO retries VALUES (?, 1) ON CONFLICT (cause) DO UPDATE SET count = count + 1",
-                    (retry_cause,),
+                    (a.retry_cause,),
                 )
             )
         self._write(statements)

@@ -1,7 +1,7 @@
-"""The call plan (SPEC section 8): a run's succeeded changes as the platform's own calls, with `after`.
+"""The call plan (calls.ndjson): a run's succeeded changes as the platform's own calls, with `after`.
 
 Rows that share no key (engine/resolve.py) are independent: their calls have an empty `after`. The rows that
-do share keys fall into connected components of the graph "rows joined by a shared key"; nothing a
+do share keys fall into connected components of the graph "rows joined by a shared key" (engine/groups.py); nothing a
 row of one component reads or writes is ever reached by a row of another (engine/resolve.py's closure
 argument, applied to each component), so components need no order between them. Within a
 component, a row that shares no key with any earlier row reads only state no earlier row wrote, and
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from pipeline.config import CARD, OrgConfig
+from pipeline.delivery.platform import FOLLOWED_CODE
 
 _LINES_CHUNK = 200_000
 """Rows per chunk of lines that call_lines yields (and a run writes before the next is encoded)."""
@@ -29,10 +30,6 @@ _ENCODE_CHUNK = 50_000
 
 CALL_CHANGES = ("applied", "merged")
 """Outcomes whose row becomes a call; an `unchanged` row needs none."""
-
-
-FOLLOWED_MERGE = 91009
-"""Not expected from a call: the plan addresses the customer the run resolved, so the platform follows nothing."""
 
 
 def chain_after(grouped: pl.DataFrame) -> pl.DataFrame:
@@ -54,16 +51,9 @@ def chain_after(grouped: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def build_plan(run_id: str, checked: pl.DataFrame, outcomes: pl.DataFrame, config: OrgConfig) -> pl.DataFrame:
-    """One line of calls.ndjson per applied or merged row, in row order, as a frame of JSON text (`line`)."""
-    changes = plan_changes(checked, outcomes)
-    lines = list(call_lines(changes, run_id, config))
-    return changes.select("seq", (pl.concat(lines) if lines else pl.Series([], dtype=pl.String)).alias("line"))
-
-
 def call_lines(changes: pl.DataFrame, run_id: str, config: OrgConfig) -> Iterator[pl.Series]:
     """calls.ndjson's lines for plan_changes' rows, in row order, a chunk of _LINES_CHUNK rows at a time: a run
-    writes each chunk as it comes (report.stage_lines), so the file's text is never whole in memory (~280 MB
+    writes each chunk as it comes (files.stage_lines), so the file's text is never whole in memory (~280 MB
     for a million calls)."""
     multi = [name for name, source in config.sources.items() if source.kind == "multi"]
     for start in range(0, changes.height, _LINES_CHUNK):
@@ -135,7 +125,8 @@ def _call_lines(changes: pl.DataFrame, run_id: str, multi: list[str], delink_lab
         "card": [pl.col("id_type").alias("type"), pl.col("id_value").alias("value"), label.alias("statusLabel")],
         "identifier": [pl.col("id_type").alias("type"), pl.col("id_value").alias("value")],
     }
-    warnings = pl.col("warnings").list.eval(pl.element().filter(pl.element() != FOLLOWED_MERGE))
+    # a followed merge is not expected from a call: it addresses the customer the run resolved, so none is followed
+    warnings = pl.col("warnings").list.eval(pl.element().filter(pl.element() != FOLLOWED_CODE))
     prefix = f"{run_id}:"
     parts = []
     for (action, item, merged, _), part in shaped.partition_by(

@@ -30,15 +30,15 @@ Decisions where SPEC section 2 is silent:
   an unknown one stays as written so the check stage reports 3004 showing it (one of ASCII digits only
   gets " (unknown series code)" appended, so it cannot pass as a series id).
 - NDJSON (a name ending .ndjson or .jsonl, optionally .gz) holds the platform's call bodies, one per
-  line; blank lines are skipped, line numbers are physical. A line must be a JSON object with
-  customer_id (or customerId) and at least one add or remove item; source, account_id (accountId) and
-  row_id are optional. The keys calls.ndjson adds around a call (call_id, file, row_number, after,
-  expect) are ignored; any other key, a repeated spelling, a non-list add/remove, an item without
-  type and value or with other keys than type, value, seriesId and statusLabel, or a value that is
-  neither a string nor an integer is 7102 naming the line. Strings are kept as given (trimmed later
-  like every field), integers become their decimal text. A job's [columns] do not apply to NDJSON
-  (its keys are the platform's); a [fixed] column other than the lookup pair is 7102 (every call gives
-  it itself).
+  line, each read by input/calls.py (as the emulator and push read calls); blank lines are skipped, line
+  numbers are physical. A line must be a JSON object with customer_id (or customerId) and at least one
+  add or remove item; source, account_id (accountId) and row_id are optional. The keys calls.ndjson
+  adds around a call (call_id, file, row_number, after, expect) are ignored; any other key, a repeated
+  spelling, a non-list add/remove, an item without type and value or with other keys than type, value,
+  seriesId and statusLabel, or a value that is neither a string nor an integer is 7102 naming the line.
+  Strings are kept as given (trimmed later like every field), integers become their decimal text. A
+  job's [columns] do not apply to NDJSON (its keys are the platform's); a [fixed] column other than the
+  lookup pair is 7102 (every call gives it itself).
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from pipeline.errors import InputFileError
+from pipeline.errors import InputFileError, NotACallBody, RequestFilesRefused
+from pipeline.input.calls import call_rows
 from pipeline.input.columns import LOOKUP_COLUMNS, REQUEST_COLUMNS, REQUIRED_COLUMNS
 from pipeline.values.normalize import trim_expr
 
@@ -71,18 +72,6 @@ Format = Literal["csv", "parquet", "ndjson"]
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 """A request file with one of these suffixes (before an optional .gz) holds the platform's call bodies."""
-_CALL_KEYS = {
-    "customer_id": "customer_id",
-    "customerId": "customer_id",
-    "source": "source",
-    "account_id": "account_id",
-    "accountId": "account_id",
-    "row_id": "row_id",
-}
-_PLAN_KEYS = frozenset({"call_id", "file", "row_number", "after", "expect"})
-"""Keys of calls.ndjson that are not part of the call: read back as input, they are ignored."""
-_ITEM_KEYS = {"type": "id_type", "value": "id_value", "seriesId": "series_id", "statusLabel": "status_label"}
-
 IGNORE = "-"
 """A column mapped to this is dropped as the file is read."""
 _IGNORED = " ignored column "
@@ -124,19 +113,6 @@ class RequestBatch:
 
     frame: pl.DataFrame
     files: tuple[InputFile, ...]
-
-
-class RequestFilesRefused(InputFileError):
-    """Several request files were refused; carries every failure, and the first one's code and line."""
-
-    def __init__(self, errors: Sequence[InputFileError]):
-        first = errors[0]
-        super().__init__(first.path, first.code, first.reason, first.line)
-        self.errors = tuple(errors)
-        self.args = (
-            f"{len(errors)} request files were refused; nothing was applied:\n"
-            + "\n".join(f"  {_where(e)}: {e.reason} (error {e.code})" for e in errors),
-        )
 
 
 @dataclass(frozen=True)
@@ -290,71 +266,6 @@ def _call_rows(name: str, line: int, text: bytes) -> list[dict[str, str | None]]
         return call_rows(call)
     except NotACallBody as error:
         raise InputFileError(name, FILE_FORMAT, f"not a call body: {error}", line=line) from None
-
-
-class NotACallBody(ValueError):
-    """A JSON value that is not a changeIdentifier call of SPEC section 2's shape; the message says why."""
-
-
-def call_rows(call: object) -> list[dict[str, str | None]]:
-    """The request rows of one call body (removes first, then adds, each in list order), as raw text.
-
-    The NDJSON reader and the emulator both read calls with it; raises NotACallBody.
-    """
-    refuse = NotACallBody
-    if not isinstance(call, dict):
-        raise refuse(f"a JSON {type(call).__name__}, expected an object")
-    head: dict[str, str | None] = {}
-    lists: dict[str, object] = {}
-    for key, value in call.items():
-        if key in _CALL_KEYS:
-            column = _CALL_KEYS[key]
-            if column in head:
-                raise refuse(f"'{key}' repeats '{column}'")
-            head[column] = _call_text(value, key)
-        elif key in ("add", "remove"):
-            lists[key] = value
-        elif key == "body":
-            if not isinstance(value, dict) or set(value) - {"add", "remove"}:
-                raise refuse("'body' must be an object with 'add' and/or 'remove' lists only")
-            for action, items in value.items():
-                if action in lists:
-                    raise refuse(f"'{action}' is given both inside and outside 'body'")
-                lists[action] = items
-        elif key not in _PLAN_KEYS:
-            raise refuse(f"unknown key '{key}'")
-    if "customer_id" not in head:
-        raise refuse("no customer_id (or customerId)")
-    rows: list[dict[str, str | None]] = []
-    for action in ("remove", "add"):
-        items = lists.get(action, [])
-        if not isinstance(items, list):
-            raise refuse(f"'{action}' must be a list of items")
-        for position, item in enumerate(items, 1):
-            where = f"{action} item {position}"
-            if not isinstance(item, dict):
-                raise refuse(f"{where} is not an object")
-            unknown = sorted(set(item) - set(_ITEM_KEYS))
-            if unknown:
-                raise refuse(f"{where} has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
-            if "type" not in item or "value" not in item:
-                raise refuse(f"{where} needs 'type' and 'value'")
-            row = dict(head, action=action)
-            for key, column in _ITEM_KEYS.items():
-                row[column] = _call_text(item.get(key), f"{where} '{key}'")
-            rows.append(row)
-    if not rows:
-        raise refuse("no 'add' or 'remove' item")
-    return rows
-
-
-def _call_text(value: object, where: str) -> str | None:
-    """A call field as request text: strings as given, integers in decimal, null as absent."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    raise NotACallBody(f"{where} must be a string or an integer, not {json.dumps(value)[:40]}")
 
 
 def _castable_to_text(arrow_type: pa.DataType) -> bool:
@@ -712,7 +623,3 @@ def _empty_frame() -> pl.DataFrame:
             **dict.fromkeys(REQUEST_COLUMNS, pl.String),
         }
     )
-
-
-def _where(error: InputFileError) -> str:
-    return f"{error.path}, line {error.line}" if error.line is not None else error.path

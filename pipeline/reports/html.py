@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from pipeline.catalog import CATALOG
+from pipeline.errors import EXIT_MEANINGS
 from pipeline.files import write_text
 
 if TYPE_CHECKING:
@@ -33,14 +34,6 @@ OUTCOMES: dict[str, tuple[str, str]] = {
     "failed": ("#c53030", "the row was refused; see the error codes below and errors.csv"),
 }
 """Colour and plain-words meaning of each row outcome."""
-
-EXIT_MEANINGS = {
-    0: "every row succeeded",
-    1: "the run completed and some rows failed",
-    2: "usage or config error; nothing done",
-    3: "refused or aborted; nothing applied",
-    4: "internal failure; nothing applied",
-}
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1a202c;
