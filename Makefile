@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 LINTED := pipeline tests bench
 
-.PHONY: demo test lint lock readme install clean
+.PHONY: demo test test-fast lint lock readme install clean
 
 # Exact versions with hashes from the lock, then the package itself without touching them.
 $(STAMP): pyproject.toml $(LOCK)
@@ -25,10 +25,15 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15
 
+# Everything but the tests marked slow (long property, kill and end-to-end tests): under two minutes.
+test-fast: lint
+	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow" --durations=5
+
 demo: $(STAMP)
 	$(PY) -m pipeline.tools.demo
 
-# The README's demo output, regenerated from a real `make demo` (tests/test_docs.py checks it is current).
+# docs/demo.md's demo output, regenerated from a real `make demo`, and the README's excerpt of it refreshed
+# (tests/test_docs.py checks both are current).
 readme: $(STAMP)
 	$(PY) tests/readme_demo.py
 

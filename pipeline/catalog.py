@@ -69,7 +69,7 @@ _ENTRIES = [
         "file",
         "error",
         "{file}: {reason}",
-        "a column that SPEC section 2 does not know (and no job mapping names)",
+        "a column the request layout does not know (and no job mapping names)",
     ),
     CatalogEntry(7105, "NO_HEADER", "file", "error", "{file}: {reason}", "the file is empty or has no header row"),
     CatalogEntry(

@@ -87,7 +87,7 @@ atexit.register(_no_final_collection)  # once per process, not once per command 
     "config_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Org config TOML (SPEC section 7).",
+    help="Org config TOML (docs/config.md).",
 )
 @click.option(
     "--reports",
@@ -216,7 +216,7 @@ def store_export(store_path: Path, out_dir: Path, fmt: str) -> int:
 )
 @_exits
 def store_audit(store_path: Path, config_path: Path | None, report_path: Path | None) -> int:
-    """Check every invariant of SPEC section 1 on STORE_PATH (read-only); exit 0 clean, 1 findings."""
+    """Check every invariant of the data model on STORE_PATH (read-only); exit 0 clean, 1 findings."""
     from pipeline.store.audit import audit_store
 
     result = audit_store(store_path, config_path, report_path=report_path)
@@ -320,7 +320,7 @@ def _output_options(func: F) -> F:
     "config_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Org config TOML (SPEC section 7).",
+    help="Org config TOML (docs/config.md).",
 )
 @click.option(
     "--reports",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -11,29 +10,11 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import ORG, REQUESTS
 from pipeline.cli import main
 from pipeline.run import run_batch
 from pipeline.store.audit import audit_store
 from pipeline.store.invariants import FINDING_COLUMNS
-from pipeline.store.snapshot import init_store
-
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
-REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
-
-
-@pytest.fixture(scope="module")
-def clean_store(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("audit") / "clean.duckdb"
-    init_store(path, ROOT / "sample_data" / "snapshot")
-    return path
-
-
-@pytest.fixture
-def store(clean_store, tmp_path) -> Path:
-    path = tmp_path / "store.duckdb"
-    shutil.copy(clean_store, path)
-    return path
 
 
 def corrupt(store: Path, *statements: str) -> None:

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 SCENARIO_ROWS = ("| a |", "| b |", "| c |", "| d |", "| e |", "| eb |", "| p |", "| am |", "| cm |", "| big |")
 

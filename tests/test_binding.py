@@ -6,14 +6,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from conftest import ORG, ROOT
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.store.connect import open_store
 from pipeline.store.duck import scalar
 from pipeline.store.snapshot import init_store
 
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 REQUEST = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))[0]
 
 

@@ -16,6 +16,7 @@ from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaErrors
 
 import regex_strategies
+from conftest import ROOT
 from pipeline.catalog import error_codes
 from pipeline.config import CARD, BlockedValues, OrgConfig, load_config
 from pipeline.engine.check import (
@@ -29,7 +30,6 @@ from pipeline.engine.check import (
 from pipeline.values.normalize import WHITESPACE
 from reference_rules import format_error, normalize_value
 
-ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
 CONFIG = load_config(ROOT / "tests" / "cases" / "org-plain.toml")
 REQUEST_COLUMNS = (
@@ -545,6 +545,7 @@ def test_blocked_patterns_are_read_as_python_reads_them(tmp_path: Path, pattern,
     assert codes == ([7005] if blocked else [])
 
 
+@pytest.mark.slow
 @regex_strategies.quiet
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(st.data(), regex_strategies.patterns | regex_strategies.whitelist_patterns)

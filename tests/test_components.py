@@ -125,6 +125,7 @@ def pool() -> Iterator[ReplayPool]:
     started.close()
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(unions() | scenarios())
 def test_replay_per_component_equals_one_sequential_pass(scenario):
@@ -142,6 +143,7 @@ def test_replay_per_component_equals_one_sequential_pass(scenario):
         assert sorted(r for part in parts for r in part[name].rows()) == sorted(pulled[name].rows()), name
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(unions())
 def test_replay_in_worker_processes_equals_one_sequential_pass(pool, scenario):
@@ -157,6 +159,7 @@ def test_replay_in_worker_processes_equals_one_sequential_pass(pool, scenario):
             assert (_events_by_row(got) == _events_by_row(want)) if name == "chg_events" else got == want, name
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(unions())
 def test_engine_equals_sequential_model_on_batches_of_several_components(scenario):

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import ROOT
 from pipeline.cli import main
 from pipeline.config import BlockedValues, CardSeries, Source, load_config
 from pipeline.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CONFIG = ROOT / "sample_data" / "org.toml"
 PLAIN_CONFIG = ROOT / "tests" / "cases" / "org-plain.toml"
 

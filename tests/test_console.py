@@ -8,18 +8,14 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
+from conftest import ORG, REQUESTS
 from pipeline.cli import main
 from pipeline.console import STAGES, StageLog, StageProgress, stage_progress
 from pipeline.results import RunResult
 from pipeline.run import run_batch
-from pipeline.store.snapshot import init_store
 
-ROOT = Path(__file__).resolve().parent.parent
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
-REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -28,13 +24,6 @@ class FakeTerminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    path = tmp_path / "s.duckdb"
-    init_store(path, ROOT / "sample_data" / "snapshot")
-    return path
 
 
 def run_cli(store: Path, reports: Path, *flags: str):

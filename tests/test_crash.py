@@ -32,6 +32,8 @@ from pipeline.store.duck import scalar
 from pipeline.store.snapshot import export_store, init_store
 from pipeline.tools.sample import generate_sample
 
+pytestmark = pytest.mark.slow
+
 EXE = Path(sys.executable).parent / "loyalty-bulk"
 CUSTOMERS = ROWS = 20_000
 SEED = 20261126

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -147,6 +148,7 @@ def scenarios(draw):
     return draw(configs()), store, rows
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_engine_equals_sequential_model(scenario):
@@ -162,6 +164,7 @@ def test_engine_equals_sequential_model(scenario):
     assert model_store.invariant_violations(config) == []
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_dry_run_changes_nothing_and_decides_the_same(scenario):

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import ORG, ROOT
 from explain_model import History
 from model import ModelStore, model_store_to_frames, store_from_snapshot_dir
 from pipeline.cli import main
@@ -39,7 +40,6 @@ from pipeline.store.snapshot import init_store
 from pipeline.tools.sample import generate_sample
 from test_engine_properties import BASE_CONFIG, CARDS, SCOPES, TYPES_BY_SOURCE, VALUES, request_rows, stores
 
-ROOT = Path(__file__).resolve().parents[1]
 EXE = Path(sys.executable).parent / "loyalty-bulk"
 RUNS = 4
 """Runs per scenario; the third is reverted before the fourth runs, so reverted changes and the revert
@@ -275,6 +275,7 @@ def run_scenario(tmp: Path, raw: dict, store: ModelStore, batches: list) -> tupl
     return path, history, order
 
 
+@pytest.mark.slow
 @settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
@@ -291,6 +292,7 @@ def test_every_explanation_matches_the_sequence_of_runs(scenario, tmp_path_facto
             check_card(explainer, history, number, order)
 
 
+@pytest.mark.slow
 def test_explanations_of_a_generated_sample_match_the_sequence_of_runs(tmp_path):
     """A realistic batch (pipeline/tools/sample.py) cut into three runs, the second reverted before the third.
 
@@ -339,7 +341,6 @@ def test_explanations_of_a_generated_sample_match_the_sequence_of_runs(tmp_path)
 
 
 SAMPLE = ROOT / "sample_data"
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
 JOB_FILES = [
     SAMPLE / "requests" / "01_identifiers.csv",
     SAMPLE / "requests" / "02_cards.csv",

@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from conftest import ORG, REQUESTS, ROOT
 from pipeline.reports.frames import MERGE_COLUMNS
 from pipeline.reports.html import MAX_MERGE_ROWS, TOP_CODES, render_summary_html, write_summary_html
 from pipeline.results import RunResult, StoreCounts
@@ -19,9 +20,6 @@ from pipeline.run import run_batch
 from pipeline.settings import env_flag
 from pipeline.store.snapshot import init_store
 
-ROOT = Path(__file__).resolve().parent.parent
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
-REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 

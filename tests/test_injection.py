@@ -15,18 +15,14 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import pytest
 from click.testing import CliRunner
 
+from conftest import ORG, ROOT
 from pipeline.cli import main
 from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.store.connect import open_store
 from pipeline.store.duck import scalar
 from pipeline.store.invariants import find_invariant_violations
-from pipeline.store.snapshot import init_store
-
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 
 HOSTILE = (
     "x'); DROP TABLE identifiers;--",
@@ -201,13 +197,6 @@ def counts(store: Path) -> dict[str, int]:
         return {table: scalar(con, f"SELECT count(*) FROM {table}") for table in ("customers", "identifiers", "cards")}
     finally:
         con.close()
-
-
-@pytest.fixture
-def store(tmp_path) -> Path:
-    path = tmp_path / "store.duckdb"
-    init_store(path, ROOT / "sample_data" / "snapshot")
-    return path
 
 
 def run_cli(store: Path, reports: Path, *files: Path, extra: tuple[str, ...] = ()):

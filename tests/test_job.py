@@ -11,14 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 import pipeline.job as job_module
+from conftest import ORG, ROOT, exported
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.job import JobOverrides, load_job, run_job
-from pipeline.store.snapshot import export_store, init_store
+from pipeline.store.snapshot import init_store
 
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 SAMPLE_ORG = ROOT / "sample_data" / "org.toml"
 REQUESTS = ROOT / "sample_data" / "requests"
 JOBS = ROOT / "jobs"
@@ -49,13 +48,6 @@ source = "INSTORE"
 
 
 @pytest.fixture
-def store(tmp_path) -> Path:
-    path = tmp_path / "store.duckdb"
-    init_store(path, ROOT / "sample_data" / "snapshot")
-    return path
-
-
-@pytest.fixture
 def sample_store(tmp_path) -> Path:
     """The store the sample jobs expect: made with `store init --config sample_data/org.toml`."""
     path = tmp_path / "store.duckdb"
@@ -83,11 +75,6 @@ def job_file(
 
 def invoke(*args: str | Path):
     return CliRunner().invoke(main, ["job", *map(str, args)])
-
-
-def snapshot(store: Path, out: Path) -> dict[str, bytes]:
-    export_store(store, out, "csv")
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 
 def report(folder: Path, name: str) -> pl.DataFrame:
@@ -394,25 +381,25 @@ def test_ignored_parquet_columns_may_have_any_type(store, tmp_path):
 def test_a_file_that_has_a_fixed_column_is_refused(store, tmp_path):
     data = write(tmp_path / "r.csv", (REQUESTS / "01_identifiers.csv").read_text())
     path = job_file(tmp_path, store, [str(data)], tables='[fixed]\naction = "add"\n')
-    before = snapshot(store, tmp_path / "before")
+    before = exported(store, tmp_path / "before")
     result = invoke(path, "--reports", tmp_path / "r")
     assert result.exit_code == 3 and "column 'action'" in result.output and "7102" in result.output
-    assert snapshot(store, tmp_path / "after") == before
+    assert exported(store, tmp_path / "after") == before
 
 
 def test_thresholds_abort_a_job_and_apply_nothing(store, tmp_path):
     path = job_file(tmp_path, store, [str(REQUESTS / "*.csv")], extra="max_errors = 3")
-    before = snapshot(store, tmp_path / "before")
+    before = exported(store, tmp_path / "before")
     result = invoke(path, "--reports", tmp_path / "r")
     assert result.exit_code == 3, result.output
     assert "ABORTED" in result.output and "max_errors = 3" in result.output
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["aborted"] is True and summary["exit_code"] == 3 and summary["job"] == "job"
     assert (tmp_path / "r" / "errors.csv").exists() and (tmp_path / "r" / "success.csv").exists()
-    assert snapshot(store, tmp_path / "after") == before
+    assert exported(store, tmp_path / "after") == before
     rate = invoke(path, "--reports", tmp_path / "r2", "--max-errors", "1000", "--max-error-rate", "0.1")
     assert rate.exit_code == 3 and "max_error_rate" in rate.output
-    assert snapshot(store, tmp_path / "after2") == before
+    assert exported(store, tmp_path / "after2") == before
 
 
 def test_nightly_migration_job(sample_store, tmp_path):
@@ -439,12 +426,12 @@ def test_loyalty_import_job(sample_store, tmp_path):
 
 
 def test_dry_run_audit_job_changes_nothing(sample_store, tmp_path):
-    before = snapshot(sample_store, tmp_path / "before")
+    before = exported(sample_store, tmp_path / "before")
     result = invoke(JOBS / "dry_run_audit.toml", "--store", sample_store, "--reports", tmp_path / "r")
     assert result.exit_code == 1, result.output
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["dry_run"] is True and summary["rows"] == 67 and len(summary["files"]) == 3
-    assert snapshot(sample_store, tmp_path / "after") == before
+    assert exported(sample_store, tmp_path / "after") == before
 
 
 def test_default_reports_folder_is_reports_job_run_id_under_the_current_folder(store, tmp_path, monkeypatch):

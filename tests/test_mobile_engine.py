@@ -7,10 +7,12 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import ORG, ROOT
 from engine_harness import run_engine
 from model import ModelStore, model_store_to_frames, run_model
 from pipeline.cli import main
@@ -18,8 +20,6 @@ from pipeline.config import MobileCountries, load_config, parse_config
 from pipeline.values.mobile import read_mobile
 from test_engine_properties import BASE_CONFIG
 
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 ORG_MOBILE = ROOT / "sample_data" / "org.toml"
 SNAPSHOT = ROOT / "sample_data" / "snapshot"
 CONFIG = dataclasses.replace(parse_config(BASE_CONFIG), mobile=MobileCountries("IN", ("SG",)))
@@ -143,6 +143,7 @@ def mobile_batches(draw):
     return store, rows
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mobile_batches())
 def test_engine_equals_model_with_mobile_countries(batch):

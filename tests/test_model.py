@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import ROOT
 from model import ModelStore, model_store_to_frames, run_model, store_from_snapshot_dir
 from pipeline.config import parse_config
 
-ROOT = Path(__file__).resolve().parents[1]
 ORG = parse_config(
     tomllib.loads((ROOT / "tests" / "cases" / "org-plain.toml").read_text()), path="tests/cases/org-plain.toml"
 )

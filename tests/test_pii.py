@@ -7,12 +7,9 @@ from pathlib import Path
 import polars as pl
 from click.testing import CliRunner
 
+from conftest import ORG, REQUESTS, ROOT
 from pipeline.cli import main
 from pipeline.store.snapshot import init_store
-
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
-REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 
 
 def all_report_text(folder: Path) -> str:

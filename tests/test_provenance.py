@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import duckdb
-import pytest
 
+from conftest import ORG, REQUESTS
 from pipeline.engine.record import ENV_SKIP
 from pipeline.lineage.revert import revert_run
 from pipeline.run import run_batch
 from pipeline.store.connect import open_store
-from pipeline.store.snapshot import init_store
-
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
-REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
-
-
-@pytest.fixture
-def store(tmp_path) -> Path:
-    path = tmp_path / "store.duckdb"
-    init_store(path, ROOT / "sample_data" / "snapshot")
-    return path
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[tuple]:

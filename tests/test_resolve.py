@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import ORG, ROOT
 from pipeline.cli import main
 from pipeline.engine import resolve
 from pipeline.errors import EXIT_REFUSED, StoreError
@@ -17,8 +18,6 @@ from pipeline.store.audit import audit_store
 from pipeline.store.schema import COLUMNS, TABLES
 from pipeline.store.snapshot import export_store, init_store
 
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mobile]: stores made without --config
 DEPTH = 10_001
 """Merges in the chain: customer 1 is followed through 10,001 merged_into steps, far past the old limit of 1,000."""
 

@@ -2,43 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from click.testing import CliRunner
 
+from conftest import ORG, REQUESTS, exported
 from pipeline.cli import main
 from pipeline.run import run_batch
 from pipeline.store.connect import open_store
 from pipeline.store.invariants import find_invariant_violations
-from pipeline.store.snapshot import export_store, init_store
+from pipeline.store.snapshot import init_store
 from pipeline.tools.sample import generate_sample
-
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
-REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
-
-
-def snapshot(store: Path, out: Path) -> dict[str, bytes]:
-    export_store(store, out, "csv")
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-
-
-@pytest.fixture
-def store(tmp_path) -> Path:
-    path = tmp_path / "store.duckdb"
-    init_store(path, ROOT / "sample_data" / "snapshot")
-    return path
 
 
 def test_revert_restores_the_store_exactly(store, tmp_path):
-    before = snapshot(store, tmp_path / "before")
+    before = exported(store, tmp_path / "before")
     result = run_batch(store, ORG, REQUESTS, tmp_path / "r")
-    assert result.merges == 1 and snapshot(store, tmp_path / "after") != before
+    assert result.merges == 1 and exported(store, tmp_path / "after") != before
     reverted = CliRunner().invoke(main, ["revert", "--store", str(store), result.run_id])
     assert reverted.exit_code == 0, reverted.output
     assert f"reverted run {result.run_id}" in reverted.output
-    assert snapshot(store, tmp_path / "reverted") == before
+    assert exported(store, tmp_path / "reverted") == before
     with open_store(store, read_only=True) as con:
         assert find_invariant_violations(con).height == 0
         assert con.execute("SELECT reverted_by IS NOT NULL FROM runs WHERE run_id = ?", [result.run_id]).fetchone() == (
@@ -54,11 +36,11 @@ def test_revert_on_a_generated_batch_with_merges_and_moves(tmp_path):
     generate_sample(tmp_path / "s", customers=2000, rows=4000, seed=5)
     store = tmp_path / "s.duckdb"
     init_store(store, tmp_path / "s" / "snapshot")
-    before = snapshot(store, tmp_path / "before")
+    before = exported(store, tmp_path / "before")
     result = run_batch(store, tmp_path / "s" / "org.toml", [tmp_path / "s" / "requests.csv"], tmp_path / "r")
     assert result.merges > 0
     assert CliRunner().invoke(main, ["revert", "--store", str(store), result.run_id]).exit_code == 0
-    assert snapshot(store, tmp_path / "reverted") == before
+    assert exported(store, tmp_path / "reverted") == before
 
 
 def test_revert_refused_when_a_later_run_touched_the_same_customer(store, tmp_path):
@@ -71,11 +53,11 @@ def test_revert_refused_when_a_later_run_touched_the_same_customer(store, tmp_pa
     one = run_batch(store, ORG, [first], tmp_path / "r1")
     run_batch(store, ORG, [unrelated], tmp_path / "r3")
     two = run_batch(store, ORG, [second], tmp_path / "r2")
-    before = snapshot(store, tmp_path / "before")
+    before = exported(store, tmp_path / "before")
     refused = CliRunner().invoke(main, ["revert", "--store", str(store), one.run_id])
     assert refused.exit_code == 3
     assert two.run_id in refused.output and "nothing was changed" in refused.output
-    assert snapshot(store, tmp_path / "after") == before
+    assert exported(store, tmp_path / "after") == before
     # reverting the later run first makes the earlier one revertible again
     assert CliRunner().invoke(main, ["revert", "--store", str(store), two.run_id]).exit_code == 0
     assert CliRunner().invoke(main, ["revert", "--store", str(store), one.run_id]).exit_code == 0

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from conftest import ORG, REQUESTS, ROOT
 from engine_harness import run_engine
 from model import ModelStore, model_store_to_frames, run_model
 from pipeline.config import parse_config
@@ -24,10 +25,6 @@ from pipeline.errors import InternalError
 from pipeline.run import run_batch
 from pipeline.store.snapshot import export_store, init_store
 from test_engine_properties import BASE_CONFIG, CARDS, configs, request_rows, stores
-
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
-REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
 
 Row = dict[str, str | None]
 
@@ -110,6 +107,7 @@ def frame_rows(frame: pl.DataFrame) -> list[tuple]:
     return frame.drop(MESSAGE_INPUTS).sort("seq").rows()
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(blocked_scenarios())
 def test_both_routes_give_the_same_reports_and_store(scenario):

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import ORG, REQUESTS, exported
 from pipeline import files as report
 from pipeline.cli import main
 from pipeline.errors import StageFailed
@@ -19,27 +20,10 @@ from pipeline.run import run_batch
 from pipeline.store.connect import open_store
 from pipeline.store.duck import scalar
 from pipeline.store.invariants import find_invariant_violations
-from pipeline.store.snapshot import export_store, init_store
-
-ROOT = Path(__file__).resolve().parents[1]
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
-REQUESTS = sorted((ROOT / "sample_data" / "requests").glob("*.csv"))
-
-
-@pytest.fixture
-def store(tmp_path) -> Path:
-    path = tmp_path / "store.duckdb"
-    init_store(path, ROOT / "sample_data" / "snapshot")
-    return path
 
 
 def read_report(folder: Path, name: str) -> pl.DataFrame:
     return pl.read_csv(folder / name, infer_schema=False)
-
-
-def snapshot(store: Path, out: Path) -> dict[str, bytes]:
-    export_store(store, out, "csv")
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 
 def test_every_input_row_lands_in_exactly_one_report(store, tmp_path):
@@ -90,11 +74,11 @@ def test_reports_have_the_spec_columns(store, tmp_path):
 
 
 def test_dry_run_writes_the_same_reports_and_changes_nothing(store, tmp_path):
-    before = snapshot(store, tmp_path / "before")
+    before = exported(store, tmp_path / "before")
     dry = run_batch(store, ORG, REQUESTS, tmp_path / "dry", dry_run=True)
-    assert snapshot(store, tmp_path / "after_dry") == before
+    assert exported(store, tmp_path / "after_dry") == before
     real = run_batch(store, ORG, REQUESTS, tmp_path / "real")
-    assert snapshot(store, tmp_path / "after_real") != before
+    assert exported(store, tmp_path / "after_real") != before
     for name in ("success.csv", "errors.csv", "merges.csv"):
         assert (tmp_path / "dry" / name).read_bytes() == (tmp_path / "real" / name).read_bytes(), name
     assert dry.store_after == real.store_after and dry.dry_run and not real.dry_run
@@ -102,13 +86,13 @@ def test_dry_run_writes_the_same_reports_and_changes_nothing(store, tmp_path):
 
 def test_reapplying_a_file_is_refused_unless_asked(store, tmp_path):
     run_batch(store, ORG, REQUESTS[:1], tmp_path / "first")
-    before = snapshot(store, tmp_path / "before")
+    before = exported(store, tmp_path / "before")
     runner = CliRunner()
     args = ["run", "--store", str(store), "--config", str(ORG), "--reports", str(tmp_path / "again"), str(REQUESTS[0])]
     refused = runner.invoke(main, args)
     assert refused.exit_code == 3
     assert "already applied" in refused.output and "--allow-reapply" in refused.output
-    assert snapshot(store, tmp_path / "after") == before
+    assert exported(store, tmp_path / "after") == before
     allowed = runner.invoke(main, [*args, "--allow-reapply"])
     assert allowed.exit_code == 1, allowed.output
 
@@ -127,7 +111,7 @@ def test_run_is_recorded_in_the_ledger(store, tmp_path):
 def test_file_level_error_refuses_the_whole_run(store, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("source,action,id_type,id_value,customer_id,colour\nINSTORE,add,email,a@b.co,1001,red\n")
-    before = snapshot(store, tmp_path / "before")
+    before = exported(store, tmp_path / "before")
     result = CliRunner().invoke(
         main,
         [
@@ -144,7 +128,7 @@ def test_file_level_error_refuses_the_whole_run(store, tmp_path):
     )
     assert result.exit_code == 3
     assert "bad.csv" in result.output and "colour" in result.output
-    assert snapshot(store, tmp_path / "after") == before
+    assert exported(store, tmp_path / "after") == before
 
 
 def test_formula_cells_are_neutralised(store, tmp_path):
@@ -267,7 +251,7 @@ def test_parquet_copies_keep_raw_values(store, tmp_path):
 
 
 def test_error_threshold_aborts_and_applies_nothing(store, tmp_path):
-    before = snapshot(store, tmp_path / "before")
+    before = exported(store, tmp_path / "before")
     result = CliRunner().invoke(
         main,
         [
@@ -285,7 +269,7 @@ def test_error_threshold_aborts_and_applies_nothing(store, tmp_path):
     )
     assert result.exit_code == 3, result.output
     assert "ABORTED" in result.output and "max_errors = 3" in result.output
-    assert snapshot(store, tmp_path / "after") == before
+    assert exported(store, tmp_path / "after") == before
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["aborted"] is True and summary["exit_code"] == 3
     assert summary["store_after"] == summary["store_before"]
@@ -366,7 +350,7 @@ def test_reports_that_cannot_be_written_leave_the_run_unapplied(store, tmp_path,
 
     calls.ndjson is staged first: when it fails nothing else is written; when errors.csv fails, calls.ndjson
     and success.csv, already staged, are removed."""
-    before = snapshot(store, tmp_path / "before")
+    before = exported(store, tmp_path / "before")
     written: list[Path] = []
 
     def failing_stage(real):
@@ -383,7 +367,7 @@ def test_reports_that_cannot_be_written_leave_the_run_unapplied(store, tmp_path,
     monkeypatch.setattr("pipeline.reports.stager.stage_lines", failing_stage(report.stage_lines))
     with pytest.raises(StageFailed, match=r"the commit stage failed: OSError: .*No space left.*; nothing was applied"):
         run_batch(store, ORG, REQUESTS, tmp_path / "r")
-    assert snapshot(store, tmp_path / "after") == before, "the store changed although its reports failed"
+    assert exported(store, tmp_path / "after") == before, "the store changed although its reports failed"
     with open_store(store, read_only=True) as con:
         assert scalar(con, "SELECT count(*) FROM runs") == 0
     assert len(written) == (0 if failing == "calls.ndjson" else 2)

@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import ROOT
 from pipeline.cli import main
 from pipeline.files import neutralise_formulas, write_csv, write_json
 from pipeline.reports.frames import ERROR_REPORT_COLUMNS, error_report
 from pipeline.validate import validate_files
 
-ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
 CONFIG = ROOT / "tests" / "cases" / "org-plain.toml"
 CASE_FILE = CASES / "check_codes.csv"

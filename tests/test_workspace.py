@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
 
+from conftest import ORG, ROOT
 from engine_harness import load_store, raw_frame, run_engine
 from model import ModelStore
 from pipeline.config import parse_config
@@ -24,9 +24,7 @@ from pipeline.run import run_batch
 from pipeline.store.snapshot import init_store
 from test_engine_properties import BASE_CONFIG
 
-ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "pipeline"
-ORG = ROOT / "tests" / "cases" / "org-plain.toml"
 
 STAGE_MODULES: dict[str, Stage] = {
     "engine/resolve.py": "resolve",

@@ -1,4 +1,10 @@
-"""x"""
+"""The rows' connected components: rows joined by a shared key (a customer, a value, a card) fall into one
+component, and nothing a row of one component reads or writes is reached by a row of another.
+
+Resolve computes them while the row keys exist (`row_keys`); the replay shares its work out by component
+(components.py), and the call plan (delivery/plan.py) orders each component's calls by them, so components need
+no order between them.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import polars as pl
 from pipeline.store.duck import query_frame
 
 GROUPS_SCHEMA = {"seq": pl.Int64, "plan_group": pl.Int64, "plan_fresh": pl.Boolean}
+"""Per interacting row: its component and whether it shares no key with any earlier row."""
 
 
 _SHARED_KEY_EDGES = """

@@ -1,15 +1,10 @@
-"""Provenance: every change an applied run made, with the request row that caused it, kept in the store.
+"""Provenance's vocabulary and a revert's rows: what each action of a provenance row means, the order of one
+row's changes, and the rows that say what a revert undid.
 
-`explain` answers "why is this customer like this?" from it, for every run ever applied, without the
-run's reports. One row of `provenance` is one change: an identifier added, removed, dropped from a
-campaign holder or moved by a merge, a customer merged, a card linked, relabelled, delinked or moved
-by a merge, or what a revert undid. It is written set-based, inside the run's own transaction, from
-the decided changes (the chg_* tables of engine/workspace.py, which carry the seq of the row that made each
-change, and the replay's chg_events) joined with the rows' file position, row_number and row_id.
-
-Identifiers, cards and merges present since `store init` have no provenance row: "no row" means
-"from the snapshot", whose folder and time are in store_meta (`snapshot`, `created_at`), so the
-snapshot's 25M identifiers are never copied.
+A run's own provenance rows are written inside its transaction by engine/record.py; `explain` reads them
+(explain.py). One row is one change: an identifier added, removed, dropped from a campaign holder or moved by a
+merge, a customer merged, a card linked, relabelled, delinked or moved by a merge, or what a revert undid.
+Identifiers, cards and merges present since `store init` have no row: "no row" means "from the snapshot".
 """
 
 from __future__ import annotations

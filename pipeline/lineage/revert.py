@@ -1,10 +1,9 @@
-"""The undo log of applied runs, and `revert`, which plays it backwards.
+"""`revert`: an applied run's undo log played backwards.
 
-Inside the apply transaction, before the changes land, the staged changes (chg_* tables) are
-recorded as the net rows a run deletes and inserts in identifiers, and the before/after state of
-every card and customer it changes. Reverting deletes what the run inserted, puts back what it
-deleted and restores cards and customers, in one transaction, after checking that no later run
-touched any customer, identifier or card of that run and that the store still shows the run's
+A run's undo log (written in its transaction by engine/record.py) holds the net rows it deleted and inserted in
+identifiers, and the before/after state of every card and customer it changed. Reverting deletes what the run
+inserted, puts back what it deleted and restores cards and customers, in one transaction, after checking that
+no later run touched any customer, identifier or card of that run and that the store still shows the run's
 after-state for all of them.
 """
 

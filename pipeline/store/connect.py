@@ -1,8 +1,5 @@
-"""The store of SPEC section 1: one DuckDB file made from a snapshot folder, checked, exported.
-
-A store only ever comes into place whole: `init_store` builds it beside the target and renames it
-in when every invariant holds. `find_invariant_violations` is read-only and set-based so that the
-same check can audit a whole store later.
+"""Opening a store: the DuckDB connection with its memory limit and spill folder, a clear refusal when another
+process holds the file, the migration of older stores on a writable open, and the vacuum policy of a run's close.
 """
 
 from __future__ import annotations

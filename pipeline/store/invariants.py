@@ -1,8 +1,7 @@
-"""The store of SPEC section 1: one DuckDB file made from a snapshot folder, checked, exported.
-
-A store only ever comes into place whole: `init_store` builds it beside the target and renames it
-in when every invariant holds. `find_invariant_violations` is read-only and set-based so that the
-same check can audit a whole store later.
+"""The store's invariants, checked set-based and read-only, so that `store init` checks a snapshot and `store
+audit` a whole store with the same queries: required values, unique customers and cards, valid statuses, one
+holder per value in a scope, one value per slot, holders and card holders active, merged_into chains that end at
+an active customer (followed by pointer jumping, `merge_chain_ends`, which resolve also uses).
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""The store of SPEC section 1: one DuckDB file made from a snapshot folder, checked, exported.
-
-A store only ever comes into place whole: `init_store` builds it beside the target and renames it
-in when every invariant holds. `find_invariant_violations` is read-only and set-based so that the
-same check can audit a whole store later.
+"""The stored mobiles and the `[mobile]` countries they were read with (store_meta), and re-reading them when a
+store's org config changes its countries (`store set-config`, store/binding.py).
 """
 
 from __future__ import annotations

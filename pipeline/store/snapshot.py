@@ -1,8 +1,9 @@
-"""The store of SPEC section 1: one DuckDB file made from a snapshot folder, checked, exported.
+"""A store made from a snapshot folder (`store init`) and written back as one (`store export`).
 
-A store only ever comes into place whole: `init_store` builds it beside the target and renames it
-in when every invariant holds. `find_invariant_violations` is read-only and set-based so that the
-same check can audit a whole store later.
+A store only ever comes into place whole: `init_store` stages the snapshot's tables (trimmed, normalised,
+typed), loads them into a new DuckDB file beside the target, checks every invariant (invariants.py) and
+renames it in only when all hold; otherwise it writes a findings report and leaves any old store as it was.
+An export sorts each table by its key, so equal stores export byte for byte equal.
 """
 
 from __future__ import annotations
