@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import click
+import pytest
 
 import readme_demo
 from pipeline.catalog import CATALOG, markdown_table
@@ -98,6 +99,7 @@ def test_the_job_key_table_equals_the_job_parser_keys():
     assert documented == parsed
 
 
+@pytest.mark.slow
 def test_the_demo_output_in_docs_demo_is_current():
     """`make readme` regenerates the block; run ids, times and seconds may differ, nothing else."""
     assert readme_demo.comparable(readme_demo.demo_block(DEMO_DOC)) == readme_demo.comparable(

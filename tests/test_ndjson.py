@@ -127,6 +127,7 @@ def test_calls_ndjson_read_back_on_the_pre_run_store_gives_the_same_store(tmp_pa
     assert exported(second, tmp_path / "e2") == exported(first, tmp_path / "e1") != exported(pre, tmp_path / "e0")
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_the_plan_run_as_a_batch_gives_the_run_s_store_on_random_batches(scenario):

@@ -118,6 +118,7 @@ def changed_at_most_once(log: list[dict], calls: list[dict]) -> None:
     assert sum(changed.values()) == len(calls)
 
 
+@pytest.mark.slow
 def test_every_fault_kind_still_equal_and_each_call_changed_the_platform_once(generated_run, tmp_path):
     run = generated_run
     platform, log = run.platform("faults.duckdb"), tmp_path / "log.ndjson"
@@ -157,6 +158,7 @@ recorded it, and during a settling read (answered, not recorded); the n-th passa
 assert {kill.partition(":")[0] for kill in KILLS} == set(PUSH_POINTS), "every point of the push's hook is killed at"
 
 
+@pytest.mark.slow
 def test_sigkill_at_named_moments_and_restart_gives_the_uninterrupted_result(generated_run, tmp_path):
     run = generated_run
     platform, log = run.platform("killed.duckdb"), tmp_path / "log.ndjson"
@@ -235,6 +237,7 @@ def test_drift_blocks_dependents_only_and_max_drift_stops_then_resumes(generated
     assert 'id="push"' in (stopping / "summary.html").read_text()
 
 
+@pytest.mark.slow
 def test_pacing_on_the_emulator_log(generated_run, tmp_path):
     run, rate = generated_run, 1200.0
     independent = [c for c in run.calls if not c["after"]][:60]
@@ -263,6 +266,7 @@ def test_pacing_on_the_emulator_log(generated_run, tmp_path):
     assert summary["configured_rate_per_minute"] == rate
 
 
+@pytest.mark.slow
 def test_pacing_survives_a_restart(generated_run, tmp_path):
     """Killed after its second answer and started again at once, the push keeps the interval from its journal."""
     run, rate = generated_run, 20.0  # one request every 3 s
@@ -442,6 +446,7 @@ def config_toml(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.slow
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stores(), st.lists(request_rows(n_customers=7), min_size=8, max_size=25), st.booleans(), st.integers(0, 2))
 def test_property_push_with_varying_order_leaves_the_platform_as_the_run_left_the_store(store, rows, reuse, merges):

@@ -380,3 +380,31 @@ def test_reports_that_cannot_be_written_leave_the_run_unapplied(store, tmp_path,
         ["calls.ndjson", "success.csv", "errors.csv", "merges.csv", "summary.json", "summary.html"]
     ), "a published report folder holds the reports and nothing staged"
     assert result.rows == sum(f["rows"] for f in result.files)
+
+
+def _boom(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    ("target", "stage"),
+    [("pipeline.run.build_reports", "report"), ("pipeline.run.commit_changes", "apply")],
+)
+def test_a_stage_failure_names_the_stage_and_changes_nothing(store, tmp_path, monkeypatch, target, stage):
+    before = exported(store, tmp_path / "before")
+    monkeypatch.setattr(target, _boom)
+    with pytest.raises(StageFailed, match=rf"^the {stage} stage failed: RuntimeError: boom; nothing was applied$"):
+        run_batch(store, ORG, REQUESTS, tmp_path / "r")
+    assert exported(store, tmp_path / "after") == before
+    with open_store(store, read_only=True) as con:
+        assert scalar(con, "SELECT count(*) FROM runs") == 0
+    assert not (tmp_path / "r").exists(), "the reports folder the run made was left behind"
+
+
+def test_a_failure_after_the_commit_says_the_run_was_applied(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.run.write_summary_html", _boom)
+    with pytest.raises(StageFailed, match=r"^the report stage failed: .*; the run was applied; its reports in .*"):
+        run_batch(store, ORG, REQUESTS, tmp_path / "r")
+    with open_store(store, read_only=True) as con:
+        assert scalar(con, "SELECT count(*) FROM runs WHERE NOT dry_run") == 1
+    assert (tmp_path / "r" / "success.csv").exists(), "the reports staged before the failure are published"
