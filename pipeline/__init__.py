@@ -14,7 +14,8 @@ floors below it, never one above (tests/test_layout.py holds the same map and fa
     reports/    success, errors and merges rows, the stager beside the transaction, summary.html, PII masking
     lineage/    provenance's actions, revert, explain and its page: "why" and "undo" from the store's record
     delivery/   after a run: the call plan, push (client, verdicts, journal, pacing), the platform emulator
-    operations  run (composes the stages), job (a job file), validate (check without a store)
+    operations  run (composes the stages), job (a job file), validate (check without a store), refresh (a store
+                brought to the platform's next snapshot)
     tools/      the sample-data generator, `make demo`
     face        cli (parse, call one function, print, exit), console, __main__
 """

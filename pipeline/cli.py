@@ -184,6 +184,78 @@ def store_set_config(store_path: Path, config_path: Path, report_path: Path | No
     return 0
 
 
+@store.command("refresh")
+@click.argument("store_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--snapshot",
+    "snapshot_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The platform's next snapshot folder (customers, identifiers, cards).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The store's org config; needed when its mobiles were read with [mobile] countries.",
+)
+@click.option(
+    "--reports",
+    "reports_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Reports folder [default: reports/refresh/<run id>].",
+)
+@click.option("--dry-run", is_flag=True, help="Write the same reports and change nothing.")
+@click.option(
+    "--max-removed-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.05,
+    show_default=True,
+    help="Refuse a snapshot that removes more than this share of a table's rows.",
+)
+@click.option("--allow-removals", is_flag=True, help="Apply a snapshot past the removal guard.")
+@click.option("--mask-pii", is_flag=True, default=None, help="Mask identifier values and card numbers in summary.html.")
+@click.option("--json", "as_json", is_flag=True, help="Print refresh-summary.json instead of the summary.")
+@_exits
+def store_refresh(
+    store_path: Path,
+    snapshot_dir: Path,
+    config_path: Path | None,
+    reports_dir: Path | None,
+    dry_run: bool,
+    max_removed_share: float,
+    allow_removals: bool,
+    mask_pii: bool | None,
+    as_json: bool,
+) -> int:
+    """Bring STORE_PATH to the platform's next snapshot, keeping its ledger, undo logs and provenance:
+    every changed key in changes.csv, what the platform kept of the store's runs, and the changes it did not
+    keep as not_on_platform.csv; refused (exit 3) past the removal guard or for a snapshot that breaks an
+    invariant.
+
+    Example: loyalty-bulk store refresh store.duckdb --snapshot exports/2026-12-07 --config org.toml
+    """
+    from pipeline.files import json_text
+    from pipeline.refresh import refresh_store
+    from pipeline.run import new_run_id
+
+    result = refresh_store(
+        store_path,
+        snapshot_dir,
+        new_run_id(),
+        config_path=config_path,
+        reports_dir=reports_dir,
+        dry_run=dry_run,
+        max_removed_share=max_removed_share,
+        allow_removals=allow_removals,
+        mask_pii=pick(mask_pii, ENV_MASK_PII, None, False, env_flag),
+    )
+    click.echo(json_text(result.to_dict()) if as_json else result.render())
+    return result.exit_code
+
+
 @store.command("export")
 @click.argument("store_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))

@@ -35,6 +35,14 @@ RUN_POINTS = (
     "during-checkpoint",
 )
 """The points of `run` in the order a run passes them (pipeline/run.py)."""
+REFRESH_POINTS = (
+    "refresh-after-diff",
+    "refresh-in-transaction",
+    "refresh-during-commit",
+    "refresh-after-commit",
+    "refresh-during-checkpoint",
+)
+"""The points of `store refresh` in the order it passes them (pipeline/refresh.py)."""
 PUSH_POINTS = ("before-send", "after-send", "settle")
 """The points of `push` (pipeline/delivery/push.py): before a request goes out, once it is answered but not yet
 journaled, once a settling read is answered but not yet journaled. Passed once per request."""

@@ -21,7 +21,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("reports",),
     ("lineage",),
     ("delivery",),
-    ("run", "job", "validate"),
+    ("run", "job", "validate", "refresh"),
     ("tools",),
     ("console", "cli", "__main__"),
 )

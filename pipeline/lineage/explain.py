@@ -32,14 +32,15 @@ from pipeline.values.normalize import normalized_value
 CARD = "cardnumber"
 MAX_CHAIN_STEPS = 1_000
 
-PUT_IN = frozenset({"add", "move", "revert_restore"})
+PUT_IN = frozenset({"add", "move", "platform_move", "revert_restore"})
 """Identifier actions that give the value to to_customer_id."""
-TAKE_OUT = frozenset({"remove", "drop", "move", "revert_remove"})
+TAKE_OUT = frozenset({"remove", "drop", "move", "platform_move", "revert_remove"})
 """Identifier actions that take the value from from_customer_id."""
-CARD_ACTIONS = frozenset({"card_link", "card_label", "card_delink", "card_move", "revert_card"})
+CARD_ACTIONS = frozenset({"card_link", "card_label", "card_delink", "card_move", "card_relink", "revert_card"})
 
 _EVENTS = """
-SELECT r.ordinal, r.started_at, r.job, r.reverted_by, r.reverts, f.path, f.sha256,
+SELECT r.ordinal, r.started_at, r.job, r.reverted_by, r.reverts, r.kind,
+    CASE WHEN r.kind = 'refresh' THEN json_extract_string(r.summary, '$.snapshot') END AS snapshot, f.path, f.sha256,
     p.run_id, p.file_position, p.row_number, p.row_id, p.action, p.from_customer_id, p.to_customer_id,
     p.source, p.account_id, p.id_type, p.id_value, p.old_label, p.new_label
 FROM provenance p JOIN runs r USING (run_id)
@@ -52,12 +53,13 @@ _BY_CARDS = _EVENTS + "WHERE p.id_type = 'cardnumber' AND list_contains($numbers
 _UNRECORDED = "SELECT run_id FROM provenance WHERE action = 'unrecorded' ORDER BY run_id"
 
 Action = str
-Kind = Literal["snapshot", "run", "revert"]
+Kind = Literal["snapshot", "run", "revert", "refresh"]
 
 
 @dataclass(frozen=True)
 class Cause:
-    """Where a change came from: the snapshot, a request row of a run, or a revert."""
+    """Where a change came from: the snapshot, a request row of a run, a revert, or a refresh (a change made on the
+    platform, found in its next snapshot)."""
 
     kind: Kind
     at: str | None
@@ -77,6 +79,9 @@ class Cause:
             return f"snapshot (store init {self.at})"
         if self.kind == "revert":
             return f"revert {self.run_id} of run {self.reverts}"
+        if self.kind == "refresh":
+            undone = f" [reverted by {self.reverted_by}]" if self.reverted_by else ""
+            return f"changed on the platform (refresh {self.run_id}, snapshot {self.snapshot}){undone}"
         row = f" ({self.row_id})" if self.row_id else ""
         undone = f" [reverted by {self.reverted_by}]" if self.reverted_by else ""
         return f"run {self.run_id}, {self.file} row {self.row_number}{row}{undone}"
@@ -104,7 +109,7 @@ class Event:
     @property
     def counts(self) -> bool:
         """Whether the event stands in the store's present (its run was not reverted, it is no revert)."""
-        return self.cause.kind == "run" and self.cause.reverted_by is None
+        return self.cause.kind in ("run", "refresh") and self.cause.reverted_by is None
 
     def scope(self) -> str:
         return _scope(self.source or "", self.account_id or "")
@@ -117,6 +122,9 @@ class Event:
             "remove": f"removed {what} from {self.from_customer_id}",
             "drop": f"dropped {what} from campaign customer {self.from_customer_id}",
             "move": f"moved {what} from {self.from_customer_id} to {self.to_customer_id} (merge)",
+            "platform_move": f"moved {what} from {self.from_customer_id} to {self.to_customer_id}",
+            "unmerge": f"unmerged {self.from_customer_id} from {self.to_customer_id}",
+            "card_relink": f"moved {what} from {self.from_customer_id} to {self.to_customer_id} as {self.new_label}",
             "merge": f"merged {self.from_customer_id} into {self.to_customer_id} on {what}",
             "card_link": f"linked {what} to {self.to_customer_id} as {self.new_label}",
             "card_label": f"relabelled {what} on {self.to_customer_id}: {self.old_label} -> {self.new_label}",
@@ -229,7 +237,15 @@ class RunTouch:
     reverts: str | None
 
     def render(self) -> str:
-        what = f"revert of {self.reverts}" if self.kind == "revert" else f"job {self.job}" if self.job else "run"
+        what = (
+            f"revert of {self.reverts}"
+            if self.kind == "revert"
+            else "refresh (changed on the platform)"
+            if self.kind == "refresh"
+            else f"job {self.job}"
+            if self.job
+            else "run"
+        )
         undone = f", reverted by {self.reverted_by}" if self.reverted_by else ""
         return f"{self.run_id}  {self.at}  {what}: {self.changes} change(s){undone}"
 
@@ -494,10 +510,18 @@ class _Reader:
         self.snapshot = Cause("snapshot", meta.get("created_at"), snapshot=meta.get("snapshot"))
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         self.has_provenance = {"provenance", "runs", "run_files"} <= tables
+        # a store made before runs.kind, not opened for writing since, has no refresh: every run is a run
+        self.has_kind = bool(
+            con.execute(
+                "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'runs' AND column_name = 'kind'"
+            ).fetchall()[0][0]
+        )
 
     def events(self, query: str, params: dict[str, Any] | None = None) -> list[Event]:
         if not self.has_provenance:
             return []
+        if not self.has_kind:
+            query = query.replace("r.kind", "NULL::VARCHAR")
         result = self.con.execute(query, params or None)
         names = [d[0] for d in result.description or ()]
         events = [self._event(dict(zip(names, r, strict=True))) for r in result.fetchall()]
@@ -505,12 +529,13 @@ class _Reader:
 
     def _event(self, r: dict[str, Any]) -> Event:
         reverts = r["reverts"]
-        kind: Kind = "revert" if reverts else "run"
+        kind: Kind = "revert" if reverts else "refresh" if r["kind"] == "refresh" else "run"
         cause = Cause(
             kind,
             r["started_at"],
             run_id=r["run_id"],
-            job=None if reverts else r["job"],
+            job=None if reverts or kind == "refresh" else r["job"],
+            snapshot=r["snapshot"],
             file=r["path"],
             sha256=r["sha256"],
             row_number=r["row_number"],

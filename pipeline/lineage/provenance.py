@@ -29,6 +29,9 @@ Action = Literal[
     "card_label",
     "card_delink",
     "card_move",
+    "platform_move",
+    "unmerge",
+    "card_relink",
     "revert_remove",
     "revert_restore",
     "revert_unmerge",
@@ -37,7 +40,9 @@ Action = Literal[
 ]
 """What a provenance row says happened (README "Explain"): `drop` is a CAMPAIGN holder losing a value
 another customer took (reuse on); `move` an identifier going from a merge victim to its survivor;
-`unrecorded` marks a run made with the bench's switch off, whose changes have no rows."""
+`unrecorded` marks a run made with the bench's switch off, whose changes have no rows. A refresh's rows
+(store/diff.py) say what changed on the platform: `add`, `remove`, `platform_move` (another holder), `merge`,
+`unmerge`, `card_link`, `card_delink`, `card_relink` (another holder), `card_label`."""
 
 
 _ROW_ORDER = ("merge", "move", "card_move", "drop", "remove", "add", "card_link", "card_label", "card_delink")
@@ -63,6 +68,16 @@ FROM undo_cards WHERE run_id = $run_id
 UNION ALL
 SELECT $revert_id, NULL, NULL, NULL, 'revert_unmerge', customer_id, new_merged_into, NULL, NULL, '', '', NULL, NULL
 FROM undo_customers WHERE run_id = $run_id
+UNION ALL
+SELECT $revert_id, NULL, NULL, NULL, 'revert_card', i.customer_id, d.customer_id, NULL, NULL, 'cardnumber',
+    card_number, i.status_label, d.status_label
+FROM (SELECT * FROM undo_card_rows WHERE run_id = $run_id AND op = 'inserted') i
+FULL OUTER JOIN (SELECT * FROM undo_card_rows WHERE run_id = $run_id AND op = 'deleted') d USING (card_number)
+UNION ALL
+SELECT $revert_id, NULL, NULL, NULL, 'revert_unmerge', i.customer_id, i.merged_into, NULL, NULL, '', '', NULL, NULL
+FROM undo_customer_rows i JOIN undo_customer_rows d
+    ON d.run_id = i.run_id AND d.customer_id = i.customer_id AND d.op = 'deleted'
+WHERE i.run_id = $run_id AND i.op = 'inserted' AND i.status = 'MERGED' AND d.status = 'ACTIVE'
 """
 
 

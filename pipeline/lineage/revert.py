@@ -29,7 +29,9 @@ _TOUCHED = """
 CREATE OR REPLACE TEMP TABLE touched AS
 WITH undo_identifiers AS (SELECT * FROM undo_identifiers WHERE run_id IN (SELECT run_id FROM later_runs)),
      undo_cards AS (SELECT * FROM undo_cards WHERE run_id IN (SELECT run_id FROM later_runs)),
-     undo_customers AS (SELECT * FROM undo_customers WHERE run_id IN (SELECT run_id FROM later_runs))
+     undo_customers AS (SELECT * FROM undo_customers WHERE run_id IN (SELECT run_id FROM later_runs)),
+     undo_customer_rows AS (SELECT * FROM undo_customer_rows WHERE run_id IN (SELECT run_id FROM later_runs)),
+     undo_card_rows AS (SELECT * FROM undo_card_rows WHERE run_id IN (SELECT run_id FROM later_runs))
     SELECT run_id, 'c' AS kind, customer_id::VARCHAR AS k FROM undo_identifiers
     UNION SELECT run_id, 'v', concat_ws(chr(31), id_type, id_value) FROM undo_identifiers
     UNION SELECT run_id, 'k', card_number FROM undo_cards
@@ -37,7 +39,13 @@ WITH undo_identifiers AS (SELECT * FROM undo_identifiers WHERE run_id IN (SELECT
     UNION SELECT run_id, 'c', new_customer_id::VARCHAR FROM undo_cards WHERE new_customer_id IS NOT NULL
     UNION SELECT run_id, 'c', customer_id::VARCHAR FROM undo_customers
     UNION SELECT run_id, 'c', new_merged_into::VARCHAR FROM undo_customers
+    UNION SELECT run_id, 'c', customer_id::VARCHAR FROM undo_customer_rows
+    UNION SELECT run_id, 'c', merged_into::VARCHAR FROM undo_customer_rows WHERE merged_into IS NOT NULL
+    UNION SELECT run_id, 'k', card_number FROM undo_card_rows
+    UNION SELECT run_id, 'c', customer_id::VARCHAR FROM undo_card_rows WHERE customer_id IS NOT NULL
 """
+"""What each later run touched: customers (c), values (v) and cards (k); a refresh's whole-row images count
+like a batch run's before and after."""
 
 
 _LATER_RUNS = """
@@ -63,6 +71,14 @@ UNION ALL SELECT 'card', count(*) FROM undo_cards u JOIN cards c USING (card_num
       AND (c.customer_id IS DISTINCT FROM u.new_customer_id OR c.status_label <> u.new_label)
 UNION ALL SELECT 'customer', count(*) FROM undo_customers u JOIN customers c USING (customer_id)
     WHERE u.run_id = $run_id AND (c.status <> u.new_status OR c.merged_into IS DISTINCT FROM u.new_merged_into)
+UNION ALL SELECT 'customer row', count(*) FROM undo_customer_rows u LEFT JOIN customers c
+    ON c.customer_id = u.customer_id AND c.status = u.status AND c.merged_into IS NOT DISTINCT FROM u.merged_into
+   AND c.customer_type = u.customer_type
+    WHERE u.run_id = $run_id AND u.op = 'inserted' AND c.customer_id IS NULL
+UNION ALL SELECT 'card row', count(*) FROM undo_card_rows u LEFT JOIN cards c
+    ON c.card_number = u.card_number AND c.series_id = u.series_id AND c.customer_id IS NOT DISTINCT FROM u.customer_id
+   AND c.status_label = u.status_label
+    WHERE u.run_id = $run_id AND u.op = 'inserted' AND c.card_number IS NULL
 """
 
 
@@ -77,6 +93,15 @@ UPDATE cards SET customer_id = u.old_customer_id, status_label = u.old_label FRO
     WHERE u.run_id = $run_id AND cards.card_number = u.card_number;
 UPDATE customers SET status = u.old_status, merged_into = u.old_merged_into FROM undo_customers u
     WHERE u.run_id = $run_id AND customers.customer_id = u.customer_id
+;
+DELETE FROM customers USING undo_customer_rows u
+    WHERE u.run_id = $run_id AND u.op = 'inserted' AND customers.customer_id = u.customer_id;
+INSERT INTO customers SELECT customer_id, status, merged_into, customer_type FROM undo_customer_rows
+    WHERE run_id = $run_id AND op = 'deleted';
+DELETE FROM cards USING undo_card_rows u
+    WHERE u.run_id = $run_id AND u.op = 'inserted' AND cards.card_number = u.card_number;
+INSERT INTO cards SELECT card_number, series_id, customer_id, status_label FROM undo_card_rows
+    WHERE run_id = $run_id AND op = 'deleted'
 """
 
 
@@ -131,8 +156,18 @@ def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> Rever
                 """SELECT op, count(*) FROM undo_identifiers WHERE run_id = ? GROUP BY op""", [run_id]
             ).fetchall()
         )
-        cards = scalar(con, "SELECT count(*) FROM undo_cards WHERE run_id = ?", [run_id])
-        customers = scalar(con, "SELECT count(*) FROM undo_customers WHERE run_id = ?", [run_id])
+        cards = scalar(
+            con,
+            "SELECT (SELECT count(*) FROM undo_cards WHERE run_id = $1)"
+            " + (SELECT count(DISTINCT card_number) FROM undo_card_rows WHERE run_id = $1)",
+            [run_id],
+        )
+        customers = scalar(
+            con,
+            "SELECT (SELECT count(*) FROM undo_customers WHERE run_id = $1)"
+            " + (SELECT count(DISTINCT customer_id) FROM undo_customer_rows WHERE run_id = $1)",
+            [run_id],
+        )
         with transaction(con):
             provenance.record_revert(con, revert_run_id, run_id)  # reads the undo log before it is played
             run_script(con, _REVERT, {"run_id": run_id})

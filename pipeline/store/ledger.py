@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 
 _NEXT_ORDINAL = "(SELECT coalesce(max(ordinal), 0) + 1 FROM runs)"
+_COLUMNS = (
+    "run_id, ordinal, job, dry_run, started_at, ended_at, rows, succeeded, failed, merges, exit_code, config_sha256,"
+    " summary, reverts, reverted_by, kind"
+)
+"""Named in every INSERT: a store made before `kind` has the column last, as a new store has it."""
 
 
 def refuse_reapplied(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile]) -> None:
@@ -28,7 +33,8 @@ def refuse_reapplied(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile])
     for f in files:
         hit = con.execute(
             """SELECT r.run_id, r.started_at FROM run_files f JOIN runs r USING (run_id)
-               WHERE f.sha256 = ? AND NOT r.dry_run AND r.exit_code IN (0, 1) AND r.reverted_by IS NULL
+               WHERE f.sha256 = ? AND r.kind = 'run' AND NOT r.dry_run AND r.exit_code IN (0, 1)
+                 AND r.reverted_by IS NULL
                ORDER BY r.ordinal LIMIT 1""",
             [f.sha256],
         ).fetchone()
@@ -42,7 +48,8 @@ def refuse_reapplied(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile])
 def record(con: duckdb.DuckDBPyConnection, entry: LedgerEntry, files: Sequence[InputFile], config_sha256: str) -> None:
     """Write the run and its files to the ledger, inside the caller's transaction."""
     con.execute(
-        f"INSERT INTO runs VALUES (?, {_NEXT_ORDINAL}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+        f"INSERT INTO runs ({_COLUMNS})"
+        f" VALUES (?, {_NEXT_ORDINAL}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 'run')",
         [
             entry.run_id,
             entry.job,
@@ -70,11 +77,23 @@ def record_revert(con: duckdb.DuckDBPyConnection, revert_run_id: str, reverted_r
 
 
 def record_event(
-    con: duckdb.DuckDBPyConnection, run_id: str, kind: str, details: dict, reverts: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    kind: str,
+    details: dict,
+    reverts: str | None = None,
+    files: Sequence[tuple[str, str, int]] = (),
+    started_at: str | None = None,
 ) -> None:
-    """Record a store-changing command that is not a batch (revert, set-config) in the ledger."""
+    """Record a store-changing command that is not a batch (refresh, revert, set-config) in the ledger, with the
+    files it read (path, sha256, rows: a refresh's snapshot files), inside the caller's transaction."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     con.execute(
-        f"INSERT INTO runs VALUES (?, {_NEXT_ORDINAL}, ?, false, ?, ?, 0, 0, 0, 0, 0, '', ?, ?, NULL)",
-        [run_id, kind, now, now, json.dumps(details), reverts],
+        f"INSERT INTO runs ({_COLUMNS}) VALUES (?, {_NEXT_ORDINAL}, ?, false, ?, ?, 0, 0, 0, 0, 0, '', ?, ?, NULL, ?)",
+        [run_id, kind, started_at or now, now, json.dumps(details), reverts, kind],
     )
+    if files:
+        con.executemany(
+            "INSERT INTO run_files VALUES (?, ?, ?, ?, ?)",
+            [[run_id, i, path, sha256, rows] for i, (path, sha256, rows) in enumerate(files)],
+        )

@@ -135,7 +135,7 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR NOT NULL, ordinal BIGINT NOT NULL, job VARCHAR, dry_run BOOLEAN NOT NULL,
     started_at VARCHAR NOT NULL, ended_at VARCHAR NOT NULL, rows BIGINT NOT NULL,
     succeeded BIGINT NOT NULL, failed BIGINT NOT NULL, merges BIGINT NOT NULL, exit_code INTEGER NOT NULL,
-    config_sha256 VARCHAR NOT NULL, summary VARCHAR NOT NULL, reverts VARCHAR, reverted_by VARCHAR);
+    config_sha256 VARCHAR NOT NULL, summary VARCHAR NOT NULL, reverts VARCHAR, reverted_by VARCHAR, kind VARCHAR);
 CREATE TABLE IF NOT EXISTS run_files (
     run_id VARCHAR NOT NULL, position INTEGER NOT NULL, path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL,
     rows BIGINT NOT NULL);
@@ -151,8 +151,24 @@ CREATE TABLE IF NOT EXISTS undo_cards (
     new_customer_id BIGINT, new_label VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS undo_customers (
     run_id VARCHAR NOT NULL, customer_id BIGINT NOT NULL, old_status VARCHAR NOT NULL, old_merged_into BIGINT,
-    new_status VARCHAR NOT NULL, new_merged_into BIGINT)
+    new_status VARCHAR NOT NULL, new_merged_into BIGINT);
+CREATE TABLE IF NOT EXISTS undo_customer_rows (
+    run_id VARCHAR NOT NULL, op VARCHAR NOT NULL, customer_id BIGINT NOT NULL, status VARCHAR NOT NULL,
+    merged_into BIGINT, customer_type VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS undo_card_rows (
+    run_id VARCHAR NOT NULL, op VARCHAR NOT NULL, card_number VARCHAR NOT NULL, series_id INTEGER NOT NULL,
+    customer_id BIGINT, status_label VARCHAR NOT NULL)
 """
+"""undo_identifiers holds whole rows a run deleted and inserted (op); undo_cards and undo_customers the before
+and after of what a batch run changes in place. A refresh, which also makes and removes customers and cards, logs
+whole rows of all three tables (undo_identifiers, undo_customer_rows, undo_card_rows)."""
+
+RUN_KINDS_SQL = """
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS kind VARCHAR;
+UPDATE runs SET kind = CASE WHEN config_sha256 = '' AND job IN ('revert', 'set-config') THEN job ELSE 'run' END
+WHERE kind IS NULL
+"""
+"""runs.kind (run, refresh, revert, set-config): stores made before it said revert and set-config in `job`."""
 
 
 PROVENANCE_SQL = """
@@ -172,4 +188,4 @@ uncompressed (bench/RESULTS.md, scenario p, quotes the store growth)."""
 
 def ensure(con: duckdb.DuckDBPyConnection) -> None:
     """Create the ledger, undo-log and provenance tables where missing (stores made before them lack them)."""
-    run_script(con, LEDGER_SQL + ";" + UNDO_SQL + ";" + PROVENANCE_SQL)
+    run_script(con, LEDGER_SQL + ";" + UNDO_SQL + ";" + PROVENANCE_SQL + ";" + RUN_KINDS_SQL)

@@ -48,7 +48,7 @@ SNAPSHOT_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 Format = Literal["parquet", "csv"]
 
 
-def _snapshot_file(snapshot_dir: Path, table: str) -> Path:
+def snapshot_file(snapshot_dir: Path, table: str) -> Path:
     found = [
         snapshot_dir / f"{table}{suffix}"
         for suffix in SNAPSHOT_SUFFIXES
@@ -135,9 +135,9 @@ def _prepared(table: str, path: Path, lf: pl.LazyFrame, countries: MobileCountri
 BAD_VALUE_SQL = "SELECT count({col}), min({col}) FROM read_parquet($1)"
 
 
-def _stage(snapshot_dir: Path, work_dir: Path, countries: MobileCountries | None = None) -> dict[str, Path]:
+def stage_snapshot(snapshot_dir: Path, work_dir: Path, countries: MobileCountries | None = None) -> dict[str, Path]:
     """Write each snapshot table, trimmed, normalised and typed, as Parquet under work_dir."""
-    sources = {table: _snapshot_file(snapshot_dir, table) for table in TABLES}
+    sources = {table: snapshot_file(snapshot_dir, table) for table in TABLES}
     frames = {table: _prepared(table, path, _scan(path), countries) for table, path in sources.items()}
     staged: dict[str, Path] = {}
     con = duckdb.connect(config={"memory_limit": DEFAULT_MEMORY_LIMIT, "temp_directory": str(work_dir / "spill")})
@@ -199,7 +199,7 @@ LOAD_SQL = "INSERT INTO {table} SELECT {columns} FROM read_parquet($1)"
 META_SQL = "INSERT INTO store_meta VALUES ($1, $2)"
 
 
-def _findings_on_staged(staged: dict[str, Path], work_dir: Path) -> pl.DataFrame:
+def findings_on_staged(staged: dict[str, Path], work_dir: Path) -> pl.DataFrame:
     """Run the invariant check on the staged Parquet files (used when they cannot even be loaded)."""
     con = duckdb.connect(config={"memory_limit": DEFAULT_MEMORY_LIMIT, "temp_directory": str(work_dir / "spill")})
     try:
@@ -234,7 +234,7 @@ def init_store(
     store_path.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{store_path.name}.init-", dir=store_path.parent))
     try:
-        staged = _stage(snapshot_dir, work_dir, countries)
+        staged = stage_snapshot(snapshot_dir, work_dir, countries)
         new_store = work_dir / "store.duckdb"
         con = connect(new_store, False, work_dir / "spill")
         try:
@@ -269,7 +269,7 @@ def init_store(
         finally:
             con.close()
         if findings is None:
-            findings = _findings_on_staged(staged, work_dir)
+            findings = findings_on_staged(staged, work_dir)
         if not findings.is_empty():
             write_csv(findings, report)
             raise SnapshotRefused(snapshot_dir, findings.height, report)

@@ -1,0 +1,331 @@
+"""`store refresh`: the store brought to the platform's next snapshot, every changed key classified as a plain
+Python diff classifies it, the store's record kept, the refresh revertible, killed only before or after.
+
+The model of the classes is `model_changes`, written from the definitions in docs/refresh.md without the
+package's SQL; Hypothesis draws a store and a next snapshot independently, so that every class turns up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from conftest import ORG, REQUESTS, SAMPLE_SNAPSHOT, exported
+from model import FRAME_KEYS, ModelStore, model_store_to_frames
+from pipeline.cli import main
+from pipeline.errors import SnapshotRefused, StoreError
+from pipeline.faults import ENV_KILL_AT, REFRESH_POINTS
+from pipeline.lineage.explain import Explainer
+from pipeline.lineage.revert import revert_run
+from pipeline.refresh import refresh_store
+from pipeline.run import run_batch
+from pipeline.store.connect import open_store
+from pipeline.store.duck import scalar
+from pipeline.store.snapshot import export_store, init_store
+from test_engine_properties import CARDS, LABELS, stores
+
+EXE = Path(sys.executable).parent / "loyalty-bulk"
+Key = tuple[object, ...]
+
+
+def model_changes(before: ModelStore, after: ModelStore) -> set[tuple[str, str, Key]]:
+    """Each changed key once, with its class: the definitions of docs/refresh.md in plain Python."""
+    found: set[tuple[str, str, Key]] = set()
+    for cid in before.customers.keys() | after.customers.keys():
+        old, new = before.customers.get(cid), after.customers.get(cid)
+        if old == new:
+            continue
+        if old is None or new is None:
+            change = "new" if old is None else "removed"
+        elif (old[0], new[0]) == ("ACTIVE", "MERGED"):
+            change = "merged"
+        elif (old[0], new[0]) == ("MERGED", "ACTIVE"):
+            change = "unmerged"
+        else:
+            change = "changed"
+        found.add(("customer", change, (cid,)))
+    held_before = {(s, a, t, v): c for c, s, a, t, v in before.identifiers}
+    held_after = {(s, a, t, v): c for c, s, a, t, v in after.identifiers}
+    for key in held_before.keys() | held_after.keys():
+        old_holder, new_holder = held_before.get(key), held_after.get(key)
+        if old_holder != new_holder:
+            change = "added" if old_holder is None else "removed" if new_holder is None else "moved"
+            found.add(("identifier", change, key))
+    for number in before.cards.keys() | after.cards.keys():
+        old_card, new_card = before.cards.get(number), after.cards.get(number)
+        if old_card == new_card:
+            continue
+        if old_card is None or new_card is None:
+            change = "new" if old_card is None else "removed"
+        elif old_card[1] != new_card[1]:
+            change = "linked" if old_card[1] is None else "delinked" if new_card[1] is None else "relinked"
+        elif old_card[2] != new_card[2]:
+            change = "relabelled"
+        else:
+            change = "changed"
+        found.add(("card", change, (number,)))
+    return found
+
+
+def reported_changes(reports: Path) -> set[tuple[str, str, Key]]:
+    frame = pl.read_csv(reports / "changes.csv", infer_schema=False)
+    keys = {
+        "customer": ("customer_id",),
+        "identifier": ("source", "account_id", "id_type", "id_value"),
+        "card": ("card_number",),
+    }
+    found = set()
+    for row in frame.iter_rows(named=True):
+        key = tuple(int(row[c]) if c == "customer_id" else row[c] or "" for c in keys[row["kind"]])
+        found.add((row["kind"], row["change"], key))
+    return found
+
+
+@st.composite
+def next_snapshots(draw):
+    """A store drawn like the engine tests' stores, some cards left out and one card in the other series."""
+    store = draw(stores())
+    cards = dict(store.cards)
+    for number in draw(st.sets(st.sampled_from(sorted(CARDS)), max_size=2)):
+        del cards[number]
+    if draw(st.booleans()):
+        number = draw(st.sampled_from(sorted(cards)))
+        series, holder, _ = cards[number]
+        cards[number] = (203 - series, holder, draw(st.sampled_from(LABELS)))
+    return ModelStore(store.customers, store.identifiers, cards)
+
+
+def with_cards_kept(after: ModelStore, before: ModelStore, numbers: set[str]) -> ModelStore:
+    """`after` with some of `before`'s cards as they were, in the other series or not (a card whose holder is no
+    active customer of `after` stays as drawn), so that a series-only change turns up."""
+    cards = dict(after.cards)
+    for number in sorted(numbers & before.cards.keys()):
+        series, holder, label = before.cards[number]
+        if holder is None or after.customers.get(holder, ("",))[0] == "ACTIVE":
+            cards[number] = (series if len(numbers) % 2 else 203 - series, holder, label)
+    return ModelStore(after.customers, after.identifiers, cards)
+
+
+def write_snapshot(store: ModelStore, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for table, frame in model_store_to_frames(store).items():
+        frame.write_parquet(folder / f"{table}.parquet")
+    return folder
+
+
+def store_frames(store: Path, out: Path) -> dict[str, pl.DataFrame]:
+    export_store(store, out, "parquet")
+    return {table: pl.read_parquet(out / f"{table}.parquet").sort(keys) for table, keys in FRAME_KEYS.items()}
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(before=next_snapshots(), drawn=next_snapshots(), kept_cards=st.sets(st.sampled_from(sorted(CARDS))))
+def test_refresh_classifies_like_the_model_ends_at_the_snapshot_and_reverts_to_the_start(
+    tmp_path_factory, before, drawn, kept_cards
+):
+    after = with_cards_kept(drawn, before, kept_cards)
+    tmp = tmp_path_factory.mktemp("refresh")
+    store = tmp / "store.duckdb"
+    init_store(store, write_snapshot(before, tmp / "s0"))
+    start = exported(store, tmp / "start")
+    result = refresh_store(store, write_snapshot(after, tmp / "s1"), "R1", reports_dir=tmp / "rep", allow_removals=True)
+    expected = model_changes(before, after)
+    for kind, change, _ in expected:
+        event(f"{kind} {change}")
+    assert reported_changes(tmp / "rep") == expected
+    assert result.changed == len(expected)
+    frames, wanted = store_frames(store, tmp / "after"), model_store_to_frames(after)
+    assert all(frames[table].equals(wanted[table]) for table in FRAME_KEYS), "the store is the snapshot"
+    with open_store(store, read_only=True) as con:
+        assert scalar(con, "SELECT count(*) FROM runs WHERE kind = 'refresh'") == 1
+    revert_run(store, "R1", "U1")
+    assert exported(store, tmp / "reverted") == start, "revert of a refresh restores the store exactly"
+
+
+@pytest.fixture
+def run_store(store: Path, tmp_path: Path) -> tuple[Path, str]:
+    """The sample store after the sample's requests ran (20 rows changed something)."""
+    result = run_batch(store, ORG, REQUESTS, tmp_path / "run")
+    return store, result.run_id
+
+
+def test_changes_the_platform_did_not_keep_come_back_as_a_request_file_run_takes(run_store, tmp_path):
+    store, run_id = run_store
+    after_run = exported(store, tmp_path / "after-run")
+    result = refresh_store(
+        store, SAMPLE_SNAPSHOT, "R1", config_path=ORG, reports_dir=tmp_path / "rep", allow_removals=True
+    )
+    assert [(r.run_id, r.kept, r.not_kept) for r in result.runs] == [(run_id, 0, 20)]
+    lost = pl.read_csv(tmp_path / "rep" / "not_on_platform.csv", infer_schema=False)
+    assert lost.height == 20 and lost["row_id"].str.starts_with(f"{run_id}:").all()
+    summary = json.loads((tmp_path / "rep" / "refresh-summary.json").read_text())
+    assert summary["runs"] == [{"run_id": run_id, "changes_on_platform": 0, "changes_not_on_platform": 20}]
+
+    again = run_batch(store, ORG, [tmp_path / "rep" / "not_on_platform.csv"], tmp_path / "again")
+    assert again.exit_code == 0 and again.failed == 0
+    assert exported(store, tmp_path / "final") == after_run, "running the lost changes gives the run's store again"
+
+
+def test_a_snapshot_that_kept_everything_changes_nothing_and_says_so(run_store, tmp_path):
+    store, run_id = run_store
+    export_store(store, tmp_path / "next", "csv")
+    before = exported(store, tmp_path / "before")
+    result = refresh_store(store, tmp_path / "next", "R1", reports_dir=tmp_path / "rep")
+    assert result.changed == 0 and result.exit_code == 0 and result.status == "nothing to change"
+    assert [(r.run_id, r.kept, r.not_kept) for r in result.runs] == [(run_id, 20, 0)]
+    assert pl.read_csv(tmp_path / "rep" / "not_on_platform.csv").height == 0
+    assert exported(store, tmp_path / "after") == before
+    with pytest.raises(StoreError, match="already applied"):
+        run_batch(store, ORG, REQUESTS, tmp_path / "again")
+    # a second refresh sees no run since the first one
+    assert refresh_store(store, tmp_path / "next", "R2", reports_dir=tmp_path / "rep2").runs == ()
+
+
+def test_refresh_run_refresh_again(run_store, tmp_path):
+    store, first_run = run_store
+    export_store(store, tmp_path / "night1", "csv")
+    assert [r.run_id for r in refresh_store(store, tmp_path / "night1", "R1", reports_dir=tmp_path / "rep1").runs] == [
+        first_run
+    ]
+    requests = tmp_path / "next.csv"
+    requests.write_text("row_id,customer_id,source,action,id_type,id_value\nn1,1002,INSTORE,add,externalId,EXT-N2\n")
+    second = run_batch(store, ORG, [requests], tmp_path / "run2")
+    assert second.outcomes["applied"] == 1
+    result = refresh_store(store, tmp_path / "night1", "R2", reports_dir=tmp_path / "rep2")
+    assert [(r.run_id, r.kept, r.not_kept) for r in result.runs] == [(second.run_id, 0, 1)], "only runs since R1"
+    assert result.counts["identifier"]["removed"] == 1
+    assert exported(store, tmp_path / "end") == exported_folder(tmp_path / "night1")
+
+
+def exported_folder(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def shrink(source: Path, folder: Path, table: str, keep: float) -> Path:
+    shutil.copytree(source, folder)
+    frame = pl.read_csv(folder / f"{table}.csv", infer_schema=False)
+    frame.head(int(frame.height * keep)).write_csv(folder / f"{table}.csv")
+    return folder
+
+
+def test_the_guard_refuses_a_truncated_snapshot_unless_removals_are_allowed(store, tmp_path):
+    export_store(store, tmp_path / "full", "csv")
+    truncated = shrink(tmp_path / "full", tmp_path / "truncated", "cards", 0.8)
+    before = exported(store, tmp_path / "before")
+    refused = refresh_store(store, truncated, "R1", reports_dir=tmp_path / "rep")
+    assert refused.exit_code == 3 and refused.guard.refuses
+    assert "16 cards" in refused.guard.breaches[0] and "--max-removed-share 5.00%" in refused.guard.breaches[0]
+    assert exported(store, tmp_path / "after") == before, "a refused refresh applies nothing"
+    summary = json.loads((tmp_path / "rep" / "refresh-summary.json").read_text())
+    assert summary["guard"]["refused"] and summary["guard"]["tables"]["cards"]["removed"] == 4
+    assert refresh_store(store, truncated, "R2", reports_dir=tmp_path / "rep2", max_removed_share=0.3).exit_code == 0
+
+
+def test_an_empty_snapshot_table_is_refused_whatever_the_share(store, tmp_path):
+    export_store(store, tmp_path / "full", "csv")
+    empty = shrink(tmp_path / "full", tmp_path / "empty", "identifiers", 0.0)
+    result = refresh_store(store, empty, "R1", reports_dir=tmp_path / "rep", max_removed_share=1.0)
+    assert result.exit_code == 3 and "identifiers is empty" in result.guard.breaches[0]
+    allowed = refresh_store(store, empty, "R2", reports_dir=tmp_path / "rep2", allow_removals=True)
+    assert allowed.exit_code == 0 and allowed.store_after.identifiers == 0
+
+
+def test_a_snapshot_that_breaks_an_invariant_is_refused_with_init_s_report(store, tmp_path):
+    export_store(store, tmp_path / "bad", "csv")
+    customers = pl.read_csv(tmp_path / "bad" / "customers.csv", infer_schema=False)
+    pl.concat([customers, customers.head(1)]).write_csv(tmp_path / "bad" / "customers.csv")
+    before = exported(store, tmp_path / "before")
+    with pytest.raises(SnapshotRefused):
+        refresh_store(store, tmp_path / "bad", "R1", reports_dir=tmp_path / "rep")
+    with pytest.raises(SnapshotRefused):
+        init_store(tmp_path / "other.duckdb", tmp_path / "bad", report_path=tmp_path / "init-report.csv")
+    assert (tmp_path / "rep" / "snapshot-findings.csv").read_bytes() == (tmp_path / "init-report.csv").read_bytes()
+    assert exported(store, tmp_path / "after") == before
+
+
+def test_a_dry_run_writes_the_same_reports_and_changes_nothing(run_store, tmp_path):
+    store, _ = run_store
+    before = exported(store, tmp_path / "before")
+    runs_before = ledger_rows(store)
+    dry = refresh_store(store, SAMPLE_SNAPSHOT, "R1", reports_dir=tmp_path / "dry", dry_run=True, allow_removals=True)
+    assert exported(store, tmp_path / "after-dry") == before and ledger_rows(store) == runs_before
+    real = refresh_store(store, SAMPLE_SNAPSHOT, "R1", reports_dir=tmp_path / "real", allow_removals=True)
+    for name in ("changes.csv", "not_on_platform.csv"):
+        assert (tmp_path / "dry" / name).read_bytes() == (tmp_path / "real" / name).read_bytes()
+    assert {k: v for k, v in dry.to_dict().items() if k not in TIMES} == {
+        k: v for k, v in real.to_dict().items() if k not in TIMES
+    } | {"dry_run": True, "store_after": dry.store_after.to_dict(), "reports_dir": str(tmp_path / "dry")}
+    assert dry.store_after == dry.store_before and real.store_after != real.store_before
+
+
+TIMES = ("started_at", "ended_at", "stage_seconds")
+
+
+def ledger_rows(store: Path) -> list[tuple]:
+    with open_store(store, read_only=True) as con:
+        return con.execute("SELECT run_id, kind FROM runs ORDER BY ordinal").fetchall()
+
+
+def test_explain_says_what_changed_on_the_platform(store, tmp_path):
+    export_store(store, tmp_path / "next", "csv")
+    identifiers = pl.read_csv(tmp_path / "next" / "identifiers.csv", infer_schema=False)
+    extra = pl.DataFrame(
+        {"customer_id": ["1001"], "source": ["INSTORE"], "account_id": [""], "id_type": ["externalId"]}
+    )
+    pl.concat([identifiers, extra.with_columns(id_value=pl.lit("EXT-TILL"))]).write_csv(
+        tmp_path / "next" / "identifiers.csv"
+    )
+    refresh_store(store, tmp_path / "next", "R1", reports_dir=tmp_path / "rep")
+    with Explainer(store) as explainer:
+        text = explainer.explain(("customer", 1001)).render()
+    assert "added INSTORE externalId=EXT-TILL to 1001; changed on the platform (refresh R1, snapshot" in text
+
+
+def test_the_cli_prints_the_summary_and_exits_with_the_guard_s_code(store, tmp_path):
+    export_store(store, tmp_path / "full", "csv")
+    truncated = shrink(tmp_path / "full", tmp_path / "truncated", "cards", 0.5)
+    args = ["store", "refresh", str(store), "--snapshot", str(truncated), "--reports", str(tmp_path / "rep")]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 3 and "REFUSED, nothing applied" in refused.output
+    allowed = CliRunner().invoke(main, [*args, "--allow-removals", "--json"])
+    assert allowed.exit_code == 0 and json.loads(allowed.output)["changes"]["card"]["removed"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", REFRESH_POINTS)
+def test_sigkill_leaves_the_store_before_or_after_the_refresh(run_store, tmp_path, point):
+    store, _ = run_store
+    before = exported(store, tmp_path / "before")
+    reference = tmp_path / "reference.duckdb"
+    shutil.copy(store, reference)
+    refresh_store(reference, SAMPLE_SNAPSHOT, "R0", reports_dir=tmp_path / "ref", allow_removals=True)
+    after = exported(reference, tmp_path / "after")
+    command = [str(EXE), "store", "refresh", str(store), "--snapshot", str(SAMPLE_SNAPSHOT), "--allow-removals"]
+    environment = {**os.environ, ENV_KILL_AT: point}
+    done = subprocess.run([*command, "--reports", str(tmp_path / "k")], env=environment, capture_output=True, text=True)
+    assert f"fault hook: SIGKILL at {point}" in done.stderr, done.stderr
+    state = exported(store, tmp_path / "killed")
+    assert state == (before if point in ("refresh-after-diff", "refresh-in-transaction") else after) or (
+        point == "refresh-during-commit" and state in (before, after)
+    )
+    with duckdb.connect(str(store), read_only=True) as con:
+        assert scalar(con, "SELECT count(*) FROM runs WHERE kind = 'refresh'") == (0 if state == before else 1)
+    if state == before:
+        rerun = subprocess.run([*command, "--reports", str(tmp_path / "again")], capture_output=True, text=True)
+        assert rerun.returncode == 0, rerun.stderr
+        assert exported(store, tmp_path / "final") == after
