@@ -138,19 +138,34 @@ def store() -> None:
     help="Bind the new store to this org config now (otherwise its first run binds it); "
     "mobiles are read with its [mobile] countries.",
 )
+@click.option(
+    "--layout",
+    "layout_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A snapshot layout file (TOML): which export file and columns are each table (docs/refresh.md).",
+)
 @_exits
 def store_init(
-    store_path: Path, snapshot_dir: Path, report_path: Path | None, force: bool, config_path: Path | None
+    store_path: Path,
+    snapshot_dir: Path,
+    report_path: Path | None,
+    force: bool,
+    config_path: Path | None,
+    layout_path: Path | None,
 ) -> int:
     """Make STORE_PATH from a snapshot folder, refusing one that breaks an invariant."""
     from pipeline.config import load_config
     from pipeline.run import new_run_id
     from pipeline.store.binding import set_config
-    from pipeline.store.snapshot import init_store
+    from pipeline.store.snapshot import init_store, load_snapshot_layout
 
     config = load_config(config_path) if config_path is not None else None  # a broken config: exit 2 first
     countries = config.mobile if config is not None else None
-    counts = init_store(store_path, snapshot_dir, report_path=report_path, force=force, countries=countries)
+    layout = load_snapshot_layout(layout_path) if layout_path is not None else None
+    counts = init_store(
+        store_path, snapshot_dir, report_path=report_path, force=force, countries=countries, layout=layout
+    )
     click.echo(f"store {store_path}: {counts.render()}")
     if config_path is not None:
         click.echo(set_config(store_path, config_path, new_run_id()))
@@ -218,6 +233,13 @@ def store_set_config(store_path: Path, config_path: Path, report_path: Path | No
 @click.option("--allow-removals", is_flag=True, help="Apply a snapshot past the removal guard.")
 @click.option("--mask-pii", is_flag=True, default=None, help="Mask identifier values and card numbers in summary.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print refresh-summary.json instead of the summary.")
+@click.option(
+    "--layout",
+    "layout_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A snapshot layout file (TOML): which export file and columns are each table (docs/refresh.md).",
+)
 @_exits
 def store_refresh(
     store_path: Path,
@@ -229,6 +251,7 @@ def store_refresh(
     allow_removals: bool,
     mask_pii: bool | None,
     as_json: bool,
+    layout_path: Path | None,
 ) -> int:
     """Bring STORE_PATH to the platform's next snapshot, keeping its ledger, undo logs and provenance:
     every changed key in changes.csv, what the platform kept of the store's runs, and the changes it did not
@@ -240,6 +263,7 @@ def store_refresh(
     from pipeline.files import json_text
     from pipeline.refresh import refresh_store
     from pipeline.run import new_run_id
+    from pipeline.store.snapshot import load_snapshot_layout
 
     result = refresh_store(
         store_path,
@@ -251,6 +275,7 @@ def store_refresh(
         max_removed_share=max_removed_share,
         allow_removals=allow_removals,
         mask_pii=pick(mask_pii, ENV_MASK_PII, None, False, env_flag),
+        layout=load_snapshot_layout(layout_path) if layout_path is not None else None,
     )
     click.echo(json_text(result.to_dict()) if as_json else result.render())
     return result.exit_code

@@ -45,7 +45,7 @@ from pipeline.store.duck import transaction
 from pipeline.store.ledger import record_event
 from pipeline.store.mobiles import stored_mobile_countries
 from pipeline.store.schema import TABLES, store_counts
-from pipeline.store.snapshot import findings_on_staged, snapshot_file, stage_snapshot
+from pipeline.store.snapshot import SnapshotLayout, findings_on_staged, source_file, stage_snapshot
 
 DEFAULT_MAX_REMOVED_SHARE = 0.05
 """A snapshot that would remove more than this share of the store's customers, identifiers or cards is refused
@@ -199,6 +199,7 @@ def refresh_store(
     max_removed_share: float = DEFAULT_MAX_REMOVED_SHARE,
     allow_removals: bool = False,
     mask_pii: bool = False,
+    layout: SnapshotLayout | None = None,
 ) -> RefreshResult:
     """Refresh a store from a snapshot folder (module docstring); refuse (SnapshotRefused, exit 3) a snapshot that
     breaks an invariant, and return a refused result (exit 3, nothing applied) past the truncation guard."""
@@ -213,8 +214,8 @@ def refresh_store(
     work_dir = Path(tempfile.mkdtemp(prefix=f".{store_path.name}.refresh-", dir=store_path.parent))
     try:
         _refuse_other_countries(con, config, store_path)
-        fingerprints = {table: _fingerprint(snapshot_file(snapshot_dir, table)) for table in TABLES}
-        staged = stage_snapshot(snapshot_dir, work_dir, config.mobile if config is not None else None)
+        staged = stage_snapshot(snapshot_dir, work_dir, config.mobile if config is not None else None, layout)
+        fingerprints = {table: _fingerprint(source_file(snapshot_dir, table, layout)) for table in TABLES}
         findings = findings_on_staged(staged, work_dir)
         clock = _lap(seconds, "stage", clock)
         if not findings.is_empty():

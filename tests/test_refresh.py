@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from conftest import ORG, REQUESTS, SAMPLE_SNAPSHOT, exported
 from model import FRAME_KEYS, ModelStore, model_store_to_frames
 from pipeline.cli import main
-from pipeline.errors import SnapshotRefused, StoreError
+from pipeline.errors import ConfigError, SnapshotRefused, StoreError
 from pipeline.faults import ENV_KILL_AT, REFRESH_POINTS
 from pipeline.lineage.explain import Explainer
 from pipeline.lineage.revert import revert_run
@@ -32,7 +32,7 @@ from pipeline.refresh import refresh_store
 from pipeline.run import run_batch
 from pipeline.store.connect import open_store
 from pipeline.store.duck import scalar
-from pipeline.store.snapshot import export_store, init_store
+from pipeline.store.snapshot import export_store, init_store, load_snapshot_layout
 from test_engine_properties import CARDS, LABELS, stores
 
 EXE = Path(sys.executable).parent / "loyalty-bulk"
@@ -329,3 +329,85 @@ def test_sigkill_leaves_the_store_before_or_after_the_refresh(run_store, tmp_pat
         rerun = subprocess.run([*command, "--reports", str(tmp_path / "again")], capture_output=True, text=True)
         assert rerun.returncode == 0, rerun.stderr
         assert exported(store, tmp_path / "final") == after
+
+
+LAYOUT = """
+[customers]
+file = "users.csv"
+[customers.columns]
+customer_id = "user_id"
+status = "user_status"
+merged_into = "merged_user_id"
+customer_type = "loyalty_type"
+
+[identifiers]
+file = "profiles.csv"
+[identifiers.columns]
+customer_id = "user_id"
+id_value = "value"
+"""
+
+
+def platform_export(store: Path, tmp_path: Path) -> Path:
+    """The store as a platform export would hold it: other file and column names, and columns the store does not
+    know."""
+    export_store(store, tmp_path / "plain", "csv")
+    folder = tmp_path / "export"
+    folder.mkdir()
+    customers = pl.read_csv(tmp_path / "plain" / "customers.csv", infer_schema=False)
+    customers.rename(
+        {
+            "customer_id": "user_id",
+            "status": "user_status",
+            "merged_into": "merged_user_id",
+            "customer_type": "loyalty_type",
+        }
+    ).with_columns(slab=pl.lit("GOLD")).write_csv(folder / "users.csv")
+    identifiers = pl.read_csv(tmp_path / "plain" / "identifiers.csv", infer_schema=False)
+    identifiers.rename({"customer_id": "user_id", "id_value": "value"}).with_columns(
+        dim_modified_date_id=pl.lit("20261206")
+    ).write_csv(folder / "profiles.csv")
+    shutil.copy(tmp_path / "plain" / "cards.csv", folder / "cards.csv")
+    return folder
+
+
+def test_a_platform_export_loads_through_a_snapshot_layout(store, tmp_path):
+    (tmp_path / "layout.toml").write_text(LAYOUT)
+    layout = load_snapshot_layout(tmp_path / "layout.toml")
+    export = platform_export(store, tmp_path)
+    init_store(tmp_path / "from-export.duckdb", export, layout=layout)
+    assert exported(tmp_path / "from-export.duckdb", tmp_path / "a") == exported(store, tmp_path / "b")
+    result = refresh_store(store, export, "R1", reports_dir=tmp_path / "rep", layout=layout)
+    assert result.changed == 0 and result.exit_code == 0
+    files = json.loads((tmp_path / "rep" / "refresh-summary.json").read_text())["files"]
+    assert [Path(f["path"]).name for f in files] == ["users.csv", "profiles.csv", "cards.csv"]
+    # an export without the type: the layout fixes it, and the sample's 3 CAMPAIGN customers change
+    (tmp_path / "fixed.toml").write_text(
+        LAYOUT.replace('customer_type = "loyalty_type"', '[customers.fixed]\ncustomer_type = "LOYALTY"')
+    )
+    fixed = refresh_store(
+        store, export, "R2", reports_dir=tmp_path / "rep2", layout=load_snapshot_layout(tmp_path / "fixed.toml")
+    )
+    assert fixed.counts["customer"] == {"new": 0, "removed": 0, "merged": 0, "unmerged": 0, "changed": 3}
+
+
+def test_masked_values_and_a_layout_naming_a_missing_column_are_refused(store, tmp_path):
+    (tmp_path / "layout.toml").write_text(LAYOUT)
+    layout = load_snapshot_layout(tmp_path / "layout.toml")
+    export = platform_export(store, tmp_path)
+    profiles = pl.read_csv(export / "profiles.csv", infer_schema=False)
+    profiles.with_columns(
+        value=pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("98****21")).otherwise("value")
+    ).write_csv(export / "profiles.csv")
+    before = exported(store, tmp_path / "before")
+    with pytest.raises(StoreError, match=r"profiles.csv: column 'id_value': 1 masked value\(s\), e.g. '98\*\*\*\*21'"):
+        refresh_store(store, export, "R1", reports_dir=tmp_path / "rep", layout=layout)
+    with pytest.raises(StoreError, match="masked value"):
+        init_store(tmp_path / "x.duckdb", export, layout=layout)
+    assert exported(store, tmp_path / "after") == before and not (tmp_path / "x.duckdb").exists()
+    (tmp_path / "bad.toml").write_text(LAYOUT.replace('id_value = "value"', 'id_value = "identifier"'))
+    with pytest.raises(StoreError, match=r"no column 'identifier' \(the layout maps 'id_value' to 'identifier'"):
+        init_store(tmp_path / "y.duckdb", export, layout=load_snapshot_layout(tmp_path / "bad.toml"))
+    (tmp_path / "typo.toml").write_text(LAYOUT.replace("[identifiers.columns]", "[identifiers.colums]"))
+    with pytest.raises(ConfigError, match=r"key 'identifiers.colums': unknown key"):
+        load_snapshot_layout(tmp_path / "typo.toml")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import tomllib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -18,8 +20,8 @@ from typing import Literal
 import duckdb
 import polars as pl
 
-from pipeline.config import MobileCountries
-from pipeline.errors import SnapshotRefused, StoreError
+from pipeline.config import MobileCountries, TomlValidator
+from pipeline.errors import ConfigError, SnapshotRefused, StoreError
 from pipeline.files import fsync_path, write_csv
 from pipeline.results import StoreCounts
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
@@ -141,12 +143,99 @@ def _blank_as_null(text: pl.Expr) -> pl.Expr:
 
 
 BAD_VALUE_SQL = "SELECT count({col}), min({col}) FROM read_parquet($1)"
+MASKED_SQL = "SELECT count(*), min({col}) FROM read_parquet($1) WHERE regexp_matches({col}, '\\*{{3,}}')"
+MASKED_COLUMNS = {"identifiers": "id_value", "cards": "card_number"}
+"""Where a masked value (three asterisks or more: the platform masks PII so outside its restricted tables) would
+load a value that matches nothing: refused."""
 
 
-def stage_snapshot(snapshot_dir: Path, work_dir: Path, countries: MobileCountries | None = None) -> dict[str, Path]:
-    """Write each snapshot table, trimmed, normalised and typed, as Parquet under work_dir."""
-    sources = {table: snapshot_file(snapshot_dir, table) for table in TABLES}
-    frames = {table: _prepared(table, path, _scan(path), countries) for table, path in sources.items()}
+@dataclass(frozen=True)
+class TableLayout:
+    """How one table of a platform export maps onto a snapshot table: its file, its columns, fixed values."""
+
+    file: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    """snapshot column -> the export's column."""
+    fixed: dict[str, str] = field(default_factory=dict)
+    """snapshot column -> the value every row gets."""
+
+
+SnapshotLayout = dict[str, TableLayout]
+"""A snapshot layout file, per table; a table it does not name is read as the snapshot layout has it."""
+
+
+def load_snapshot_layout(path: Path | str) -> SnapshotLayout:
+    """Read a snapshot layout file (TOML: [customers], [identifiers], [cards], each with `file`, `[.columns]`,
+    `[.fixed]`); a wrong key is a ConfigError naming it (exit 2)."""
+    v = TomlValidator(str(path))
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "(file)", f"cannot be read as TOML: {exc}") from exc
+    v.known_keys(raw, "", set(TABLES))
+    layout: SnapshotLayout = {}
+    for table in (t for t in TABLES if t in raw):
+        body = v.table(raw, table, required=True)
+        v.known_keys(body, f"{table}.", {"file", "columns", "fixed"})
+        columns = v.table(body, "columns", required=False)
+        fixed = v.table(body, "fixed", required=False)
+        for kind, mapping in (("columns", columns), ("fixed", fixed)):
+            v.known_keys(mapping, f"{table}.{kind}.", set(COLUMNS[table]))
+            for key, value in mapping.items():
+                if not isinstance(value, str):
+                    v.fail(f"{table}.{kind}.{key}", f"must be a string, got {value!r}")
+        both = set(columns) & set(fixed)
+        if both:
+            v.fail(f"{table}.fixed.{sorted(both)[0]}", "is mapped in columns too; give one")
+        layout[table] = TableLayout(v.value(body, f"{table}.file", str, None), dict(columns), dict(fixed))
+    return layout
+
+
+def _mapped(table: str, path: Path, lf: pl.LazyFrame, layout: TableLayout) -> pl.LazyFrame:
+    """The export's columns under the snapshot's names, with the fixed values; other columns are left out."""
+    names = lf.collect_schema().names()
+    exprs = []
+    for column in COLUMNS[table]:
+        if column in layout.fixed:
+            exprs.append(pl.lit(layout.fixed[column], dtype=pl.String).alias(column))
+            continue
+        source = layout.columns.get(column, column)
+        if source not in names:
+            how = f"the layout maps '{column}' to '{source}'" if column in layout.columns else f"'{column}' is needed"
+            raise StoreError(f"{path}: no column '{source}' ({how}; columns: {', '.join(names)}); nothing was written")
+        exprs.append(pl.col(source).alias(column))
+    return lf.select(exprs)
+
+
+def source_file(snapshot_dir: Path, table: str, layout: SnapshotLayout | None = None) -> Path:
+    """The file a snapshot table is read from: the layout's, or the one file named after the table."""
+    return _source(snapshot_dir, table, (layout or {}).get(table))
+
+
+def _source(snapshot_dir: Path, table: str, layout: TableLayout | None) -> Path:
+    if layout is None or layout.file is None:
+        return snapshot_file(snapshot_dir, table)
+    path = snapshot_dir / layout.file
+    if not path.is_file():
+        raise StoreError(f"snapshot {snapshot_dir}: no {table} file {layout.file} (the layout's); nothing was written")
+    return path
+
+
+def stage_snapshot(
+    snapshot_dir: Path,
+    work_dir: Path,
+    countries: MobileCountries | None = None,
+    layout: SnapshotLayout | None = None,
+) -> dict[str, Path]:
+    """Write each snapshot table, trimmed, normalised and typed, as Parquet under work_dir; with a layout, from a
+    platform export's files and columns."""
+    layout = layout or {}
+    sources = {table: _source(snapshot_dir, table, layout.get(table)) for table in TABLES}
+    scans = {
+        table: _mapped(table, path, _scan(path), layout[table]) if table in layout else _scan(path)
+        for table, path in sources.items()
+    }
+    frames = {table: _prepared(table, sources[table], lf, countries) for table, lf in scans.items()}
     staged: dict[str, Path] = {}
     con = duckdb.connect(config={"memory_limit": DEFAULT_MEMORY_LIMIT, "temp_directory": str(work_dir / "spill")})
     try:
@@ -164,6 +253,15 @@ def stage_snapshot(snapshot_dir: Path, work_dir: Path, countries: MobileCountrie
                     raise StoreError(
                         f"{sources[table]}: column '{column[5:]}': {count} value(s) are not integers"
                         f" of the column's range, e.g. '{example}'; no store was written"
+                    )
+            if table in MASKED_COLUMNS:
+                column = MASKED_COLUMNS[table]
+                count, example = one_row(con, MASKED_SQL.format(col=column), [str(target)])
+                if count:
+                    raise StoreError(
+                        f"{sources[table]}: column '{column}': {count} masked value(s), e.g. '{example}': a masked"
+                        " value matches no request and no other value; export the unmasked values (the platform"
+                        " masks PII outside its restricted tables); nothing was written"
                     )
             if table == "identifiers" and countries is not None:
                 _read_staged_mobiles(con.cursor(), target, work_dir, countries)
@@ -224,12 +322,14 @@ def init_store(
     report_path: Path | str | None = None,
     force: bool = False,
     countries: MobileCountries | None = None,
+    layout: SnapshotLayout | None = None,
 ) -> StoreCounts:
     """Make a store from a snapshot folder; refuse (SnapshotRefused, with a findings report) one that
     breaks an invariant. The store appears only when complete and valid.
 
     With `[mobile]` countries (`store init --config`), mobiles are read with them, and the store
-    records which countries its mobiles were read with.
+    records which countries its mobiles were read with. A layout (`--layout`) reads a platform export's files and
+    columns as the snapshot's tables.
     """
     store_path, snapshot_dir = Path(store_path), Path(snapshot_dir)
     report = Path(report_path) if report_path is not None else Path(f"{store_path}.init-report.csv")
@@ -242,7 +342,7 @@ def init_store(
     store_path.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{store_path.name}.init-", dir=store_path.parent))
     try:
-        staged = stage_snapshot(snapshot_dir, work_dir, countries)
+        staged = stage_snapshot(snapshot_dir, work_dir, countries, layout)
         new_store = work_dir / "store.duckdb"
         con = connect(new_store, False, work_dir / "spill")
         try:
