@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.store.duck import query_frame, run_script
 from pipeline.store.schema import COLUMNS, TABLES, stored_columns
 
@@ -245,20 +246,18 @@ last AS (
 judged AS (
     SELECT c.change_key, c.run_id AS last_run, c.file_position AS last_position, c.row_number AS last_row,
         CASE c.action
-            WHEN 'add' THEN EXISTS (SELECT 1 FROM snap_identifiers s WHERE s.customer_id = c.to_customer_id
-                AND s.source = c.source AND s.account_id = c.account_id AND s.id_type = c.id_type
-                AND s.id_value = c.id_value)
-            WHEN 'remove' THEN NOT EXISTS (SELECT 1 FROM snap_identifiers s WHERE s.customer_id = c.from_customer_id
-                AND s.source = c.source AND s.account_id = c.account_id AND s.id_type = c.id_type
-                AND s.id_value = c.id_value)
-            WHEN 'merge' THEN EXISTS (SELECT 1 FROM snap_customers s WHERE s.customer_id = c.from_customer_id
-                AND s.status = 'MERGED' AND s.merged_into = c.to_customer_id)
-            WHEN 'card_delink' THEN EXISTS (SELECT 1 FROM snap_cards s WHERE s.card_number = c.id_value
-                AND s.customer_id IS NULL AND s.status_label = c.new_label)
-            ELSE EXISTS (SELECT 1 FROM snap_cards s WHERE s.card_number = c.id_value
-                AND s.customer_id = c.to_customer_id AND s.status_label = c.new_label)
-        END AS kept
+            WHEN 'add' THEN si.customer_id IS NOT DISTINCT FROM c.to_customer_id
+            WHEN 'remove' THEN si.customer_id IS DISTINCT FROM c.from_customer_id
+            WHEN 'merge' THEN sc.status = 'MERGED' AND sc.merged_into = c.to_customer_id
+            WHEN 'card_delink' THEN sk.card_number IS NOT NULL AND sk.customer_id IS NULL
+                AND sk.status_label = c.new_label
+            ELSE sk.customer_id = c.to_customer_id AND sk.status_label = c.new_label
+        END IS TRUE AS kept
     FROM last c
+    LEFT JOIN snap_identifiers si ON c.id_type <> 'cardnumber' AND c.action <> 'merge' AND si.id_value = c.id_value
+        AND si.id_type = c.id_type AND si.source = c.source AND si.account_id = c.account_id
+    LEFT JOIN snap_customers sc ON c.action = 'merge' AND sc.customer_id = c.from_customer_id
+    LEFT JOIN snap_cards sk ON c.id_type = 'cardnumber' AND sk.card_number = c.id_value
 )
 SELECT c.run_id, c.ordinal, c.file_position, c.row_number, c.action, c.from_customer_id, c.to_customer_id,
     c.source, c.account_id, c.id_type, c.id_value, c.new_label, j.kept,
@@ -270,6 +269,11 @@ change (a merge stands for its row; else the row's own add, remove or card chang
 the platform kept it. A key (a value in its scope, a card, a merged customer) changed by several rows is judged by
 its last change, as the platform would end: the earlier ones are kept when the last one is, and only the last one
 is written again."""
+
+LIVE_RUNS_SQL = """
+SELECT count(*) FROM runs WHERE kind = 'run' AND NOT dry_run AND exit_code IN (0, 1) AND reverted_by IS NULL
+  AND ordinal > (SELECT coalesce(max(ordinal), 0) FROM runs WHERE kind = 'refresh' AND reverted_by IS NULL)
+"""
 
 KEPT_BY_RUN_SQL = """
 SELECT run_id, count(*) FILTER (WHERE kept), count(*) FILTER (WHERE NOT kept) FROM rf_kept GROUP BY run_id
@@ -315,6 +319,8 @@ class RunKept:
 def platform_kept(con: duckdb.DuckDBPyConnection) -> tuple[list[RunKept], pl.DataFrame]:
     """Per run applied since the last init or refresh, its changes the snapshot shows and does not; and the lost
     ones as request rows (not_on_platform.csv). Call after `diff_snapshot` (it reads the snapshot's views)."""
+    if not con.execute(LIVE_RUNS_SQL).fetchall()[0][0]:  # fetched whole: a pending result blocks the connection
+        return [], pl.DataFrame(schema=dict.fromkeys(REQUEST_COLUMNS, pl.String))
     run_script(con, KEPT_SQL)
     runs = [RunKept(r, int(k), int(n)) for r, k, n in con.execute(KEPT_BY_RUN_SQL).fetchall()]
     lost = query_frame(con, NOT_ON_PLATFORM_SQL)
