@@ -130,7 +130,7 @@ def refresh_once(dataset: Path, snapshot: Path, work: Path, config: Path) -> dic
     shutil.copyfile(dataset / "store.duckdb", store)
     with store.open("rb+") as f:  # flushed before the timed run, as bench/run.py's copies are
         os.fsync(f.fileno())
-    size = store.stat().st_size
+    size, used = store.stat().st_size, used_bytes(store)
     m = measure(
         [
             CLI,
@@ -154,8 +154,23 @@ def refresh_once(dataset: Path, snapshot: Path, work: Path, config: Path) -> dic
         run["changed_keys"] = summary["changed_keys"]
         run["changes"] = summary["changes"]
         run["store_growth"] = sum(p.stat().st_size for p in work.glob("store.duckdb*") if p.is_file()) - size
+        run["used_growth"] = used_bytes(store) - used
+        with duckdb.connect(str(store), read_only=True) as con:
+            run["log_rows"] = dict(
+                con.execute(
+                    "SELECT 'undo', (SELECT count(*) FROM undo_identifiers) + (SELECT count(*) FROM undo_customer_rows)"
+                    " + (SELECT count(*) FROM undo_card_rows) UNION ALL SELECT 'provenance', count(*) FROM provenance"
+                ).fetchall()
+            )
     shutil.rmtree(work, ignore_errors=True)
     return run
+
+
+def used_bytes(store: Path) -> int:
+    """The bytes of the store file's blocks in use (a file keeps its size when blocks are freed and reused)."""
+    with duckdb.connect(str(store), read_only=True) as con:
+        blocks, block_size = con.execute("SELECT used_blocks, block_size FROM pragma_database_size()").fetchall()[0]
+    return int(blocks) * int(block_size)
 
 
 def init_once(snapshot: Path, work: Path) -> dict[str, Any]:
@@ -208,7 +223,12 @@ def main() -> None:
         stages = {k: statistics.median(r["stages"][k] for r in done) for k in done[0]["stages"]}
         lines.append("- refresh stages (medians, s): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
         growth = statistics.median(r["store_growth"] for r in done)
-        lines.append(f"- store growth per refresh: {growth / 2**20:.1f} MiB (undo log, provenance, ledger, new rows)")
+        used = statistics.median(r["used_growth"] for r in done)
+        lines.append(
+            f"- store growth per refresh: file {growth / 2**20:.1f} MiB, blocks in use {used / 2**20:.1f} MiB "
+            f"(undo log {done[0]['log_rows']['undo']:,} rows, provenance {done[0]['log_rows']['provenance']:,} rows;"
+            " the file reuses the blocks its deleted rows freed)"
+        )
         lines.append("- changes: " + json.dumps(done[0]["changes"]))
     print("\n".join(lines))
     replace_section(args.out, MARK, [*lines, ""])

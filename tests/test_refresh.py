@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -26,6 +27,7 @@ from model import FRAME_KEYS, ModelStore, model_store_to_frames
 from pipeline.cli import main
 from pipeline.errors import ConfigError, SnapshotRefused, StoreError
 from pipeline.faults import ENV_KILL_AT, REFRESH_POINTS
+from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.lineage.explain import Explainer
 from pipeline.lineage.revert import revert_run
 from pipeline.refresh import refresh_store
@@ -33,7 +35,7 @@ from pipeline.run import run_batch
 from pipeline.store.connect import open_store
 from pipeline.store.duck import scalar
 from pipeline.store.snapshot import export_store, init_store, load_snapshot_layout
-from test_engine_properties import CARDS, LABELS, stores
+from test_engine_properties import BASE_CONFIG, CARDS, LABELS, request_rows, stores
 
 EXE = Path(sys.executable).parent / "loyalty-bulk"
 Key = tuple[object, ...]
@@ -411,3 +413,68 @@ def test_masked_values_and_a_layout_naming_a_missing_column_are_refused(store, t
     (tmp_path / "typo.toml").write_text(LAYOUT.replace("[identifiers.columns]", "[identifiers.colums]"))
     with pytest.raises(ConfigError, match=r"key 'identifiers.colums': unknown key"):
         load_snapshot_layout(tmp_path / "typo.toml")
+
+
+def toml_text(config: dict[str, Any]) -> str:
+    """A TOML file of an org config as the engine tests hold it (tables, arrays of tables, scalars, lists)."""
+    lines: list[str] = []
+
+    def table(prefix: str, body: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in body.items() if not isinstance(v, dict) and not _tables(v)}
+        if prefix:
+            lines.append(f"[{prefix}]")
+        lines.extend(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in scalars.items())
+        for key, value in body.items():
+            name = f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key)
+            if isinstance(value, dict):
+                table(name, value)
+            elif _tables(value):
+                for item in value:
+                    lines.append(f"[[{name}]]")
+                    lines.extend(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in item.items())
+
+    table("", config)
+    return "\n".join(lines) + "\n"
+
+
+def _tables(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(store=stores(), rows=st.lists(request_rows(n_customers=7), min_size=1, max_size=25), kept=st.booleans())
+def test_what_the_platform_did_not_keep_runs_back_to_the_run_s_store(tmp_path_factory, store, rows, kept):
+    """Any batch (merges, chains, campaign drops, cards): a snapshot of the platform from before the push keeps
+    none of the run's changes, and running not_on_platform.csv makes the run's store again; a snapshot from
+    after it keeps them all and changes nothing."""
+    tmp = tmp_path_factory.mktemp("kept")
+    org = tmp / "org.toml"
+    org.write_text(toml_text(BASE_CONFIG))
+    path = tmp / "store.duckdb"
+    init_store(path, write_snapshot(store, tmp / "s0"))
+    requests = tmp / "requests.csv"
+    pl.DataFrame(
+        [{c: row.get(c) for c in REQUEST_COLUMNS} for row in rows], schema=dict.fromkeys(REQUEST_COLUMNS, pl.String)
+    ).write_csv(requests)
+    ran = run_batch(path, org, [requests], tmp / "run")
+    after_run = exported(path, tmp / "after-run")
+    changed = ran.outcomes["applied"] + ran.outcomes["merged"]
+    if kept:
+        export_store(path, tmp / "s1", "csv")
+        result = refresh_store(path, tmp / "s1", "R1", config_path=org, reports_dir=tmp / "rep")
+        assert result.changed == 0 and [(r.kept, r.not_kept) for r in result.runs] == (
+            [(changed, 0)] if changed else []
+        )
+        return
+    result = refresh_store(path, tmp / "s0", "R1", config_path=org, reports_dir=tmp / "rep", allow_removals=True)
+    assert sum(r.kept + r.not_kept for r in result.runs) == changed
+    lost = tmp / "rep" / "not_on_platform.csv"
+    if pl.read_csv(lost).height:
+        again = run_batch(path, org, [lost], tmp / "again")
+        assert again.failed == 0, pl.read_csv(tmp / "again" / "errors.csv").rows()
+    assert exported(path, tmp / "final") == after_run

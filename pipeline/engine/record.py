@@ -36,7 +36,9 @@ says so) so that the bench can time (a) with and without them in one session. Ne
 _RECORD_PROVENANCE = """
 INSERT INTO provenance
 SELECT $run_id, r.file_position, r.row_number, r.row_id, e.action, e.from_customer_id, e.to_customer_id,
-    e.source, e.account_id, e.id_type, e.id_value, e.old_label, e.new_label
+    CASE WHEN e.action IN ('card_link', 'card_label', 'card_delink') THEN r.source ELSE e.source END,
+    CASE WHEN e.action IN ('card_link', 'card_label', 'card_delink') THEN r.account_id ELSE e.account_id END,
+    e.id_type, e.id_value, e.old_label, e.new_label
 FROM (
     SELECT seq, action, customer_id AS from_customer_id, NULL::BIGINT AS to_customer_id, source, account_id,
         id_type, id_value, NULL::VARCHAR AS old_label, NULL::VARCHAR AS new_label
@@ -74,7 +76,8 @@ def provenance_enabled() -> bool:
 
 
 def row_positions(checked: pl.DataFrame, files: Sequence[InputFile]) -> pl.DataFrame:
-    """seq -> file_position, row_number, row_id of the checked rows (seq ranges follow the files' order)."""
+    """seq -> file_position, row_number, row_id, source and account_id of the checked rows (seq ranges follow the
+    files' order); a card change's provenance names the scope its row came through."""
     starts: list[int] = []
     offset = 0
     for f in files:
@@ -83,7 +86,7 @@ def row_positions(checked: pl.DataFrame, files: Sequence[InputFile]) -> pl.DataF
     position = pl.lit(0, dtype=pl.Int32)
     for i, start in enumerate(starts[1:], start=1):
         position = pl.when(pl.col("seq") >= start).then(pl.lit(i, dtype=pl.Int32)).otherwise(position)
-    return checked.select("seq", position.alias("file_position"), "row_number", "row_id")
+    return checked.select("seq", position.alias("file_position"), "row_number", "row_id", "source", "account_id")
 
 
 def record_provenance(applied: Applied, run_id: str, rows: pl.DataFrame) -> None:

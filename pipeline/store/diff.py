@@ -222,53 +222,65 @@ def drop_diff(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DROP VIEW IF EXISTS {view}")
 
 
-KEPT_SQL = """
+CHANGE_KEY = """CASE WHEN p.action = 'merge' THEN concat('c', p.from_customer_id)
+    WHEN p.id_type = 'cardnumber' THEN concat('k', p.id_value)
+    ELSE concat_ws(chr(31), 'v', p.source, p.account_id, p.id_type, p.id_value) END"""
+"""What a change is a change of: a merged customer, a card, or a value in its scope."""
+
+ROW_ORDER = """CASE action WHEN 'merge' THEN 0 WHEN 'move' THEN 1 WHEN 'card_move' THEN 2 WHEN 'drop' THEN 3
+    WHEN 'remove' THEN 4 WHEN 'add' THEN 5 WHEN 'card_link' THEN 6 WHEN 'card_label' THEN 7 ELSE 8 END"""
+"""The order of one row's changes among themselves (lineage/provenance.py's ACTION_ORDER)."""
+
+KEPT_SQL = f"""
 CREATE OR REPLACE TEMP TABLE rf_kept AS
 WITH live AS (
     SELECT run_id, ordinal FROM runs
     WHERE kind = 'run' AND NOT dry_run AND exit_code IN (0, 1) AND reverted_by IS NULL
       AND ordinal > (SELECT coalesce(max(ordinal), 0) FROM runs WHERE kind = 'refresh' AND reverted_by IS NULL)
 ),
-changes AS (
-    SELECT p.*, l.ordinal,
-        CASE WHEN p.action = 'merge' THEN concat('c', p.from_customer_id)
-             WHEN p.id_type = 'cardnumber' THEN concat('k', p.id_value)
-             ELSE concat_ws(chr(31), 'v', p.source, p.account_id, p.id_type, p.id_value) END AS change_key
+events AS (
+    SELECT p.*, l.ordinal, {CHANGE_KEY} AS change_key
     FROM provenance p JOIN live l USING (run_id)
-    WHERE p.action IN ('add', 'remove', 'merge', 'card_link', 'card_label', 'card_delink')
-    QUALIFY row_number() OVER (
-        PARTITION BY p.run_id, p.file_position, p.row_number ORDER BY p.action = 'merge' DESC, p.action) = 1
+    WHERE p.action IN ('add', 'remove', 'drop', 'move', 'merge', 'card_link', 'card_label', 'card_delink', 'card_move')
 ),
-last AS (
-    SELECT * FROM changes
-    QUALIFY row_number() OVER (PARTITION BY change_key ORDER BY ordinal DESC, file_position DESC, row_number DESC) = 1
+final AS (
+    SELECT * FROM events
+    QUALIFY row_number() OVER (
+        PARTITION BY change_key ORDER BY ordinal DESC, file_position DESC, row_number DESC, {ROW_ORDER} DESC) = 1
 ),
 judged AS (
-    SELECT c.change_key, c.run_id AS last_run, c.file_position AS last_position, c.row_number AS last_row,
-        CASE c.action
-            WHEN 'add' THEN si.customer_id IS NOT DISTINCT FROM c.to_customer_id
-            WHEN 'remove' THEN si.customer_id IS DISTINCT FROM c.from_customer_id
-            WHEN 'merge' THEN sc.status = 'MERGED' AND sc.merged_into = c.to_customer_id
-            WHEN 'card_delink' THEN sk.card_number IS NOT NULL AND sk.customer_id IS NULL
-                AND sk.status_label = c.new_label
-            ELSE sk.customer_id = c.to_customer_id AND sk.status_label = c.new_label
+    SELECT f.change_key,
+        CASE
+            WHEN f.action IN ('add', 'move') THEN si.customer_id IS NOT DISTINCT FROM f.to_customer_id
+            WHEN f.action IN ('remove', 'drop') THEN si.customer_id IS DISTINCT FROM f.from_customer_id
+            WHEN f.action = 'merge' THEN sc.status = 'MERGED' AND sc.merged_into = f.to_customer_id
+            WHEN f.action = 'card_delink' THEN sk.card_number IS NOT NULL AND sk.customer_id IS NULL
+                AND sk.status_label = f.new_label
+            ELSE sk.customer_id = f.to_customer_id AND sk.status_label = f.new_label
         END IS TRUE AS kept
-    FROM last c
-    LEFT JOIN snap_identifiers si ON c.id_type <> 'cardnumber' AND c.action <> 'merge' AND si.id_value = c.id_value
-        AND si.id_type = c.id_type AND si.source = c.source AND si.account_id = c.account_id
-    LEFT JOIN snap_customers sc ON c.action = 'merge' AND sc.customer_id = c.from_customer_id
-    LEFT JOIN snap_cards sk ON c.id_type = 'cardnumber' AND sk.card_number = c.id_value
+    FROM final f
+    LEFT JOIN snap_identifiers si ON f.id_type <> 'cardnumber' AND f.action <> 'merge' AND si.id_value = f.id_value
+        AND si.id_type = f.id_type AND si.source = f.source AND si.account_id = f.account_id
+    LEFT JOIN snap_customers sc ON f.action = 'merge' AND sc.customer_id = f.from_customer_id
+    LEFT JOIN snap_cards sk ON f.id_type = 'cardnumber' AND sk.card_number = f.id_value
+),
+changes AS (
+    SELECT * FROM events
+    WHERE action IN ('add', 'remove', 'merge', 'card_link', 'card_label', 'card_delink')
+    QUALIFY row_number() OVER (
+        PARTITION BY run_id, file_position, row_number ORDER BY action = 'merge' DESC, action) = 1
 )
 SELECT c.run_id, c.ordinal, c.file_position, c.row_number, c.action, c.from_customer_id, c.to_customer_id,
     c.source, c.account_id, c.id_type, c.id_value, c.new_label, j.kept,
-    c.run_id = j.last_run AND c.file_position = j.last_position AND c.row_number = j.last_row AS is_last
+    row_number() OVER (
+        PARTITION BY c.change_key ORDER BY c.ordinal DESC, c.file_position DESC, c.row_number DESC) = 1 AS is_last
 FROM changes c JOIN judged j USING (change_key)
 """
 """Each changing request row of every run applied since the store's last init or refresh (and not reverted): its
 change (a merge stands for its row; else the row's own add, remove or card change, from provenance) and whether
-the platform kept it. A key (a value in its scope, a card, a merged customer) changed by several rows is judged by
-its last change, as the platform would end: the earlier ones are kept when the last one is, and only the last one
-is written again."""
+the platform kept it. What a change changed (a value in its scope, a card, a merged customer) is judged by the
+state the runs left it in, its last event (a later row's merge may have moved the value, or removed it): the row
+is kept when the snapshot shows that state. Only the last row to change a thing is written again."""
 
 LIVE_RUNS_SQL = """
 SELECT count(*) FROM runs WHERE kind = 'run' AND NOT dry_run AND exit_code IN (0, 1) AND reverted_by IS NULL
@@ -281,10 +293,9 @@ ORDER BY min(ordinal)
 """
 
 NOT_ON_PLATFORM_SQL = """
-WITH lost AS (SELECT * FROM rf_kept WHERE NOT kept AND is_last),
-holder_scope AS (
+WITH holder_scope AS (
     SELECT customer_id, min((source, account_id)) AS scope FROM snap_identifiers
-    WHERE customer_id IN (SELECT coalesce(to_customer_id, from_customer_id) FROM lost WHERE id_type = 'cardnumber')
+    WHERE customer_id IN (SELECT coalesce(to_customer_id, from_customer_id) FROM rf_kept WHERE source IS NULL)
     GROUP BY customer_id
 )
 SELECT concat(l.run_id, ':', f.path, ':', l.row_number) AS row_id,
@@ -296,15 +307,17 @@ SELECT concat(l.run_id, ':', f.path, ':', l.row_number) AS row_id,
     l.id_type, l.id_value,
     CASE WHEN l.id_type = 'cardnumber' AND l.action <> 'card_delink' THEN k.series_id::VARCHAR END AS series_id,
     CASE WHEN l.id_type = 'cardnumber' THEN l.new_label END AS status_label
-FROM lost l
+FROM rf_kept l
 JOIN run_files f ON f.run_id = l.run_id AND f.position = l.file_position
-LEFT JOIN holder_scope h ON h.customer_id = coalesce(l.to_customer_id, l.from_customer_id) AND l.id_type = 'cardnumber'
 LEFT JOIN snap_cards k ON k.card_number = l.id_value AND l.id_type = 'cardnumber'
+LEFT JOIN holder_scope h ON l.source IS NULL AND h.customer_id = coalesce(l.to_customer_id, l.from_customer_id)
+WHERE NOT l.kept AND l.is_last
 ORDER BY l.ordinal, l.file_position, l.row_number
 """
-"""not_on_platform.csv: each lost change as a request row that recreates it: a merge as its row's add to the
-victim (which merges again), a card change addressed through a scope its customer holds an identifier in on the
-platform (provenance keeps no source for cards, and cards are organisation-wide)."""
+"""not_on_platform.csv: each lost change as a request row that recreates it, through the scope its row came
+through: a merge as its row's add to the victim (which merges again), a card change with its series. A card
+change recorded before provenance kept its row's scope goes through a scope its customer holds an identifier in
+on the platform (cards belong to the whole organisation)."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 show national numbers meeting the stored international ones on a second fresh store; then deliver the nightly run:
 an emulated platform on a copy of the pre-run store, a push with injected faults, and the check that the
 emulated platform ends equal to the store; and explain a merged customer, its survivor, a value and a
-card, writing the explanation pages the run's summary.html links its merges to.
+card, writing the explanation pages the run's summary.html links its merges to; and, the next night, refresh
+the store to the platform's next snapshot (sample_data/next_night).
 
 Run from the repository root (the Makefile does): the job file's paths are relative to jobs/, its
 reports go to reports/nightly_migration/<run id>/.
@@ -26,13 +27,16 @@ from pipeline.errors import LoyaltyBulkError
 from pipeline.job import load_job, run_job
 from pipeline.lineage.explain import Explainer, Target
 from pipeline.lineage.explain_html import write_explanation_html
+from pipeline.refresh import refresh_store
 from pipeline.reports.html import explanation_href
-from pipeline.run import run_batch
+from pipeline.run import new_run_id, run_batch
 from pipeline.store.snapshot import export_store, init_store
 from pipeline.validate import validate_files
 
 SAMPLE = Path("sample_data")
 NATIONAL_REQUESTS = SAMPLE / "mobile" / "national_numbers.csv"
+NEXT_NIGHT = SAMPLE / "next_night"
+"""The platform's snapshot of the next night: the demo's pushed run, less one change, plus the platform's own."""
 DEMO = Path("reports/demo")
 NIGHTLY_JOB = Path("jobs/nightly_migration.toml")
 CLI = str(Path(sys.executable).parent / "loyalty-bulk")
@@ -88,7 +92,21 @@ def main() -> int:
     except LoyaltyBulkError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return exc.exit_code
-    return deliver(Path(result.reports_dir), config, Path(job.store), platform)
+    delivered = deliver(Path(result.reports_dir), config, Path(job.store), platform)
+    return refresh(Path(job.store), config) or delivered
+
+
+def refresh(store: Path, config: Path) -> int:
+    """The next night: refresh the store to the platform's next snapshot (new registrations, a merge made at a
+    till, a card issued in a store, and one change of the demo's run that the platform did not keep)."""
+    print(f"\n== store refresh {store} --snapshot {NEXT_NIGHT} --config {config}")
+    try:
+        result = refresh_store(store, NEXT_NIGHT, new_run_id(), config_path=config, reports_dir=DEMO / "refresh")
+    except LoyaltyBulkError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(result.render())
+    return result.exit_code
 
 
 def deliver(reports: Path, config: Path, store: Path, platform: Path) -> int:
