@@ -260,23 +260,26 @@ def store_refresh(
 
     Example: loyalty-bulk store refresh store.duckdb --snapshot exports/2026-12-07 --config org.toml
     """
+    from pipeline.console import REFRESH_STAGES, stage_progress
     from pipeline.files import json_text
     from pipeline.refresh import refresh_store
     from pipeline.run import new_run_id
     from pipeline.store.snapshot import load_snapshot_layout
 
-    result = refresh_store(
-        store_path,
-        snapshot_dir,
-        new_run_id(),
-        config_path=config_path,
-        reports_dir=reports_dir,
-        dry_run=dry_run,
-        max_removed_share=max_removed_share,
-        allow_removals=allow_removals,
-        mask_pii=pick(mask_pii, ENV_MASK_PII, None, False, env_flag),
-        layout=load_snapshot_layout(layout_path) if layout_path is not None else None,
-    )
+    with stage_progress(stages=REFRESH_STAGES) as observer:
+        result = refresh_store(
+            store_path,
+            snapshot_dir,
+            new_run_id(),
+            config_path=config_path,
+            reports_dir=reports_dir,
+            dry_run=dry_run,
+            max_removed_share=max_removed_share,
+            allow_removals=allow_removals,
+            mask_pii=pick(mask_pii, ENV_MASK_PII, None, False, env_flag),
+            layout=load_snapshot_layout(layout_path) if layout_path is not None else None,
+            observer=observer,
+        )
     click.echo(json_text(result.to_dict()) if as_json else result.render())
     return result.exit_code
 

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 STAGES = ("read", "check", "resolve", "decide", "apply", "report")
 """The stages in the order run_batch finishes them; the progress bar has one step per stage."""
+REFRESH_STAGES = ("stage", "diff", "apply", "report")
+"""The stages of `store refresh` (pipeline/refresh.py): stage and check the snapshot, compare, write, report."""
 
 
 class StageProgress:
@@ -40,8 +42,8 @@ class StageProgress:
     BAR_WIDTH = 58
     """Columns taken by everything but the list of done stages."""
 
-    def __init__(self, console: Console, verbose: bool = False) -> None:
-        self.verbose = verbose
+    def __init__(self, console: Console, verbose: bool = False, stages: tuple[str, ...] = STAGES) -> None:
+        self.verbose, self.stages = verbose, stages
         self.done: dict[str, float] = {}
         self.progress = Progress(
             SpinnerColumn(),
@@ -54,7 +56,7 @@ class StageProgress:
             console=console,
             transient=True,
         )
-        self.task = self.progress.add_task(STAGES[0], total=len(STAGES), done="")
+        self.task = self.progress.add_task(stages[0], total=len(stages), done="")
 
     def __enter__(self) -> StageProgress:
         self.progress.start()
@@ -66,7 +68,7 @@ class StageProgress:
     def stage_done(self, stage: str, seconds: float) -> None:
         """Advance one step; the description names the stage that runs next."""
         self.done[stage] = self.done.get(stage, 0.0) + seconds
-        following = STAGES[STAGES.index(stage) + 1] if stage in STAGES[:-1] else "done"
+        following = self.stages[self.stages.index(stage) + 1] if stage in self.stages[:-1] else "done"
         self.progress.update(self.task, advance=1, description=following, refresh=True, done=self._done_text())
         if self.verbose:
             self.progress.console.print(f"{stage} done in {seconds:.2f} s", highlight=False)
@@ -93,7 +95,7 @@ class StageLog:
 
 @contextmanager
 def stage_progress(
-    quiet: bool = False, verbose: bool = False, stream: TextIO | None = None
+    quiet: bool = False, verbose: bool = False, stream: TextIO | None = None, stages: tuple[str, ...] = STAGES
 ) -> Iterator[StageObserver | None]:
     """The observer for RunOptions.observer, or None when nothing should be shown.
 
@@ -104,7 +106,7 @@ def stage_progress(
     if quiet:
         yield None
     elif stream.isatty():
-        with StageProgress(Console(file=stream, force_terminal=True), verbose) as progress:
+        with StageProgress(Console(file=stream, force_terminal=True), verbose, stages) as progress:
             yield progress
     elif verbose:
         yield StageLog(stream)

@@ -27,7 +27,7 @@ from pipeline.errors import EXIT_OK, EXIT_REFUSED, SnapshotRefused, StoreError
 from pipeline.files import write_csv, write_json
 from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.reports.refresh_html import write_refresh_html
-from pipeline.results import StoreCounts
+from pipeline.results import StageClock, StageObserver, StoreCounts
 from pipeline.store.binding import refuse_other_config
 from pipeline.store.connect import open_store
 from pipeline.store.diff import (
@@ -200,16 +200,17 @@ def refresh_store(
     allow_removals: bool = False,
     mask_pii: bool = False,
     layout: SnapshotLayout | None = None,
+    observer: StageObserver | None = None,
 ) -> RefreshResult:
     """Refresh a store from a snapshot folder (module docstring); refuse (SnapshotRefused, exit 3) a snapshot that
     breaks an invariant, and return a refused result (exit 3, nothing applied) past the truncation guard."""
-    started, clock = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+    started, t = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
     store_path, snapshot_dir = Path(store_path), Path(snapshot_dir)
     reports = Path(reports_dir) if reports_dir is not None else Path("reports") / "refresh" / run_id
     if not snapshot_dir.is_dir():
         raise StoreError(f"no snapshot folder at {snapshot_dir}; nothing was applied")
     config = load_config(config_path) if config_path is not None else None
-    seconds: dict[str, float] = {}
+    clock = StageClock(observer=observer)
     con = open_store(store_path)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{store_path.name}.refresh-", dir=store_path.parent))
     try:
@@ -217,7 +218,7 @@ def refresh_store(
         staged = stage_snapshot(snapshot_dir, work_dir, config.mobile if config is not None else None, layout)
         fingerprints = {table: _fingerprint(source_file(snapshot_dir, table, layout)) for table in TABLES}
         findings = findings_on_staged(staged, work_dir)
-        clock = _lap(seconds, "stage", clock)
+        t = clock.lap("stage", t)
         if not findings.is_empty():
             report = write_csv(findings, reports / FINDINGS_FILE)
             raise SnapshotRefused(snapshot_dir, findings.height, report)
@@ -227,7 +228,7 @@ def refresh_store(
         runs, lost = platform_kept(con)
         changes = changes_frame(con)
         before = store_counts(con)
-        clock = _lap(seconds, "diff", clock)
+        t = clock.lap("diff", t)
         faults.kill_point("refresh-after-diff")
         apply = not dry_run and not guard.refuses
         with transaction(con, commit=apply, commit_point="refresh-during-commit"):
@@ -242,7 +243,7 @@ def refresh_store(
                 faults.kill_point("refresh-in-transaction")
         faults.kill_point("refresh-after-commit")
         drop_diff(con)
-        clock = _lap(seconds, "apply", clock)
+        t = clock.lap("apply", t)
         result = RefreshResult(
             run_id=run_id,
             store=str(store_path),
@@ -259,10 +260,10 @@ def refresh_store(
             store_after=after,
             exit_code=EXIT_REFUSED if guard.refuses else EXIT_OK,
             reports_dir=str(reports),
-            seconds=seconds,
+            seconds=clock.seconds,
         )
         _write_reports(result, changes, lost, reports, mask_pii)
-        _lap(seconds, "report", clock)
+        clock.lap("report", t)
         return result
     finally:
         with faults.kill_during("refresh-during-checkpoint"):  # closing checkpoints the WAL into the file
@@ -290,12 +291,6 @@ def _fingerprint(path: Path) -> dict[str, Any]:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return {"path": str(path), "sha256": digest.hexdigest()}
-
-
-def _lap(seconds: dict[str, float], stage: str, started: float) -> float:
-    now = time.perf_counter()
-    seconds[stage] = round(now - started, 3)
-    return now
 
 
 def _write_reports(

@@ -26,7 +26,7 @@ from conftest import ORG, REQUESTS, SAMPLE_SNAPSHOT, exported
 from model import FRAME_KEYS, ModelStore, model_store_to_frames
 from pipeline.cli import main
 from pipeline.errors import ConfigError, SnapshotRefused, StoreError
-from pipeline.faults import ENV_KILL_AT, REFRESH_POINTS
+from pipeline.faults import ENV_HOLD_AT, ENV_HOLD_UNTIL, ENV_KILL_AT, REFRESH_POINTS
 from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.lineage.explain import Explainer
 from pipeline.lineage.revert import revert_run
@@ -119,11 +119,19 @@ def with_cards_kept(after: ModelStore, before: ModelStore, numbers: set[str]) ->
     return ModelStore(after.customers, after.identifiers, cards)
 
 
-def write_snapshot(store: ModelStore, folder: Path) -> Path:
+def write_snapshot(store: ModelStore, folder: Path, raw: bool = False) -> Path:
+    """The store as a snapshot folder; with `raw`, mobiles and emails as people write them (`+61234567`,
+    `A@X.CO`), which the snapshot's normalisation reads as the stored values."""
     folder.mkdir(parents=True)
     for table, frame in model_store_to_frames(store).items():
+        if raw and table == "identifiers":
+            frame = frame.with_columns(id_value=pl.col("id_value").replace(WRITTEN))
         frame.write_parquet(folder / f"{table}.parquet")
     return folder
+
+
+WRITTEN = {"61234567": "+61234567", "61234568": "6123-4568", "61234569": "0061234569", "a@x.co": "A@X.CO"}
+"""Stored value -> the same value as a person writes it (test_engine_properties' RAW_VARIANTS)."""
 
 
 def store_frames(store: Path, out: Path) -> dict[str, pl.DataFrame]:
@@ -136,16 +144,23 @@ def store_frames(store: Path, out: Path) -> dict[str, pl.DataFrame]:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(before=next_snapshots(), drawn=next_snapshots(), kept_cards=st.sets(st.sampled_from(sorted(CARDS))))
+@given(
+    before=next_snapshots(),
+    drawn=next_snapshots(),
+    kept_cards=st.sets(st.sampled_from(sorted(CARDS))),
+    raw=st.booleans(),
+)
 def test_refresh_classifies_like_the_model_ends_at_the_snapshot_and_reverts_to_the_start(
-    tmp_path_factory, before, drawn, kept_cards
+    tmp_path_factory, before, drawn, kept_cards, raw
 ):
     after = with_cards_kept(drawn, before, kept_cards)
     tmp = tmp_path_factory.mktemp("refresh")
     store = tmp / "store.duckdb"
     init_store(store, write_snapshot(before, tmp / "s0"))
     start = exported(store, tmp / "start")
-    result = refresh_store(store, write_snapshot(after, tmp / "s1"), "R1", reports_dir=tmp / "rep", allow_removals=True)
+    result = refresh_store(
+        store, write_snapshot(after, tmp / "s1", raw), "R1", reports_dir=tmp / "rep", allow_removals=True
+    )
     expected = model_changes(before, after)
     for kind, change, _ in expected:
         event(f"{kind} {change}")
@@ -478,3 +493,56 @@ def test_what_the_platform_did_not_keep_runs_back_to_the_run_s_store(tmp_path_fa
         again = run_batch(path, org, [lost], tmp / "again")
         assert again.failed == 0, pl.read_csv(tmp / "again" / "errors.csv").rows()
     assert exported(path, tmp / "final") == after_run
+
+
+@pytest.mark.slow
+def test_a_refresh_is_refused_while_a_run_holds_the_store_and_a_run_while_a_refresh_does(store, tmp_path):
+    export_store(store, tmp_path / "next", "csv")
+    release = tmp_path / "release"
+    refresh = [str(EXE), "store", "refresh", str(store), "--snapshot", str(tmp_path / "next"), "--allow-removals"]
+    run = [
+        str(EXE),
+        "run",
+        "--store",
+        str(store),
+        "--config",
+        str(ORG),
+        "--reports",
+        str(tmp_path / "r"),
+        *map(str, REQUESTS),
+    ]
+    for holder, holder_point, other in ((run, "in-transaction", refresh), (refresh, "refresh-in-transaction", run)):
+        release.unlink(missing_ok=True)
+        environment = {**os.environ, ENV_HOLD_AT: holder_point, ENV_HOLD_UNTIL: str(release)}
+        if holder is refresh:  # the snapshot must differ, or the refresh has nothing to write
+            customers = pl.read_csv(tmp_path / "next" / "customers.csv", infer_schema=False)
+            pl.concat([customers, customers.head(1).with_columns(customer_id=pl.lit("999999"))]).write_csv(
+                tmp_path / "next" / "customers.csv"
+            )
+        first = subprocess.Popen(
+            [*holder, "--reports", str(tmp_path / "held")] if holder is refresh else holder,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        )  # fmt: skip
+        try:
+            assert first.stderr is not None
+            assert first.stderr.readline() == f"fault hook: holding at {holder_point}\n"
+            second = subprocess.run(
+                [*other, "--reports", str(tmp_path / "other")] if other is refresh else other,
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+        finally:
+            release.touch()
+        first.communicate(timeout=120)
+        assert second.returncode == 3 and "in use" in second.stderr, second.stderr
+
+
+def test_progress_is_told_each_stage_in_order(store, tmp_path):
+    told: list[str] = []
+
+    class Observer:
+        def stage_done(self, stage: str, seconds: float) -> None:
+            told.append(stage)
+
+    export_store(store, tmp_path / "next", "csv")
+    refresh_store(store, tmp_path / "next", "R1", reports_dir=tmp_path / "rep", observer=Observer())
+    assert told == ["stage", "diff", "apply", "report"]
