@@ -307,7 +307,10 @@ def test_explain_says_what_changed_on_the_platform(store, tmp_path):
     pl.concat([identifiers, extra.with_columns(id_value=pl.lit("EXT-TILL"))]).write_csv(
         tmp_path / "next" / "identifiers.csv"
     )
-    refresh_store(store, tmp_path / "next", "R1", reports_dir=tmp_path / "rep")
+    refresh_store(store, tmp_path / "next", "R1", reports_dir=tmp_path / "rep", mask_pii=True)
+    assert "EXT-TILL" in (tmp_path / "rep" / "changes.csv").read_text()
+    page = (tmp_path / "rep" / "summary.html").read_text()
+    assert "EXT-TILL" not in page and "changed-keys" in page, "summary.html masks values under --mask-pii"
     with Explainer(store) as explainer:
         text = explainer.explain(("customer", 1001)).render()
     assert "added INSTORE externalId=EXT-TILL to 1001; changed on the platform (refresh R1, snapshot" in text
