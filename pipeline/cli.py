@@ -226,11 +226,17 @@ def store_set_config(store_path: Path, config_path: Path, report_path: Path | No
 @click.option(
     "--max-removed-share",
     type=click.FloatRange(0.0, 1.0),
-    default=0.05,
-    show_default=True,
-    help="Refuse a snapshot that removes more than this share of a table's rows.",
+    default=None,
+    help="Refuse a snapshot that removes more than this share of a table's rows [default: the job's, else 0.05].",
 )
-@click.option("--allow-removals", is_flag=True, help="Apply a snapshot past the removal guard.")
+@click.option("--allow-removals", is_flag=True, default=None, help="Apply a snapshot past the removal guard.")
+@click.option(
+    "--job",
+    "job_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A job file whose config, max_removed_share, allow_removals and mask_pii apply (flags win).",
+)
 @click.option("--mask-pii", is_flag=True, default=None, help="Mask identifier values and card numbers in summary.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print refresh-summary.json instead of the summary.")
 @click.option(
@@ -247,11 +253,12 @@ def store_refresh(
     config_path: Path | None,
     reports_dir: Path | None,
     dry_run: bool,
-    max_removed_share: float,
-    allow_removals: bool,
+    max_removed_share: float | None,
+    allow_removals: bool | None,
     mask_pii: bool | None,
     as_json: bool,
     layout_path: Path | None,
+    job_path: Path | None,
 ) -> int:
     """Bring STORE_PATH to the platform's next snapshot, keeping its ledger, undo logs and provenance:
     every changed key in changes.csv, what the platform kept of the store's runs, and the changes it did not
@@ -262,21 +269,25 @@ def store_refresh(
     """
     from pipeline.console import REFRESH_STAGES, stage_progress
     from pipeline.files import json_text
-    from pipeline.refresh import refresh_store
+    from pipeline.job import Job, load_job
+    from pipeline.refresh import DEFAULT_MAX_REMOVED_SHARE, refresh_store
     from pipeline.run import new_run_id
     from pipeline.store.snapshot import load_snapshot_layout
 
+    job: Job | None = load_job(job_path) if job_path is not None else None
     with stage_progress(stages=REFRESH_STAGES) as observer:
         result = refresh_store(
             store_path,
             snapshot_dir,
             new_run_id(),
-            config_path=config_path,
+            config_path=pick(config_path, None, job.config if job else None, None),
             reports_dir=reports_dir,
             dry_run=dry_run,
-            max_removed_share=max_removed_share,
-            allow_removals=allow_removals,
-            mask_pii=pick(mask_pii, ENV_MASK_PII, None, False, env_flag),
+            max_removed_share=pick(
+                max_removed_share, None, job.max_removed_share if job else None, DEFAULT_MAX_REMOVED_SHARE
+            ),
+            allow_removals=pick(allow_removals, None, job.allow_removals if job else None, False),
+            mask_pii=pick(mask_pii, ENV_MASK_PII, job.mask_pii if job else None, False, env_flag),
             layout=load_snapshot_layout(layout_path) if layout_path is not None else None,
             observer=observer,
         )

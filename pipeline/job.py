@@ -53,6 +53,8 @@ JOB_KEYS = frozenset(
         "workers",
         "series_by_code",
         "mask_pii",
+        "max_removed_share",
+        "allow_removals",
     }
 )
 REPORTS_FIELDS = frozenset({"job", "run_id"})
@@ -84,6 +86,10 @@ class Job:
     columns: Mapping[str, str] = field(default_factory=dict)
     fixed: Mapping[str, str] = field(default_factory=dict)
     series_by_code: bool = False
+    max_removed_share: float | None = None
+    """`store refresh --job`: the truncation guard's share (pipeline/refresh.py); None: its default."""
+    allow_removals: bool = False
+    """`store refresh --job`: apply a snapshot past the guard."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,8 @@ def parse_job(raw: dict[str, Any], path: Path | str) -> Job:
         columns=columns,
         fixed=fixed,
         series_by_code=v.value(body, "series_by_code", bool, default=False),
+        max_removed_share=v.rate(body, "max_removed_share"),
+        allow_removals=v.value(body, "allow_removals", bool, default=False),
     )
 
 

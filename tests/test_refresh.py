@@ -549,3 +549,15 @@ def test_progress_is_told_each_stage_in_order(store, tmp_path):
     export_store(store, tmp_path / "next", "csv")
     refresh_store(store, tmp_path / "next", "R1", reports_dir=tmp_path / "rep", observer=Observer())
     assert told == ["stage", "diff", "apply", "report"]
+
+
+def test_a_job_file_sets_the_guard_and_flags_win(store, tmp_path):
+    export_store(store, tmp_path / "full", "csv")
+    truncated = shrink(tmp_path / "full", tmp_path / "truncated", "cards", 0.8)
+    job = tmp_path / "nightly.toml"
+    job.write_text(f'[job]\nstore = "{store}"\nconfig = "{ORG}"\ninputs = ["{REQUESTS[0]}"]\nmax_removed_share = 0.3\n')
+    args = ["store", "refresh", str(store), "--snapshot", str(truncated), "--job", str(job)]
+    strict = CliRunner().invoke(main, [*args, "--max-removed-share", "0.1", "--reports", str(tmp_path / "a")])
+    assert strict.exit_code == 3, strict.output
+    allowed = CliRunner().invoke(main, [*args, "--reports", str(tmp_path / "b")])
+    assert allowed.exit_code == 0 and "cards: new 0, removed 4" in allowed.output, allowed.output
