@@ -208,8 +208,6 @@ def main() -> None:
     ratios = [r["seconds"] / i["seconds"] for r, i in zip(runs["refresh"], runs["init"], strict=True)]
     done = [r for r in runs["refresh"] if r["exit_code"] == 0]
     lines = [
-        MARK,
-        "",
         f"- command: `python bench/refresh.py --cache {args.cache} --repeat {args.repeat}`",
         f"- next snapshot: {snapshot}; changed keys: {done[0]['changed_keys'] if done else '-'}",
         f"- `store init` of it: median {init_s:.1f} s, peak RSS "
@@ -230,7 +228,7 @@ def main() -> None:
             " the file reuses the blocks its deleted rows freed)"
         )
         lines.append("- changes: " + json.dumps(done[0]["changes"]))
-    print("\n".join(lines))
+    print("\n".join([MARK, "", *lines]))
     replace_section(args.out, MARK, [*lines, ""])
 
 
