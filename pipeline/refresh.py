@@ -237,9 +237,8 @@ def refresh_store(
                 apply_diff(con, run_id)
                 after = store_counts(con)
                 details = {"snapshot": str(snapshot_dir.resolve()), "changes": diff.counts, "guard": guard.to_dict()}
-                record_event(
-                    con, run_id, "refresh", details, files=[(f["path"], f["sha256"], f["rows"]) for f in files]
-                )
+                files_read = [(f["path"], f["sha256"], f["rows"]) for f in files]
+                record_event(con, run_id, "refresh", details, files=files_read, started_at=started)
                 faults.kill_point("refresh-in-transaction")
         faults.kill_point("refresh-after-commit")
         drop_diff(con)
@@ -262,8 +261,9 @@ def refresh_store(
             reports_dir=str(reports),
             seconds=clock.seconds,
         )
-        _write_reports(result, changes, lost, reports, mask_pii)
-        clock.lap("report", t)
+        left = "the store was refreshed" if apply else "the store was not changed"
+        with clock.stage("report", left=f"{left}; its reports in {reports} may be incomplete", since=t):
+            _write_reports(result, changes, lost, reports, mask_pii)
         return result
     finally:
         with faults.kill_during("refresh-during-checkpoint"):  # closing checkpoints the WAL into the file
