@@ -583,17 +583,86 @@ def job(
     "--store",
     "store_path",
     required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The store (DuckDB file).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@_exits
+def runs(store_path: Path, as_json: bool) -> int:
+    """List the store's runs, refreshes, reverts and config changes, newest first: files, counts, exit code,
+    what reached the platform and whether each was reverted.
+
+    Example: loyalty-bulk runs --store reports/demo/store.duckdb
+    """
+    from pipeline.files import json_text
+    from pipeline.store.history import list_runs
+
+    listing = list_runs(store_path)
+    click.echo(json_text(listing.to_dict()) if as_json else listing.render())
+    return 0
+
+
+@main.command()
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="The store (DuckDB file).",
 )
 @click.argument("run_id")
+@click.option(
+    "--local-only", is_flag=True, help="Revert the store alone when the run reached the platform (which keeps it)."
+)
+@click.option(
+    "--compensate",
+    is_flag=True,
+    help="Also write the calls that undo the run on the platform (revert-calls.ndjson), for `push`.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The org config (needed with --compensate: the calls' sources and labels).",
+)
+@click.option(
+    "--reports",
+    "reports_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where --compensate writes revert-calls.ndjson [default: reports/revert/<run id>].",
+)
 @_exits
-def revert(store_path: Path, run_id: str) -> int:
-    """Undo the applied run RUN_ID exactly, unless a later run touched what it touched."""
+def revert(
+    store_path: Path,
+    run_id: str,
+    local_only: bool,
+    compensate: bool,
+    config_path: Path | None,
+    reports_dir: Path | None,
+) -> int:
+    """Undo the applied run RUN_ID exactly, unless a later run touched what it touched. A run whose calls reached
+    the platform needs --local-only (the store alone) or --compensate (the calls that undo it on the platform
+    too; a run with a pushed merge can only be reverted --local-only).
+
+    Example: loyalty-bulk revert --store store.duckdb 20261206T220915Z-9a72b1 --compensate --config org.toml
+    """
     from pipeline.lineage.revert import revert_run
     from pipeline.run import new_run_id
 
-    result = revert_run(store_path, run_id, new_run_id())
+    if local_only and compensate:
+        raise click.UsageError("give --local-only or --compensate, not both")
+    revert_id = new_run_id()
+    if compensate:
+        from pipeline.delivery.compensate import revert_and_compensate
+
+        if config_path is None:
+            raise click.UsageError("--compensate needs --config ORG (the calls' sources and card labels)")
+        folder = reports_dir or Path("reports") / "revert" / revert_id
+        result = revert_and_compensate(store_path, run_id, revert_id, config_path, folder)
+    else:
+        result = revert_run(store_path, run_id, revert_id, local_only=local_only)
     click.echo(result.render())
     return 0
 
@@ -762,6 +831,19 @@ def emulate(
     show_default=True,
     help="Seconds to wait for an answer before the call is settled by a read.",
 )
+@click.option(
+    "--retry",
+    is_flag=True,
+    default=False,
+    help="On a finished push: send the failed calls, and the calls blocked only by them, again (after an outage).",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=12,
+    show_default=True,
+    help="Requests per call (sends and settling reads) before it ends failed.",
+)
 @click.option("--mask-pii", is_flag=True, default=False, help="Mask identifier values in push.csv.")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print push-summary.json instead of the summary.")
 @click.option("--quiet", is_flag=True, default=False, help="Print nothing but errors; the exit code tells the rest.")
@@ -776,6 +858,8 @@ def push(
     max_drift: int | None,
     max_drift_rate: float | None,
     timeout_seconds: float,
+    retry: bool,
+    max_attempts: int,
     mask_pii: bool,
     as_json: bool,
     quiet: bool,
@@ -794,6 +878,8 @@ def push(
         max_drift_rate=max_drift_rate,
         mask_pii=mask_pii,
         timeout_seconds=timeout_seconds,
+        retry=retry,
+        max_attempts=max_attempts,
     )
     with push_progress(enabled=not quiet and not as_json) as progress:
         result = push_run(reports_dir, config_path, options, progress=progress)

@@ -28,12 +28,20 @@ from rich.progress import (
 from pipeline.files import json_text
 
 if TYPE_CHECKING:
-    from pipeline.results import RunResult, StageObserver
+    from pipeline.delivery.push import PushProgress
+    from pipeline.results import RunResult, RunState, StageObserver
 
 STAGES = ("read", "check", "resolve", "decide", "apply", "report")
 """The stages in the order run_batch finishes them; the progress bar has one step per stage."""
 REFRESH_STAGES = ("stage", "diff", "apply", "report")
 """The stages of `store refresh` (pipeline/refresh.py): stage and check the snapshot, compare, write, report."""
+STATE_COLOURS: dict[RunState, str] = {
+    "applied": "green",
+    "applied with failures": "yellow",
+    "dry run": "cyan",
+    "aborted": "red",
+}
+"""The terminal colour of a run's first line by its state, as summary.html's banner: failures in a warning colour."""
 
 
 class StageProgress:
@@ -122,42 +130,70 @@ def summary_json(result: RunResult) -> str:
 def report_run(result: RunResult, json_output: bool = False, quiet: bool = False, verbose: bool = False) -> None:
     """Print a finished run: JSON only with --json; nothing on stdout with --quiet; else the summary.
 
-    With --quiet a run that aborted or had failed rows still says so in one line on stderr.
+    The summary's first line says what happened to the store, coloured by its state on a terminal (click
+    drops the colour in pipes and logs). With --quiet a run that aborted or had failed rows still says so in
+    one line on stderr.
     """
     if json_output:
         click.echo(summary_json(result))
     elif not quiet:
-        click.echo(result.render(verbose=verbose))
+        status, _, rest = result.render(verbose=verbose).partition("\n")
+        click.echo(click.style(status, fg=STATE_COLOURS[result.state], bold=True) + "\n" + rest)
     if quiet and result.exit_code != 0:
-        what = (
-            f"aborted, nothing applied: {result.aborted}"
-            if result.aborted
-            else f"{result.failed} of {result.rows} rows failed"
-        )
-        click.echo(f"run {result.run_id}: {what}; see {result.reports_dir}", err=True)
+        click.echo(f"run {result.run_id}: {result.status}; see {result.reports_dir}", err=True)
+
+
+PLAIN_PROGRESS_SECONDS = 10.0
+"""Off a terminal a push says where it stands in a plain line on stderr this often."""
+PUSH_OUTCOME_ORDER = ("confirmed", "already_applied", "drift", "blocked", "failed")
+
+
+def plain_push_line(state: PushProgress) -> str:
+    """One plain progress line of a push: calls ended of all, by outcome, the achieved rate, the time elapsed."""
+    ended = sum(state.ended.values())
+    by_outcome = ", ".join(f"{o} {state.ended[o]}" for o in PUSH_OUTCOME_ORDER if state.ended.get(o))
+    rate = state.requests / state.elapsed * 60 if state.elapsed > 0 else 0.0
+    return (
+        f"push: {ended}/{state.total} calls ended" + (f" ({by_outcome})" if by_outcome else "")
+        + f"; {rate:.0f} requests/min; {time.strftime('%H:%M:%S', time.gmtime(state.elapsed))} elapsed"
+    )  # fmt: skip
 
 
 @contextmanager
-def push_progress(enabled: bool = True) -> Iterator[Callable[[int, int, float], None] | None]:
-    """A progress bar of a push on stderr (calls ended, achieved rate, time left), only on a terminal."""
-    if not enabled or not sys.stderr.isatty():
+def push_progress(
+    enabled: bool = True, stream: TextIO | None = None, every: float = PLAIN_PROGRESS_SECONDS
+) -> Iterator[Callable[[PushProgress], None] | None]:
+    """A push's progress on stderr: on a terminal a bar (calls ended, achieved rate, time left); elsewhere (a
+    log, a pipe, cron) a plain line at least every `every` seconds, so a long push shows it is alive."""
+    out = sys.stderr if stream is None else stream
+    if not enabled:
         yield None
         return
-    started = time.monotonic()
+    if not out.isatty():
+        last = time.monotonic()
+
+        def line(state: PushProgress) -> None:
+            nonlocal last
+            if time.monotonic() - last >= every:
+                last = time.monotonic()
+                print(plain_push_line(state), file=out, flush=True)
+
+        yield line
+        return
     progress = Progress(
         SpinnerColumn(),
         BarColumn(bar_width=30),
         MofNCompleteColumn(),
         TextColumn("calls · {task.fields[rate]:.0f} requests/min"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=Console(file=out),
         transient=True,
     )
     task = progress.add_task("push", total=None, rate=0.0)
 
-    def advance(ended: int, total: int, requests: float) -> None:
-        elapsed = max(time.monotonic() - started, 1e-6)
-        progress.update(task, completed=ended, total=total, rate=requests / elapsed * 60)
+    def advance(state: PushProgress) -> None:
+        rate = state.requests / max(state.elapsed, 1e-6) * 60
+        progress.update(task, completed=sum(state.ended.values()), total=state.total, rate=rate)
 
     with progress:
         yield advance

@@ -45,6 +45,7 @@ JOB_KEYS = frozenset(
         "reports",
         "dry_run",
         "allow_reapply",
+        "skip_applied",
         "parquet_reports",
         "max_errors",
         "max_error_rate",
@@ -76,6 +77,8 @@ class Job:
     """Folder template ({job}, {run_id}); None means reports/<job>/<run id>/ under the current folder."""
     dry_run: bool = False
     allow_reapply: bool = False
+    skip_applied: bool = False
+    """Leave inputs an earlier run already applied out of the run, with a note, instead of refusing it."""
     parquet_reports: bool = False
     mask_pii: bool = False
     max_errors: int | None = None
@@ -147,6 +150,7 @@ def parse_job(raw: dict[str, Any], path: Path | str) -> Job:
         reports=reports,
         dry_run=v.value(body, "dry_run", bool, default=False),
         allow_reapply=v.value(body, "allow_reapply", bool, default=False),
+        skip_applied=v.value(body, "skip_applied", bool, default=False),
         parquet_reports=v.value(body, "parquet_reports", bool, default=False),
         mask_pii=v.value(body, "mask_pii", bool, default=False),
         max_errors=v.at_least(body, "max_errors", minimum=0),
@@ -175,6 +179,7 @@ def run_job(
     options = RunOptions(
         dry_run=pick(overrides.dry_run, None, job.dry_run, False),
         allow_reapply=pick(overrides.allow_reapply, None, job.allow_reapply, False),
+        skip_applied=job.skip_applied,
         parquet_reports=pick(overrides.parquet_reports, None, job.parquet_reports, False),
         mask_pii=pick(overrides.mask_pii, ENV_MASK_PII, job.mask_pii, False, env_flag),
         job=job.name,

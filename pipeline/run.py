@@ -31,7 +31,7 @@ from pipeline.engine.replay import Replayed
 from pipeline.engine.workspace import Workspace
 from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED, InternalError, stage_failure
 from pipeline.files import write_json
-from pipeline.input.read import InputFile, InputLayout, read_requests
+from pipeline.input.read import InputFile, InputLayout, RequestBatch, read_requests
 from pipeline.reports.frames import ReportFrames, build_reports
 from pipeline.reports.html import write_summary_html
 from pipeline.reports.stager import ReportStager
@@ -40,7 +40,8 @@ from pipeline.settings import DEFAULT_MEMORY_LIMIT
 from pipeline.store.binding import refuse_other_config
 from pipeline.store.connect import defer_vacuum, open_store
 from pipeline.store.duck import transaction
-from pipeline.store.ledger import record, refuse_reapplied
+from pipeline.store.ledger import AppliedFile, applied_files, record, refuse_reapplied
+from pipeline.store.schema import store_counts
 
 
 def new_run_id() -> str:
@@ -53,6 +54,9 @@ class RunOptions:
 
     dry_run: bool = False
     allow_reapply: bool = False
+    skip_applied: bool = False
+    """Leave out the inputs whose content a real run already applied, each with a note, instead of refusing the
+    run (a job's skip_applied); `allow_reapply` wins. A dry run leaves them out too, as the real run would."""
     job: str | None = None
     run_id: str | None = None
     parquet_reports: bool = False
@@ -89,14 +93,18 @@ def run_batch(
     con = open_store(store_path, memory_limit=opts.memory_limit, threads=opts.threads)
     ws = Workspace(con)
     try:
+        batch, skipped = _read(ws, files, config, opts, clock, store_path, opened)
+        if skipped and not batch.files:
+            return _nothing_to_run(run_id, opts, started_at, clock, skipped, store_counts(con), reports_dir)
         with ReportStager(reports_dir) as stager:
-            run = _decide(ws, files, config, opts, clock, run_id, stager, store_path, opened)
+            run = _decide(ws, batch, skipped, config, opts, clock, run_id, stager)
+            del batch  # the batch's rows go before the transaction (DecidedRun)
             with stage_failure("commit"), transaction(con, commit_point="during-commit") as tx:
                 with clock.stage("apply", since=run.decided_at):
                     after = run.before
                     if not run.aborted:
                         after = commit_changes(run.replayed, run_id, run.positions, config, keep=not opts.dry_run)
-                result = _result(run_id, opts, started_at, clock, run, after, reports_dir)
+                result = _result(run_id, opts, started_at, clock, run, after, reports_dir, store_path)
                 if opts.dry_run or run.aborted:
                     tx.discard_so_far()  # of a dry or aborted run only the ledger entry commits
                 # the ledger entry commits with the changes, so an applied file is always known as applied
@@ -136,26 +144,46 @@ class DecidedRun:
     calls: int
     decided_at: float
     """When the engine's decision ended: the apply stage's time runs from here, through the reports and plan."""
+    skipped: tuple[AppliedFile, ...] = ()
+    """Inputs left out because a real run already applied them (RunOptions.skip_applied)."""
 
 
-def _decide(
+def _read(
     ws: Workspace,
     files: Sequence[Path | str],
     config: OrgConfig,
     opts: RunOptions,
     clock: StageClock,
-    run_id: str,
-    stager: ReportStager,
     store_path: Path | str,
     opened: float,
-) -> DecidedRun:
-    """Read, check, resolve and decide the batch, build its reports and call plan, and hand them to the stager."""
+) -> tuple[RequestBatch, tuple[AppliedFile, ...]]:
+    """Read the request files; refuse the run when a real run already applied one, or with skip_applied leave
+    those out of the batch (returned beside it). Which files were applied is the ledger's to say."""
     with clock.stage("read", since=opened):
         defer_vacuum(ws.con)
         refuse_other_config(ws.con, config, store_path)
         batch = read_requests(files, layout=opts.layout)
-    if not opts.dry_run and not opts.allow_reapply:
+    if opts.allow_reapply:
+        return batch, ()
+    if opts.skip_applied:
+        skipped = tuple(applied_files(ws.con, batch.files))
+        return batch.without({s.file.path for s in skipped}), skipped
+    if not opts.dry_run:
         refuse_reapplied(ws.con, batch.files)
+    return batch, ()
+
+
+def _decide(
+    ws: Workspace,
+    batch: RequestBatch,
+    skipped: tuple[AppliedFile, ...],
+    config: OrgConfig,
+    opts: RunOptions,
+    clock: StageClock,
+    run_id: str,
+    stager: ReportStager,
+) -> DecidedRun:
+    """Check, resolve and decide the batch, build its reports and call plan, and hand them to the stager."""
     provenance = provenance_enabled()
     decision = decide_batch(
         ws,
@@ -192,6 +220,7 @@ def _decide(
         aborted,
         calls,
         decided_at,
+        skipped,
     )
 
 
@@ -217,6 +246,7 @@ def _result(
     run: DecidedRun,
     after: StoreCounts,
     reports_dir: Path,
+    store_path: Path | str,
 ) -> RunResult:
     failed = sum(run.reports.errors_by_code.values())
     exit_code = EXIT_REFUSED if run.aborted else EXIT_ROWS_FAILED if failed else EXIT_OK
@@ -228,7 +258,7 @@ def _result(
         started_at=started_at,
         ended_at=_now(),
         stage_seconds=dict(clock.seconds),
-        files=tuple({"path": f.path, "sha256": f.sha256, "rows": f.rows} for f in run.files),
+        files=_files(run.files),
         rows=run.rows,
         outcomes=run.reports.outcome_counts,
         errors_by_code=run.reports.errors_by_code,
@@ -238,4 +268,59 @@ def _result(
         exit_code=exit_code,
         reports_dir=str(reports_dir),
         calls=run.calls,
+        store=str(Path(store_path).resolve()),
+        skipped=_skipped(run.skipped),
+    )
+
+
+def _files(files: Sequence[InputFile]) -> tuple[dict[str, Any], ...]:
+    """The input files as summary.json lists them."""
+    return tuple({"path": f.path, "sha256": f.sha256, "fingerprint": f.fingerprint, "rows": f.rows} for f in files)
+
+
+def _skipped(skipped: Sequence[AppliedFile]) -> tuple[dict[str, Any], ...]:
+    """The inputs left out as already applied, as summary.json lists them: each file and the run that applied it."""
+    return tuple(
+        {
+            "path": s.file.path,
+            "sha256": s.file.sha256,
+            "fingerprint": s.file.fingerprint,
+            "rows": s.file.rows,
+            "applied_by": s.run_id,
+            "applied_at": s.started_at,
+            "applied_path": s.applied_path,
+        }
+        for s in skipped
+    )
+
+
+def _nothing_to_run(
+    run_id: str,
+    opts: RunOptions,
+    started_at: str,
+    clock: StageClock,
+    skipped: Sequence[AppliedFile],
+    counts: StoreCounts,
+    reports_dir: Path,
+) -> RunResult:
+    """The result of a run whose every input was already applied and left out (skip_applied): nothing ran, so the
+    ledger records no run and no reports are written; the result (console, --json) lists what was skipped."""
+    return RunResult(
+        run_id=run_id,
+        job=opts.job,
+        dry_run=opts.dry_run,
+        aborted=None,
+        started_at=started_at,
+        ended_at=_now(),
+        stage_seconds=dict(clock.seconds),
+        files=(),
+        rows=0,
+        outcomes=dict.fromkeys(("applied", "unchanged", "merged"), 0),
+        errors_by_code={},
+        merges=0,
+        store_before=counts,
+        store_after=counts,
+        exit_code=EXIT_OK,
+        reports_dir=str(reports_dir),
+        skipped=_skipped(skipped),
     )

@@ -15,6 +15,12 @@ DEFAULT_WORKERS: int | None = None
 
 CALLS_FILE = "calls.ndjson"
 """The call plan's name in a run's reports folder: written by run, read by push and the emulator."""
+RUN_SUMMARY_FILE = "summary.json"
+"""A run's summary in its reports folder: names the run and its store (push records itself there)."""
+REVERT_CALLS_FILE = "revert-calls.ndjson"
+"""The calls that undo a reverted run on the platform (`revert --compensate`), in a revert's reports folder."""
+PUSH_SUMMARY_FILE, PUSH_CSV_FILE = "push-summary.json", "push.csv"
+"""What a push writes beside the run's reports: its counts, and one line per call."""
 
 ENV_MEMORY_LIMIT = "LOYALTY_BULK_MEMORY_LIMIT"
 ENV_THREADS = "LOYALTY_BULK_THREADS"

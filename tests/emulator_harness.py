@@ -19,12 +19,15 @@ HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=20))
 
 
 @contextmanager
-def running_emulator(store: Path, config: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Yield the emulator's base URL; on exit SIGTERM it, wait (bounded) and check it exited 0."""
+def running_emulator(
+    store: Path, config: Path, *options: str, env: dict[str, str] | None = None, port: int = 0
+) -> Iterator[str]:
+    """Yield the emulator's base URL (on `port`, 0: a free one); on exit SIGTERM it, wait (bounded), check it
+    exited 0."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_BULK_API_")}
     environ.update(env or {})
     process = subprocess.Popen(
-        [CLI, "emulate", "--store", str(store), "--config", str(config), "--port", "0", *options],
+        [CLI, "emulate", "--store", str(store), "--config", str(config), "--port", str(port), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

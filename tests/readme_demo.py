@@ -36,9 +36,12 @@ _VOLATILE = (
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),
     # a stalled call holds its customer on the emulator for a while: how often a retry meets it busy,
     # how many requests the push sent, and whether an applied call is settled by a read (confirmed) or
-    # by a retry's "already present" (already_applied) depend on timing; drift, blocked and failed do not
+    # by a retry's "already present" (already_applied) depend on timing, in the counts and in the summary's
+    # lines in words (the "already in place" line is there only when one was); drift, blocked and failed do not
     (re.compile(r"^  retries: .*$", re.M), "  retries: <timing>"),
     (re.compile(r"confirmed \d+, already_applied \d+"), "confirmed <n>, already_applied <n>"),
+    (re.compile(r"^  \d+ changes? reached the platform as expected$", re.M), "  <n> reached the platform as expected"),
+    (re.compile(r"^  \d+ (?:was|were) already in place \(an earlier attempt had reached the platform\)\n", re.M), ""),
     (re.compile(r"\(\d+ requests in"), "(<n> requests in"),
 )
 

@@ -215,7 +215,7 @@ def test_workers_give_the_reports_and_store_of_one_worker(tmp_path, monkeypatch)
 def _outputs(store: Path, reports: Path) -> dict:
     summary = json.loads((reports / "summary.json").read_text())
     run_id = summary["run_id"]
-    for key in ("run_id", "started_at", "ended_at", "stage_seconds", "reports_dir"):
+    for key in ("run_id", "started_at", "ended_at", "stage_seconds", "reports_dir", "store"):
         summary.pop(key)
     files = {name: (reports / name).read_text() for name in ("success.csv", "errors.csv", "merges.csv")}
     files["calls.ndjson"] = (reports / "calls.ndjson").read_text().replace(run_id, "RUN")

@@ -1,4 +1,5 @@
-"""What `run` prints: the end-of-run summary, --json, --quiet, --verbose, and stage progress only on a terminal."""
+"""What `run` prints: the end-of-run summary led by the state of the store, --json, --quiet, --verbose, stage
+progress only on a terminal, and a push's summary led by what reached the platform."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -13,7 +15,8 @@ from click.testing import CliRunner
 from conftest import ORG, REQUESTS
 from pipeline.cli import main
 from pipeline.console import STAGES, StageLog, StageProgress, stage_progress
-from pipeline.results import RunResult
+from pipeline.delivery.push_report import PushResult
+from pipeline.results import RunResult, share
 from pipeline.run import run_batch
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -45,7 +48,7 @@ def test_default_summary_names_outcomes_codes_merges_seconds_and_reports(store: 
     done = run_cli(store, tmp_path / "r")
     assert done.exit_code == 1, done.output
     out = done.stdout
-    assert "67 rows, applied, exit code 1" in out
+    assert re.fullmatch(r"run \d{8}T\d{6}Z-[0-9a-f]{6}: 67 rows, exit code 1", out.splitlines()[1])
     assert "outcomes: applied 19, unchanged 2, merged 1, failed 45" in out
     codes = re.findall(r"^    (\d+) ([A-Z_]+): (\d+)$", out, re.M)
     assert codes[0] == ("7001", "INVALID_FIELD", "8") and ("8015", "CUSTOMER_NOT_FOUND", "2") in codes
@@ -70,7 +73,100 @@ def test_json_prints_summary_json_and_nothing_else(store: Path, tmp_path: Path):
 def test_quiet_prints_nothing_on_stdout(store: Path, tmp_path: Path):
     done = run_cli(store, tmp_path / "r", "--quiet")
     assert done.exit_code == 1 and done.stdout == ""
-    assert "45 of 67 rows failed" in done.stderr and (tmp_path / "r" / "summary.html").exists()
+    assert "applied with failures: 45 of 67 rows failed (67.2 %); see" in done.stderr
+    assert (tmp_path / "r" / "summary.html").exists()
+
+
+OK_REQUESTS = (
+    "row_id,customer_id,lookup_type,lookup_value,source,account_id,action,id_type,id_value,series_id,status_label\n"
+    "OK-1,1024,,,INSTORE,,add,externalId,EXT-9001,,\n"
+    "OK-2,1003,,,INSTORE,,add,externalId,EXT-9003,,\n"
+)
+"""A small request file on the sample store whose every row succeeds."""
+
+
+def test_the_summary_leads_with_each_state_of_the_store(store: Path, sample_snapshot_store: Path, tmp_path: Path):
+    """Applied, applied with failures (with the failed share), dry run, aborted: the first line, exit codes kept."""
+    small, other = tmp_path / "ok.csv", tmp_path / "other.duckdb"
+    small.write_text(OK_REQUESTS, encoding="utf-8")
+    shutil.copyfile(sample_snapshot_store, other)
+    applied = CliRunner().invoke(
+        main, ["run", "--store", str(other), "--config", str(ORG), "--reports", str(tmp_path / "ok"), str(small)]
+    )
+    dry = run_cli(store, tmp_path / "dry", "--dry-run")
+    aborted = run_cli(store, tmp_path / "aborted", "--max-errors", "3")
+    failures = run_cli(store, tmp_path / "failures")
+    seen = [(done.exit_code, done.stdout.splitlines()[0]) for done in (applied, failures, dry, aborted)]
+    assert seen == [
+        (0, "applied: all 2 rows succeeded"),
+        (1, "applied with failures: 45 of 67 rows failed (67.2 %)"),
+        (1, "dry run, nothing applied: 45 of 67 rows would fail (67.2 %)"),
+        (3, "ABORTED, nothing applied: 45 failed rows exceed max_errors = 3"),
+    ]
+
+
+def test_the_first_line_is_coloured_by_state_on_a_terminal(store: Path, tmp_path: Path):
+    args = ["run", "--store", str(store), "--config", str(ORG), "--reports", str(tmp_path / "r"), *map(str, REQUESTS)]
+    done = CliRunner().invoke(main, args, color=True)
+    first, second = done.stdout.splitlines()[:2]
+    assert first.startswith("\x1b[33m") and "applied with failures: 45 of 67" in first, "yellow: a warning"
+    assert "\x1b[" not in second
+    assert "\x1b[" not in run_cli(store, tmp_path / "plain", "--dry-run").stdout, "no colour in a pipe"
+
+
+def test_a_share_never_rounds_to_none_or_all():
+    assert [share(1, 1_000_000), share(999_999, 1_000_000), share(45, 67), share(0, 5), share(5, 5), share(0, 0)] == [
+        "< 0.1 %",
+        "> 99.9 %",
+        "67.2 %",
+        "0.0 %",
+        "100.0 %",
+        "-",
+    ]
+
+
+def push_result(outcomes: dict[str, int], stopped: str | None = None) -> PushResult:
+    return PushResult(
+        reports_dir="reports/x",
+        api="http://127.0.0.1:9",
+        calls=sum(outcomes.values()),
+        outcomes=outcomes,
+        retries={},
+        configured_rate=600.0,
+        achieved_rate=550.0,
+        requests=30,
+        elapsed_seconds=3.0,
+        critical_path=2,
+        stopped=stopped,
+        exit_code=3 if stopped else 1,
+    )
+
+
+def test_a_push_summary_leads_with_what_reached_the_platform():
+    outcomes = {"confirmed": 12, "already_applied": 3, "drift": 2, "blocked": 1, "failed": 2}
+    lines = push_result(outcomes).render().splitlines()
+    assert lines[:7] == [
+        "push of 20 call(s) to http://127.0.0.1:9: exit code 1",
+        "  12 changes reached the platform as expected",
+        "  3 were already in place (an earlier attempt had reached the platform)",
+        "  2 were answered otherwise: the platform no longer matched the store; refresh the store and run them again",
+        "  1 was not sent because a change it depends on did not go through",
+        "  2 could not be sent (retries ran out); `loyalty-bulk push --retry` sends them again once the platform "
+        "answers",
+        "  outcomes: confirmed 12, already_applied 3, drift 2, blocked 1, failed 2",
+    ]
+
+
+def test_a_stopped_push_says_what_was_not_sent_and_omits_outcomes_that_did_not_occur():
+    outcomes = {"confirmed": 1, "already_applied": 0, "drift": 3, "blocked": 0, "failed": 0, "planned": 6}
+    lines = push_result(outcomes, stopped="3 drifted calls exceed max_drift = 2").render().splitlines()
+    assert lines[1:4] == [
+        "  1 change reached the platform as expected",
+        "  3 were answered otherwise: the platform no longer matched the store; refresh the store and run them again",
+        "  6 were not sent yet: the push stopped before them; the same command resumes",
+    ]
+    assert "STOPPED: 3 drifted calls exceed max_drift = 2" in lines[-2]
+    assert push_result(dict.fromkeys(outcomes, 0)).render().splitlines()[1] == "  no call to send"
 
 
 def test_quiet_json_prints_only_the_json(store: Path, tmp_path: Path):

@@ -264,6 +264,7 @@ def test_a_dry_run_of_hostile_values_changes_nothing(store, tmp_path):
 SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|COPY|DROP|ALTER|SET VARIABLE|PRAGMA|ATTACH)\b")
 
 ALLOWED_NAMES = {
+    "declaration": "a constant column type of journal.py's _ADDED_COLUMNS (its journal migration)",
     "view": "a loop over store/diff.py's SNAP_VIEWS, the constant names of a refresh's snapshot views",
     "table": "a loop over the constant table names (store.TABLES, the workspace's TEMP_TABLES, replay's chg_* tables)",
     "kind": "TABLE or VIEW, from the workspace's constant registry of temp tables",

@@ -185,6 +185,7 @@ def captured_run(monkeypatch) -> dict:
             (),
             {
                 "exit_code": 0,
+                "state": "applied",
                 "render": lambda self, **_: "ok",
                 "to_dict": lambda self: {},
                 "failed": 0,

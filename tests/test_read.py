@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.errors import InputFileError, RequestFilesRefused
 from pipeline.input.columns import FRAME_COLUMNS, REQUEST_COLUMNS
-from pipeline.input.read import InputFile, InputLayout, RequestBatch, read_requests
+from pipeline.input.read import InputFile, InputLayout, RequestBatch, read_requests, rows_fingerprint
 
 CASES = Path(__file__).parent / "cases" / "files"
 HEADER = "row_id,customer_id,source,action,id_type,id_value\n"
@@ -61,6 +61,7 @@ def test_csv_keeps_raw_text_and_frame_shape(tmp_path):
             rows=2,
             columns=("row_id", "customer_id", "source", "action", "id_type", "id_value"),
             format="csv",
+            fingerprint=rows_fingerprint(batch.frame),
         ),
     )
 

@@ -6,6 +6,11 @@ so a push killed at any moment finds on restart exactly which calls were answere
 which were in flight (settled first) and when it last sent anything (pacing goes on from there).
 A lock file beside it (`push.journal.lock`, flock) keeps a second push out while one runs.
 
+`push --retry` gives a finished push's failed calls (and the calls blocked only by them) a new series of
+attempts (`reopen`): the journal keeps every earlier attempt, numbered on across series, and each attempt and
+call says which series it belongs to (series 0 is the first push). A journal written before series existed
+gets their columns on open, all 0, and resumes as it always did.
+
 SQLite rather than DuckDB: small durable transactions from several threads, and the standard library.
 """
 
@@ -21,6 +26,7 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from pipeline.delivery.causes import plain
 from pipeline.errors import JournalBusy, StoreError
 
 Outcome = Literal["confirmed", "already_applied", "drift", "blocked", "failed"]
@@ -46,7 +52,9 @@ CREATE TABLE IF NOT EXISTS calls (
     request_id TEXT,
     first_sent REAL,
     answered_at REAL,
-    detail TEXT
+    detail TEXT,
+    series INTEGER NOT NULL DEFAULT 0,
+    series_from INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS attempts (
     call_id TEXT NOT NULL,
@@ -57,10 +65,27 @@ CREATE TABLE IF NOT EXISTS attempts (
     http_status INTEGER,
     codes TEXT,
     request_id TEXT,
-    result TEXT
+    result TEXT,
+    series INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS retries (cause TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS series (
+    series INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    failed INTEGER NOT NULL,
+    blocked INTEGER NOT NULL
+);
 """
+_ADDED_COLUMNS = (
+    ("calls", "series", "INTEGER NOT NULL DEFAULT 0"),
+    ("calls", "series_from", "INTEGER NOT NULL DEFAULT 0"),
+    ("attempts", "series", "INTEGER NOT NULL DEFAULT 0"),
+)
+"""Columns a journal written before `push --retry` lacks: added on open (ALTER TABLE), so it still resumes."""
+_CALL_COLUMNS = (
+    "call_id, position, state, outcome, attempts, uncertain, not_before, http_status, codes, warnings, request_id, "
+    "first_sent, answered_at, detail, series, series_from"
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,19 @@ class CallState:
     first_sent: float | None
     answered_at: float | None
     detail: str | None
+    series: int = 0
+    """The series of attempts the call is in: 0 the first push, n the n-th `push --retry` that re-opened it."""
+    series_from: int = 0
+    """The call's attempts before its series began: the per-call limit counts from here."""
+
+
+@dataclass(frozen=True)
+class Reopened:
+    """What `Journal.reopen` gave a new series of attempts."""
+
+    series: int
+    failed: int
+    blocked: int
 
 
 @dataclass(frozen=True)
@@ -117,6 +155,9 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        for table, column, declaration in _ADDED_COLUMNS:
+            if column not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         self.lock = threading.Lock()
 
     @classmethod
@@ -173,19 +214,12 @@ class Journal:
 
     def states(self) -> dict[str, CallState]:
         with self.lock:
-            rows = self.db.execute(
-                "SELECT call_id, position, state, outcome, attempts, uncertain, not_before, http_status, codes, "
-                "warnings, request_id, first_sent, answered_at, detail FROM calls"
-            ).fetchall()
+            rows = self.db.execute(f"SELECT {_CALL_COLUMNS} FROM calls").fetchall()
         return {r[0]: _state(r) for r in rows}
 
     def states_of(self, call_id: str) -> CallState:
         with self.lock:
-            r = self.db.execute(
-                "SELECT call_id, position, state, outcome, attempts, uncertain, not_before, http_status, codes, "
-                "warnings, request_id, first_sent, answered_at, detail FROM calls WHERE call_id = ?",
-                (call_id,),
-            ).fetchone()
+            r = self.db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE call_id = ?", (call_id,)).fetchone()
         return _state(r)
 
     def sending(self, call_id: str, attempt: int, kind: Kind) -> float:
@@ -194,8 +228,9 @@ class Journal:
         self._write(
             [
                 (
-                    "INSERT INTO attempts (call_id, attempt, kind, sent_at) VALUES (?, ?, ?, ?)",
-                    (call_id, attempt, kind, now),
+                    "INSERT INTO attempts (call_id, attempt, kind, sent_at, series) "
+                    "SELECT ?, ?, ?, ?, series FROM calls WHERE call_id = ?",
+                    (call_id, attempt, kind, now, call_id),
                 ),
                 (
                     "UPDATE calls SET state = 'sending', attempts = ?, first_sent = coalesce(first_sent, ?) "
@@ -251,14 +286,68 @@ class Journal:
             ]
         )
 
-    def count_retry(self, cause: str) -> None:
-        self._write(
-            [("INSERT INTO retries VALUES (?, 1) ON CONFLICT (cause) DO UPDATE SET count = count + 1", (cause,))]
-        )
+    def reopen(self, failed: list[str], blocked: list[str]) -> Reopened:
+        """Give failed calls and the calls blocked by them a new series of attempts, in one transaction.
+
+        A failed call whose attempts may have reached the platform stays uncertain and is settled first (a read
+        of its customer); one that never reached it is sent again. A blocked call goes back to planned. Every
+        earlier attempt stays; attempt numbers go on, and the per-call limit counts from the new series."""
+        with self.lock:
+            (last,) = self.db.execute("SELECT coalesce(max(series), 0) FROM series").fetchone()
+        series = last + 1
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("INSERT INTO series VALUES (?, ?, ?, ?)", (series, time.time(), len(failed), len(blocked)))
+        ]
+        statements += [
+            (
+                "UPDATE calls SET state = CASE WHEN uncertain THEN 'settle' ELSE 'retry' END, outcome = NULL, "
+                "not_before = 0, series = ?, series_from = attempts, detail = 'reopened: was failed' "
+                "WHERE call_id = ? AND outcome = 'failed'",
+                (series, c),
+            )
+            for c in failed
+        ]
+        statements += [
+            (
+                "UPDATE calls SET state = 'planned', outcome = NULL, not_before = 0, series = ?, "
+                "series_from = attempts, detail = 'reopened: was blocked' WHERE call_id = ? AND outcome = 'blocked'",
+                (series, c),
+            )
+            for c in blocked
+        ]
+        self._write(statements)
+        return Reopened(series, len(failed), len(blocked))
+
+    def series(self) -> int:
+        """The number of the latest series of attempts (0: no `push --retry` re-opened anything yet)."""
+        with self.lock:
+            (last,) = self.db.execute("SELECT coalesce(max(series), 0) FROM series").fetchone()
+        return int(last)
+
+    def finished(self) -> bool:
+        """Whether every call of the journal has ended (nothing planned, in flight or waiting for a retry)."""
+        with self.lock:
+            (open_calls,) = self.db.execute("SELECT count(*) FROM calls WHERE state <> 'done'").fetchone()
+        return open_calls == 0
 
     def retries(self) -> dict[str, int]:
+        """Retries by cause, in words (a journal of an earlier version counted some under other names)."""
         with self.lock:
-            return dict(self.db.execute("SELECT cause, count FROM retries ORDER BY cause").fetchall())
+            rows = self.db.execute("SELECT cause, count FROM retries ORDER BY cause").fetchall()
+        counted: dict[str, int] = {}
+        for cause, count in rows:
+            counted[plain(cause)] = counted.get(plain(cause), 0) + count
+        return dict(sorted(counted.items()))
+
+    def checked(self, at: float) -> None:
+        """Record when a push's pre-flight request went out: not a call's send, but the platform counted it."""
+        self._write([("INSERT OR REPLACE INTO meta VALUES ('checked_at', ?)", (repr(at),))])
+
+    def last_request(self) -> float | None:
+        """When this journal's pushes last sent anything (a call, a settling read or a pre-flight), wall clock."""
+        _, _, last = self.sends()
+        checked = self.meta("checked_at")
+        return max(last or 0.0, float(checked or 0.0)) or None
 
     def sends(self) -> tuple[int, float | None, float | None]:
         """How many requests were sent in all, and the first and last send times (wall clock)."""
@@ -268,4 +357,6 @@ class Journal:
 
 
 def _state(r: tuple[Any, ...]) -> CallState:
-    return CallState(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13])
+    return CallState(
+        r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]
+    )

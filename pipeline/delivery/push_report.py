@@ -7,7 +7,8 @@ calls are sent, so a push starts sending without loading a data library.
 
 from __future__ import annotations
 
-import html
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,46 @@ from pipeline.delivery.journal import CallState, Journal, Outcome
 from pipeline.errors import EXIT_OK, EXIT_REFUSED, EXIT_ROWS_FAILED
 from pipeline.files import write_csv, write_json, write_text
 from pipeline.input.calls import Call
+from pipeline.reports.html import PUSH_DETAILS_SLOT, PUSH_SLOT, _e, _table
 from pipeline.reports.pii import mask_expr
+from pipeline.results import share
 
 OUTCOMES: tuple[Outcome, ...] = ("confirmed", "already_applied", "drift", "blocked", "failed")
 SUMMARY_FILE, CSV_FILE = "push-summary.json", "push.csv"
-HTML_START, HTML_END = "<!-- push -->", "<!-- /push -->"
+HTML_START, HTML_END = PUSH_SLOT
+
+OUTCOME_WORDS: dict[str, tuple[str, str]] = {
+    "confirmed": ("change reached the platform as expected", "changes reached the platform as expected"),
+    "already_applied": (
+        "was already in place (an earlier attempt had reached the platform)",
+        "were already in place (an earlier attempt had reached the platform)",
+    ),
+    "drift": (
+        "was answered otherwise: the platform no longer matched the store; refresh the store and run it again",
+        "were answered otherwise: the platform no longer matched the store; refresh the store and run them again",
+    ),
+    "blocked": (
+        "was not sent because a change it depends on did not go through",
+        "were not sent because a change they depend on did not go through",
+    ),
+    "failed": (
+        "could not be sent (retries ran out); `loyalty-bulk push --retry` sends it again once the platform answers",
+        "could not be sent (retries ran out); `loyalty-bulk push --retry` sends them again once the platform answers",
+    ),
+    "planned": (
+        "was not sent yet: the push stopped before it; the same command resumes",
+        "were not sent yet: the push stopped before them; the same command resumes",
+    ),
+}
+"""What each push outcome means for the platform, in words a manager reads (one call, several calls)."""
+
+
+def outcome_lines(outcomes: Mapping[str, int]) -> list[tuple[str, str]]:
+    """(outcome, sentence) for each outcome that occurred, in OUTCOME_WORDS' order: what reached the platform
+    ("23 changes reached the platform as expected"), the console's and summary.html's lines of a push."""
+    counted = ((outcome, outcomes.get(outcome, 0), words) for outcome, words in OUTCOME_WORDS.items())
+    return [(outcome, f"{n} {one if n == 1 else many}") for outcome, n, (one, many) in counted if n > 0]
+
 
 PUSH_CSV_SCHEMA: dict[str, type[pl.DataType]] = {
     "call_id": pl.String,
@@ -64,6 +100,10 @@ class PushResult:
     stopped: str | None
     exit_code: int
     drifted: list[dict[str, Any]] = field(default_factory=list)
+    retry: dict[str, Any] | None = None
+    """With --retry: the series of attempts and how many calls it re-opened (push.retry_series); else None."""
+    recorded: str = ""
+    """Where the push's counts were recorded: beside the run in its store, or only in the reports folder."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,10 +120,31 @@ class PushResult:
             "stopped": self.stopped,
             "exit_code": self.exit_code,
             "drifted": self.drifted,
+            "retry": self.retry,
         }
 
+    def retry_line(self) -> str | None:
+        """What --retry did, in words: how many calls it re-opened, or why none."""
+        r = self.retry
+        if r is None:
+            return None
+        if r["resumed"]:
+            return "retry: the last push had not finished, so this one went on with it and re-opened nothing"
+        if not r["reopened"]:
+            return "retry: nothing to re-open (no call had failed; drift and the calls blocked by it stay as they are)"
+        return (
+            f"retry: re-opened {r['reopened']} call(s) for series {r['series']} of attempts: {r['failed']} failed, "
+            f"{r['blocked']} blocked by them"
+        )
+
     def render(self) -> str:
+        """The console summary: what reached the platform in words first, one line per outcome that occurred,
+        then the counts by outcome, retries, rate and reports."""
         lines = [f"push of {self.calls} call(s) to {self.api}: exit code {self.exit_code}"]
+        retry = self.retry_line()
+        if retry:
+            lines.append(f"  {retry}")
+        lines += [f"  {line}" for _, line in outcome_lines(self.outcomes)] or ["  no call to send"]
         lines.append("  outcomes: " + ", ".join(f"{k} {v}" for k, v in self.outcomes.items()))
         if self.retries:
             lines.append("  retries: " + ", ".join(f"{k} {v}" for k, v in self.retries.items()))
@@ -94,6 +155,8 @@ class PushResult:
         if self.stopped:
             lines.append(f"  STOPPED: {self.stopped}; the rest stays planned, run the same command to resume")
         lines.append(f"  reports: {Path(self.reports_dir) / CSV_FILE}, {Path(self.reports_dir) / SUMMARY_FILE}")
+        if self.recorded:
+            lines.append(f"  {self.recorded}")
         return "\n".join(lines)
 
 
@@ -115,6 +178,7 @@ def write_report(
     elapsed: float,
     stopped: str | None,
     mask_pii: bool,
+    retry: dict[str, Any] | None = None,
 ) -> PushResult:
     """Write push.csv, push-summary.json and summary.html's push section from the journal; return the result."""
     states = journal.states()
@@ -150,6 +214,7 @@ def write_report(
         stopped=stopped,
         exit_code=exit_code,
         drifted=drifted,
+        retry=retry,
     )
     write_json(result.to_dict(), folder / SUMMARY_FILE)
     _add_html_section(folder / "summary.html", result)
@@ -183,30 +248,91 @@ def _row(call: Call, s: CallState) -> tuple[Any, ...]:
 
 
 def _add_html_section(path: Path, result: PushResult) -> None:
-    """Put (or replace) the "push" section of the run's summary.html: outcomes, rate, drifted calls first."""
+    """Put what reached the platform under the banner of the run's summary.html and the push's tables at its
+    end, replacing what an earlier push of the run (stopped, resumed, retried) put there."""
     if not path.exists():
         return
     page = path.read_text(encoding="utf-8")
-    if HTML_START in page:
-        page = page[: page.index(HTML_START)] + page[page.index(HTML_END) + len(HTML_END) :]
-    rows = "".join(
-        f"<tr><td>{html.escape(str(d['call_id']))}</td><td>{d['customer_id']}</td><td>{html.escape(str(d['action']))}"
-        f"</td><td>{html.escape(str(d['id_type']))}</td><td>{html.escape(str(d['codes']))}</td></tr>"
-        for d in result.drifted
+    page = _in_slot(page, PUSH_SLOT, _push_section(result), before='<section id="totals">')
+    page = _in_slot(page, PUSH_DETAILS_SLOT, _push_details(result), before="</main>")
+    write_text(page, path)
+
+
+def _in_slot(page: str, slot: tuple[str, str], content: str, before: str) -> str:
+    """The page with `content` between the slot's markers, instead of what was there; a page without the slot
+    (written before it existed) gets it just before `before`, else at the end of its main."""
+    start, end = slot
+    if start in page and end in page:
+        head, _, rest = page.partition(start)
+        return head + start + content + end + rest.partition(end)[2]
+    anchor = before if before in page else "</main>"
+    return page.replace(anchor, start + content + end + anchor, 1)
+
+
+def _words_html(sentence: str) -> str:
+    """A sentence escaped, its `command` set as code."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", _e(sentence))
+
+
+def _push_section(result: PushResult) -> str:
+    """What reached the platform, one line per outcome that occurred, in words; near the top of the page."""
+    lines = "".join(
+        f'<li class="push-{outcome}">{_words_html(line)}</li>' for outcome, line in outcome_lines(result.outcomes)
     )
-    outcomes = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in result.outcomes.items())
-    section = (
-        f'{HTML_START}<section id="push"><h2>push</h2>'
+    stopped = (
+        f'<p class="note" id="push-stopped">The push stopped: {_e(result.stopped)}. '
+        "Running the same command resumes it.</p>"
+        if result.stopped
+        else ""
+    )
+    return (
+        '<section id="push"><h2>What reached the platform</h2>'
+        f'<p class="note">The run\'s {result.calls} call(s) were pushed to <span class="mono">{_e(result.api)}</span> '
+        f'(exit code {result.exit_code}); the counts and the drifted calls are <a href="#push-details">at the end '
+        "of this page</a>, every call in push.csv.</p>"
         + (
-            "<h3>drifted calls</h3><table><tr><th>call</th><th>customer</th><th>action</th><th>type</th>"
-            f"<th>codes</th></tr>{rows}</table>"
-            if rows
-            else ""
+            f'<ul class="push-lines" id="push-lines">{lines}</ul>'
+            if lines
+            else '<p id="push-lines">No call to send.</p>'
         )
-        + f"<table>{outcomes}</table><p>{result.achieved_rate:.1f} requests/min achieved of "
-        f"{result.configured_rate:g} configured; {result.requests} requests in {result.elapsed_seconds:.1f} s; "
-        f"critical path {result.critical_path}; exit code {result.exit_code}"
-        + (f"; stopped: {html.escape(result.stopped)}" if result.stopped else "")
-        + f"</p></section>{HTML_END}"
+        + stopped
+        + "</section>"
     )
-    write_text(page.replace("</main></body></html>", section + "</main></body></html>"), path)
+
+
+def _push_details(result: PushResult) -> str:
+    """The push in numbers at the end of the page: calls by outcome, retries, rate, the drifted calls."""
+    outcomes = _table(
+        "push-outcomes",
+        ("outcome", "calls", "share of calls"),
+        [(k, v, share(v, result.calls)) for k, v in result.outcomes.items()],
+        frozenset({1, 2}),
+    )
+    retries = (
+        _table("push-retries", ("retried because", "retries"), list(result.retries.items()), frozenset({1}))
+        if result.retries
+        else ""
+    )
+    drifted = (
+        "<h3>Drifted calls</h3>"
+        + _table(
+            "push-drifted",
+            ("call", "customer", "action", "type", "codes"),
+            [(d["call_id"], d["customer_id"], d["action"], d["id_type"], d["codes"]) for d in result.drifted],
+            frozenset({1}),
+            frozenset({0}),
+        )
+        if result.drifted
+        else ""
+    )
+    return (
+        '<section id="push-details"><h2>Push details</h2>'
+        + drifted
+        + outcomes
+        + retries
+        + f'<p class="note">{result.achieved_rate:.1f} requests/min achieved of {result.configured_rate:g} '
+        f"configured; {result.requests} requests in {result.elapsed_seconds:.1f} s; critical path "
+        f"{result.critical_path} call(s); exit code {result.exit_code}"
+        + (f"; stopped: {_e(result.stopped)}" if result.stopped else "")
+        + "</p></section>"
+    )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import CARD
+from pipeline.delivery import causes
 from pipeline.delivery.journal import Outcome
 from pipeline.delivery.platform import (
     ALREADY_PRESENT_CODES,
@@ -32,6 +33,7 @@ class Verdict:
     step: str  # "final" | "retry" | "settle" | "renew"
     outcome: Outcome | None = None
     cause: str | None = None
+    """Why the call goes on, in words (causes.py): counted among the retries."""
     delay: float = 0.0
     uncertain: bool = False
     throttle: bool = False
@@ -46,20 +48,21 @@ def judge(expect: Expect, status: int | None, body: Any, uncertain: bool, header
     """Classify one answer of a changeIdentifier call against its `expect` (body codes first, HTTP status second)."""
     errors, warnings = answer_codes(body, "errors"), answer_codes(body, "warnings")
     if status is None:
-        return Verdict("settle", cause="no_answer", uncertain=True)
+        return Verdict("settle", cause=causes.CONNECTION_LOST, uncertain=True)
     if status in (401, TOKEN_EXPIRED_CODE) or TOKEN_EXPIRED_CODE in errors:
-        return Verdict("renew", cause="auth")
+        return Verdict("renew", cause=causes.TOKEN_RENEWED)
     if status == 429 or THROTTLED_CODE in errors:
-        return Verdict("retry", cause="throttled", delay=retry_after(headers), throttle=True)
+        return Verdict("retry", cause=causes.THROTTLED, delay=retry_after(headers), throttle=True)
     if CUSTOMER_BUSY_CODE in errors or status == CUSTOMER_BUSY_CODE:
-        return Verdict("retry", cause="customer_busy")
+        return Verdict("retry", cause=causes.CUSTOMER_BUSY)
     if SEARCH_BUSY_CODE in errors or status == SEARCH_BUSY_CODE:
-        return Verdict("retry", cause="search_busy")
+        return Verdict("retry", cause=causes.PLATFORM_BUSY)
     if status >= 500:
-        return Verdict("retry", cause="server_error", uncertain=True)
-    if errors:
-        # an earlier attempt may have applied the change (a remove retried answers 7009): read to know
-        return Verdict("settle", cause="error_after_uncertain") if uncertain else Verdict("final", "drift")
+        return Verdict("retry", cause=causes.SERVER_ERROR, uncertain=True)
+    if errors or not 200 <= status < 300:
+        # an earlier attempt may have applied the change (a remove retried answers 7009): read to know; an
+        # answer outside 2xx without the platform's codes (a proxy's 404) is no success either
+        return Verdict("settle", cause=causes.ERROR_AFTER_UNCERTAIN) if uncertain else Verdict("final", "drift")
     got = "merged" if MERGED_CODE in warnings else "unchanged" if ALREADY_PRESENT_CODES & set(warnings) else "applied"
     created = body.get("createdId") if isinstance(body, dict) else None
     if (

@@ -19,6 +19,7 @@ from pipeline.results import StoreCounts
 from pipeline.store import ledger
 from pipeline.store.connect import open_store
 from pipeline.store.duck import run_script, scalar, transaction
+from pipeline.store.pushes import PushRecord, pushes_of
 from pipeline.store.schema import store_counts, stored_columns
 
 if TYPE_CHECKING:
@@ -114,19 +115,53 @@ class RevertResult:
     cards_restored: int
     customers_restored: int
     store_after: StoreCounts
+    pushed: PushRecord | None = None
+    """The reverted run's last push, when its calls reached the platform."""
+    compensating_calls: Path | None = None
+    """revert-calls.ndjson, the calls that undo the run on the platform (`revert --compensate`)."""
 
     def render(self) -> str:
-        return (
+        lines = [
             f"reverted run {self.reverted_run_id} (as run {self.run_id}): {self.identifiers_removed} "
             f"identifiers removed, {self.identifiers_restored} put back, {self.cards_restored} cards and "
             f"{self.customers_restored} customers restored; store now {self.store_after.render()}"
-        )
+        ]
+        if self.pushed is not None and self.compensating_calls is None:
+            lines.append(
+                f"  the store now differs from the platform: {self.pushed.reached} change(s) of run "
+                f"{self.reverted_run_id} reached it and stay there"
+            )
+        if self.compensating_calls is not None:
+            lines.append(
+                f"  the calls that undo it on the platform: {self.compensating_calls}; send them with "
+                f"'loyalty-bulk push {self.compensating_calls.parent} --config ORG'"
+            )
+        return "\n".join(lines)
 
 
-def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> RevertResult:
-    """Undo an applied run exactly, refusing when a later run touched what it touched."""
+def pushed_run_refusal(run_id: str, pushed: PushRecord) -> str:
+    """Why a run whose calls reached the platform is not reverted without --local-only or --compensate."""
+    return (
+        f"run {run_id} reached the platform ({pushed.reached} call(s) confirmed or already applied, last push "
+        f"{pushed.recorded_at}); revert changes the store only, so the store would differ from the platform. "
+        "Use --local-only to revert the store alone (the platform keeps the changes), or --compensate --config ORG "
+        "to also write the calls that undo it on the platform (revert-calls.ndjson, sent with 'loyalty-bulk push');"
+        " nothing was changed"
+    )
+
+
+def revert_run(
+    store_path: Path | str, run_id: str, revert_run_id: str, local_only: bool = False, pushed_ok: bool = False
+) -> RevertResult:
+    """Undo an applied run exactly, refusing when a later run touched what it touched, and, for a run whose calls
+    reached the platform, unless `local_only` (or `pushed_ok`: the caller writes the compensating calls)."""
     con = open_store(store_path)
     try:
+        pushed = pushes_of(con, writable=True).get(run_id)
+        if pushed is not None and not pushed.reached:
+            pushed = None
+        if pushed is not None and not (local_only or pushed_ok):
+            raise StoreError(pushed_run_refusal(run_id, pushed))
         row = con.execute(
             "SELECT ordinal, dry_run, exit_code, reverted_by FROM runs WHERE run_id = ?", [run_id]
         ).fetchone()
@@ -173,9 +208,9 @@ def revert_run(store_path: Path | str, run_id: str, revert_run_id: str) -> Rever
             run_script(con, _REVERT, {"run_id": run_id})
             con.execute("UPDATE runs SET reverted_by = ? WHERE run_id = ?", [revert_run_id, run_id])
             after = store_counts(con)
-            ledger.record_revert(con, revert_run_id, run_id)
+            ledger.record_revert(con, revert_run_id, run_id, local_only=pushed is not None and local_only)
         return RevertResult(
-            revert_run_id, run_id, counts.get("deleted", 0), counts.get("inserted", 0), cards, customers, after
+            revert_run_id, run_id, counts.get("deleted", 0), counts.get("inserted", 0), cards, customers, after, pushed
         )
     finally:
         con.close()

@@ -8,6 +8,7 @@ can be hostile.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from pipeline.errors import EXIT_MEANINGS
 from pipeline.files import write_text
 
 if TYPE_CHECKING:
-    from pipeline.results import RunResult
+    from pipeline.results import RunResult, RunState
 
 MAX_MERGE_ROWS = 1000
 """Merges listed in the page; merges.csv has all of them."""
@@ -35,6 +36,20 @@ OUTCOMES: dict[str, tuple[str, str]] = {
 }
 """Colour and plain-words meaning of each row outcome."""
 
+STATES: dict[RunState, tuple[str, str]] = {
+    "applied": ("state-applied", "applied"),
+    "applied with failures": ("state-failures", "applied with failures"),
+    "dry run": ("state-dry", "dry run, nothing applied"),
+    "aborted": ("state-aborted", "aborted, nothing applied"),
+}
+"""The banner's colour class and name for each state of the store (RunResult.state): green, amber, blue, red."""
+
+PUSH_SLOT = ("<!-- push -->", "<!-- /push -->")
+"""Where, right under the banner, a push puts what reached the platform (delivery/push_report.py fills it;
+a later push of the same run replaces what is between the markers)."""
+PUSH_DETAILS_SLOT = ("<!-- push-details -->", "<!-- /push-details -->")
+"""Where, at the end of the page, a push puts its detailed tables."""
+
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1a202c;
   background:#f7fafc;margin:0}
@@ -43,6 +58,20 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bott
 .sub{color:#4a5568;margin:0 0 16px}
 .status{display:inline-block;padding:6px 14px;border-radius:6px;font-weight:700;color:#fff;margin:8px 0}
 .status-applied{background:#2f855a}.status-dry{background:#b7791f}.status-aborted{background:#c53030}
+.state{border:1px solid;border-left-width:10px;border-radius:8px;padding:12px 18px;margin:12px 0 8px}
+.state-name{font-size:22px;font-weight:800;text-transform:uppercase;letter-spacing:.03em}
+.state-detail{font-size:18px;font-weight:600;margin-top:2px}.state-note{font-size:14px;margin-top:6px}
+.state-applied{background:#f0fff4;border-color:#2f855a;color:#1c4532}
+.state-failures{background:#fffbeb;border-color:#d97706;color:#78350f}
+.state-dry{background:#ebf8ff;border-color:#2b6cb0;color:#1a365d}
+.state-aborted{background:#fff5f5;border-color:#c53030;color:#63171b}
+.card.warn{background:#fffbeb;border-color:#d97706}
+.push-lines{list-style:none;padding:0;margin:8px 0}
+.push-lines li{background:#fff;border:1px solid #e2e8f0;border-left:6px solid #718096;border-radius:6px;
+  padding:6px 12px;margin:6px 0}
+.push-lines li.push-confirmed{border-left-color:#2f855a}.push-lines li.push-already_applied{border-left-color:#2b6cb0}
+.push-lines li.push-drift,.push-lines li.push-blocked{border-left-color:#d97706}
+.push-lines li.push-failed{border-left-color:#c53030}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}
 .card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:10px 18px;min-width:120px}
 .card .n{font-size:26px;font-weight:700}.card .l{color:#4a5568;font-size:13px}
@@ -108,27 +137,57 @@ def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
+def run_date(result: RunResult) -> str:
+    """The day the run started, as the title names it (2026-01-01); the start as written when it is no date."""
+    try:
+        return datetime.fromisoformat(result.started_at).date().isoformat()
+    except ValueError:
+        return result.started_at
+
+
+def _state_note(result: RunResult) -> str:
+    """A sentence under the banner: what the state means for the store and where to look next."""
+    succeeded = result.rows - result.failed
+    if result.state == "aborted":
+        return "The run stopped before it changed anything: the store is as it was. errors.csv lists the failed rows."
+    if result.state == "dry run":
+        return "The store was not changed: the counts below are what a real run on the same store would do."
+    if result.state == "applied":
+        return "Every row succeeded, and the store holds the run's changes."
+    kept = (
+        "No row succeeded, so the store did not change."
+        if succeeded == 0
+        else f"The {succeeded} row(s) that succeeded changed the store; the {result.failed} that failed did not."
+    )
+    return f"{kept} errors.csv lists each failed row with its reason, in a layout that can be fixed and run again."
+
+
 def _status(result: RunResult) -> str:
-    if result.aborted:
-        return f'<div class="status status-aborted">ABORTED, nothing applied: {_e(result.aborted)}</div>'
-    if result.dry_run:
-        return (
-            '<div class="status status-dry">DRY RUN: nothing was applied; the counts are what a real run would do</div>'
-        )
-    return '<div class="status status-applied">APPLIED: the succeeded rows changed the store</div>'
+    """The banner that leads the page: the state of the store in its colour, its detail and what it means."""
+    css, name = STATES[result.state]
+    return (
+        f'<div class="state {css}" id="status" role="status"><div class="state-name">{_e(name)}</div>'
+        f'<div class="state-detail">{_e(result.state_detail)}</div>'
+        f'<div class="state-note">{_e(_state_note(result))}</div></div>'
+    )
 
 
 def _totals(result: RunResult) -> str:
     cards = [
-        (result.rows, "rows read"),
-        (result.rows - result.failed, "succeeded"),
-        (result.failed, "failed"),
-        (result.merges, "merges"),
-        (len(result.files), "input files"),
-        (result.exit_code, "exit code"),
+        (result.rows, "rows read", ""),
+        (result.rows - result.failed, "succeeded", ""),
+        (
+            result.failed,
+            f"failed ({result.failed_share})" if result.rows else "failed",
+            " warn" if result.failed else "",
+        ),
+        (result.merges, "merges", ""),
+        (len(result.files), "input files", ""),
+        (result.exit_code, "exit code", ""),
     ]
     body = "".join(
-        f'<div class="card"><div class="n">{_e(n)}</div><div class="l">{_e(label)}</div></div>' for n, label in cards
+        f'<div class="card{css}"><div class="n">{_e(n)}</div><div class="l">{_e(label)}</div></div>'
+        for n, label, css in cards
     )
     return (
         f'<section id="totals"><h2>Totals</h2><div class="cards">{body}</div>'
@@ -245,10 +304,12 @@ def _store(result: RunResult) -> str:
 
 
 def render_summary_html(result: RunResult, merges: pl.DataFrame) -> str:
-    """The page: status, totals, outcomes, error codes with their meaning, merges, files, stages, store."""
-    job = f" · job {_e(result.job)}" if result.job else ""
+    """The page: the state of the store first (with, after a push, what reached the platform), then totals,
+    outcomes, error codes with their meaning, merges, files, stages, store counts (and a push's details)."""
+    job = f"job {_e(result.job)}" if result.job else "no job"
     sections = [
         _status(result),
+        "".join(PUSH_SLOT),
         _totals(result),
         _outcomes(result),
         _error_codes(result),
@@ -256,16 +317,17 @@ def render_summary_html(result: RunResult, merges: pl.DataFrame) -> str:
         _files(result),
         _stages(result),
         _store(result),
+        "".join(PUSH_DETAILS_SLOT),
     ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>loyalty-bulk run {_e(result.run_id)}{job}</title>
+<title>{job} · {_e(run_date(result))} · {_e(STATES[result.state][1])} · loyalty-bulk run {_e(result.run_id)}</title>
 <style>{CSS}</style></head>
 <body><main>
 <h1>loyalty-bulk run {_e(result.run_id)}</h1>
-<p class="sub">{f"Job {_e(result.job)}" if result.job else "No job file"} · reports in
-<span class="mono">{_e(result.reports_dir)}</span></p>
+<p class="sub">{f"Job {_e(result.job)}" if result.job else "No job file"} · started {_e(result.started_at)} ·
+reports in <span class="mono">{_e(result.reports_dir)}</span></p>
 {"".join(sections)}
 </main></body></html>
 """

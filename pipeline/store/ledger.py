@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -28,21 +29,57 @@ _COLUMNS = (
 """Named in every INSERT: a store made before `kind` has the column last, as a new store has it."""
 
 
+@dataclass(frozen=True)
+class AppliedFile:
+    """An input file whose content a real run already applied: the file, and that run with the path it read."""
+
+    file: InputFile
+    run_id: str
+    started_at: str
+    applied_path: str
+
+    def describe(self) -> str:
+        """The file, the run that applied it and when, and the earlier file's path when it was another."""
+        earlier = "" if self.applied_path == self.file.path else f" (the same rows as {self.applied_path})"
+        return f"{self.file.path} was already applied by run {self.run_id} at {self.started_at}{earlier}"
+
+
+_APPLIED_SQL = """
+SELECT r.run_id, r.started_at, f.path FROM run_files f JOIN runs r USING (run_id)
+WHERE (f.fingerprint = $fingerprint OR (f.fingerprint IS NULL AND f.sha256 = $sha256))
+  AND r.kind = 'run' AND NOT r.dry_run AND r.exit_code IN (0, 1) AND r.reverted_by IS NULL
+ORDER BY r.ordinal LIMIT 1
+"""
+"""The earliest applying run of a file. A file is matched by its fingerprint (its rows as read through the run's
+layout, input/read.py rows_fingerprint); a file recorded before the ledger kept fingerprints (null) by its sha256,
+so a store made before them still refuses the same bytes."""
+
+
+def applied_files(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile]) -> list[AppliedFile]:
+    """The files whose content a real run applied (not a dry run, an aborted or a reverted one), in input order:
+    what a run refuses (`refuse_reapplied`) or, with a job's skip_applied, leaves out.
+
+    A file of no rows is never one: it applies nothing, and every such file has the same content, so yesterday's
+    empty export would otherwise refuse today's."""
+    applied = []
+    for f in files:
+        if not f.rows:
+            continue
+        hit = con.execute(_APPLIED_SQL, {"fingerprint": f.fingerprint, "sha256": f.sha256}).fetchone()
+        if hit:
+            applied.append(AppliedFile(f, run_id=hit[0], started_at=hit[1], applied_path=hit[2]))
+    return applied
+
+
 def refuse_reapplied(con: duckdb.DuckDBPyConnection, files: Sequence[InputFile]) -> None:
     """Refuse files whose content a real run applied (not a dry run, an aborted or a reverted one)."""
-    for f in files:
-        hit = con.execute(
-            """SELECT r.run_id, r.started_at FROM run_files f JOIN runs r USING (run_id)
-               WHERE f.sha256 = ? AND r.kind = 'run' AND NOT r.dry_run AND r.exit_code IN (0, 1)
-                 AND r.reverted_by IS NULL
-               ORDER BY r.ordinal LIMIT 1""",
-            [f.sha256],
-        ).fetchone()
-        if hit:
-            raise StoreError(
-                f"{f.path} (sha256 {f.sha256[:12]}…) was already applied by run {hit[0]} at {hit[1]}; "
-                "nothing was applied (use --allow-reapply to apply it again)"
-            )
+    applied = applied_files(con, files)
+    if applied:
+        more = f"; {len(applied) - 1} more of the inputs too" if len(applied) > 1 else ""
+        raise StoreError(
+            f"{applied[0].describe()}{more}; nothing was applied (use --allow-reapply to apply it again, or "
+            "skip_applied = true in a job file to leave applied inputs out)"
+        )
 
 
 def record(con: duckdb.DuckDBPyConnection, entry: LedgerEntry, files: Sequence[InputFile], config_sha256: str) -> None:
@@ -66,14 +103,20 @@ def record(con: duckdb.DuckDBPyConnection, entry: LedgerEntry, files: Sequence[I
         ],
     )
     con.executemany(
-        "INSERT INTO run_files VALUES (?, ?, ?, ?, ?)",
-        [[entry.run_id, i, f.path, f.sha256, f.rows] for i, f in enumerate(files)],
+        "INSERT INTO run_files (run_id, position, path, sha256, rows, fingerprint) VALUES (?, ?, ?, ?, ?, ?)",
+        [[entry.run_id, i, f.path, f.sha256, f.rows, f.fingerprint] for i, f in enumerate(files)],
     )
 
 
-def record_revert(con: duckdb.DuckDBPyConnection, revert_run_id: str, reverted_run_id: str) -> None:
-    """Record a revert as a run of its own, inside the caller's transaction."""
-    record_event(con, revert_run_id, "revert", {"reverts": reverted_run_id}, reverts=reverted_run_id)
+def record_revert(
+    con: duckdb.DuckDBPyConnection, revert_run_id: str, reverted_run_id: str, local_only: bool = False
+) -> None:
+    """Record a revert as a run of its own, inside the caller's transaction; `local_only`: the reverted run's calls
+    had reached the platform, which keeps them."""
+    details: dict[str, object] = {"reverts": reverted_run_id}
+    if local_only:
+        details["local_only"] = True
+    record_event(con, revert_run_id, "revert", details, reverts=reverted_run_id)
 
 
 def record_event(
@@ -94,6 +137,6 @@ def record_event(
     )
     if files:
         con.executemany(
-            "INSERT INTO run_files VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO run_files (run_id, position, path, sha256, rows) VALUES (?, ?, ?, ?, ?)",
             [[run_id, i, path, sha256, rows] for i, (path, sha256, rows) in enumerate(files)],
         )

@@ -138,8 +138,12 @@ CREATE TABLE IF NOT EXISTS runs (
     config_sha256 VARCHAR NOT NULL, summary VARCHAR NOT NULL, reverts VARCHAR, reverted_by VARCHAR, kind VARCHAR);
 CREATE TABLE IF NOT EXISTS run_files (
     run_id VARCHAR NOT NULL, position INTEGER NOT NULL, path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL,
-    rows BIGINT NOT NULL);
+    rows BIGINT NOT NULL, fingerprint VARCHAR);
+ALTER TABLE run_files ADD COLUMN IF NOT EXISTS fingerprint VARCHAR;
 """
+"""run_files.fingerprint: the fingerprint of a batch file's rows as read (input/read.py rows_fingerprint), what
+"already applied" compares (store/ledger.py); null for a refresh's snapshot files and for the files of runs
+recorded before it (a store made before it gains the column here), whose sha256 stands in for it."""
 
 
 UNDO_SQL = """
@@ -162,6 +166,13 @@ CREATE TABLE IF NOT EXISTS undo_card_rows (
 """undo_identifiers holds whole rows a run deleted and inserted (op); undo_cards and undo_customers the before
 and after of what a batch run changes in place. A refresh, which also makes and removes customers and cards, logs
 whole rows of all three tables (undo_identifiers, undo_customer_rows, undo_card_rows)."""
+
+PUSHES_SQL = """
+CREATE TABLE IF NOT EXISTS pushes (
+    run_id VARCHAR NOT NULL, recorded_at VARCHAR NOT NULL, summary VARCHAR NOT NULL, merges_reached BIGINT NOT NULL)
+"""
+"""Each push of a run's calls that the store learned of (store/pushes.py): when it ended, its push-summary.json,
+and how many of the run's merges reached the platform."""
 
 RUN_KINDS_SQL = """
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS kind VARCHAR;
@@ -188,4 +199,4 @@ uncompressed (bench/RESULTS.md, scenario p, quotes the store growth)."""
 
 def ensure(con: duckdb.DuckDBPyConnection) -> None:
     """Create the ledger, undo-log and provenance tables where missing (stores made before them lack them)."""
-    run_script(con, LEDGER_SQL + ";" + UNDO_SQL + ";" + PROVENANCE_SQL + ";" + RUN_KINDS_SQL)
+    run_script(con, LEDGER_SQL + ";" + UNDO_SQL + ";" + PROVENANCE_SQL + ";" + PUSHES_SQL + ";" + RUN_KINDS_SQL)
