@@ -5,8 +5,9 @@ floors below it, never one above (tests/test_layout.py holds the same map and fa
 
     ground      errors, settings, faults, catalog (error codes), config (org config), files (atomic,
                 spreadsheet-safe writers), results (RunResult, StoreCounts, LedgerEntry, StageClock)
-    values/     one value's meaning: normalisation, mobiles with country rules, blocked patterns
-    input/      request files read into the batch frame (CSV, Parquet, NDJSON call bodies, a job's layout)
+    values/     one value's meaning: normalisation, mobiles with country rules, blocked patterns, spreadsheet damage
+    input/      request files read into the batch frame (CSV, Parquet, NDJSON call bodies, Excel workbooks, a run's
+                errors.csv, a job's layout)
     store/      the store file (DuckDB): schema of every table, open and migrate, transactions, snapshot init
                 and export, invariants and audit, stored mobiles, the run ledger, the org-config binding
     engine/     a run's stages in order: check, resolve, decide (set-based), replay (sequential), apply,

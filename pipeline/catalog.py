@@ -105,7 +105,12 @@ _ENTRIES = [
         "a required field is missing or a field is malformed (the report names the field)",
     ),
     CatalogEntry(
-        7002, "INVALID_ACTION", "check", "error", "action '{value}' is not add or remove", "action is not add or remove"
+        7002,
+        "INVALID_ACTION",
+        "check",
+        "error",
+        "action '{value}' {reason}",
+        "action is not add, remove or replace, or replace on a card",
     ),
     CatalogEntry(
         7003,

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, Literal, NoReturn, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, ParamSpec, TypeVar, cast
 
 import click
 
@@ -27,6 +27,9 @@ from pipeline.settings import (
     env_flag,
     pick,
 )
+
+if TYPE_CHECKING:
+    from pipeline.input.read import InputLayout
 
 P = ParamSpec("P")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,6 +84,56 @@ def _no_final_collection() -> None:
 atexit.register(_no_final_collection)  # once per process, not once per command (tests run many)
 
 
+def _csv_options(func: F) -> F:
+    """Options shared by `run` and `validate`: how their CSV files are written (--delimiter, --encoding)."""
+    options = [
+        click.option(
+            "--delimiter",
+            default=None,
+            callback=_checked_delimiter,
+            help="The CSV files' field separator: one character such as ';', or 'tab' (default ',').",
+        ),
+        click.option(
+            "--encoding",
+            default=None,
+            callback=_checked_encoding,
+            help="The CSV files' text encoding, e.g. cp1252 for a Windows spreadsheet's CSV (default utf-8).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _checked_delimiter(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
+    from pipeline.input.read import check_delimiter
+
+    return None if value is None else _usage(check_delimiter, value)
+
+
+def _checked_encoding(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
+    from pipeline.input.read import check_encoding
+
+    return None if value is None else _usage(check_encoding, value)
+
+
+def _usage(check: Callable[[str], str], value: str) -> str:
+    """A value as `check` accepts it; its ValueError becomes a usage error (exit 2)."""
+    try:
+        return check(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _csv_layout(delimiter: str | None, encoding: str | None) -> InputLayout | None:
+    """The InputLayout of --delimiter and --encoding, or None when neither is given."""
+    if delimiter is None and encoding is None:
+        return None
+    from pipeline.input.read import InputLayout
+
+    return InputLayout(delimiter=delimiter or ",", encoding=encoding or "utf-8")
+
+
 @main.command()
 @click.option(
     "--config",
@@ -97,13 +150,16 @@ atexit.register(_no_final_collection)  # once per process, not once per command 
     show_default=True,
     help="Folder for errors.csv and summary.json.",
 )
+@_csv_options
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_exits
-def validate(config_path: Path, reports_dir: Path, files: tuple[Path, ...]) -> int:
+def validate(
+    config_path: Path, reports_dir: Path, delimiter: str | None, encoding: str | None, files: tuple[Path, ...]
+) -> int:
     """Check request FILES against the org config; no store needed."""
     from pipeline.validate import validate_files
 
-    result = validate_files(config_path, list(files), reports_dir)
+    result = validate_files(config_path, list(files), reports_dir, layout=_csv_layout(delimiter, encoding))
     click.echo(result.render())
     return result.exit_code
 
@@ -452,6 +508,7 @@ def _output_options(func: F) -> F:
     "--mask-pii", is_flag=True, default=None, help=f"Mask identifier values in every report (env {ENV_MASK_PII}=1)."
 )
 @_engine_options
+@_csv_options
 @_output_options
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_exits
@@ -468,6 +525,8 @@ def run(
     workers: int | None,
     max_errors: int | None,
     max_error_rate: float | None,
+    delimiter: str | None,
+    encoding: str | None,
     json_output: bool,
     quiet: bool,
     verbose: bool,
@@ -488,6 +547,7 @@ def run(
             memory_limit=pick(memory_limit, ENV_MEMORY_LIMIT, None, DEFAULT_MEMORY_LIMIT),
             threads=pick(threads, ENV_THREADS, None, DEFAULT_THREADS, int),
             workers=pick(workers, ENV_WORKERS, None, DEFAULT_WORKERS, int),
+            layout=_csv_layout(delimiter, encoding),
             observer=observer,
         )
         result = run_batch(store_path, config_path, list(files), reports_dir, options)

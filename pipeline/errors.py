@@ -39,6 +39,10 @@ class ConfigError(LoyaltyBulkError):
         super().__init__(f"{path}: key '{key}': {reason}")
 
 
+FILE_ENCODING, FILE_FORMAT, MISSING_COLUMN, UNKNOWN_COLUMN, NO_HEADER = 7101, 7102, 7103, 7104, 7105
+"""The codes an InputFileError carries (catalog.py names them); every reader of input/ raises with these."""
+
+
 class InputFileError(LoyaltyBulkError):
     """A request file cannot be read as a whole; the run applies nothing."""
 

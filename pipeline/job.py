@@ -12,7 +12,7 @@ import glob
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from pipeline.config import TomlValidator, load_config
 from pipeline.errors import ConfigError
 from pipeline.input.columns import REQUEST_COLUMNS
-from pipeline.input.read import IGNORE, InputLayout
+from pipeline.input.read import IGNORE, InputLayout, check_delimiter, check_encoding
 from pipeline.results import RunResult, StageObserver
 from pipeline.run import RunOptions, new_run_id, run_batch
 from pipeline.settings import (
@@ -56,6 +56,9 @@ JOB_KEYS = frozenset(
         "mask_pii",
         "max_removed_share",
         "allow_removals",
+        "sheet",
+        "delimiter",
+        "encoding",
     }
 )
 REPORTS_FIELDS = frozenset({"job", "run_id"})
@@ -93,6 +96,12 @@ class Job:
     """`store refresh --job`: the truncation guard's share (pipeline/refresh.py); None: its default."""
     allow_removals: bool = False
     """`store refresh --job`: apply a snapshot past the guard."""
+    sheet: str | None = None
+    """The sheet of its workbook inputs to read; None: each workbook's first sheet."""
+    delimiter: str | None = None
+    """Its CSV inputs' field separator (a tab as "\t"); None: a comma."""
+    encoding: str | None = None
+    """Its CSV inputs' text encoding (canonical name, e.g. cp1252); None: UTF-8."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,9 @@ def parse_job(raw: dict[str, Any], path: Path | str) -> Job:
         series_by_code=v.value(body, "series_by_code", bool, default=False),
         max_removed_share=v.rate(body, "max_removed_share"),
         allow_removals=v.value(body, "allow_removals", bool, default=False),
+        sheet=v.text(body, "sheet"),
+        delimiter=v.checked(body, "delimiter", check_delimiter),
+        encoding=v.checked(body, "encoding", check_encoding),
     )
 
 
@@ -216,12 +228,19 @@ def check_reports_template(template: str, where: str, key: str) -> None:
 
 def job_layout(job: Job, config_path: str) -> InputLayout | None:
     """The job's InputLayout; series codes come from the org config (loaded only when series_by_code)."""
-    if not (job.columns or job.fixed or job.series_by_code):
+    if not (job.columns or job.fixed or job.series_by_code or job.sheet or job.delimiter or job.encoding):
         return None
     codes = None
     if job.series_by_code:
         codes = {series.code: series.id for series in load_config(config_path).card_series.values()}
-    return InputLayout(columns=dict(job.columns), fixed=dict(job.fixed), series_codes=codes)
+    return InputLayout(
+        columns=dict(job.columns),
+        fixed=dict(job.fixed),
+        series_codes=codes,
+        sheet=job.sheet,
+        delimiter=job.delimiter or ",",
+        encoding=job.encoding or "utf-8",
+    )
 
 
 def _joined(base: Path, entry: str) -> str:
@@ -293,6 +312,23 @@ class _JobValidator(TomlValidator):
         if value is not None and value < minimum:
             self.fail(f"job.{name}", f"must be at least {minimum}, got {value}")
         return value
+
+    def text(self, body: dict, name: str) -> str | None:
+        """An optional non-empty string."""
+        value = self.value(body, name, str, default=None)
+        if value is not None and not value.strip():
+            self.fail(f"job.{name}", "must not be empty")
+        return value
+
+    def checked(self, body: dict, name: str, check: Callable[[str], str]) -> str | None:
+        """An optional string that `check` accepts, as `check` returns it (its ValueError names the problem)."""
+        value = self.value(body, name, str, default=None)
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except ValueError as error:
+            self.fail(f"job.{name}", str(error))
 
     def rate(self, body: dict, name: str) -> float | None:
         value = body.get(name)

@@ -17,7 +17,7 @@ from pipeline.config import load_config
 from pipeline.engine.check import check_requests
 from pipeline.errors import EXIT_OK, EXIT_ROWS_FAILED
 from pipeline.files import write_csv, write_json
-from pipeline.input.read import InputFile, read_requests
+from pipeline.input.read import InputFile, InputLayout, read_requests
 from pipeline.reports.frames import error_report
 
 TOP_CODES = 5
@@ -80,11 +80,15 @@ class ValidateResult:
         return "\n".join(lines)
 
 
-def validate_files(config_path: Path | str, paths: Sequence[Path | str], reports_dir: Path | str) -> ValidateResult:
-    """Check request files against an org config and write errors.csv and summary.json."""
+def validate_files(
+    config_path: Path | str, paths: Sequence[Path | str], reports_dir: Path | str, layout: InputLayout | None = None
+) -> ValidateResult:
+    """Check request files against an org config and write errors.csv and summary.json.
+
+    `layout` reads the files as a run would (the command line's --delimiter and --encoding)."""
     started = time.perf_counter()
     config = load_config(config_path)
-    batch = read_requests(paths)
+    batch = read_requests(paths, layout)
     result = check_requests(batch.frame, config)
     reports = Path(reports_dir)
     errors_csv = write_csv(error_report(batch.frame, result.errors), reports / "errors.csv")

@@ -15,7 +15,7 @@ from pipeline.engine.apply import apply_changes
 from pipeline.engine.batch import decide_batch
 from pipeline.engine.resolve import Route
 from pipeline.engine.workspace import Workspace, temp_tables
-from pipeline.input.columns import REQUEST_COLUMNS
+from pipeline.input.columns import FRAME_COLUMNS
 from pipeline.store.duck import query_frame, transaction
 from pipeline.store.schema import COLUMNS, SCHEMA_SQL, TABLES, VALUE_HASH_SQL, stored_columns
 
@@ -33,19 +33,20 @@ class EngineRun:
 
 
 def raw_frame(rows: list[dict[str, str | None]]) -> pl.DataFrame:
-    """Request rows shaped like read_requests' frame: seq, file, row_number, then the raw columns."""
+    """Request rows shaped like read_requests' frame: seq, file, row_number, then the raw columns (and the value a
+    call line's replace removes, `replaces`, where a row gives one)."""
     return pl.DataFrame(
         {
             "seq": list(range(len(rows))),
             "file": ["batch.csv"] * len(rows),
             "row_number": list(range(1, len(rows) + 1)),
-            **{c: [r.get(c) for r in rows] for c in REQUEST_COLUMNS},
+            **{c: [r.get(c) for r in rows] for c in FRAME_COLUMNS[3:]},
         },
         schema={
             "seq": pl.Int64,
             "file": pl.String,
             "row_number": pl.Int64,
-            **dict.fromkeys(REQUEST_COLUMNS, pl.String),
+            **dict.fromkeys(FRAME_COLUMNS[3:], pl.String),
         },
     )
 
@@ -102,6 +103,7 @@ def run_engine(
             r["victim_id"],
             tuple(r["warnings"] or ()),
             values[r["seq"]],
+            r["replaced_value"],
         )
     assert sorted(by_seq) == list(range(len(rows))), "every row must have exactly one result"
     frames = store_frames(con)

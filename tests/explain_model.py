@@ -77,6 +77,12 @@ class History:
         removed = before.identifiers - after.identifiers
         added = after.identifiers - before.identifiers
         origin = self.standing.origin
+        if a.replaced is not None:  # the value a replace took away (before a merge: it does not move)
+            (holding,) = [h for h in removed if h[1:] == (row.source, row.account_id, row.id_type, a.replaced)]
+            self._close(holding, "replace", key)
+            origin.pop(holding)
+            self._touch(run_id, holding[0], a.survivor_id or holding[0], value=holding[3:])
+            removed.discard(holding)
         if a.outcome == "merged":
             victim, survivor = a.victim_id, a.survivor_id
             assert victim is not None and survivor is not None

@@ -7,7 +7,8 @@ normalisation, format rules and checks are written here again from the SPEC text
 Interpretations taken where the SPEC leaves room (the engine must agree with every one):
  1. Absent columns and None count as empty; every field is trimmed with str.strip first.
  2. An empty action is 7001 (no more specific code is listed for it); any other value that is not
-    add/remove after str.lower() is 7002.
+    add/remove/replace after str.lower() is 7002. A replace on a card row is 7002 on action, raised after
+    id_type's own checks and before id_value's.
  3. The customer reference is valid when exactly customer_id is given, or exactly both lookup fields;
     anything else (none, both, half a pair, half a pair plus customer_id) is 7003 on customer_id.
  4. customer_id is ASCII digits only ([0-9]+, leading zeros allowed, '007' is customer 7) with a value
@@ -54,10 +55,17 @@ Interpretations taken where the SPEC leaves room (the engine must agree with eve
     compares the count in the row's series with the series maximum, 3039 all series with the org's.
 19. Failed rows carry no warnings (errors.csv has no warning column), no outcome, and their
     resolved_customer_id only when the failure is at apply; id_value is set unless the check failed.
+20. A replace's id_value is checked as an add's (format, blocked list): it enters the store. Its apply is
+    the add's with step 2 turned round: C's other value W of T in S is taken away first, then V is checked
+    and applied as add steps 3 to 5 on that state (so it may merge); a failure of V leaves W where it was.
+    The result names W (`replaced_value`) when one was taken away; a replace with no value of T in S
+    is an add, outcome and all. A row read from a call line names W itself (`replaces`, normalised as a
+    remove's value): C must hold (S, T, W), else 7009 before anything else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from collections import Counter
@@ -65,9 +73,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import phonenumbers
 import polars as pl
 
+from mobile_reference import read_with_package
 from pipeline.config import ACTIVE_STATUSES, CLOSED_STATUSES, LINKABLE_STATUSES, MobileCountries, OrgConfig
 
 CARD = "cardnumber"
@@ -132,6 +140,8 @@ class RowResult:
     victim_id: int | None
     warnings: tuple[int, ...]
     id_value: str | None
+    replaced_value: str | None = None
+    """The value W a succeeded replace took away (None for every other row)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,8 @@ class CheckedRow:
     id_value: str
     series_id: int | None
     status_label: str
+    replaces: str | None = None
+    """A replace row of a call line: the value W the line removes (normalised), which C must hold."""
 
     @property
     def scope(self) -> tuple[str, str]:
@@ -171,28 +183,6 @@ def normalise(id_type: str, value: str, countries: MobileCountries | None = None
         if value.startswith("00"):
             return value[2:]
     return value
-
-
-def read_with_package(value: str, countries: MobileCountries) -> str | None:
-    """SPEC section 2, `[mobile]`, straight with the phonenumbers package, value by value.
-
-    The package reads what the plain rule leaves once separators are gone, '00' read as '+' (a
-    project decision, README): a value that is not ASCII digits then is no number.
-    """
-    cleaned = "".join(ch for ch in value if not (ch.isspace() or ch in "-.()"))
-    international = cleaned.startswith(("+", "00"))
-    digits = cleaned[1:] if cleaned.startswith("+") else cleaned[2:] if cleaned.startswith("00") else cleaned
-    if not re.fullmatch(r"[0-9]+", digits):
-        return None
-    regions = [countries.default_country, *countries.other_countries]
-    for text, region in [("+" + digits, None)] if international else [(digits, r) for r in regions]:
-        try:
-            number = phonenumbers.parse(text, region)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(number) and phonenumbers.region_code_for_number(number) in regions:
-            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).removeprefix("+")
-    return None
 
 
 def decimal(text: str) -> int | None:
@@ -284,7 +274,7 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
     action = f["action"].lower()
     if not action:
         raise RowFailed(7001, "action")
-    if action not in ("add", "remove"):
+    if action not in ("add", "remove", "replace"):
         raise RowFailed(7002, "action")
 
     if not f["source"]:
@@ -315,6 +305,8 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
         raise RowFailed(7001, "id_type")
     if id_type not in source.id_types and id_type != CARD:
         raise RowFailed(7004, "id_type")
+    if action == "replace" and id_type == CARD:
+        raise RowFailed(7002, "action")
 
     series_text = f["series_id"]
     series_number = decimal(series_text)
@@ -327,7 +319,7 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
     mobile_valid = None
     if config.mobile is not None and id_type == "mobile":
         mobile_valid = read_with_package(f["id_value"], config.mobile) is not None
-    if action == "add":
+    if action in ("add", "replace"):
         if card_add:
             if series is not None and not fits_series(id_value, series.prefix, series.suffix, series.digits):
                 raise RowFailed(7001, "id_value")
@@ -348,6 +340,9 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
         raise RowFailed(7011, "status_label")
 
     lookup_value = normalise(f["lookup_type"], f["lookup_value"], config.mobile) if by_lookup else ""
+    replaces = raw.get("replaces")
+    if replaces is not None and action == "replace":
+        replaces = normalise(id_type, replaces.strip(), config.mobile)
     return CheckedRow(
         action,
         source.name,
@@ -359,6 +354,7 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
         id_value,
         series.id if series else None,
         label,
+        replaces if action == "replace" else None,
     )
 
 
@@ -390,6 +386,7 @@ class Applied:
     warnings: tuple[int, ...] = ()
     survivor_id: int | None = None
     victim_id: int | None = None
+    replaced: str | None = None
 
 
 def add_identifier(store: ModelStore, row: CheckedRow, c: int, config: OrgConfig, merges: Counter) -> Applied:
@@ -398,7 +395,27 @@ def add_identifier(store: ModelStore, row: CheckedRow, c: int, config: OrgConfig
         return Applied("unchanged", (ALREADY_PRESENT.get(t, 8070),))
     if any((ic, is_, ia, it) == (c, *s, t) for (ic, is_, ia, it, _) in store.identifiers):
         raise RowFailed(7006, "id_value")
+    return _gain(store, row, c, config, merges)
 
+
+def replace_identifier(store: ModelStore, row: CheckedRow, c: int, config: OrgConfig, merges: Counter) -> Applied:
+    """C's value of T in S becomes V: the other value W goes, then V is checked and added as add steps 3 to 5."""
+    s, t, v = row.scope, row.id_type, row.id_value
+    if row.replaces is not None and (c, *s, t, row.replaces) not in store.identifiers:
+        raise RowFailed(7009, "id_value")
+    if (c, *s, t, v) in store.identifiers:
+        return Applied("unchanged", (ALREADY_PRESENT.get(t, 8070),))
+    held = {i for i in store.identifiers if i[:4] == (c, *s, t)}  # W, or nothing: then exactly an add
+    trial = store.copy()
+    trial.identifiers -= held
+    applied = _gain(trial, row, c, config, merges)  # a failure of V raises: `store` still holds W
+    store.customers, store.identifiers, store.cards = trial.customers, trial.identifiers, trial.cards
+    return dataclasses.replace(applied, replaced=next(iter(held))[4] if held else None)
+
+
+def _gain(store: ModelStore, row: CheckedRow, c: int, config: OrgConfig, merges: Counter) -> Applied:
+    """Add steps 3 to 5: C takes (S, T, V) from the holders, or merges into its one LOYALTY holder elsewhere."""
+    s, t, v = row.scope, row.id_type, row.id_value
     holdings = [(hc, (hs, ha)) for (hc, hs, ha, ht, hv) in store.identifiers if (ht, hv) == (t, v) and hc != c]
     kind = {hc: store.customers[hc][2] for hc, _ in holdings}
     if any(kind[hc] == "LOYALTY" and scope == s for hc, scope in holdings):
@@ -490,6 +507,8 @@ def apply_row(store: ModelStore, row: CheckedRow, c: int, config: OrgConfig, mer
         return add_card(store, row, c, config) if row.action == "add" else remove_card(store, row, c, config)
     if row.action == "add":
         return add_identifier(store, row, c, config, merges)
+    if row.action == "replace":
+        return replace_identifier(store, row, c, config, merges)
     return remove_identifier(store, row, c)
 
 
@@ -534,6 +553,7 @@ def run_model(
                 applied.victim_id,
                 tuple(sorted(set(applied.warnings) | set(resolve_warnings))),
                 row.id_value,
+                applied.replaced,
             )
         )
     return results

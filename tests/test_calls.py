@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ORG, REQUESTS
 from pipeline.delivery.push import load_plan
+from pipeline.delivery.verdict import in_place
 from pipeline.errors import NotACallBody
 from pipeline.input.calls import Call, Expect, call_rows, parse_call
 from pipeline.run import run_batch
@@ -53,6 +54,27 @@ def test_a_planned_call_is_typed():
         expect=Expect(outcome="merged", warnings=(8051,), survivor_id=1016),
     )  # fmt: skip
     assert call.change == ("add", {"type": "wechat", "value": "w-1"})
+
+
+def test_a_replace_call_is_one_row_and_its_change_is_in_place_when_v_is_held_and_w_gone():
+    body = {"remove": [{"type": "wechat", "value": "w-0"}], "add": [{"type": "wechat", "value": "w-1"}]}
+    call = parse_call(json.dumps(LINE | {"body": body, "expect": {"outcome": "applied", "warnings": []}}))
+    assert (call.change, call.replaced) == (("replace", {"type": "wechat", "value": "w-1"}), body["remove"][0])
+    assert call.to_dict()["body"] == body and list(call.to_dict()["body"]) == ["remove", "add"]
+    (row,) = call_rows(json.loads(json.dumps(LINE | {"body": body})))
+    assert (row["action"], row["id_value"], row["replaces"]) == ("replace", "w-1", "w-0")
+
+    def read_back(*values: str) -> dict[str, Any]:
+        identifiers = [{"type": "wechat", "value": v} for v in values]
+        return {
+            "status": "ACTIVE",
+            "profiles": [{"source": "WECHAT", "accountId": "WX-MAIN", "identifiers": identifiers}],
+        }
+
+    assert in_place(call, 200, read_back("w-1")) is True
+    assert in_place(call, 200, read_back("w-0")) is False  # not sent, or refused: W still there
+    assert in_place(call, 200, read_back()) is False
+    assert parse_call(json.dumps(LINE)).replaced is None
 
 
 def _drop(key: str) -> Callable[[dict[str, Any]], None]:

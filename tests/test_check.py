@@ -48,19 +48,21 @@ REQUEST_COLUMNS = (
 
 
 def request_frame(rows: Sequence[Mapping[str, str | None]], file: str = "t.csv") -> pl.DataFrame:
-    """A frame shaped like read.py's: seq, file, row_number, then the 11 request columns as raw text."""
+    """A frame shaped like read.py's: seq, file, row_number, then the 11 request columns as raw text (and the
+    value a call line's replace removes, when a row gives one)."""
+    columns = (*REQUEST_COLUMNS, "replaces") if any("replaces" in row for row in rows) else REQUEST_COLUMNS
     return pl.DataFrame(
         {
             "seq": list(range(len(rows))),
             "file": [file] * len(rows),
             "row_number": list(range(1, len(rows) + 1)),
-            **{name: [row.get(name) for row in rows] for name in REQUEST_COLUMNS},
+            **{name: [row.get(name) for row in rows] for name in columns},
         },
         schema={
             "seq": pl.Int64,
             "file": pl.String,
             "row_number": pl.Int64,
-            **dict.fromkeys(REQUEST_COLUMNS, pl.String),
+            **dict.fromkeys(columns, pl.String),
         },
     )
 
@@ -175,6 +177,14 @@ def test_checked_rows_are_typed_and_normalised():
                 "series_id": " 102 ",
                 "status_label": " Issued ",
             },
+            {
+                "customer_id": "7",
+                "source": "INSTORE",
+                "action": "Replace",
+                "id_type": "email",
+                "id_value": " New@X.com ",
+                "replaces": " Old@X.COM ",
+            },
         ]
     )
     result = check_requests(frame, CONFIG)
@@ -192,6 +202,7 @@ def test_checked_rows_are_typed_and_normalised():
             "id_value": "8613800138000",
             "series_id": None,
             "status_label": None,
+            "replaces": None,
         },
         {
             "row_id": None,
@@ -205,6 +216,7 @@ def test_checked_rows_are_typed_and_normalised():
             "id_value": "bob@example.com",
             "series_id": None,
             "status_label": None,
+            "replaces": None,
         },
         {
             "row_id": None,
@@ -218,6 +230,21 @@ def test_checked_rows_are_typed_and_normalised():
             "id_value": "SLV12345678X",
             "series_id": 102,
             "status_label": "Issued",
+            "replaces": None,
+        },
+        {
+            "row_id": None,
+            "customer_id": 7,
+            "lookup_type": None,
+            "lookup_value": None,
+            "source": "INSTORE",
+            "account_id": "",
+            "action": "replace",
+            "id_type": "email",
+            "id_value": "new@x.com",
+            "series_id": None,
+            "status_label": None,
+            "replaces": "old@x.com",
         },
     ]
     assert result.checked.schema["customer_id"] == pl.Int64
@@ -325,6 +352,24 @@ def test_message_lists_the_other_problems():
     message = check_requests(frame, CONFIG).errors["error_message"][0]
     assert message.startswith("'bad' is not a valid email")
     assert "status_label 'Gold'" in message
+
+
+def test_a_replace_is_checked_as_an_add_and_never_on_a_card():
+    """A replace's value enters the store (format and blocked rules apply); on a card row it is 7002 on action,
+    found after id_type's own checks and before id_value's."""
+    assert one(**{**MOBILE_ADD, "action": " REPLACE "}) is None
+    assert one(**{**MOBILE_ADD, "action": "replace", "id_type": "email", "id_value": "bad"}) == (8055, "id_value")
+    assert one(**{**MOBILE_ADD, "action": "replace", "id_type": "email", "id_value": "Test@Test.com"}) == (
+        7005,
+        "id_value",
+    )
+    card = {**CARD_ADD, "action": "Replace", "id_value": "", "series_id": "abc", "status_label": "Nope"}
+    assert one(**card) == (7002, "action")
+    assert one(**{**card, "id_type": ""}) == (7001, "id_type")
+    assert one(**{**card, "source": "LINE", "id_type": "email"}) == (7004, "id_type")
+    assert one(**{**card, "customer_id": "x"}) == (7001, "customer_id")
+    message = check_requests(request_frame([card]), CONFIG).errors["error_message"][0]
+    assert message.startswith("action 'Replace' is not for cards")
 
 
 def test_format_and_blocked_rules_apply_to_adds_only():

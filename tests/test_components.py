@@ -67,6 +67,7 @@ def _part(store: ModelStore, rows: list[dict], part: int) -> tuple[ModelStore, l
             customer_id=_part_customer(row.get("customer_id"), part),
             lookup_value=_part_value(row.get("lookup_value"), part),
             id_value=_part_value(row.get("id_value"), part),
+            replaces=_part_value(row.get("replaces"), part),
         )
         for row in rows
     ]
@@ -248,6 +249,7 @@ _outcome_rows = st.lists(
         _maybe_int,
         _maybe_int,
         _maybe_int,
+        _maybe_text,
         _maybe_text,
     ),
     max_size=40,

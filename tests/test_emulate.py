@@ -87,6 +87,37 @@ def test_an_item_error_answers_the_platform_codes_and_changes_nothing(pre_run, t
     assert exported(platform, tmp_path / "e1") == exported(pre_run, tmp_path / "e0")
 
 
+def test_one_remove_and_one_add_of_a_type_is_a_replace_applied_as_one_change(pre_run, tmp_path):
+    platform = copy(pre_run, "platform.duckdb")
+    url_of = "{}/v2/customers/{}/changeIdentifier?source={}".format
+
+    def replace(old: str, new: str, kind: str = "email") -> dict:
+        return {"remove": [{"type": kind, "value": old}], "add": [{"type": kind, "value": new}]}
+
+    with running_emulator(platform, ORG) as base:
+        taken = post(url_of(base, 1001, "INSTORE"), replace("alice@example.com", "shared@example.com"))
+        assert taken.status == 400 and [e["code"] for e in taken.json()["errors"]] == [8008]  # V's code, W kept
+        done = post(url_of(base, 1001, "INSTORE"), replace("ALICE@example.com", "alice.new@example.com"))
+        assert done.status == 200 and done.json() == {"createdId": 1001, "warnings": []}
+        again = post(url_of(base, 1001, "INSTORE"), replace("alice@example.com", "alice.new@example.com"))
+        assert again.status == 400 and [e["code"] for e in again.json()["errors"]] == [7009]  # W is gone now
+        merged = post(url_of(base, 1017, "FACEBOOK"), replace("dana@example.com", "chain.survivor@example.com"))
+        assert merged.status == 200 and merged.json()["createdId"] == 1006
+        assert sorted(w["code"] for w in merged.json()["warnings"]) == [8051]
+        profile = HTTP.request("GET", f"{base}/v2/customers/1006?source=ALL").json()
+        values = {i["value"] for p in profile["profiles"] for i in p["identifiers"]}
+        assert "chain.survivor@example.com" in values and "dana@example.com" not in values and "fb_1017" in values
+    ran = copy(pre_run, "ran.duckdb")
+    requests = tmp_path / "replaces.csv"
+    requests.write_text(
+        "customer_id,source,action,id_type,id_value\n"
+        "1001,INSTORE,replace,email,alice.new@example.com\n"
+        "1017,FACEBOOK,replace,email,chain.survivor@example.com\n"
+    )
+    run_batch(ran, ORG, [requests], tmp_path / "r")
+    assert exported(platform, tmp_path / "e1") == exported(ran, tmp_path / "e2")
+
+
 def test_overlapping_calls_for_one_customer_get_521(pre_run):
     with running_emulator(copy(pre_run, "p.duckdb"), ORG, "--latency", "400") as base:
         url = f"{base}/v2/customers/1024/changeIdentifier?source=INSTORE"

@@ -107,7 +107,11 @@ def _mostly(draw, good, bad, bad_chance=10):
 def request_rows(draw, n_customers=8):
     source, account = _mostly(draw, SCOPES, [("NOPE", ""), ("WECHAT", ""), ("WECHAT", "WX-OLD"), ("INSTORE", "X")])
     row = {
-        "action": _mostly(draw, ["add", "add", "add", "remove", "remove", "ADD", " Remove "], ["drop", ""]),
+        "action": _mostly(
+            draw,
+            ["add", "add", "add", "remove", "remove", "ADD", " Remove ", "replace", "replace", " Replace"],
+            ["drop", ""],
+        ),
         "source": source,
         "account_id": account,
     }
@@ -138,6 +142,11 @@ def request_rows(draw, n_customers=8):
         pool = VALUES.get(id_type, ["F1"])
         value = _mostly(draw, pool + RAW_VARIANTS.get(id_type, []), ["", "00000000", "not an email", "99999999"])
         row.update(id_type=id_type, id_value=value)
+    if row["action"].strip().lower() == "replace" and draw(st.integers(0, 2)) == 0:
+        # a call line's replace names the value it removes (a card line of that shape is never one; here it is
+        # only a check-stage 7002, whatever it carries)
+        pool = VALUES.get(row["id_type"], ["F1"]) + RAW_VARIANTS.get(row["id_type"], [])
+        row["replaces"] = _mostly(draw, pool, ["", " "])
     return row
 
 

@@ -1,6 +1,8 @@
 """`[mobile]`: the fast path (pipeline.values.mobile.read_mobiles) equals the phonenumbers package on every value.
 
-The package is called here directly (model.read_with_package), never through the pipeline.
+The package is called here directly (mobile_reference.read_with_package), never through the pipeline, on
+values written every way the package tolerates: repeated `+` signs, `00` after `+`, separators of every
+kind, letters (stray ones and vanity numbers), other scripts' digits, extensions, leading and trailing junk.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneMetadata
 
-from model import read_with_package
+import pipeline.values.mobile as mobile
+from mobile_reference import read_with_package
 from pipeline.config import MobileCountries
 from pipeline.values.mobile import normalised_mobiles, read_mobile, read_mobiles
 
@@ -63,6 +66,17 @@ def written_forms(region: str, national: str) -> list[str]:
         "0" + national,
         "+" + national,
         "00" + national,
+        # written the ways the package tolerates beyond the plain rule's separators
+        "++" + cc + national,
+        "+00" + cc + national,
+        "00+" + cc + " " + national,
+        "tel:+" + cc + national,
+        "(+" + cc + ") " + national,
+        "+" + cc + "/" + national[:3] + "/" + national[3:],
+        "\uff0b" + "".join(chr(0xFF10 + int(d)) for d in cc + national),
+        "+" + cc + " " + national + " ext. 12",
+        national[:4] + "O" + national[4:],
+        national[:3] + "\t" + national[3:],
     ]
 
 
@@ -153,6 +167,119 @@ def test_fast_path_equals_the_package_on_generated_numbers(countries, values):
 @given(values=st.lists(st.text(max_size=24), max_size=30))
 def test_fast_path_equals_the_package_on_junk(values):
     assert_same(values, MobileCountries("IN", ("SG", "GB")))
+
+
+PUNCTUATION = (
+    *" -./()\u00a0",
+    *"\t[]~*#,;_':",
+    *"\u2010\u2013\u2015\u2212\u30fc\uff0d\uff0e\uff0f\u00ad\u200b\u2060\u3000\uff08\uff09\u2053\u223c\uff5e\u200e",
+)
+"""Separators: the plain rule's, the package's other punctuation, and characters it does not tolerate."""
+PREFIXES = (
+    *("", "", "", "+", "++", "+++", "00", "+00", "++00", "00+", "+0", "\uff0b", "\uff0b\uff0b", "+ ", "+-"),
+    *("(+", "+(", "tel:", "tel:+", "Tel: +", "mobile ", "#", "*", "x", " ", "\u3000", "0 0", "+ +", "+\uff0b"),
+)
+SUFFIXES = (
+    *("", "", "", " ext 12", " ext. 123", " x12", "x9", " #", "#", "-503#", ";ext=5", ",,12", ",3", "/x2"),
+    *(".", ")", " ", "\t", "abc", " tel", ";phone-context=+65", ";phone-context=example.com", ";isub=1", "~7"),
+    " int 3",
+)
+SCRIPTS = (0xFF10, 0x660, 0x6F0, 0x966, 0x9E6, 0x1D7CE)
+"""Zero of other decimal digits the package reads: full-width, Arabic-Indic, Persian, Devanagari, Bengali, bold."""
+KEYPAD = dict(zip("23456789", ["ABC", "DEF", "GHI", "JKL", "MNO", "PQRS", "TUV", "WXYZ"], strict=True))
+
+
+@st.composite
+def written_any_way(draw):
+    """A number (as written_mobiles draws it) written the ways people and exports write them."""
+    value = draw(written_mobiles())
+    chars = list(value)
+    if draw(st.integers(0, 5)) == 0:  # every digit in another script
+        zero = draw(st.sampled_from(SCRIPTS))
+        chars = [chr(zero + int(c)) if c in "0123456789" else c for c in chars]
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):  # a digit here and there in another script
+        at = draw(st.integers(0, max(len(chars) - 1, 0)))
+        if chars and chars[at] in "0123456789":
+            chars[at] = chr(draw(st.sampled_from(SCRIPTS)) + int(chars[at]))
+    if draw(st.integers(0, 4)) == 0:  # a vanity number: digits written as their keypad letters
+        for _ in range(draw(st.integers(1, 8))):
+            at = draw(st.integers(0, max(len(chars) - 1, 0)))
+            if chars and chars[at] in KEYPAD:
+                letter = draw(st.sampled_from(KEYPAD[chars[at]]))
+                chars[at] = letter.lower() if draw(st.booleans()) else letter
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2, 3]))):  # stray letters (an O for a 0, a typo)
+        at = draw(st.integers(0, len(chars)))
+        chars.insert(at, draw(st.sampled_from("OoIlSBxXeatnZ")))
+    for _ in range(draw(st.sampled_from([0, 1, 2, 3, 4]))):
+        at = draw(st.integers(0, len(chars)))
+        chars.insert(at, draw(st.sampled_from(PUNCTUATION)))
+    return draw(st.sampled_from(PREFIXES)) + "".join(chars) + draw(st.sampled_from(SUFFIXES))
+
+
+@settings(max_examples=80, deadline=None)
+@given(countries=country_lists, values=st.lists(written_any_way(), min_size=1, max_size=60))
+def test_fast_path_equals_the_package_on_numbers_written_any_way(countries, values):
+    assert_same(values, countries)
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(written_any_way(), min_size=1, max_size=40))
+def test_the_pipeline_reference_reads_numbers_written_any_way_as_the_package(values):
+    countries = MobileCountries("IN", ("SG", "GB"))
+    assert [read_mobile(v, countries) for v in values] == [read_with_package(v, countries) for v in values]
+
+
+REPEATED_PLUS = "++6591000000"
+PLUS_AND_00 = "+006591000296"
+
+
+def test_repeated_plus_and_00_after_plus_read_as_the_package_reads_them():
+    """The package reads `++65...` as `+65...`, and `+00 65...` with the default region's international
+    dialling prefix (IN: `00`) as `+65...`; with SG first, `006` is SG's prefix and no number is left."""
+    countries = MobileCountries("IN", ("SG",))
+    values = [REPEATED_PLUS, PLUS_AND_00, "+ +65 9100 0000", "++00 65 9100 0296", "00+65 9100 0000"]
+    expected = ["6591000000", "6591000296", None, "6591000296", "6591000000"]
+    assert [read_with_package(v, countries) for v in values] == expected
+    assert_same(values, countries)
+    table = normalised_mobiles(pl.Series(values), countries)
+    assert dict(zip(table["value"], table["normalised"], strict=True))["+ +65 9100 0000"] == "+6591000000"  # plain rule
+    sg_first = MobileCountries("SG", ("IN",))
+    assert read_with_package(PLUS_AND_00, sg_first) is None and read_with_package(REPEATED_PLUS, sg_first)
+    assert_same(values, sg_first)
+
+
+def test_numbers_written_as_the_package_tolerates_read_as_it_reads_them():
+    countries = MobileCountries("IN", ("SG",))
+    cases = {
+        "+65/9100/0000": "6591000000",
+        "(+65) 9100 0000": "6591000000",
+        "tel:+65-9100-0000": "6591000000",
+        "+65 9100 0000 ext. 12": "6591000000",
+        "\uff0b\uff16\uff15 \uff19\uff11\uff10\uff10 \uff10\uff10\uff10\uff10": "6591000000",
+        "98765 O43210": "919876543210",  # one stray letter: the package drops it
+        "+65 91ABCDEF": "6591222333",  # three letters or more: keypad digits
+        "98765\t43210": None,  # a tab is no separator to the package
+        "98a7654321": None,  # a letter before the third digit: no number
+    }
+    assert {v: read_with_package(v, countries) for v in cases} == cases
+    assert_same(list(cases), countries)
+
+
+def test_the_usual_forms_are_read_without_the_package(monkeypatch):
+    """The fast path decides values of digits, separators, leading `+` signs and stray letters itself."""
+    read: list[str] = []
+
+    def counted(value: str, countries: MobileCountries) -> str | None:
+        read.append(value)
+        return read_mobile(value, countries)
+
+    monkeypatch.setattr(mobile, "read_mobile", counted)
+    countries = MobileCountries("IN", ("SG",))
+    usual = ["919876543210", "+91 98765-43210", "0091 9876543210", "098765.43210", "(987) 654/3210", "8123 4567"]
+    usual += [REPEATED_PLUS, "+ 65 (9100) 0000", "98765 4321O", "+91 98765 4321o", "6591000000", "12345"]
+    table = read_mobiles(pl.Series([*usual, PLUS_AND_00, "98765\t43210"]), countries)
+    assert sorted(read) == sorted([PLUS_AND_00, "98765\t43210"])
+    assert dict(table.iter_rows()) == {v: read_with_package(v, countries) for v in table["value"]}
 
 
 def test_pipeline_reference_is_the_package():

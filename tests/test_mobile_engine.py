@@ -111,6 +111,56 @@ def test_remove_and_lookup_by_national_number():
     assert [r.ok for r in results] == [True, True, False] and results[2].error_code == 8056
 
 
+def engine_only(store: ModelStore, rows: list[dict[str, str | None]], config=CONFIG):
+    """The engine's results and identifiers (values the reference model does not read yet, see
+    tests/mobile_reference.py: the package's reading of a value as written)."""
+    run = run_engine(store, rows, config)
+    held = {(i[0], i[1], i[2], i[4]) for i in run.frames["identifiers"].rows() if i[3] == "mobile"}
+    return run.results, held
+
+
+def test_repeated_plus_and_00_after_plus_add_as_the_package_reads_them():
+    """`++6591000000` and `+006591000296` are valid SG numbers to the package (with IN first, the `00`
+    after the `+` is IN's international prefix): an add stores their E.164 digits, no 8056."""
+    store = store_of((2, "INSTORE", "", "email", "b@x.co"))
+    rows = [row(2, "INSTORE", "", "add", "++6591000000"), row(2, "LINE", "", "add", "+006591000296")]
+    results, held = engine_only(store, rows)
+    assert [(r.ok, r.outcome, r.error_code, r.id_value) for r in results] == [
+        (True, "applied", None, "6591000000"),
+        (True, "applied", None, "6591000296"),
+    ]
+    assert held == {(2, "INSTORE", "", "6591000000"), (2, "LINE", "", "6591000296")}
+    # the same values again meet what is stored: unchanged (8071)
+    results, _ = engine_only(store_of(*[(c, src, acc, "mobile", v) for c, src, acc, v in held]), rows)
+    assert [(r.outcome, r.warnings) for r in results] == [("unchanged", (8071,)), ("unchanged", (8071,))]
+
+
+def test_repeated_plus_and_00_after_plus_remove_the_stored_number():
+    store = store_of(
+        (1, "INSTORE", "", "mobile", "6591000296"),
+        (1, "LINE", "", "mobile", "6591000000"),
+        (1, "INSTORE", "", "email", "a@x.co"),
+    )
+    rows = [row(1, "INSTORE", "", "remove", "+006591000296"), row(1, "LINE", "", "remove", "++6591000000")]
+    results, held = engine_only(store, rows)
+    assert [(r.ok, r.error_code, r.id_value) for r in results] == [
+        (True, None, "6591000296"),
+        (True, None, "6591000000"),
+    ]
+    assert held == set()
+
+
+def test_00_after_plus_is_read_with_the_default_country_only():
+    """Written with `+`, a value is read once, with the default country: with SG alone, `006` is SG's
+    international prefix and `+591000296` is no valid number (8056); `++65...` needs no prefix."""
+    sg = dataclasses.replace(CONFIG, mobile=MobileCountries("SG"))
+    store = store_of((2, "INSTORE", "", "email", "b@x.co"))
+    rows = [row(2, "INSTORE", "", "add", "+006591000296"), row(2, "INSTORE", "", "add", "++6591000000")]
+    results, held = engine_only(store, rows, sg)
+    assert [(r.ok, r.error_code) for r in results] == [(False, 8056), (True, None)]
+    assert held == {(2, "INSTORE", "", "6591000000")}
+
+
 NUMBERS = ["919876543210", "6581234567", "919812345678"]
 WRITTEN = {
     "919876543210": ["98765 43210", "+91 98765-43210", "0091 9876543210", "09876543210", "919876543210"],

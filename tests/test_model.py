@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from model import ModelStore, model_store_to_frames, run_model, store_from_snapshot_dir
+from model import ModelStore, model_store_to_frames, normalise, run_model, store_from_snapshot_dir
 from pipeline.config import parse_config
 
 ORG = parse_config(
@@ -539,6 +539,125 @@ def test_delink_then_link_again():
     assert store.cards["GLD0000000002"] == (101, 6, "Issued")
     store, _ = run([card(action="remove", number="GLD0000000002", label=None)])
     assert store.cards["GLD0000000002"] == (101, None, "Not Issued")
+
+
+# ---- replace: "this customer's value of T in S is now V"
+
+
+def replace(
+    customer_id: str = "1", id_type: str = "email", id_value: str = "new@x.com", source: str = "INSTORE", **more: str
+) -> dict[str, str | None]:
+    return row(customer_id, "replace", source, id_type, id_value, **more)
+
+
+@pytest.mark.parametrize(
+    ("r", "expected", "replaced"),
+    [
+        (replace(id_value=" A@X.com "), (True, "unchanged", (8072,)), None),  # C holds V: as add step 1
+        (replace(id_type="mobile", id_value="+138 0000 0001"), (True, "unchanged", (8071,)), None),
+        (replace("7"), (True, "applied", ()), None),  # no email of 7 in INSTORE: exactly an add
+        (replace(), (True, "applied", ()), "a@x.com"),  # W taken away, V added
+        (replace(id_type="mobile", id_value="13911112222"), (True, "applied", ()), "13800000001"),
+        (replace(id_value="two@x.com"), (False, 8008, "id_value"), None),  # V fails: nothing changes
+        (replace(source="FACEBOOK", id_value="camp@x.com"), (False, 8068, "id_value"), None),
+        (
+            replace(source="WECHAT", account_id="WX-MAIN", id_type="mobile", id_value="13800000003"),
+            (False, 8074, "id_value"),
+            None,
+        ),
+        (card(action="replace"), (False, 7002, "action"), None),
+        (replace(replaces="other@x.com"), (False, 7009, "id_value"), None),  # a call line's W is not C's
+        (replace("7", replaces="a@x.com"), (False, 7009, "id_value"), None),  # C holds no value of T in S at all
+        (replace(id_value="a@x.com", replaces="new@x.com"), (False, 7009, "id_value"), None),  # before step 1
+        (replace(replaces=" A@x.COM "), (True, "applied", ()), "a@x.com"),  # W normalised as a remove's value
+        (replace(id_value="a@x.com", replaces="a@x.com"), (True, "unchanged", (8072,)), None),
+        (replace("4"), (True, "applied", (91009,)), "a@x.com"),  # the target followed to 1
+    ],
+)
+def test_replace_branches(r, expected, replaced):
+    store, results = run([r])
+    assert flat(results)[0][1:] == expected
+    assert results[0].replaced_value == replaced
+    if replaced is not None:
+        value = normalise(r["id_type"], r["id_value"].strip())
+        assert (1 if r["customer_id"] == "4" else int(r["customer_id"]), "INSTORE", "", r["id_type"], value) in (
+            store.identifiers
+        )
+        assert not any(i[3:] == (r["id_type"], replaced) for i in store.identifiers)
+
+
+def test_replace_that_fails_keeps_the_old_value():
+    store, results = run([replace(id_value="two@x.com"), replace(id_value="camp@x.com", source="FACEBOOK")])
+    assert [r.ok for r in results] == [False, False]
+    assert store == base_store()
+    _, results = run([replace("6", source="LINE", id_type="mobile", id_value="13800000002")], NO_MERGE)
+    assert flat(results) == [(1, False, 7007, "id_value")]  # V needs a merge: W stays where it was
+
+
+def replace_merge_store() -> ModelStore:
+    """1 holds an email in INSTORE (W) and a line id; 2 holds the new email V in FACEBOOK only."""
+    return ModelStore(
+        customers={1: ("ACTIVE", None, "LOYALTY"), 2: ("ACTIVE", None, "LOYALTY"), 5: ("ACTIVE", None, "CAMPAIGN")},
+        identifiers={
+            (1, "INSTORE", "", "email", "old@x.com"),
+            (1, "LINE", "", "line", "l1"),
+            (2, "FACEBOOK", "", "email", "v@x.com"),
+            (5, "MOBILE_APP", "", "email", "v@x.com"),
+        },
+        cards={"P-1": (103, 1, "Issued")},
+    )
+
+
+def test_replace_merges_once_the_old_value_is_gone():
+    store, results = run([replace(id_value="v@x.com")], REUSE, replace_merge_store())
+    assert flat(results) == [(1, True, "merged", (8051, 8068))]
+    assert (results[0].survivor_id, results[0].victim_id, results[0].replaced_value) == (2, 1, "old@x.com")
+    assert store.customers[1] == ("MERGED", 2, "LOYALTY")
+    assert store.identifiers == {  # W was taken away, not moved; the campaign holder lost V
+        (2, "FACEBOOK", "", "email", "v@x.com"),
+        (2, "LINE", "", "line", "l1"),
+        (2, "INSTORE", "", "email", "v@x.com"),
+    }
+    assert store.cards["P-1"] == (103, 2, "Issued")
+    _, results = run([replace(id_value="v@x.com")], ORG, replace_merge_store())
+    assert flat(results) == [(1, False, 8068, "id_value")]  # reuse off: V's code, nothing changed
+
+
+def test_replace_scope_clash_and_limit_are_v_s():
+    store = replace_merge_store()
+    store.identifiers.add((2, "LINE", "", "mobile", "13800000009"))
+    _, results = run([replace(id_value="v@x.com")], REUSE, store)
+    assert flat(results) == [(1, False, 8066, "id_value")]
+    zero = dataclasses.replace(REUSE, max_merges_per_survivor_per_run=0)
+    _, results = run([replace(id_value="v@x.com")], zero, replace_merge_store())
+    assert flat(results) == [(1, False, 7008, "id_value")]
+
+
+def test_replaced_value_is_free_for_later_rows_and_replace_again():
+    rows = [
+        row(customer_id="9", id_type="email", id_value="a@x.com"),
+        replace(),
+        row(customer_id="9", id_type="email", id_value="a@x.com"),
+        replace(id_value="third@x.com", replaces="new@x.com"),
+        replace(id_value="fourth@x.com", replaces="new@x.com"),
+        row(customer_id=None, lookup_type="email", lookup_value="third@x.com", action="replace", id_type="email",
+            id_value="fifth@x.com"),
+    ]  # fmt: skip
+    store, results = run(rows)
+    assert flat(results) == [
+        (1, False, 8008, "id_value"),
+        (2, True, "applied", ()),
+        (3, True, "applied", ()),
+        (4, True, "applied", ()),
+        (5, False, 7009, "id_value"),
+        (6, True, "applied", ()),
+    ]
+    assert [r.replaced_value for r in results] == [None, "a@x.com", None, "new@x.com", None, "third@x.com"]
+    assert {i for i in store.identifiers if i[3] == "email" and i[1] == "INSTORE"} == {
+        (1, "INSTORE", "", "email", "fifth@x.com"),
+        (2, "INSTORE", "", "email", "two@x.com"),
+        (9, "INSTORE", "", "email", "a@x.com"),
+    }
 
 
 # ---- dependencies between rows of one run

@@ -3,6 +3,7 @@ of a run's calls.ndjson read back as input on the pre-run store."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import shutil
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 
 from engine_harness import run_engine
 from pipeline.errors import InputFileError
-from pipeline.input.columns import REQUEST_COLUMNS
+from pipeline.input.columns import FRAME_COLUMNS
 from pipeline.input.read import read_requests
 from pipeline.job import JobOverrides, run_job
 from pipeline.run import run_batch
@@ -63,6 +64,84 @@ def test_a_line_gives_its_removes_then_its_adds_and_row_numbers_count_rows(tmp_p
     zipped.write_bytes(gzip.compress(path.read_bytes()))
     assert rows_of(zipped) == rows_of(path)
     assert read_requests([zipped]).files[0].format == "ndjson"
+
+
+def test_one_remove_and_one_add_of_a_type_is_one_replace_row_carrying_the_removed_value(tmp_path):
+    path = tmp_path / "calls.ndjson"
+    path.write_text(
+        '{"customer_id": 1001, "source": "INSTORE", "row_id": "r1", "body": {"remove": [{"type": "email",'
+        ' "value": "Old@x.co"}], "add": [{"type": "email", "value": "n@x.co"}]}}\n'
+        '{"customer_id": 1001, "source": "INSTORE", "add": [{"type": "email", "value": "n@x.co"}],'
+        ' "remove": [{"type": "mobile", "value": "61234567"}]}\n'
+        '{"customer_id": 1002, "source": "INSTORE", "remove": [{"type": "cardnumber", "value": "GLD1"}],'
+        ' "add": [{"type": "cardnumber", "value": "GLD2", "seriesId": 101, "statusLabel": "Active"}]}\n'
+        '{"customer_id": 1003, "source": "INSTORE", "remove": [{"type": "email", "value": "a@x.co"}],'
+        ' "add": [{"type": "email", "value": "b@x.co"}, {"type": "email", "value": "c@x.co"}]}\n'
+    )
+    frame = read_requests([path]).frame
+    assert frame.select("row_number", "customer_id", "action", "id_type", "id_value", "replaces").rows() == [
+        (1, "1001", "replace", "email", "n@x.co", "Old@x.co"),  # a replace: one row, the removed value carried
+        (2, "1001", "remove", "mobile", "61234567", None),  # another type: two rows as before
+        (3, "1001", "add", "email", "n@x.co", None),
+        (4, "1002", "remove", "cardnumber", "GLD1", None),  # cards are never replaced
+        (5, "1002", "add", "cardnumber", "GLD2", None),
+        (6, "1003", "remove", "email", "a@x.co", None),  # more than one add: not a replace
+        (7, "1003", "add", "email", "b@x.co", None),
+        (8, "1003", "add", "email", "c@x.co", None),
+    ]
+    again = tmp_path / "again.ndjson"
+    again.write_text(path.read_text().replace("Old@x.co", "other@x.co"))
+    assert read_requests([again]).files[0].fingerprint != read_requests([path]).files[0].fingerprint
+    assert read_requests([path]).files[0].columns == read_requests([REQUESTS[0]]).files[0].columns
+
+
+def test_a_replace_line_needs_the_customer_to_hold_the_removed_value(tmp_path):
+    calls = tmp_path / "replace.ndjson"
+    calls.write_text(
+        '{"customer_id": 1001, "source": "INSTORE", "row_id": "held", "remove": [{"type": "email",'
+        ' "value": " ALICE@example.com"}], "add": [{"type": "email", "value": "alice.new@example.com"}]}\n'
+        '{"customer_id": 1016, "source": "INSTORE", "row_id": "not-held", "remove": [{"type": "externalId",'
+        ' "value": "EXT-9999"}], "add": [{"type": "externalId", "value": "EXT-1016b"}]}\n'
+        '{"customer_id": 1011, "source": "INSTORE", "row_id": "nothing-held", "remove": [{"type": "email",'
+        ' "value": "x@example.com"}], "add": [{"type": "email", "value": "eleven@example.com"}]}\n'
+    )
+    store = tmp_path / "store.duckdb"
+    init_store(store, ROOT / "sample_data" / "snapshot")
+    result = run_batch(store, ORG, [calls], tmp_path / "r")
+    assert (result.outcomes["applied"], result.failed) == (1, 2)
+    errors = {r["row_id"]: r for r in csv_rows(tmp_path / "r" / "errors.csv")}
+    assert {k: (e["action"], e["error_code"], e["error_field"]) for k, e in errors.items()} == {
+        "not-held": ("replace", "7009", "id_value"),
+        "nothing-held": ("replace", "7009", "id_value"),
+    }
+    assert "externalId 'EXT-9999'" in errors["not-held"]["error_message"]
+    assert "replaces" not in errors["not-held"]
+    (call,) = [json.loads(line) for line in (tmp_path / "r" / "calls.ndjson").read_text().splitlines()]
+    assert call["body"] == {
+        "remove": [{"type": "email", "value": "alice@example.com"}],
+        "add": [{"type": "email", "value": "alice.new@example.com"}],
+    }
+
+
+def test_a_run_of_replaces_read_back_from_its_calls_gives_the_same_store(tmp_path):
+    pre = tmp_path / "pre.duckdb"
+    init_store(pre, ROOT / "sample_data" / "snapshot")
+    first, second = tmp_path / "first.duckdb", tmp_path / "second.duckdb"
+    shutil.copyfile(pre, first)
+    shutil.copyfile(pre, second)
+    run = run_batch(first, ORG, [ROOT / "tests" / "cases" / "replace_requests.csv"], tmp_path / "r")
+    replayed = run_batch(second, ORG, [tmp_path / "r" / "calls.ndjson"], tmp_path / "r2")
+    assert replayed.failed == 0 and replayed.outcomes["unchanged"] == 0 and replayed.calls == run.calls == 7
+    success = csv_rows(tmp_path / "r2" / "success.csv")
+    assert [r["action"] for r in success].count("replace") == 6  # the plain add went as an add
+    assert exported(second, tmp_path / "e2") == exported(first, tmp_path / "e1")
+    again = run_batch(second, ORG, [tmp_path / "r" / "calls.ndjson"], tmp_path / "r3", allow_reapply=True)
+    assert again.failed == 6  # every replace's removed value is gone now: 7009; the add is unchanged
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.mark.parametrize(
@@ -137,7 +216,7 @@ def test_the_plan_run_as_a_batch_gives_the_run_s_store_on_random_batches(scenari
         plan = Path(folder) / "calls.ndjson"
         plan.write_text("".join(json.dumps(call) + "\n" for call in engine.calls))
         frame = read_requests([plan]).frame
-    as_rows = frame.select(REQUEST_COLUMNS).to_dicts()
+    as_rows = frame.select(FRAME_COLUMNS[3:]).to_dicts()  # a replace's removed value with its row
     replayed = run_engine(store, as_rows, config)
     assert all(r.outcome in ("applied", "merged") for r in replayed.results)
     assert {n: f.rows() for n, f in replayed.frames.items()} == {n: f.rows() for n, f in engine.frames.items()}

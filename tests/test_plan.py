@@ -17,11 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine_harness import run_engine
-from model import ModelStore, model_store_to_frames, run_model
+from model import ModelStore, model_store_to_frames, run_model, store_from_snapshot_dir
 from pipeline.config import load_config
 from pipeline.engine.groups import component_roots
+from pipeline.input.calls import call_rows
 from pipeline.run import run_batch
-from pipeline.store.snapshot import init_store
+from pipeline.store.snapshot import export_store, init_store
 from test_engine_properties import scenarios
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,19 +30,9 @@ ORG = ROOT / "tests" / "cases" / "org-plain.toml"  # the sample org without [mob
 
 
 def call_as_row(call: dict) -> dict[str, str | None]:
-    """A call of the plan as a request row addressed to its customer."""
-    ((action, items),) = call["body"].items()
-    (item,) = items
-    return {
-        "customer_id": str(call["customer_id"]),
-        "source": call["source"],
-        "account_id": call["account_id"] or "",
-        "action": action,
-        "id_type": item["type"],
-        "id_value": item["value"],
-        "series_id": str(item["seriesId"]) if "seriesId" in item else "",
-        "status_label": item.get("statusLabel", ""),
-    }
+    """A call of the plan as the one request row the platform reads it as (a replace's two items are one row)."""
+    (row,) = call_rows({k: call[k] for k in ("customer_id", "source", "account_id")} | call["body"])
+    return row
 
 
 def send_in_order(rng, calls: list[dict]) -> list[dict]:
@@ -145,6 +136,47 @@ def test_calls_have_the_platform_shape_and_skip_unchanged_and_failed_rows(tmp_pa
         assert ("survivor_id" in call["expect"]) == (call["expect"]["outcome"] == "merged")
     merged = [c for c in calls if c["expect"]["outcome"] == "merged"]
     assert merged and all(8051 in c["expect"]["warnings"] for c in merged)
+
+
+REPLACES = ROOT / "tests" / "cases" / "replace_requests.csv"
+"""Replace rows on the sample snapshot: W replaced, unchanged, a plain add, a merge, a chain, a freed value, a card."""
+
+
+def test_a_replace_is_one_call_removing_the_old_value_and_adding_the_new(tmp_path):
+    store = tmp_path / "store.duckdb"
+    init_store(store, ROOT / "sample_data" / "snapshot")
+    platform = store_from_snapshot_dir(ROOT / "sample_data" / "snapshot")
+    result = run_batch(store, ORG, [REPLACES], tmp_path / "r")
+    assert (result.outcomes["applied"], result.outcomes["merged"], result.outcomes["unchanged"]) == (6, 1, 1)
+    lines = (tmp_path / "r" / "calls.ndjson").read_text().splitlines()
+    calls = {c["row_id"]: c for c in map(json.loads, lines)}
+    assert sorted(calls) == sorted(["R-1-replaced", "R-3-plain-add", "R-4-merged", "R-5-chain", "R-6-chain",
+                                    "R-7-freed-value", "R-10-alone"])  # fmt: skip
+    email = "email"
+    assert list(calls["R-1-replaced"]["body"]) == ["remove", "add"]
+    assert calls["R-1-replaced"]["body"] == {
+        "remove": [{"type": email, "value": "alice@example.com"}],
+        "add": [{"type": email, "value": "alice.new@example.com"}],
+    }
+    assert calls["R-3-plain-add"]["body"] == {"add": [{"type": email, "value": "eleven@example.com"}]}
+    merged = calls["R-4-merged"]
+    assert merged["body"]["remove"] == [{"type": email, "value": "dana@example.com"}]
+    assert merged["expect"] == {"outcome": "merged", "warnings": [8051], "survivor_id": 1006}
+    assert calls["R-6-chain"]["body"]["remove"] == [{"type": "externalId", "value": "EXT-1016b"}]
+    assert calls["R-6-chain"]["after"] == [calls["R-5-chain"]["call_id"]]
+    assert calls["R-7-freed-value"]["after"] == [calls["R-1-replaced"]["call_id"]]
+    assert calls["R-10-alone"]["after"] == []
+    for call in map(json.loads, lines):  # the platform, one call at a time, answers as the run expects
+        (answer,) = run_model(platform, [call_as_row(call)], load_config(ORG))
+        assert (answer.outcome, list(answer.warnings), answer.survivor_id) == (
+            call["expect"]["outcome"],
+            call["expect"]["warnings"],
+            call["expect"].get("survivor_id"),
+        ), call
+    export = tmp_path / "export"
+    export_store(store, export, "csv")
+    ran = model_store_to_frames(store_from_snapshot_dir(export))
+    assert {n: f.rows() for n, f in model_store_to_frames(platform).items()} == {n: f.rows() for n, f in ran.items()}
 
 
 def union_find_roots(nodes: int, edges: list[tuple[int, int]]) -> list[int]:

@@ -182,6 +182,29 @@ def test_sigkill_at_named_moments_and_restart_gives_the_uninterrupted_result(gen
     assert again.returncode == 0, "a finished push sends nothing more (the emulator is gone)"
 
 
+def test_replaces_pushed_through_lost_answers_leave_the_platform_as_the_run_left_the_store(tmp_path):
+    """A replace is one call; one whose answer was lost is settled by reading the customer back (V held, W gone)."""
+    run = Run(
+        tmp_path / "replace",
+        ROOT / "sample_data" / "snapshot",
+        ORG,
+        [ROOT / "tests" / "cases" / "replace_requests.csv"],
+    )
+    assert sum(1 for c in run.calls if "remove" in c["body"] and "add" in c["body"]) == 6
+    platform, log = run.platform(), tmp_path / "log.ndjson"
+    with running_emulator(platform, ORG, "--faults", "drop-after-apply:0.5,timeout:0.2", "--stall", "1", "--seed", "3",
+                          "--log", str(log)) as url:  # fmt: skip
+        done = push(run.reports, ORG, url, "--rate", "60000", "--timeout", "0.5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert run.equal(platform)
+    changed_at_most_once(read_log(log), run.calls)
+    pushed = outcomes(run.reports)
+    assert set(pushed.values()) <= {"confirmed", "already_applied"} and "already_applied" in pushed.values()
+    report = pl.read_csv(run.reports / "push.csv", infer_schema=False)
+    assert sorted(report["action"].to_list()) == ["add"] + ["replace"] * 6
+    assert set(report.filter(pl.col("row_id") == "R-1-replaced")["id_value"]) == {"alice.new@example.com"}
+
+
 def _alter_platform(store: Path, calls: list[dict]) -> tuple[str, str]:
     """Another customer takes a value the plan adds; a card the plan delinks is delinked on the platform only."""
     add = next(c for c in calls if "add" in c["body"] and c["body"]["add"][0]["type"] not in ("cardnumber",)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import InputFileError, RequestFilesRefused
-from pipeline.input.columns import FRAME_COLUMNS, REQUEST_COLUMNS
+from pipeline.input.columns import FRAME_COLUMNS
 from pipeline.input.read import InputFile, InputLayout, RequestBatch, read_requests, rows_fingerprint
 
 CASES = Path(__file__).parent / "cases" / "files"
@@ -45,7 +45,7 @@ def test_csv_keeps_raw_text_and_frame_shape(tmp_path):
     batch = read_requests([path])
     assert batch.frame.columns == list(FRAME_COLUMNS)
     assert batch.frame.schema == pl.Schema(
-        {"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64, **dict.fromkeys(REQUEST_COLUMNS, pl.String)}
+        {"seq": pl.Int64, "file": pl.String, "row_number": pl.Int64, **dict.fromkeys(FRAME_COLUMNS[3:], pl.String)}
     )
     assert column(batch, "customer_id")[0] == "0001"
     assert column(batch, "id_value")[0] == " 0065 9123 "
@@ -350,3 +350,72 @@ def test_every_bad_file_is_reported_at_once(tmp_path):
 )
 def test_case_files_are_refused(name, expected):
     assert refusal(CASES / name) == expected
+
+
+def test_a_semicolon_cp1252_csv_reads_as_its_comma_utf8_twin(tmp_path):
+    rows = ['r1,1001,INSTORE,add,email,"café;1@example.com"', 'r2,1002,INSTORE,add,email,"a ""b"""']
+    utf8 = write(tmp_path / "utf8.csv", HEADER + "\n".join(rows) + "\n")
+    excel = HEADER.replace(",", ";") + "\r\n".join(r.replace(",", ";", 5) for r in rows) + "\r\n"
+    saved = write(tmp_path / "excel.csv", excel.encode("cp1252"))
+    layout = InputLayout(delimiter=";", encoding="cp1252")
+    assert read_requests([saved], layout).frame.drop("file").equals(read_requests([utf8]).frame.drop("file"))
+    assert read_requests([saved], layout).files[0].fingerprint == read_requests([utf8]).files[0].fingerprint
+    assert column(read_requests([saved], layout), "id_value") == ["café;1@example.com", 'a "b"']
+
+
+def test_a_tab_separated_file_reads_with_the_tab_delimiter(tmp_path):
+    path = write(tmp_path / "tabs.tsv", HEADER.replace(",", "\t") + "r1\t1001\tINSTORE\tadd\temail\ta,b@example.com\n")
+    assert column(read_requests([path], InputLayout(delimiter="\t")), "id_value") == ["a,b@example.com"]
+
+
+def test_quotes_and_widths_are_checked_against_the_given_delimiter(tmp_path):
+    layout = InputLayout(delimiter=";")
+    stray = write(tmp_path / "stray.csv", HEADER.replace(",", ";") + 'r1;1;S;add;email;a"b\n')
+    with pytest.raises(InputFileError) as caught:
+        read_requests([stray], layout)
+    assert (caught.value.code, caught.value.line) == (7102, 2)
+    wide = write(tmp_path / "wide.csv", HEADER.replace(",", ";") + "r1;1;S;add;email;a;b\n")
+    with pytest.raises(InputFileError) as caught:
+        read_requests([wide], layout)
+    assert (caught.value.code, caught.value.line) == (7102, 2) and "unquoted semicolon" in caught.value.reason
+
+
+def test_an_encoding_error_names_the_line_and_the_encoding(tmp_path):
+    path = write(tmp_path / "bad.csv", HEADER.encode() + b"r1,1,S,add,email,ok\nr2,1,S,add,email,\x81\n")
+    with pytest.raises(InputFileError) as caught:
+        read_requests([path], InputLayout(encoding="cp1252"))
+    assert (caught.value.code, caught.value.line) == (7101, 3) and "cp1252" in caught.value.reason
+    bom = write(tmp_path / "bom.csv", b"\xef\xbb\xbf" + HEADER.encode())
+    with pytest.raises(InputFileError) as caught:
+        read_requests([bom], InputLayout(encoding="cp1252"))
+    assert caught.value.code == 7101 and "UTF-8 byte order mark" in caught.value.reason
+    utf16 = write(tmp_path / "utf16.csv", (HEADER + "r1,1,S,add,email,a\n").encode("utf-16"))
+    assert column(read_requests([utf16], InputLayout(encoding="utf-16")), "row_id") == ["r1"]
+
+
+@pytest.mark.parametrize(
+    ("header", "delimiter", "hint"),
+    [
+        (HEADER.replace(",", ";"), ",", "--delimiter ';'"),
+        (HEADER.replace(",", "\t"), ",", "--delimiter tab"),
+        (HEADER, ";", "--delimiter ','"),
+    ],
+)
+def test_a_header_read_as_one_column_names_the_delimiter_option(tmp_path, header, delimiter, hint):
+    path = write(tmp_path / "one.csv", header + "x\n")
+    with pytest.raises(InputFileError) as caught:
+        read_requests([path], InputLayout(delimiter=delimiter))
+    assert (caught.value.code, caught.value.line) == (7104, 1)
+    assert "the header row is one column" in caught.value.reason and hint in caught.value.reason
+
+
+@pytest.mark.parametrize("delimiter", ["", ";;", "a", "1", '"', "\n", " ", "é"])
+def test_a_layout_refuses_a_delimiter_that_cannot_separate_fields(delimiter):
+    with pytest.raises(ValueError, match="cannot separate CSV fields"):
+        InputLayout(delimiter=delimiter)
+
+
+def test_a_layout_refuses_an_unknown_or_binary_encoding():
+    for encoding in ("klingon", "base64", "zlib"):
+        with pytest.raises(ValueError, match="encoding"):
+            InputLayout(encoding=encoding)

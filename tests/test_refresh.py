@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import ORG, REQUESTS, SAMPLE_SNAPSHOT, exported
+from conftest import ORG, REQUESTS, ROOT, SAMPLE_SNAPSHOT, exported
 from model import FRAME_KEYS, ModelStore, model_store_to_frames
 from pipeline.cli import main
 from pipeline.errors import ConfigError, SnapshotRefused, StoreError
@@ -457,6 +457,21 @@ def toml_text(config: dict[str, Any]) -> str:
 
 def _tables(value: object) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def test_replaces_the_platform_did_not_keep_are_written_again_as_replaces(tmp_path):
+    """A replace not on the platform is written again as a replace: an add would find the old value there (7006)."""
+    path = tmp_path / "store.duckdb"
+    init_store(path, SAMPLE_SNAPSHOT)
+    run_batch(path, ORG, [ROOT / "tests" / "cases" / "replace_requests.csv"], tmp_path / "run")
+    after_run = exported(path, tmp_path / "after-run")
+    refresh_store(path, SAMPLE_SNAPSHOT, "R1", config_path=ORG, reports_dir=tmp_path / "rep", allow_removals=True)
+    lost = pl.read_csv(tmp_path / "rep" / "not_on_platform.csv", infer_schema=False)
+    # the chain's first replace (EXT-1016 by EXT-1016b) is not written again: the second one stands for both
+    assert sorted(lost["action"].to_list()) == ["add"] + ["replace"] * 5
+    again = run_batch(path, ORG, [tmp_path / "rep" / "not_on_platform.csv"], tmp_path / "again")
+    assert again.failed == 0, pl.read_csv(tmp_path / "again" / "errors.csv").rows()
+    assert exported(path, tmp_path / "final") == after_run
 
 
 @pytest.mark.slow

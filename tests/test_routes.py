@@ -66,7 +66,7 @@ def moved_row(row: Row, block: int) -> tuple[Row, bool]:
             moved["customer_id"] = str(int(customer) + 10 * (block + 1))
         else:
             own = False
-    for name in ("lookup_value", "id_value"):
+    for name in ("lookup_value", "id_value", "replaces"):
         text = row.get(name) or ""
         if not text.strip():
             continue
@@ -147,6 +147,64 @@ def test_blocks_of_their_own_go_set_based_many_at_once():
     assert replayed.routes == {"set_based": 0, "replay": 23}
     assert [r.outcome for r in auto.results] == ["applied"] * 21 + ["unchanged"] * 2
     assert replayed.results == auto.results
+
+
+def test_replaces_of_their_own_go_set_based():
+    """Every branch of a replace, each row in a block of its own: all decided set-based, as the replay and the model
+    decide them (W taken away, a merge once W is gone, unchanged, a plain add, a call line's W not held, V failing)."""
+    holders = ModelStore(
+        {1: ("ACTIVE", None, "LOYALTY"), 2: ("ACTIVE", None, "LOYALTY")},
+        {
+            (1, "INSTORE", "", "email", "o@x.co"),
+            (1, "LINE", "", "line", "L1"),
+            (2, "WECHAT", "WX-MAIN", "email", "v@x.co"),
+        },
+        {},
+    )
+    clash = ModelStore(holders.customers, holders.identifiers | {(2, "LINE", "", "mobile", "61234569")}, {})
+
+    def replace(id_value: str, **more: str) -> Row:
+        return {
+            "action": "replace",
+            "customer_id": "1",
+            "source": "INSTORE",
+            "id_type": "email",
+            "id_value": id_value,
+            **more,
+        }
+
+    blocks = [
+        (holders, replace("n@x.co"), ("applied", None)),
+        (holders, replace("v@x.co"), ("merged", None)),
+        (holders, replace(" O@X.CO"), ("unchanged", None)),
+        (holders, replace("61234567", id_type="mobile"), ("applied", None)),
+        (holders, replace("n@x.co", replaces="z@x.co"), (None, 7009)),
+        (holders, replace("n@x.co", replaces="o@x.co"), ("applied", None)),
+        (holders, replace("v@x.co", source="WECHAT", account_id="WX-MAIN"), (None, 8008)),
+        (holders, replace("v@x.co", source="WECHAT", account_id="WX-CN2"), ("merged", None)),
+        (holders, replace("v@x.co", source="WECHAT", account_id="WX-MAIN", customer_id="2"), ("unchanged", None)),
+        (clash, replace("v@x.co"), (None, 8066)),
+    ]
+    store, rows = ModelStore({}, set(), {}), []
+    for block, (small, row, _) in enumerate(blocks):
+        part = moved_store(small, block)
+        store.customers |= part.customers
+        store.identifiers |= part.identifiers
+        rows.append(moved_row(row, block)[0])
+    config = parse_config(BASE_CONFIG)
+    auto = run_engine(store, rows, config)
+    replayed = run_engine(store, rows, config, route="replay")
+    assert auto.routes == {"set_based": len(blocks), "replay": 0}
+    assert [(r.outcome, r.error_code) for r in auto.results] == [want for _, _, want in blocks]
+    assert [r.replaced_value for r in auto.results][:2] == ["o0@x.co", "o1@x.co"]
+    assert replayed.results == auto.results and replayed.calls == auto.calls
+    assert frame_rows(replayed.outcomes) == frame_rows(auto.outcomes)
+    assert {n: f.rows() for n, f in replayed.frames.items()} == {n: f.rows() for n, f in auto.frames.items()}
+    model_store = store.copy()
+    assert run_model(model_store, rows, config) == auto.results
+    assert {n: f.rows() for n, f in auto.frames.items()} == {
+        n: f.rows() for n, f in model_store_to_frames(model_store).items()
+    }
 
 
 def exported(store: Path, folder: Path) -> dict[str, bytes]:

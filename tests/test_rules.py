@@ -30,16 +30,26 @@ def expected(checks: tuple[rules.Check, ...]) -> list[Token]:
 
 def case_branches(sql: str, start: str) -> list[tuple[str, Token]]:
     """(condition, result) of each WHEN of the CASE that begins at `start` and ends at `END AS error_code`."""
-    text = sql[sql.index(start) : sql.index("END AS error_code")]
+    text = " ".join(sql[sql.index(start) : sql.index("END AS error_code")].split())  # a WHEN may span lines
     found = re.findall(r"WHEN (.+?) THEN (?:CASE WHEN .+? THEN )?(NULL|\d+)", text)
     return [(cond, "unchanged" if result == "NULL" else int(result)) for cond, result in found]
 
 
+IDENT_CASE = "CASE WHEN b.action IN ('add', 'replace') THEN "
+
+
+def identifier_branches(sql: str) -> list[tuple[str, Token]]:
+    """The identifier CASE's branches after its outer WHEN: add and replace share one inner CASE, remove has its own."""
+    return case_branches(sql[sql.index(IDENT_CASE) + len(IDENT_CASE) :], "CASE")
+
+
 def test_the_sql_case_follows_the_rule_order():
-    ident = case_branches(decide._IDENT_DECISIONS, "CASE WHEN b.action = 'add' THEN CASE")
+    ident = identifier_branches(decide._IDENT_DECISIONS)
     split = next(i for i, (cond, _) in enumerate(ident) if cond.startswith("NOT t.has_exact"))
-    assert [r for _, r in ident[:split]] == expected(rules.ADD_IDENTIFIER)
-    assert [r for _, r in ident[split:]] == expected(rules.REMOVE_IDENTIFIER)
+    add_or_replace, remove = ident[:split], ident[split:]
+    assert [r for cond, r in add_or_replace if "b.action = 'replace'" not in cond] == expected(rules.ADD_IDENTIFIER)
+    assert [r for cond, r in add_or_replace if "b.action = 'add'" not in cond] == expected(rules.REPLACE_IDENTIFIER)
+    assert [r for _, r in remove] == expected(rules.REMOVE_IDENTIFIER)
     card = case_branches(decide._CARD_DECISIONS, "WHEN cs.card_number IS NULL")
     assert [r for cond, r in card if "b.action = 'remove'" not in cond] == expected(rules.CARD_LINK)
     upto_delink = card[: next(i for i, (cond, _) in enumerate(card) if "b.action = 'remove'" in cond) + 1]
@@ -90,6 +100,7 @@ def only_adds(test: str) -> bool:
 
 def test_the_replay_follows_the_rule_order():
     assert branch_tokens(replay.Replayer._add) == expected(rules.ADD_IDENTIFIER)
+    assert branch_tokens(replay.Replayer._replace) == expected(rules.REPLACE_IDENTIFIER)
     assert branch_tokens(replay.Replayer._remove) == expected(rules.REMOVE_IDENTIFIER)
     assert branch_tokens(replay.Replayer._card_add) == expected(rules.CARD_LINK)
     assert branch_tokens(replay.Replayer._card_remove, skip=only_adds) == expected(rules.CARD_DELINK)
@@ -97,6 +108,7 @@ def test_the_replay_follows_the_rule_order():
 
 def test_the_model_follows_the_rule_order():
     assert branch_tokens(model.add_identifier) == expected(rules.ADD_IDENTIFIER)
+    assert branch_tokens(model.replace_identifier) == expected(rules.REPLACE_IDENTIFIER)
     assert branch_tokens(model.remove_identifier) == expected(rules.REMOVE_IDENTIFIER)
     assert branch_tokens(model.add_card) == expected(rules.CARD_LINK)
     assert branch_tokens(model.remove_card) == expected(rules.CARD_DELINK)
@@ -104,8 +116,9 @@ def test_the_model_follows_the_rule_order():
 
 def test_the_reader_sees_a_reordering():
     swapped = decide._IDENT_DECISIONS.replace("THEN 8008", "THEN 9999").replace("THEN 8074", "THEN 8008")
-    ident = case_branches(swapped, "CASE WHEN b.action = 'add' THEN CASE")
-    assert [r for _, r in ident][:8] != expected(rules.ADD_IDENTIFIER)
+    ident = identifier_branches(swapped)
+    assert [r for cond, r in ident if "b.action = 'replace'" not in cond][:8] != expected(rules.ADD_IDENTIFIER)
+    assert [r for cond, r in ident if "b.action = 'add'" not in cond][:8] != expected(rules.REPLACE_IDENTIFIER)
 
 
 def test_every_apply_error_has_its_place_and_each_unchanged_is_a_warning():

@@ -180,5 +180,6 @@ def _with_after(calls: pl.DataFrame) -> pl.DataFrame:
         "id_value",
         "series_id",
         "status_label",
+        pl.lit(None, dtype=pl.String).alias("replaced_value"),  # each call is one item: a remove or an add
         after.alias("after_seq"),
     )

@@ -33,7 +33,7 @@ from pipeline.engine.check import CheckResult, build_rules, check_requests
 from pipeline.engine.replay import Replayer, ReplayRow, WorkingSet
 from pipeline.errors import NotACallBody
 from pipeline.input.calls import call_rows
-from pipeline.input.columns import FRAME_COLUMNS, REQUEST_COLUMNS
+from pipeline.input.columns import FRAME_COLUMNS, REPLACES_COLUMN
 from pipeline.store.connect import open_store
 from pipeline.store.duck import query_frame, transaction
 from pipeline.store.schema import COLUMNS, TABLES, stored_columns
@@ -165,7 +165,7 @@ class EmulatedPlatform:
             replay_row = ReplayRow(
                 self._seq, cid, cid if cid in ws.customers else None, None, None, row["source"],
                 row["account_id"], row["action"], row["id_type"], row["id_value"], row["series_id"],
-                row["status_label"],
+                row["status_label"], row[REPLACES_COLUMN],
             )  # fmt: skip
             outcome = self.replayer.apply_row(replay_row)
             if outcome.error_code is not None:
@@ -271,14 +271,14 @@ class EmulatedPlatform:
 
 
 def _raw_frame(rows: list[dict[str, str | None]]) -> pl.DataFrame:
-    """A call's rows in input/read.py's frame shape, for the check stage."""
+    """A call's rows in input/read.py's frame shape, for the check stage (a replace's removed value included)."""
     return pl.DataFrame(
-        [(i, "call", i + 1, *(r.get(c) for c in REQUEST_COLUMNS)) for i, r in enumerate(rows)],
+        [(i, "call", i + 1, *(r.get(c) for c in FRAME_COLUMNS[3:])) for i, r in enumerate(rows)],
         schema={
             "seq": pl.Int64,
             "file": pl.String,
             "row_number": pl.Int64,
-            **dict.fromkeys(REQUEST_COLUMNS, pl.String),
+            **dict.fromkeys(FRAME_COLUMNS[3:], pl.String),
         },
         orient="row",
-    ).select(FRAME_COLUMNS)
+    )

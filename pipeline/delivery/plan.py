@@ -65,7 +65,16 @@ def plan_changes(checked: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
     checked row, the outcome and `after_seq`, the rows each waits for (call_lines encodes them)."""
     changes = (
         outcomes.filter(pl.col("outcome").is_in(CALL_CHANGES))
-        .select("seq", "outcome", "resolved_customer_id", "survivor_id", "warnings", "plan_group", "plan_fresh")
+        .select(
+            "seq",
+            "outcome",
+            "resolved_customer_id",
+            "survivor_id",
+            "warnings",
+            "replaced_value",
+            "plan_group",
+            "plan_fresh",
+        )
         .join(
             checked.select(
                 "seq",
@@ -95,12 +104,18 @@ def plan_changes(checked: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
 def _call_lines(changes: pl.DataFrame, run_id: str, multi: list[str], delink_label: str) -> pl.Series:
     """Each change as its JSON line, in the frame's order.
 
-    A line's shape (its body's key, the item's fields, whether `expect` names a survivor) varies with the row,
-    and a polars struct has fixed fields; so the rows are split by shape (at most 2 x 3 x 2 of them) and each
-    part is encoded by one `json_encode` of the whole nested struct: every row is encoded once.
+    A line's shape (its body's keys, the item's fields, whether `expect` names a survivor) varies with the row,
+    and a polars struct has fixed fields; so the rows are split by shape (at most 3 x 3 x 2 of them) and each
+    part is encoded by one `json_encode` of the whole nested struct: every row is encoded once. A replace that
+    took a value W away is one call, {"remove": [W], "add": [V]}; one that found no value of its type in the
+    scope was an add, and is sent as one.
     """
     is_card = pl.col("id_type") == CARD
     shaped = changes.with_row_index("_order").with_columns(
+        pl.when((pl.col("action") == "replace") & pl.col("replaced_value").is_null())
+        .then(pl.lit("add"))
+        .otherwise(pl.col("action"))
+        .alias("action"),
         pl.when(is_card & (pl.col("action") == "add"))
         .then(pl.lit("card_add"))
         .when(is_card)
@@ -133,6 +148,17 @@ def _call_lines(changes: pl.DataFrame, run_id: str, multi: list[str], delink_lab
         "action", "_item", "_merged", "_chunk", as_dict=True
     ).items():
         expect = [pl.col("outcome"), warnings.alias("warnings")] + ([pl.col("survivor_id")] if merged else [])
+        added = pl.concat_list(pl.struct(*items[str(item)]))
+        body = (
+            pl.struct(
+                pl.concat_list(
+                    pl.struct(pl.col("id_type").alias("type"), pl.col("replaced_value").alias("value"))
+                ).alias("remove"),
+                added.alias("add"),
+            )
+            if action == "replace"
+            else pl.struct(added.alias(str(action)))
+        )
         line = pl.struct(
             (pl.lit(prefix) + pl.col("seq").cast(pl.String)).alias("call_id"),
             "file",
@@ -141,7 +167,7 @@ def _call_lines(changes: pl.DataFrame, run_id: str, multi: list[str], delink_lab
             pl.col("resolved_customer_id").alias("customer_id"),
             "source",
             pl.when(pl.col("source").is_in(multi)).then(pl.col("account_id")).alias("account_id"),
-            pl.struct(pl.concat_list(pl.struct(*items[str(item)])).alias(str(action))).alias("body"),
+            body.alias("body"),
             pl.col("after_seq").list.eval(pl.lit(prefix) + pl.element().cast(pl.String)).alias("after"),
             pl.struct(*expect).alias("expect"),
         ).struct.json_encode()

@@ -97,9 +97,15 @@ def in_place(call: Call, status: int | None, body: Any) -> bool | None:
         held = {c.get("cardNumber"): c.get("statusLabel") for c in body.get("cards", [])}
         return held.get(item["value"]) == item.get("statusLabel") if action == "add" else item["value"] not in held
     scope = (call.source, call.account_id)
-    holds = any(
-        (p.get("source"), p.get("accountId")) == scope
-        and {"type": item["type"], "value": item["value"]} in p.get("identifiers", [])
-        for p in body.get("profiles", [])
-    )
-    return holds if action == "add" else not holds
+
+    def holds(held: dict[str, Any]) -> bool:
+        return any(
+            (p.get("source"), p.get("accountId")) == scope
+            and {"type": held["type"], "value": held["value"]} in p.get("identifiers", [])
+            for p in body.get("profiles", [])
+        )
+
+    if action == "replace":  # the change in place: V held, W gone
+        replaced = call.replaced
+        return holds(item) and replaced is not None and not holds(replaced)
+    return holds(item) if action == "add" else not holds(item)

@@ -29,6 +29,7 @@ from pipeline.engine.replay import Replayed, pull_working_set, stage_replayed
 from pipeline.engine.resolve import Route, resolve_targets
 from pipeline.engine.workspace import Workspace
 from pipeline.errors import InternalError
+from pipeline.input.columns import REPLACES_COLUMN
 from pipeline.results import StageClock, StoreCounts
 from pipeline.store.duck import evict_cached_blocks
 from pipeline.store.schema import store_counts
@@ -147,11 +148,16 @@ def _gc_paused() -> Iterator[None]:
 def _with_messages(outcomes: pl.DataFrame, checked: pl.DataFrame) -> pl.DataFrame:
     """Add error_message to resolve/apply errors from the catalog templates and the row's values."""
     failed = outcomes.filter(pl.col("error_code").is_not_null()).join(
-        checked.select("seq", "customer_id", "lookup_value", "id_type", "id_value"), on="seq", how="left"
+        checked.select("seq", "customer_id", "lookup_value", "id_type", "id_value", REPLACES_COLUMN),
+        on="seq",
+        how="left",
     )
     values = {
         "field": pl.col("error_field"),
-        "value": pl.when(pl.col("error_code") != 8015)
+        # a call line's replace is refused (7009) over the value it removes, not the one it adds
+        "value": pl.when((pl.col("error_code") == 7009) & pl.col(REPLACES_COLUMN).is_not_null())
+        .then(pl.col(REPLACES_COLUMN))
+        .when(pl.col("error_code") != 8015)
         .then(pl.col("id_value"))
         .when(pl.col("error_field") == "customer_id")
         .then(pl.col("customer_id").cast(pl.String))

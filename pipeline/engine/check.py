@@ -32,10 +32,11 @@ from pandera.errors import SchemaErrors
 from pipeline.catalog import CATALOG
 from pipeline.config import CARD, ID_TYPES, LINKABLE_STATUSES, OrgConfig
 from pipeline.errors import InternalError
-from pipeline.input.columns import FRAME_COLUMNS
+from pipeline.input.columns import FRAME_COLUMNS, REPLACES_COLUMN
 from pipeline.values.mobile import with_countries
-from pipeline.values.normalize import format_error_expr, normalize_expr, trim_expr
+from pipeline.values.normalize import WHITESPACE, format_error_expr, normalize_expr, trim_expr
 from pipeline.values.patterns import full_match_expr
+from pipeline.values.spreadsheet import damage_expr, damage_message_expr, written_expr
 
 FIELDS = (
     "action",
@@ -43,6 +44,7 @@ FIELDS = (
     "account_id",
     "customer_id",
     "lookup_type",
+    "lookup_value",
     "id_type",
     "id_value",
     "series_id",
@@ -58,6 +60,10 @@ ERRORS_SCHEMA = pl.Schema(
 
 MAX_CUSTOMER_ID = 2**63 - 1
 _DIGITS = r"^[0-9]+$"
+MOBILE = "mobile"
+_DAMAGEABLE = ("customer_id", "lookup_value", "id_value")
+"""The fields a spreadsheet's number damage is looked for in (values/spreadsheet.py): prepare_fields gives each
+a boolean `<name>_damaged`, computed once because several rules read it."""
 _SEP = "\x1f"
 
 
@@ -111,10 +117,17 @@ def prepare_fields(frame: pl.DataFrame, config: OrgConfig | None = None) -> pl.D
     8056 rule is whether the id_value had a valid reading.
 
     The trimmed id and lookup values are kept beside the normalised ones: emptiness is judged on
-    what the caller wrote, formats on the normalised value. `id_value_format` is the code of
+    what the caller wrote, formats on the normalised value. The removed value a call line's replace carries
+    (REPLACES_COLUMN; null on every other row, and on a frame without the column) is trimmed and normalised
+    by the row's id_type, as a remove's value is. `id_value_format` is the code of
     normalize.format_error_expr for the normalised value (null when it fits), computed once here
-    because four rules (8055, 8056, 8064, 7001) read it and it is the costliest expression.
+    because four rules (8055, 8056, 8064, 7001) read it and it is the costliest expression. `customer_id_damaged`,
+    `lookup_value_damaged` and `id_value_damaged` say whether the trimmed value looks like a number a spreadsheet
+    changed (values/spreadsheet.py), for the same reason.
     """
+    # only call lines carry a replace's removed value: a batch without one pays nothing for the column
+    replaces = REPLACES_COLUMN in frame.columns and frame.get_column(REPLACES_COLUMN).null_count() < frame.height
+    given = pl.col(REPLACES_COLUMN) if replaces else pl.lit(None, dtype=pl.String)
     trimmed = frame.select(
         pl.col("seq").cast(pl.Int64),
         pl.col("file").cast(pl.String),
@@ -135,12 +148,16 @@ def prepare_fields(frame: pl.DataFrame, config: OrgConfig | None = None) -> pl.D
                 "status_label",
             )
         ),
+        pl.when(given.is_not_null()).then(given.fill_null("").str.strip_chars(WHITESPACE)).alias(REPLACES_COLUMN),
     )
     normalised = trimmed.with_columns(
         normalize_expr(pl.col("lookup_type"), pl.col("lookup_value")).alias("lookup_value"),
         normalize_expr(pl.col("id_type"), pl.col("id_value")).alias("id_value"),
+        normalize_expr(pl.col("id_type"), pl.col(REPLACES_COLUMN)).alias(REPLACES_COLUMN),
         pl.col("lookup_value").alias("lookup_value_trimmed"),
         pl.col("id_value").alias("id_value_trimmed"),
+        pl.col(REPLACES_COLUMN).alias("replaces_trimmed"),
+        *(damage_expr(pl.col(name)).is_not_null().alias(f"{name}_damaged") for name in _DAMAGEABLE),
     )
     countries = config.mobile if config is not None else None
     if countries is None:
@@ -150,13 +167,17 @@ def prepare_fields(frame: pl.DataFrame, config: OrgConfig | None = None) -> pl.D
     normalised = with_countries(
         normalised,
         countries,
-        [("id_type", "id_value_trimmed", "id_value"), ("lookup_type", "lookup_value_trimmed", "lookup_value")],
+        [
+            ("id_type", "id_value_trimmed", "id_value"),
+            ("lookup_type", "lookup_value_trimmed", "lookup_value"),
+            *([("id_type", "replaces_trimmed", REPLACES_COLUMN)] if replaces else []),
+        ],
     )
     return normalised.with_columns(
         format_error_expr(pl.col("id_type"), pl.col("id_value"), pl.col("id_value_mobile_valid")).alias(
             "id_value_format"
         )
-    ).drop("id_value_mobile_valid", "lookup_value_mobile_valid")
+    ).drop("id_value_mobile_valid", "lookup_value_mobile_valid", f"{REPLACES_COLUMN}_mobile_valid", strict=False)
 
 
 def build_schema(config: OrgConfig) -> pa.DataFrameSchema:
@@ -272,6 +293,11 @@ def _typed(passed: pl.DataFrame) -> pl.DataFrame:
         "id_value",
         pl.when(pl.col("series_id") != "").then(pl.col("series_id").cast(pl.Int64, strict=False)).alias("series_id"),
         _null_if_empty("status_label"),
+        pl.col(REPLACES_COLUMN)
+        if passed.get_column(REPLACES_COLUMN).null_count() == passed.height
+        else pl.when(pl.col("action").str.to_lowercase() == "replace")
+        .then(pl.col(REPLACES_COLUMN))
+        .alias(REPLACES_COLUMN),
     )
 
 
@@ -288,7 +314,7 @@ def build_rules(config: OrgConfig) -> list[Rule]:
     series, label = c("series_id"), c("status_label")
 
     verb = action.str.to_lowercase()
-    is_add, is_remove = verb == "add", verb == "remove"
+    is_add, is_remove, is_replace = verb == "add", verb == "remove", verb == "replace"
     card_add, card_remove = is_add & (id_type == CARD), is_remove & (id_type == CARD)
     sources = config.sources
     multi = [name for name, s in sources.items() if s.kind == "multi"]
@@ -310,7 +336,13 @@ def build_rules(config: OrgConfig) -> list[Rule]:
     series_known = series_number.is_in(list(config.card_series)).fill_null(False)
     label_status = label.replace_strict(config.card_labels, default=None, return_dtype=pl.String)
     label_known = label.is_in(list(config.card_labels))
-    add_value_given = is_add & (id_value_given != "")
+    add_value_given = (is_add | is_replace) & (id_value_given != "")  # a replace's value enters the store too
+    # a long number a spreadsheet changed (values/spreadsheet.py), in a customer_id, a mobile or a card number: its
+    # field's usual code with a message saying so, instead of the field's other rules
+    numbered = [MOBILE, CARD]
+    customer_damaged = c("customer_id_damaged")
+    id_damaged = id_type.is_in(numbered) & c("id_value_damaged")
+    mobile_enters_damaged = id_damaged & add_value_given & (id_type == MOBILE)
 
     def message(code: int, **values: pl.Expr | str) -> pl.Expr:
         return CATALOG[code].message_expr(**values)
@@ -319,8 +351,14 @@ def build_rules(config: OrgConfig) -> list[Rule]:
         return message(7001, field=field, reason=reason)
 
     return [
-        Rule("action.required", 7001, "action", action != "", invalid("action", "missing (add or remove)")),
-        Rule("action.known", 7002, "action", (action == "") | is_add | is_remove, message(7002, value=action)),
+        Rule("action.required", 7001, "action", action != "", invalid("action", "missing (add, remove or replace)")),
+        Rule(
+            "action.known",
+            7002,
+            "action",
+            (action == "") | is_add | is_remove | is_replace,
+            message(7002, value=action, reason="is not add, remove or replace"),
+        ),
         Rule("source.required", 7001, "source", source != "", invalid("source", "missing")),
         Rule("source.known", 8003, "source", (source == "") | source_known, message(8003, value=source)),
         Rule(
@@ -352,10 +390,19 @@ def build_rules(config: OrgConfig) -> list[Rule]:
             message(7003, reason=_reference_problem(has_id, has_type, has_value)),
         ),
         Rule(
+            "customer_id.spreadsheet",
+            7001,
+            "customer_id",
+            ~customer_damaged,
+            invalid("customer_id", damage_message_expr(customer)),
+        ),
+        Rule(
             "customer_id.form",
             7001,
             "customer_id",
-            ~has_id | (customer.str.contains(_DIGITS) & (customer.cast(pl.Int64, strict=False) >= 1).fill_null(False)),
+            ~has_id
+            | customer_damaged
+            | (customer.str.contains(_DIGITS) & (customer.cast(pl.Int64, strict=False) >= 1).fill_null(False)),
             invalid(
                 "customer_id",
                 pl.format("'{}' is not a customer id (digits only, 1 to {})", customer, pl.lit(str(MAX_CUSTOMER_ID))),
@@ -376,13 +423,41 @@ def build_rules(config: OrgConfig) -> list[Rule]:
             (id_type == "") | accepted(id_type),
             message(7004, field="id_type", value=id_type, source=source),
         ),
+        Rule(
+            "action.replace_card",
+            7002,
+            "action",
+            ~(is_replace & (id_type == CARD)),
+            message(7002, value=action, reason="is not for cards (a card is added or removed)"),
+        ),
+        Rule(
+            "lookup_value.spreadsheet",
+            7001,
+            "lookup_value",
+            ~(has_type & lookup_type.is_in(numbered) & c("lookup_value_damaged")),
+            invalid("lookup_value", damage_message_expr(lookup_value)),
+        ),
         Rule("id_value.required", 7001, "id_value", id_value_given != "", invalid("id_value", "missing")),
-        *_format_rules(id_value, add_value_given, message, invalid, _mobile_rule(config)),
+        Rule(
+            "id_value.spreadsheet_mobile",
+            8056,
+            "id_value",
+            ~mobile_enters_damaged,
+            message(8056, value=written_expr(id_value_given), rule=damage_message_expr(id_value_given, pl.lit("it"))),
+        ),
+        Rule(
+            "id_value.spreadsheet",
+            7001,
+            "id_value",
+            ~(id_damaged & ~mobile_enters_damaged),
+            invalid("id_value", damage_message_expr(id_value_given)),
+        ),
+        *_format_rules(id_value, add_value_given & ~id_damaged, message, invalid, _mobile_rule(config)),
         Rule(
             "id_value.card_number",
             7001,
             "id_value",
-            ~(card_add & series_known) | _fits_series(config, series_number, id_value),
+            ~(card_add & series_known) | id_damaged | _fits_series(config, series_number, id_value),
             invalid("id_value", pl.format("card number '{}' does not fit series {}", id_value, series)),
         ),
         Rule(

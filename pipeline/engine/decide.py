@@ -34,8 +34,10 @@ OUTCOME_SCHEMA = pl.Schema(
         "limit": pl.Int64(),
         "card_series": pl.Int64(),
         "card_status": pl.String(),
+        "replaced_value": pl.String(),
     }
 )
+"""`replaced_value` is the value W a succeeded replace took away (null on every other row): the call plan sends it."""
 
 _INDEPENDENT = """
 CREATE OR REPLACE TEMP VIEW ind AS
@@ -50,8 +52,8 @@ WITH base AS (
     SELECT b.seq,
         coalesce(bool_or(i.source = b.source AND i.account_id = b.account_id AND i.id_type = b.id_type
                          AND i.id_value = b.id_value), false) AS has_exact,
-        coalesce(bool_or(i.source = b.source AND i.account_id = b.account_id AND i.id_type = b.id_type
-                         AND i.id_value <> b.id_value), false) AS slot_taken,
+        max(i.id_value) FILTER (WHERE i.source = b.source AND i.account_id = b.account_id AND i.id_type = b.id_type
+                                AND i.id_value <> b.id_value) AS slot_value,
         count(i.customer_id) AS n_idents
     FROM base b LEFT JOIN rel_idents i ON i.customer_id = b.target GROUP BY b.seq
 ), hold AS (
@@ -67,7 +69,7 @@ WITH base AS (
     FROM base b
     JOIN val_idents v ON v.id_type = b.id_type AND v.id_value = b.id_value AND v.customer_id <> b.target
     JOIN rel_info ci ON ci.customer_id = v.customer_id
-    WHERE b.action = 'add'
+    WHERE b.action IN ('add', 'replace')
     GROUP BY b.seq
 ), merge_candidate AS (
     SELECT h.seq, b.target, h.loyal_id AS survivor, b.source, b.account_id
@@ -82,10 +84,13 @@ WITH base AS (
     SELECT DISTINCT seq FROM victim_scopes JOIN survivor_scopes USING (seq, source, account_id)
 ), decided AS (
     SELECT b.seq, b.action, b.target, b.followed, b.source, b.account_id, b.id_type, b.id_value,
-        t.has_exact, coalesce(h.campaign, 0) AS campaign, coalesce(h.loyal, 0) AS loyal, h.loyal_id,
-        CASE WHEN b.action = 'add' THEN CASE
+        t.has_exact, t.slot_value, coalesce(h.campaign, 0) AS campaign, coalesce(h.loyal, 0) AS loyal, h.loyal_id,
+        CASE WHEN b.action IN ('add', 'replace') THEN CASE
+                WHEN b.action = 'replace' AND b.replaces IS NOT NULL
+                    AND NOT coalesce(b.replaces = t.slot_value OR (b.replaces = b.id_value AND t.has_exact), false)
+                    THEN 7009
                 WHEN t.has_exact THEN NULL
-                WHEN t.slot_taken THEN 7006
+                WHEN b.action = 'add' AND t.slot_value IS NOT NULL THEN 7006
                 WHEN coalesce(h.loyal_in_scope, 0) > 0 THEN 8008
                 WHEN coalesce(h.campaign, 0) > 0 AND NOT $reuse THEN 8068
                 WHEN coalesce(h.loyal, 0) >= 2 THEN 8074
@@ -105,7 +110,8 @@ SELECT *,
          WHEN action = 'remove' THEN 'applied'
          WHEN has_exact THEN 'unchanged'
          WHEN loyal = 1 THEN 'merged'
-         ELSE 'applied' END AS outcome
+         ELSE 'applied' END AS outcome,
+    CASE WHEN action = 'replace' AND error_code IS NULL AND NOT has_exact THEN slot_value END AS replaced_value
 FROM decided;
 """
 
@@ -118,11 +124,11 @@ SELECT seq, outcome, error_code::INTEGER AS error_code,
     list_sort(list_filter([
         CASE WHEN followed THEN $w_followed_merge END,
         CASE WHEN outcome = 'unchanged' THEN p.code END,
-        CASE WHEN outcome IN ('applied', 'merged') AND action = 'add' AND campaign > 0 THEN $w_campaign_dropped END,
+        CASE WHEN outcome IN ('applied', 'merged') AND action <> 'remove' AND campaign > 0 THEN $w_campaign_dropped END,
         CASE WHEN outcome = 'merged' THEN $w_merged END], lambda x: x IS NOT NULL))::INTEGER[] AS warnings,
     CASE WHEN error_code IS NOT NULL THEN holder_id END AS holder_id,
     CASE WHEN error_code = 7008 THEN $max_merges END::BIGINT AS "limit",
-    NULL::BIGINT AS card_series, NULL::VARCHAR AS card_status
+    NULL::BIGINT AS card_series, NULL::VARCHAR AS card_status, replaced_value
 FROM ind_ident LEFT JOIN cfg_present p USING (id_type)
 """
 
@@ -172,7 +178,7 @@ SELECT seq, outcome, error_code::INTEGER AS error_code,
     CASE WHEN error_code = 3027 THEN holder END AS holder_id,
     CASE WHEN error_code = 3036 THEN max_active WHEN error_code = 3039 THEN $org_max END::BIGINT AS "limit",
     CASE WHEN error_code = 3000 THEN card_series WHEN error_code = 3036 THEN series_id END::BIGINT AS card_series,
-    CASE WHEN error_code = 8087 THEN card_status END AS card_status
+    CASE WHEN error_code = 8087 THEN card_status END AS card_status, NULL::VARCHAR AS replaced_value
 FROM ind_card
 """
 
@@ -181,7 +187,7 @@ SELECT seq, NULL::VARCHAR AS outcome, 8015 AS error_code,
     CASE WHEN customer_id IS NOT NULL THEN 'customer_id' ELSE 'lookup_value' END AS error_field,
     NULL::BIGINT AS resolved_customer_id, NULL::BIGINT AS survivor_id, NULL::BIGINT AS victim_id,
     []::INTEGER[] AS warnings, NULL::BIGINT AS holder_id, NULL::BIGINT AS "limit",
-    NULL::BIGINT AS card_series, NULL::VARCHAR AS card_status
+    NULL::BIGINT AS card_series, NULL::VARCHAR AS card_status, NULL::VARCHAR AS replaced_value
 FROM ind WHERE target IS NULL
 """
 
@@ -190,17 +196,20 @@ CREATE OR REPLACE TEMP TABLE chg_delete AS
     SELECT target AS customer_id, source, account_id, id_type, id_value, seq, 'remove' AS action FROM ind_ident
         WHERE outcome = 'applied' AND action = 'remove'
     UNION ALL
+    SELECT target, source, account_id, id_type, replaced_value, seq, 'replace' FROM ind_ident
+        WHERE replaced_value IS NOT NULL
+    UNION ALL
     SELECT v.customer_id, v.source, v.account_id, v.id_type, v.id_value, d.seq, 'drop'
     FROM ind_ident d JOIN val_idents v ON v.id_type = d.id_type AND v.id_value = d.id_value
     JOIN rel_info ci ON ci.customer_id = v.customer_id
-    WHERE d.outcome IN ('applied', 'merged') AND d.action = 'add' AND d.campaign > 0
+    WHERE d.outcome IN ('applied', 'merged') AND d.action <> 'remove' AND d.campaign > 0
         AND ci.customer_type = 'CAMPAIGN' AND v.customer_id <> d.target;
 CREATE OR REPLACE TEMP TABLE chg_merge AS
     SELECT target AS victim_id, loyal_id AS survivor_id, seq FROM ind_ident WHERE outcome = 'merged';
 CREATE OR REPLACE TEMP TABLE chg_insert AS
     SELECT CASE WHEN outcome = 'merged' THEN loyal_id ELSE target END AS customer_id,
         source, account_id, id_type, id_value, seq
-    FROM ind_ident WHERE action = 'add' AND outcome IN ('applied', 'merged');
+    FROM ind_ident WHERE action <> 'remove' AND outcome IN ('applied', 'merged');
 CREATE OR REPLACE TEMP TABLE chg_cards AS
     SELECT id_value AS card_number,
         CASE WHEN action = 'add' THEN target END AS customer_id,
@@ -213,8 +222,9 @@ CREATE OR REPLACE TEMP TABLE chg_events (
     id_type VARCHAR, id_value VARCHAR, old_label VARCHAR, new_label VARCHAR);
 """
 """The set-based rows' changes carry the seq of the row that made them (provenance.py reads it, with
-chg_delete's action: a remove or a campaign holder's drop); the replay's net changes have none, its
-rows' provenance comes as events (chg_events)."""
+chg_delete's action: a remove, the value a replace took away, or a campaign holder's drop); the replay's net
+changes have none, its rows' provenance comes as events (chg_events). A replace that merges deletes its W from
+the victim here, so apply does not move it to the survivor (chg_moves leaves out what chg_delete deletes)."""
 
 
 def _params(config: OrgConfig) -> dict:

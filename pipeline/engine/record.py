@@ -9,10 +9,11 @@ every card and customer it changes; lineage/revert.py plays it backwards.
 
 Provenance holds every change with the request row that made it, so that `explain` answers "why is this
 customer like this?" for every run ever applied, without the run's reports. One row is one change: an
-identifier added, removed, dropped from a campaign holder or moved by a merge, a customer merged, a card
-linked, relabelled, delinked or moved by a merge (lineage/provenance.py names the actions and writes a
-revert's rows). Identifiers, cards and merges present since `store init` have no row: "no row" means "from
-the snapshot", whose folder and time are in store_meta, so the snapshot's identifiers are never copied.
+identifier added, removed, replaced (the value a replace took away, with the value that took its place),
+dropped from a campaign holder or moved by a merge, a customer merged, a card linked, relabelled, delinked or
+moved by a merge (lineage/provenance.py names the actions and writes a revert's rows). Identifiers, cards and
+merges present since `store init` have no row: "no row" means "from the snapshot", whose folder and time are in
+store_meta, so the snapshot's identifiers are never copied.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ SELECT $run_id, r.file_position, r.row_number, r.row_id, e.action, e.from_custom
 FROM (
     SELECT seq, action, customer_id AS from_customer_id, NULL::BIGINT AS to_customer_id, source, account_id,
         id_type, id_value, NULL::VARCHAR AS old_label, NULL::VARCHAR AS new_label
-    FROM chg_delete WHERE seq IS NOT NULL
+    FROM chg_delete WHERE seq IS NOT NULL AND action <> 'replace'
+    UNION ALL
+    SELECT d.seq, 'replace', d.customer_id, i.customer_id, d.source, d.account_id, d.id_type, d.id_value, NULL,
+        i.id_value
+    FROM chg_delete d JOIN chg_insert i USING (seq) WHERE d.action = 'replace'
     UNION ALL
     SELECT seq, 'add', NULL, customer_id, source, account_id, id_type, id_value, NULL, NULL
     FROM chg_insert WHERE seq IS NOT NULL
@@ -66,8 +71,10 @@ FROM (
 ) e JOIN prov_rows r USING (seq)
 """
 """The set-based rows' changes are read from chg_* with their seq; chg_moves and rel_cards (apply located
-them) give what their merges moved. The replayed rows' changes come as events (chg_events), since the
-replay stages only net changes; its merges are not in chg_merge, so nothing is counted twice."""
+them) give what their merges moved. A replace's row names the value W it took away (id_value), the customer that
+gained V (to_customer_id: the target, or the survivor of its merge) and V itself in new_label, which is a card's
+new label on card rows; the replay's events say the same. The replayed rows' changes come as events (chg_events),
+since the replay stages only net changes; its merges are not in chg_merge, so nothing is counted twice."""
 
 
 def provenance_enabled() -> bool:

@@ -189,6 +189,8 @@ class ReplayRow(NamedTuple):
     id_value: str
     series_id: int | None
     status_label: str | None
+    replaces: str | None = None
+    """A replace read from a call line: the value W the line removes, which the target must hold."""
 
 
 class Outcome(NamedTuple):
@@ -206,6 +208,7 @@ class Outcome(NamedTuple):
     limit: int | None = None
     card_series: int | None = None
     card_status: str | None = None
+    replaced_value: str | None = None
 
 
 Event = tuple[int, str, int | None, int | None, str | None, str | None, str, str, str | None, str | None]
@@ -265,6 +268,8 @@ class Replayer:
             result = self._card_add(row, target) if row.action == "add" else self._card_remove(row, target)
         elif row.action == "add":
             result = self._add(row, target)
+        elif row.action == "replace":
+            result = self._replace(row, target)
         else:
             result = self._remove(row, target)
         if followed:
@@ -272,13 +277,42 @@ class Replayer:
         return Outcome(row.seq, resolved_customer_id=target, **result)
 
     def _add(self, row: ReplayRow, c: int) -> dict:
-        ws, config = self.ws, self.config
-        scope, t, v = (row.source, row.account_id), row.id_type, row.id_value
-        ident = (row.source, row.account_id, t, v)
+        ws, t = self.ws, row.id_type
+        ident = (row.source, row.account_id, t, row.id_value)
         if ident in ws.idents[c]:
             return {"outcome": "unchanged", "warnings": (already_present_code(t),)}
         if ws.slot_count(c, ident[:3]):  # the exact identifier is not held, so this is another value
             return {"error_code": 7006, "error_field": "id_value"}
+        return self._gain(row, c)
+
+    def _replace(self, row: ReplayRow, c: int) -> dict:
+        """Add's step 2 turned round: C's other value W of T in S goes, then V is checked as add steps 3 to 5
+        check it on that state; when V fails, W is put back and nothing else was touched."""
+        ws = self.ws
+        ident = (row.source, row.account_id, row.id_type, row.id_value)
+        if row.replaces is not None and (*ident[:3], row.replaces) not in ws.idents[c]:
+            return {"error_code": 7009, "error_field": "id_value"}
+        if ident in ws.idents[c]:
+            return {"outcome": "unchanged", "warnings": (already_present_code(row.id_type),)}
+        held = next((i for i in ws.idents[c] if i[:3] == ident[:3]), None) if ws.slot_count(c, ident[:3]) else None
+        if held is not None:
+            ws.remove_ident(c, held)
+        result = self._gain(row, c)  # with no W this is exactly an add
+        if held is None:
+            return result
+        if "error_code" in result:
+            ws.add_ident(c, held)  # the journal nets the two out: the store keeps W
+            return result
+        gained = result.get("survivor_id") or c
+        if self.record_events:
+            self.events.append((self._seq, "replace", c, gained, *held, None, row.id_value))
+        return result | {"replaced_value": held[3]}
+
+    def _gain(self, row: ReplayRow, c: int) -> dict:
+        """Add steps 3 to 5: C takes (S, T, V) from the holders, or merges into its one LOYALTY holder elsewhere."""
+        ws, config = self.ws, self.config
+        scope, t, v = (row.source, row.account_id), row.id_type, row.id_value
+        ident = (row.source, row.account_id, t, v)
         value_holders = ws.holders.get((t, v))
         if not value_holders:  # no one holds the value: nothing below applies (most adds of a batch)
             ws.add_ident(c, ident)
@@ -413,7 +447,7 @@ CREATE OR REPLACE TEMP TABLE ws_customers AS
 
 _PULLS = {
     "rows": """SELECT seq, customer_id, target, lookup_type, lookup_value, source, account_id, action,
-                      id_type, id_value, series_id, status_label FROM ws_rows ORDER BY seq""",
+                      id_type, id_value, series_id, status_label, replaces FROM ws_rows ORDER BY seq""",
     "customers": """SELECT customer_id, status, merged_into, customer_type FROM rel_info
                     SEMI JOIN ws_customers USING (customer_id)""",
     "idents": """SELECT customer_id, source, account_id, id_type, id_value FROM rel_idents

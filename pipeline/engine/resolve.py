@@ -8,7 +8,9 @@ row sharing one of those keys brought in. So a row that shares no key with any o
 same result whether it is applied first, last or alone: it is decided set-based against the store
 (`independent`). Rows that share a key are replayed in order (replay.py) over the customers their
 keys name, with all their identifiers and cards (`working set`). Keys are 64-bit hashes; a
-collision can only join rows that did not need joining, never split rows that did.
+collision can only join rows that did not need joining, never split rows that did. A replace needs no key of
+its own: the value W it takes away is its target's, and any other row that reads or writes W names that
+customer (as its target, or as a holder of W), so a replace that shares no key stays set-based.
 
 A MERGED customer_id is followed through merged_into to its end however long the chain: a few
 steps one at a time for the requested customers (store chains are mostly one or two steps long),
@@ -31,7 +33,7 @@ from pipeline.engine import rules
 from pipeline.engine.groups import plan_groups
 from pipeline.engine.workspace import Handle, Stage, Workspace
 from pipeline.errors import StoreError
-from pipeline.input.columns import REQUEST_FIELDS
+from pipeline.input.columns import REPLACES_COLUMN, REQUEST_FIELDS
 from pipeline.store.duck import run_script, scalar
 from pipeline.store.invariants import merge_chain_ends, merge_cycles
 from pipeline.store.schema import VALUE_HASH_SQL
@@ -168,7 +170,7 @@ def resolve_targets(ws: Workspace, checked: pl.DataFrame, config: OrgConfig, rou
     """
     con = ws.con
     rules.register(con, config)
-    frame = checked.select("seq", *REQUEST_FIELDS)
+    frame = checked.select("seq", *REQUEST_FIELDS, REPLACES_COLUMN)
     con.register("checked_frame", frame)
     con.execute("CREATE OR REPLACE TEMP TABLE req AS SELECT * FROM checked_frame")
     con.unregister("checked_frame")

@@ -39,6 +39,18 @@ ADD_IDENTIFIER: tuple[Check, ...] = (
     Check(8066, "3 add T=V, 4: the scopes of C and S meet D's"),
     Check(7008, "3 add T=V, 4: D survived max_merges_per_survivor_per_run"),
 )
+REPLACE_IDENTIFIER: tuple[Check, ...] = (
+    Check(7009, "3 replace T=V: a call line's removed value W is not C's in S (section 2, NDJSON)"),
+    Check(8070, "3 replace T=V: C already holds (S, T, V), as add step 1", "unchanged"),
+    Check(8008, "3 replace T=V: V checked as add step 3 (C's other value W of T in S gone): a LOYALTY holder in S"),
+    Check(8068, "3 replace T=V: as add step 3, a CAMPAIGN holder, reuse off"),
+    Check(8074, "3 replace T=V: as add step 3, two or more LOYALTY holders elsewhere"),
+    Check(7007, "3 replace T=V: as add step 4, merge needed, merging disabled"),
+    Check(8066, "3 replace T=V: as add step 4, the scopes of C and S meet D's"),
+    Check(7008, "3 replace T=V: as add step 4, D survived max_merges_per_survivor_per_run"),
+)
+"""A replace is an add whose step 2 (7006) removes C's other value W of T in S instead, in the same change; a
+row read from a call line also names W, which C must hold (7009, before anything else)."""
 REMOVE_IDENTIFIER: tuple[Check, ...] = (
     Check(7009, "3 remove T=V: C does not hold (S, T, V)"),
     Check(7010, "3 remove T=V: C's last identifier"),
@@ -59,6 +71,7 @@ CARD_DELINK: tuple[Check, ...] = (
 )
 OPERATIONS: dict[str, tuple[Check, ...]] = {
     "add identifier": ADD_IDENTIFIER,
+    "replace identifier": REPLACE_IDENTIFIER,
     "remove identifier": REMOVE_IDENTIFIER,
     "card link": CARD_LINK,
     "card delink": CARD_DELINK,

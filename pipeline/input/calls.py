@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from pipeline.errors import NotACallBody
+from pipeline.input.columns import REPLACES_COLUMN
 
 _CALL_KEYS = {
     "customer_id": "customer_id",
@@ -24,6 +25,9 @@ _CALL_KEYS = {
 _PLAN_KEYS = frozenset({"call_id", "file", "row_number", "after", "expect"})
 """Keys of calls.ndjson that are not part of the call: read back as input, they are ignored."""
 _ITEM_KEYS = {"type": "id_type", "value": "id_value", "seriesId": "series_id", "statusLabel": "status_label"}
+_ITEM_COLUMNS = frozenset(("series_id", "status_label"))
+"""An item's fields a replace row takes from the remove item when the add item does not give them."""
+_CARD = "cardnumber"
 
 T = TypeVar("T")
 
@@ -50,15 +54,23 @@ class Call:
     source: str
     account_id: str | None
     body: dict[str, list[dict[str, Any]]]
-    """The request body as the platform takes it, {"add" or "remove": [item]}; sent exactly as it was read."""
+    """The request body as the platform takes it, {"add" or "remove": [item]}, or a replace's {"remove": [W],
+    "add": [V]}; sent exactly as it was read."""
     after: tuple[str, ...]
     expect: Expect
 
     @property
     def change(self) -> tuple[str, dict[str, Any]]:
-        """The call's action and its one item."""
+        """The call's action and its item: for a replace, `replace` and the item it adds (`replaced` is the other)."""
+        if self.replaced is not None:
+            return "replace", self.body["add"][0]
         ((action, (item,)),) = self.body.items()
         return action, item
+
+    @property
+    def replaced(self) -> dict[str, Any] | None:
+        """The item a replace removes (W), or None for a call of one item."""
+        return self.body["remove"][0] if is_replace_body(self.body) else None
 
     def to_dict(self) -> dict[str, Any]:
         """The call as its line of calls.ndjson holds it, keys in the line's order."""
@@ -133,10 +145,25 @@ def _required(fields: Mapping[str, Any], key: str, kind: type[T]) -> T:
     return value
 
 
+def is_replace_body(body: Mapping[str, Any]) -> bool:
+    """Whether a call's lists are one remove and one add of the same identifier type (not a card): a replace."""
+    removes, adds = body.get("remove"), body.get("add")
+    if not (isinstance(removes, list) and isinstance(adds, list) and len(removes) == len(adds) == 1):
+        return False
+    removed, added = removes[0], adds[0]
+    if not (isinstance(removed, dict) and isinstance(added, dict)):
+        return False
+    kind, other = added.get("type"), removed.get("type")
+    return isinstance(kind, str) and isinstance(other, str) and other.strip() == kind.strip() != _CARD
+
+
 def call_rows(call: object) -> list[dict[str, str | None]]:
     """The request rows of one call body (removes first, then adds, each in list order), as raw text.
 
-    The NDJSON reader, the emulator and push (through parse_call) all read calls with it; raises NotACallBody.
+    A body of exactly one remove and one add of the same identifier type (not a card) is one `replace` row: the
+    added item's fields, with the removed value in REPLACES_COLUMN (a series or label only the remove item gives
+    is kept, so that it is still checked). The NDJSON reader, the emulator and push (through parse_call) all
+    read calls with it; raises NotACallBody.
     """
     refuse = NotACallBody
     if not isinstance(call, dict):
@@ -182,6 +209,13 @@ def call_rows(call: object) -> list[dict[str, str | None]]:
             rows.append(row)
     if not rows:
         raise refuse("no 'add' or 'remove' item")
+    if is_replace_body(lists):
+        removed, added = rows
+        replace = dict(added, action="replace")
+        replace[REPLACES_COLUMN] = removed["id_value"]
+        for column in _ITEM_COLUMNS:
+            replace[column] = added[column] if added[column] is not None else removed[column]
+        return [replace]
     return rows
 
 

@@ -21,6 +21,15 @@ REQUEST_FIELDS: tuple[str, ...] = REQUEST_COLUMNS[1:]
 """The columns that say what a row asks for: every request column but row_id."""
 REQUIRED_COLUMNS: tuple[str, ...] = ("source", "action", "id_type", "id_value")
 LOOKUP_COLUMNS: tuple[str, ...] = ("lookup_type", "lookup_value")
-FRAME_COLUMNS: tuple[str, ...] = ("seq", "file", "row_number", *REQUEST_COLUMNS)
-"""The batch frame the reader makes: each row's position in the batch (seq), its file and line, and its
-request columns as raw text."""
+REPORT_POSITION_COLUMNS: tuple[str, ...] = ("file", "row_number")
+"""The columns errors.csv puts before a failed row's request columns: where the row was read."""
+REPORT_ERROR_COLUMNS: tuple[str, ...] = ("error_code", "error_name", "error_field", "error_message", "stage")
+"""The columns errors.csv puts after a failed row's request columns: why it failed. A request file whose header
+holds these and REPORT_POSITION_COLUMNS is an errors file, read with them ignored (input/read.py)."""
+REPLACES_COLUMN = "replaces"
+"""The value a `replace` row read from a call line removes (the line's one remove item; null on any other row).
+Not a request column: no file names it, no report shows it; it only carries the removed value from the call
+line (input/calls.py) to the engine, which refuses the row (7009) when the customer does not hold it."""
+FRAME_COLUMNS: tuple[str, ...] = ("seq", "file", "row_number", *REQUEST_COLUMNS, REPLACES_COLUMN)
+"""The batch frame the reader makes: each row's position in the batch (seq), its file and line, its request
+columns as raw text, and the removed value of a call line's replace."""

@@ -18,9 +18,9 @@ Decisions where SPEC section 2 is silent:
   (FILE_FORMAT), not 7104: the name is known, but the file is ambiguous about which value to use.
 - Parquet columns of text, integer, float, decimal, boolean or null type are cast to text; any other
   type (binary, nested, temporal, ...) is 7102 naming the column.
-- A file that cannot be opened at all (missing, a directory), a zip archive (an Excel workbook) and
-  binary content (a NUL byte anywhere, refused with its line) are 7102; a UTF-16 file, with or
-  without a byte order mark, is 7101.
+- A file that cannot be opened at all (missing, a directory), an Excel 97-2003 or password-protected
+  workbook (an OLE compound file) and binary content (a NUL byte anywhere, refused with its line) are
+  7102; a UTF-16 file, with or without a byte order mark, is 7101 unless its encoding is given.
 - An empty cell is "" in CSV and null in Parquet; a column the file lacks is null.
 - When several files fail, the error raised is `RequestFilesRefused` (an `InputFileError` carrying
   the first failure's code and line) listing every failure, so one run shows them all.
@@ -38,20 +38,41 @@ Decisions where SPEC section 2 is silent:
   seriesId and statusLabel, or a value that is neither a string nor an integer is 7102 naming the line.
   Strings are kept as given (trimmed later like every field), integers become their decimal text. A
   job's [columns] do not apply to NDJSON (its keys are the platform's); a [fixed] column other than the
-  lookup pair is 7102 (every call gives it itself).
+  lookup pair is 7102 (every call gives it itself). A line of exactly one remove and one add of the same
+  identifier type (not a card) is one `replace` row, its removed value in the frame's `replaces` column
+  (input/columns.py), which no other format fills.
+- A zip archive is an Excel workbook, whatever its name (input/workbook.py: one sheet, a header row, every
+  cell as text); its header and rows then follow the rules of a CSV's (names trimmed, layout, errors file).
+  In customer_id, and in id_value or lookup_value when the row's id_type or lookup_type (a fixed one
+  included) is mobile or cardnumber, a number cell with a fraction or of more than 15 digits reads as its
+  value followed by the reason (values/spreadsheet.py), which the check stage reports as spreadsheet damage.
+- CSV is comma-separated UTF-8 unless the layout gives `delimiter` (one ASCII character that is not a letter,
+  digit, quote or line break; a job or the command line may write a tab as "tab") and `encoding` (a text
+  encoding Python knows, e.g. cp1252). The file is decoded with its encoding and read as UTF-8 from then on, so
+  every later check and line number is the same; a UTF-8 byte order mark under another encoding is 7101 (the
+  file is UTF-8). A header read as one column holding a semicolon, tab, comma or vertical bar is 7104 with a
+  hint naming the delimiter option. Other formats ignore both.
+- An errors file (a run's errors.csv or its Parquet copy, or a workbook saved from it) is known by its header:
+  every column errors.csv puts around the request columns (REPORT_POSITION_COLUMNS, REPORT_ERROR_COLUMNS in
+  input/columns.py) is there. Those columns are ignored, and the layout's [columns] and [fixed] do not apply:
+  its columns are request columns already, with the fixed values written in them. A known series code in
+  series_id is still translated and any other value kept (the run that wrote the file wrote series ids). In a
+  CSV or workbook errors file, a cell that errors.csv neutralised against formulas (a quote before = + - @ tab
+  or carriage return) reads back without the quote. Its rows are numbered as the errors file's own rows.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gzip
 import hashlib
 import io
 import json
 import re
 import zlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -61,14 +82,33 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from pipeline.errors import InputFileError, NotACallBody, RequestFilesRefused
+from pipeline.config import CARD
+from pipeline.errors import (
+    FILE_ENCODING,
+    FILE_FORMAT,
+    MISSING_COLUMN,
+    NO_HEADER,
+    UNKNOWN_COLUMN,
+    InputFileError,
+    NotACallBody,
+    RequestFilesRefused,
+)
+from pipeline.files import FORMULA_PREFIXES
 from pipeline.input.calls import call_rows
-from pipeline.input.columns import LOOKUP_COLUMNS, REQUEST_COLUMNS, REQUIRED_COLUMNS
+from pipeline.input.columns import (
+    FRAME_COLUMNS,
+    LOOKUP_COLUMNS,
+    REPLACES_COLUMN,
+    REPORT_ERROR_COLUMNS,
+    REPORT_POSITION_COLUMNS,
+    REQUEST_COLUMNS,
+    REQUIRED_COLUMNS,
+)
+from pipeline.input.workbook import read_sheet
 from pipeline.values.normalize import trim_expr
+from pipeline.values.spreadsheet import noted_expr
 
-FILE_ENCODING, FILE_FORMAT, MISSING_COLUMN, UNKNOWN_COLUMN, NO_HEADER = 7101, 7102, 7103, 7104, 7105
-
-Format = Literal["csv", "parquet", "ndjson"]
+Format = Literal["csv", "parquet", "ndjson", "xlsx"]
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 """A request file with one of these suffixes (before an optional .gz) holds the platform's call bodies."""
@@ -84,15 +124,18 @@ _CSV_BLOCK_SIZE = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 _ZIP_MAGIC = b"PK\x03\x04"
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+"""An OLE compound file: an Excel 97-2003 workbook (.xls), or an encrypted (password-protected) .xlsx."""
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _NON_BLANK = re.compile(rb"\S")
-_QUOTE, _COMMA, _NEWLINE, _CR = ord('"'), ord(","), ord("\n"), ord("\r")
-_OPENS_AFTER = np.zeros(256, dtype=bool)
-_OPENS_AFTER[[_COMMA, _NEWLINE, _CR]] = True
-"""Bytes after which a quote may open a field (or the file's start)."""
-_CLOSES_BEFORE = _OPENS_AFTER.copy()
-_CLOSES_BEFORE[_QUOTE] = True
-"""Bytes before which a quote may close a field (or the file's end); a quote there is a doubled quote."""
+_QUOTE, _NEWLINE, _CR = ord('"'), ord("\n"), ord("\r")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
+"""The separators a header read as one column is searched for, named as the hint names them."""
+_MOBILE = "mobile"
+_NUMBER_TYPED = {"customer_id": None, "id_value": "id_type", "lookup_value": "lookup_type"}
+"""The columns whose number cells may carry a spreadsheet note, and the column of the type that decides it."""
+_NEUTRALISED = "^'[" + "".join(f"\\x{{{ord(c):x}}}" for c in FORMULA_PREFIXES) + "]"
+"""A cell errors.csv neutralised against formulas: a quote, then a character a formula starts with."""
 
 
 @dataclass(frozen=True)
@@ -133,20 +176,49 @@ class InputLayout:
     `columns`: file header name -> request column, or IGNORE to drop the column.
     `fixed`: request column -> the value every row gets (the file must not have that column).
     `series_codes`: when set, series_id holds a series code, translated with this code -> id table.
+    `sheet`: the workbook sheet to read; None reads the first. Other formats ignore it.
+    `delimiter`, `encoding`: how a CSV file is written (check_delimiter, check_encoding). Other formats ignore them.
     """
 
     columns: Mapping[str, str] = field(default_factory=dict)
     fixed: Mapping[str, str] = field(default_factory=dict)
     series_codes: Mapping[str, int] | None = None
+    sheet: str | None = None
+    delimiter: str = ","
+    encoding: str = "utf-8"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.fixed) - set(REQUEST_COLUMNS))
         if unknown:
             raise ValueError(f"fixed values for unknown request columns: {', '.join(unknown)}")
+        check_delimiter(self.delimiter)
+        check_encoding(self.encoding)
+
+
+def check_delimiter(value: str) -> str:
+    """A CSV delimiter as given by a job or the command line ("tab" or "\\t" for a tab); ValueError if unusable.
+
+    One ASCII character that can separate fields: not a letter, digit, quote, space or line break.
+    """
+    delimiter = "\t" if value in ("tab", "\\t") else value
+    if len(delimiter) != 1 or not delimiter.isascii() or delimiter.isalnum() or delimiter in '"\r\n ':
+        raise ValueError(f"{value!r} cannot separate CSV fields: give one character such as ',' or ';', or 'tab'")
+    return delimiter
+
+
+def check_encoding(value: str) -> str:
+    """A text encoding's canonical name (cp1252, utf-8, ...); ValueError if Python knows no such text encoding."""
+    try:
+        info = codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"{value!r} is not a text encoding Python knows (e.g. utf-8, cp1252, latin-1)") from None
+    if not info._is_text_encoding:  # base64 and the like turn bytes into bytes
+        raise ValueError(f"{value!r} is not a text encoding (e.g. utf-8, cp1252, latin-1)")
+    return info.name
 
 
 def read_requests(paths: Sequence[Path | str], layout: InputLayout | None = None) -> RequestBatch:
-    """Read request files (CSV, gzip CSV or Parquet) in order into one frame of raw text columns.
+    """Read request files (CSV, gzip CSV, Parquet, NDJSON or an Excel workbook) in order into one frame of raw text.
 
     `layout` (a job's) renames file headers to request columns before the column checks, drops
     columns, fixes values and translates series codes; without it files use SPEC section 2's names.
@@ -186,24 +258,26 @@ def _read_one(name: str, layout: InputLayout) -> tuple[pl.DataFrame, InputFile]:
         raise InputFileError(name, FILE_FORMAT, f"cannot be read: {error.strerror or error}") from None
     sha256 = hashlib.sha256(stored).hexdigest()
     content = _gunzip(name, stored) if stored.startswith(_GZIP_MAGIC) else stored
-    if is_ndjson_name(name) and not content.startswith(_PARQUET_MAGIC):
-        frame = _read_ndjson(name, content, layout.fixed)
-        fmt: Format = "ndjson"
-    elif content.startswith(_PARQUET_MAGIC):
-        frame = _read_parquet(name, content, dict(layout.columns), layout.fixed)
-        fmt = "parquet"
-    else:
-        frame = _read_csv(name, content, dict(layout.columns), layout.fixed)
-        fmt = "csv"
-    frame = _apply_layout(frame, layout)
+    fmt = _format_of(name, content)
+    frame, errors_file = _READERS[fmt](name, content, layout)
+    frame = _apply_layout(frame, layout, errors_file)
     return frame, InputFile(
         path=name,
         sha256=sha256,
         rows=frame.height,
-        columns=tuple(frame.columns),
+        columns=tuple(c for c in frame.columns if c != REPLACES_COLUMN),
         format=fmt,
         fingerprint=rows_fingerprint(frame),
     )
+
+
+def _format_of(name: str, content: bytes) -> Format:
+    """A file's format, by its content and, for NDJSON, its name."""
+    if content.startswith(_PARQUET_MAGIC):
+        return "parquet"
+    if content.startswith(_ZIP_MAGIC):
+        return "xlsx"
+    return "ndjson" if is_ndjson_name(name) else "csv"
 
 
 FINGERPRINT_VERSION = b"loyalty-bulk request rows 1\n"
@@ -221,11 +295,14 @@ def rows_fingerprint(frame: pl.DataFrame) -> str:
     a newline, then for each request column in REQUEST_COLUMNS order its name and a newline, each cell's
     UTF-8 byte length as 4 bytes little-endian, and the cells' UTF-8 bytes one after another. A null cell and
     a column the file lacks count as empty text, as the check stage reads them (trim_expr); the row order
-    counts. A column at a time, one pass over the values: 0.23-0.26 s for the benchmark's 1M-row file (73 MB),
-    which read_requests reads in 0.5-0.7 s without it (2 shared cores, 2026-12-06).
+    counts. An NDJSON file with a replace line (input/calls.py) serialises its removed values after the request
+    columns the same way, as a column `replaces`; a file without one is serialised as before. A column at a
+    time, one pass over the values: 0.23-0.26 s for the benchmark's 1M-row file (73 MB), which read_requests
+    reads in 0.5-0.7 s without it (2 shared cores, 2026-12-06).
     """
     digest = hashlib.sha256(FINGERPRINT_VERSION + b"%d\n" % frame.height)
-    for column in REQUEST_COLUMNS:
+    replaces = REPLACES_COLUMN in frame.columns and frame.get_column(REPLACES_COLUMN).null_count() < frame.height
+    for column in (*REQUEST_COLUMNS, REPLACES_COLUMN) if replaces else REQUEST_COLUMNS:
         digest.update(column.encode() + b"\n")
         if column not in frame.columns:
             digest.update(bytes(4 * frame.height))
@@ -243,8 +320,8 @@ def _gunzip(name: str, stored: bytes) -> bytes:
         raise InputFileError(name, FILE_ENCODING, f"the gzip stream is broken or truncated ({error})") from None
 
 
-def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str]) -> pl.DataFrame:
-    """Read a Parquet file, casting its text-like and numeric columns to String."""
+def _read_parquet(name: str, content: bytes, layout: InputLayout) -> tuple[pl.DataFrame, bool]:
+    """Read a Parquet file, casting its text-like and numeric columns to String; and whether it is an errors file."""
     import pyarrow.parquet as pq  # here, not at the top: it loads pyarrow's filesystems, which a CSV run never needs
 
     try:
@@ -253,7 +330,7 @@ def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Map
         raise InputFileError(
             name, FILE_FORMAT, f"not a readable Parquet file, truncated or damaged ({error})"
         ) from None
-    columns = _check_header(name, [f.name for f in table.schema], mapping, line=None, fixed=fixed)
+    columns, errors_file = _header_columns(name, [f.name for f in table.schema], layout, line=None)
     for arrow_field, column in zip(table.schema, columns, strict=True):
         if not column.startswith(_IGNORED) and not _castable_to_text(arrow_field.type):
             raise InputFileError(
@@ -268,7 +345,7 @@ def _read_parquet(name: str, content: bytes, mapping: dict[str, str], fixed: Map
         pl.col(old).cast(pl.String).alias(new)
         for old, new in zip(frame.columns, columns, strict=True)
         if not new.startswith(_IGNORED)
-    )
+    ), errors_file
 
 
 def is_ndjson_name(name: str) -> bool:
@@ -294,7 +371,9 @@ def _read_ndjson(name: str, content: bytes, fixed: Mapping[str, str] = {}) -> pl
             f"the job fixes {', '.join(clashing)}, which every call of an NDJSON file gives itself; "
             "which value applies would be ambiguous",
         )
-    rows: dict[str, list[str | None]] = {column: [] for column in REQUEST_COLUMNS if column not in fixed}
+    rows: dict[str, list[str | None]] = {
+        column: [] for column in (*REQUEST_COLUMNS, REPLACES_COLUMN) if column not in fixed
+    }
     for number, text in enumerate(_LINE_BREAK.split(content), 1):
         if not text.strip():
             continue
@@ -331,23 +410,27 @@ def _castable_to_text(arrow_type: pa.DataType) -> bool:
     )
 
 
-def _read_csv(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping[str, str]) -> pl.DataFrame:
-    """Validate a CSV file's encoding, quoting and header, then parse its data rows as raw strings.
+def _read_csv(name: str, content: bytes, layout: InputLayout) -> tuple[pl.DataFrame, bool]:
+    """Validate a CSV file's encoding, quoting and header, then parse its data rows as raw strings; and whether
+    it is an errors file.
 
     pyarrow's parser is used rather than polars': polars pads a short row with "" and turns a blank
     line into a row of "", while pyarrow reports each row of the wrong width, so short rows are
     refused and blank lines skipped without a Python loop over rows.
     """
+    content = _as_utf8(name, content, layout.encoding)
     _refuse_non_text(name, content)
     if content.startswith(codecs.BOM_UTF8):
         content = content[len(codecs.BOM_UTF8) :]
     _check_utf8(name, content)
-    _check_quotes(name, content)
+    delimiter = layout.delimiter
+    _check_quotes(name, content, delimiter)
     header_line, header_text, body_start = _find_header(name, content)
-    header = _split_header(name, header_text, header_line)
-    columns = _check_header(name, header, mapping, line=header_line, fixed=fixed)
+    header = _split_header(name, header_text, header_line, delimiter)
+    _refuse_one_column_header(name, header, header_line, layout)
+    columns, errors_file = _header_columns(name, header, layout, line=header_line)
     if not _NON_BLANK.search(content, body_start):
-        return pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
+        return pl.DataFrame(schema=dict.fromkeys(columns, pl.String)), errors_file
     wrong_width: list[int] = []
 
     def skip_blank_or_note(row: pa_csv.InvalidRow) -> str:
@@ -361,7 +444,7 @@ def _read_csv(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping
             pa.BufferReader(pa.py_buffer(content).slice(body_start)),
             read_options=pa_csv.ReadOptions(column_names=columns, block_size=block_size),
             parse_options=pa_csv.ParseOptions(
-                delimiter=",",
+                delimiter=delimiter,
                 quote_char='"',
                 double_quote=True,
                 escape_char=False,
@@ -388,17 +471,60 @@ def _read_csv(name: str, content: bytes, mapping: dict[str, str], fixed: Mapping
     except (pa.ArrowException, OSError) as error:
         raise InputFileError(name, FILE_FORMAT, f"cannot be parsed as CSV ({error})") from None
     if wrong_width:
-        _refuse_wrong_width(name, content, body_start, header_line, len(columns), wrong_width[0])
+        _refuse_wrong_width(name, content, body_start, header_line, len(columns), wrong_width[0], delimiter)
     frame = pl.from_arrow(table, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
-    return frame
+    return (_restore_neutralised(frame) if errors_file else frame), errors_file
+
+
+def _read_workbook(name: str, content: bytes, layout: InputLayout) -> tuple[pl.DataFrame, bool]:
+    """Read a workbook's sheet (input/workbook.py) as a CSV's rows are read; and whether it is an errors file."""
+    sheet = read_sheet(name, content, layout.sheet)
+    header = [cell.strip() for cell in sheet.header]
+    columns, errors_file = _header_columns(name, header, layout, line=sheet.header_line)
+    frame = sheet.frame.rename(dict(zip(sheet.frame.columns, columns, strict=True)))
+    if errors_file:
+        frame = _restore_neutralised(frame)
+    notes = {columns[position]: note for position, note in sheet.notes.items()}
+    return _note_number_cells(frame, notes, {} if errors_file else layout.fixed), errors_file
+
+
+def _read_ndjson_layout(name: str, content: bytes, layout: InputLayout) -> tuple[pl.DataFrame, bool]:
+    """NDJSON as the other readers are called: only the layout's fixed lookup pair applies; never an errors file."""
+    return _read_ndjson(name, content, layout.fixed), False
+
+
+def _note_number_cells(frame: pl.DataFrame, notes: Mapping[str, pl.Series], fixed: Mapping[str, str]) -> pl.DataFrame:
+    """Append its note to each number cell that may have been changed, where the column's value is an identifier
+    a spreadsheet damages: every customer_id, and an id_value or lookup_value whose row's type is a mobile or a
+    card number (the file's type column, else the layout's fixed type)."""
+    marked = []
+    for column, note in notes.items():
+        if column not in _NUMBER_TYPED:
+            continue
+        type_column = _NUMBER_TYPED[column]
+        applies = pl.lit(True)
+        if type_column is not None:
+            kind = trim_expr(type_column) if type_column in frame.columns else pl.lit(fixed.get(type_column, ""))
+            applies = kind.is_in([_MOBILE, CARD])
+        reason = pl.lit(note)
+        marked.append(
+            pl.when(reason.is_not_null() & applies)
+            .then(noted_expr(pl.col(column), reason))
+            .otherwise(pl.col(column))
+            .alias(column)
+        )
+    return frame.with_columns(marked) if marked else frame
 
 
 def _refuse_non_text(name: str, content: bytes) -> None:
     """Refuse obviously binary content (7102) and UTF-16 (7101) before the UTF-8 check blames a byte."""
-    if content.startswith(_ZIP_MAGIC):
+    if content.startswith(_OLE_MAGIC):
         raise InputFileError(
-            name, FILE_FORMAT, "not a CSV or Parquet file: it is a zip archive (an Excel workbook?); export it as CSV"
+            name,
+            FILE_FORMAT,
+            "an Excel 97-2003 workbook (.xls) or a password-protected one: save it as .xlsx without a password, "
+            "or as CSV",
         )
     if content.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise InputFileError(name, FILE_ENCODING, "the file is UTF-16; save it as UTF-8", line=1)
@@ -426,9 +552,77 @@ def _check_utf8(name: str, content: bytes) -> None:
         raise InputFileError(
             name,
             FILE_ENCODING,
-            f"invalid UTF-8 byte 0x{content[error.start]:02x} at column {column}; save the file as UTF-8",
+            f"invalid UTF-8 byte 0x{content[error.start]:02x} at column {column}; save the file as UTF-8, "
+            "or give its encoding (the job's encoding, --encoding; cp1252 for a Windows spreadsheet's CSV)",
             line=line,
         ) from None
+
+
+def _header_columns(name: str, header: Sequence[str], layout: InputLayout, line: int | None) -> tuple[list[str], bool]:
+    """The request column of each header name (_check_header), and whether the file is an errors file.
+
+    An errors file's report columns are ignored and the layout's renames and fixed values do not apply to it.
+    """
+    if is_errors_file(header):
+        ignored = dict.fromkeys((*REPORT_POSITION_COLUMNS, *REPORT_ERROR_COLUMNS), IGNORE)
+        return _check_header(name, header, ignored, line=line, fixed={}), True
+    return _check_header(name, header, dict(layout.columns), line=line, fixed=layout.fixed), False
+
+
+def is_errors_file(header: Collection[str]) -> bool:
+    """Whether a header is errors.csv's: it holds every column errors.csv puts around the request columns."""
+    return set(REPORT_POSITION_COLUMNS).union(REPORT_ERROR_COLUMNS) <= set(header)
+
+
+def _restore_neutralised(frame: pl.DataFrame) -> pl.DataFrame:
+    """An errors file's cells as they were before errors.csv neutralised them: the formula-guarding quote removed."""
+    return frame.with_columns(
+        pl.when(pl.col(column).str.contains(_NEUTRALISED)).then(pl.col(column).str.slice(1)).otherwise(pl.col(column))
+        for column in frame.columns
+        if not column.startswith(_IGNORED)
+    )
+
+
+def _as_utf8(name: str, content: bytes, encoding: str) -> bytes:
+    """A CSV file's bytes in UTF-8, decoded from its given encoding (7101 naming the line of a byte it lacks)."""
+    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):  # read as UTF-8 with an optional BOM anyway
+        return content
+    if content.startswith(codecs.BOM_UTF8):
+        raise InputFileError(
+            name,
+            FILE_ENCODING,
+            f"the file starts with a UTF-8 byte order mark, so it is UTF-8, not {encoding}; leave out the encoding",
+            line=1,
+        )
+    try:
+        return content.decode(encoding).encode("utf-8")
+    except UnicodeDecodeError as error:
+        line, column = _line_and_column(content, error.start)
+        raise InputFileError(
+            name,
+            FILE_ENCODING,
+            f"byte 0x{content[error.start]:02x} at column {column} is not {encoding} text; check the file's encoding",
+            line=line,
+        ) from None
+
+
+def _refuse_one_column_header(name: str, header: Sequence[str], line: int, layout: InputLayout) -> None:
+    """A header read as one column that holds another separator: 7104 with a hint naming the delimiter option."""
+    if len(header) != 1 or header[0] in REQUEST_COLUMNS or header[0] in layout.columns:
+        return
+    found = [other for other in DELIMITER_NAMES if other != layout.delimiter and other in header[0]]
+    if not found:
+        return
+    other = found[0]
+    option, flag = ("tab", "tab") if other == "\t" else (other, f"'{other}'")
+    shown = (header[0] if len(header[0]) <= 60 else header[0][:57] + "...").replace("\t", "\\t")
+    raise InputFileError(
+        name,
+        UNKNOWN_COLUMN,
+        f"the header row is one column, '{shown}', holding {DELIMITER_NAMES[other]}s: the file looks "
+        f'{DELIMITER_NAMES[other]}-separated; read it with delimiter = "{option}" in the job, or --delimiter {flag}',
+        line=line,
+    )
 
 
 def _check_header(
@@ -516,9 +710,9 @@ def _line_and_column(content: bytes, offset: int) -> tuple[int, int]:
     return line, column
 
 
-def _check_quotes(name: str, content: bytes) -> None:
+def _check_quotes(name: str, content: bytes, delimiter: str = ",") -> None:
     """Refuse a quote that neither opens nor closes a whole field, or a quoted field never closed (7102)."""
-    found = _first_bad_quote(content)
+    found = _first_bad_quote(content, delimiter)
     if found is None:
         return
     offset, never_closed = found
@@ -536,13 +730,25 @@ def _check_quotes(name: str, content: bytes) -> None:
     )
 
 
-def _first_bad_quote(content: bytes, chunk_size: int = 1 << 20) -> tuple[int, bool] | None:
+@functools.cache
+def _quote_boundaries(delimiter: str) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes after which a quote may open a field (a delimiter or a line break; or the file's start), and
+    those before which one may close it (the same, and a quote: a doubled quote; or the file's end)."""
+    opens_after = np.zeros(256, dtype=bool)
+    opens_after[[ord(delimiter), _NEWLINE, _CR]] = True
+    closes_before = opens_after.copy()
+    closes_before[_QUOTE] = True
+    return opens_after, closes_before
+
+
+def _first_bad_quote(content: bytes, delimiter: str = ",", chunk_size: int = 1 << 20) -> tuple[int, bool] | None:
     """The offset of the first misplaced quote and whether it is an unclosed one, or None if quoting is sound.
 
     Quotes alternate opening and closing (a doubled quote inside a field closes and reopens). An opening
     quote must follow a field boundary, a closing one must precede one. Vectorised per chunk of bytes,
     carrying the quote parity across chunks, so memory stays small even when every field is quoted.
     """
+    opens_after, closes_before = _quote_boundaries(delimiter)
     data = np.frombuffer(content, dtype=np.uint8)
     size = data.size
     quotes_seen, last_quote = 0, -2
@@ -555,12 +761,10 @@ def _first_bad_quote(content: bytes, chunk_size: int = 1 << 20) -> tuple[int, bo
         first_opening = quotes_seen % 2
         opening = positions[first_opening::2]
         opening_ok = (
-            (opening == 0)
-            | _OPENS_AFTER[data[np.maximum(opening - 1, 0)]]
-            | (previous[first_opening::2] == opening - 1)
+            (opening == 0) | opens_after[data[np.maximum(opening - 1, 0)]] | (previous[first_opening::2] == opening - 1)
         )
         closing = positions[1 - first_opening :: 2]
-        closing_ok = (closing == size - 1) | _CLOSES_BEFORE[data[np.minimum(closing + 1, size - 1)]]
+        closing_ok = (closing == size - 1) | closes_before[data[np.minimum(closing + 1, size - 1)]]
         bad = [int(opening[~opening_ok][0])] if not opening_ok.all() else []
         if not closing_ok.all():
             bad.append(int(closing[~closing_ok][0]))
@@ -589,22 +793,22 @@ def _find_header(name: str, content: bytes) -> tuple[int, str, int]:
     raise InputFileError(name, NO_HEADER, reason)
 
 
-def _split_header(name: str, text: str, line: int) -> list[str]:
+def _split_header(name: str, text: str, line: int, delimiter: str = ",") -> list[str]:
     """The header's names, unquoted and trimmed of surrounding white space."""
-    names = [field.strip() for field in next(csv.reader([text]))]
+    names = [field.strip() for field in next(csv.reader([text], delimiter=delimiter))]
     if not any(names):
         raise InputFileError(name, NO_HEADER, "the header row has no column names", line=line)
     return names
 
 
 def _refuse_wrong_width(
-    name: str, content: bytes, body_start: int, header_line: int, width: int, seen_fields: int
+    name: str, content: bytes, body_start: int, header_line: int, width: int, seen_fields: int, delimiter: str = ","
 ) -> None:
     """Find the first data row whose field count differs from the header's, and refuse it with its line.
 
     Only on the failure path, so a per-record Python scan is fine here.
     """
-    reader = csv.reader(io.StringIO(content[body_start:].decode("utf-8"), newline=""))
+    reader = csv.reader(io.StringIO(content[body_start:].decode("utf-8"), newline=""), delimiter=delimiter)
     lines_read = 0
     try:
         for record in reader:
@@ -613,21 +817,25 @@ def _refuse_wrong_width(
             if not record or (len(record) == 1 and not record[0].strip()):
                 continue
             if len(record) != width:
-                raise InputFileError(name, FILE_FORMAT, _width_reason(len(record), width), line=first_line)
+                raise InputFileError(name, FILE_FORMAT, _width_reason(len(record), width, delimiter), line=first_line)
     except csv.Error:
         pass
-    raise InputFileError(name, FILE_FORMAT, _width_reason(seen_fields, width))
+    raise InputFileError(name, FILE_FORMAT, _width_reason(seen_fields, width, delimiter))
 
 
-def _width_reason(fields: int, width: int) -> str:
-    hint = " (an unquoted comma in a value?)" if fields > width else ""
+def _width_reason(fields: int, width: int, delimiter: str = ",") -> str:
+    separator = DELIMITER_NAMES.get(delimiter, f"'{delimiter}'")
+    hint = f" (an unquoted {separator} in a value?)" if fields > width else ""
     return f"{fields} field{'s' if fields != 1 else ''}, but the header has {width}{hint}"
 
 
-def _apply_layout(frame: pl.DataFrame, layout: InputLayout) -> pl.DataFrame:
-    """Drop ignored columns, add the fixed ones and translate series codes to series ids."""
+def _apply_layout(frame: pl.DataFrame, layout: InputLayout, errors_file: bool = False) -> pl.DataFrame:
+    """Drop ignored columns, add the fixed ones and translate series codes to series ids.
+
+    An errors file gets no fixed values (it holds them), and only its known series codes are translated.
+    """
     frame = frame.drop([column for column in frame.columns if column.startswith(_IGNORED)])
-    if layout.fixed:
+    if layout.fixed and not errors_file:
         frame = frame.with_columns(
             pl.lit(value, dtype=pl.String).alias(column) for column, value in layout.fixed.items()
         )
@@ -636,15 +844,25 @@ def _apply_layout(frame: pl.DataFrame, layout: InputLayout) -> pl.DataFrame:
         known = code.replace_strict(
             {c: str(i) for c, i in layout.series_codes.items()}, default=None, return_dtype=pl.String
         )
+        unknown = pl.col("series_id") if errors_file else pl.col("series_id") + " (unknown series code)"
         frame = frame.with_columns(
             pl.when(known.is_not_null())
             .then(known)
             .when(code.str.contains(r"^[0-9]+$"))
-            .then(pl.col("series_id") + " (unknown series code)")
+            .then(unknown)
             .otherwise(pl.col("series_id"))
             .alias("series_id")
         )
     return frame
+
+
+_READERS: dict[Format, Callable[[str, bytes, InputLayout], tuple[pl.DataFrame, bool]]] = {
+    "csv": _read_csv,
+    "parquet": _read_parquet,
+    "ndjson": _read_ndjson_layout,
+    "xlsx": _read_workbook,
+}
+"""Each format's reader: the file's request columns as String, and whether it is an errors file."""
 
 
 def _with_positions(frame: pl.DataFrame, name: str, seq_offset: int) -> pl.DataFrame:
@@ -657,7 +875,7 @@ def _with_positions(frame: pl.DataFrame, name: str, seq_offset: int) -> pl.DataF
         pl.int_range(1, height + 1, dtype=pl.Int64).alias("row_number"),
         *(
             pl.col(column) if column in present else pl.lit(None, dtype=pl.String).alias(column)
-            for column in REQUEST_COLUMNS
+            for column in FRAME_COLUMNS[3:]
         ),
     )
 
@@ -668,6 +886,6 @@ def _empty_frame() -> pl.DataFrame:
             "seq": pl.Int64,
             "file": pl.String,
             "row_number": pl.Int64,
-            **dict.fromkeys(REQUEST_COLUMNS, pl.String),
+            **dict.fromkeys(FRAME_COLUMNS[3:], pl.String),
         }
     )

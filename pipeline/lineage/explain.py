@@ -34,8 +34,8 @@ MAX_CHAIN_STEPS = 1_000
 
 PUT_IN = frozenset({"add", "move", "platform_move", "revert_restore"})
 """Identifier actions that give the value to to_customer_id."""
-TAKE_OUT = frozenset({"remove", "drop", "move", "platform_move", "revert_remove"})
-"""Identifier actions that take the value from from_customer_id."""
+TAKE_OUT = frozenset({"remove", "replace", "drop", "move", "platform_move", "revert_remove"})
+"""Identifier actions that take the value from from_customer_id (a replace: the value it took away)."""
 CARD_ACTIONS = frozenset({"card_link", "card_label", "card_delink", "card_move", "card_relink", "revert_card"})
 
 _EVENTS = """
@@ -117,9 +117,11 @@ class Event:
     def render(self) -> str:
         a = self.action
         what = f"{self.scope()} {self.id_type}={self.id_value}" if a not in CARD_ACTIONS else f"card {self.id_value}"
+        merged = f" (merged into {self.to_customer_id})" if self.to_customer_id != self.from_customer_id else ""
         text = {
             "add": f"added {what} to {self.to_customer_id}",
             "remove": f"removed {what} from {self.from_customer_id}",
+            "replace": f"replaced {what} by {self.new_label} on {self.from_customer_id}{merged}",
             "drop": f"dropped {what} from campaign customer {self.from_customer_id}",
             "move": f"moved {what} from {self.from_customer_id} to {self.to_customer_id} (merge)",
             "platform_move": f"moved {what} from {self.from_customer_id} to {self.to_customer_id}",
@@ -137,8 +139,14 @@ class Event:
         }.get(a, a)
         return f"{text}; {self.cause.render()}"
 
+    @property
+    def replaced_by(self) -> str | None:
+        """The value that took the place of id_value, on a replace's row (provenance keeps it in new_label)."""
+        return self.new_label if self.action == "replace" else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        replaced_by = self.replaced_by
+        d = {
             "action": self.action,
             "from_customer_id": self.from_customer_id,
             "to_customer_id": self.to_customer_id,
@@ -147,9 +155,10 @@ class Event:
             "id_type": self.id_type or None,
             "id_value": self.id_value or None,
             "old_label": self.old_label,
-            "new_label": self.new_label,
+            "new_label": None if replaced_by is not None else self.new_label,
             "cause": self.cause.to_dict(),
         }
+        return d | {"replaced_by": replaced_by} if replaced_by is not None else d
 
 
 @dataclass(frozen=True)
@@ -826,6 +835,8 @@ def _masked(obj: Any) -> Any:
     changes = {f.name: _masked(getattr(obj, f.name)) for f in fields(obj)}
     if changes.get("id_value") and "id_type" in changes:
         changes["id_value"] = mask_value(changes["id_type"], changes["id_value"])
+    if changes.get("action") == "replace" and changes.get("new_label"):  # a replace's new_label is a value
+        changes["new_label"] = mask_value(changes["id_type"], changes["new_label"])
     if "card_number" in changes:
         changes["card_number"] = mask_value(CARD, changes["card_number"])
     if "masked" in changes:

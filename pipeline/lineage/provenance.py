@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 Action = Literal[
     "add",
     "remove",
+    "replace",
     "drop",
     "move",
     "merge",
@@ -38,20 +39,34 @@ Action = Literal[
     "revert_card",
     "unrecorded",
 ]
-"""What a provenance row says happened (README "Explain"): `drop` is a CAMPAIGN holder losing a value
-another customer took (reuse on); `move` an identifier going from a merge victim to its survivor;
+"""What a provenance row says happened (README "Explain"): `replace` is a replace row taking value id_value away
+from from_customer_id, with new_label holding the value V that took its place (held now by to_customer_id: the
+row's customer, or the survivor it merged into); `drop` is a CAMPAIGN holder losing a value another customer took
+(reuse on); `move` an identifier going from a merge victim to its survivor;
 `unrecorded` marks a run made with the bench's switch off, whose changes have no rows. A refresh's rows
 (store/diff.py) say what changed on the platform: `add`, `remove`, `platform_move` (another holder), `merge`,
 `unmerge`, `card_link`, `card_delink`, `card_relink` (another holder), `card_label`."""
 
 
-_ROW_ORDER = ("merge", "move", "card_move", "drop", "remove", "add", "card_link", "card_label", "card_delink")
+_ROW_ORDER = (
+    "replace",
+    "merge",
+    "move",
+    "card_move",
+    "drop",
+    "remove",
+    "add",
+    "card_link",
+    "card_label",
+    "card_delink",
+)
 
 
 ACTION_ORDER: dict[str, int] = {
     action: i for i, action in enumerate([*_ROW_ORDER, *(a for a in get_args(Action) if a not in _ROW_ORDER)])
 }
-"""The order of a row's changes among themselves: a merge before the moves it makes, then the add."""
+"""The order of a row's changes among themselves: a replace's value taken away first (it is gone before V is
+checked, so a merge does not move it), a merge before the moves it makes, then the add."""
 
 
 _RECORD_REVERT = """

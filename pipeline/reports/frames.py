@@ -10,7 +10,7 @@ import polars as pl
 from pipeline.catalog import CATALOG
 from pipeline.engine.check import CheckResult
 from pipeline.errors import InternalError
-from pipeline.input.columns import REQUEST_FIELDS
+from pipeline.input.columns import REPORT_ERROR_COLUMNS, REPORT_POSITION_COLUMNS, REQUEST_FIELDS
 from pipeline.input.read import RequestBatch
 from pipeline.reports.pii import mask_reports
 from pipeline.values.normalize import trim_expr
@@ -90,17 +90,8 @@ def build_reports(batch: RequestBatch, checked: CheckResult, outcomes: pl.DataFr
     )
 
 
-ERROR_REPORT_COLUMNS = (
-    "file",
-    "row_number",
-    "row_id",
-    *REQUEST_FIELDS,
-    "error_code",
-    "error_name",
-    "error_field",
-    "error_message",
-    "stage",
-)
+ERROR_REPORT_COLUMNS = (*REPORT_POSITION_COLUMNS, "row_id", *REQUEST_FIELDS, *REPORT_ERROR_COLUMNS)
+"""errors.csv's columns; the reader knows an errors file given as input by the columns around the request ones."""
 
 
 def error_report(

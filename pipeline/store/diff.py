@@ -227,8 +227,9 @@ CHANGE_KEY = """CASE WHEN p.action = 'merge' THEN concat('c', p.from_customer_id
     ELSE concat_ws(chr(31), 'v', p.source, p.account_id, p.id_type, p.id_value) END"""
 """What a change is a change of: a merged customer, a card, or a value in its scope."""
 
-ROW_ORDER = """CASE action WHEN 'merge' THEN 0 WHEN 'move' THEN 1 WHEN 'card_move' THEN 2 WHEN 'drop' THEN 3
-    WHEN 'remove' THEN 4 WHEN 'add' THEN 5 WHEN 'card_link' THEN 6 WHEN 'card_label' THEN 7 ELSE 8 END"""
+ROW_ORDER = """CASE action WHEN 'replace' THEN -1 WHEN 'merge' THEN 0 WHEN 'move' THEN 1 WHEN 'card_move' THEN 2
+    WHEN 'drop' THEN 3 WHEN 'remove' THEN 4 WHEN 'add' THEN 5 WHEN 'card_link' THEN 6 WHEN 'card_label' THEN 7
+    ELSE 8 END"""
 """The order of one row's changes among themselves (lineage/provenance.py's ACTION_ORDER)."""
 
 KEPT_SQL = f"""
@@ -241,7 +242,8 @@ WITH live AS (
 events AS (
     SELECT p.*, l.ordinal, {CHANGE_KEY} AS change_key
     FROM provenance p JOIN live l USING (run_id)
-    WHERE p.action IN ('add', 'remove', 'drop', 'move', 'merge', 'card_link', 'card_label', 'card_delink', 'card_move')
+    WHERE p.action IN (
+        'add', 'remove', 'replace', 'drop', 'move', 'merge', 'card_link', 'card_label', 'card_delink', 'card_move')
 ),
 final AS (
     SELECT * FROM events
@@ -252,7 +254,7 @@ judged AS (
     SELECT f.change_key,
         CASE
             WHEN f.action IN ('add', 'move') THEN si.customer_id IS NOT DISTINCT FROM f.to_customer_id
-            WHEN f.action IN ('remove', 'drop') THEN si.customer_id IS DISTINCT FROM f.from_customer_id
+            WHEN f.action IN ('remove', 'replace', 'drop') THEN si.customer_id IS DISTINCT FROM f.from_customer_id
             WHEN f.action = 'merge' THEN sc.status = 'MERGED' AND sc.merged_into = f.to_customer_id
             WHEN f.action = 'card_delink' THEN sk.card_number IS NOT NULL AND sk.customer_id IS NULL
                 AND sk.status_label = f.new_label
@@ -269,18 +271,24 @@ changes AS (
     WHERE action IN ('add', 'remove', 'merge', 'card_link', 'card_label', 'card_delink')
     QUALIFY row_number() OVER (
         PARTITION BY run_id, file_position, row_number ORDER BY action = 'merge' DESC, action) = 1
+),
+replaces AS (
+    SELECT DISTINCT run_id, file_position, row_number FROM events WHERE action = 'replace'
 )
 SELECT c.run_id, c.ordinal, c.file_position, c.row_number, c.action, c.from_customer_id, c.to_customer_id,
-    c.source, c.account_id, c.id_type, c.id_value, c.new_label, j.kept,
+    c.source, c.account_id, c.id_type, c.id_value, c.new_label, j.kept, r.run_id IS NOT NULL AS replaced,
     row_number() OVER (
         PARTITION BY c.change_key ORDER BY c.ordinal DESC, c.file_position DESC, c.row_number DESC) = 1 AS is_last
 FROM changes c JOIN judged j USING (change_key)
+LEFT JOIN replaces r ON r.run_id = c.run_id AND r.file_position = c.file_position AND r.row_number = c.row_number
 """
 """Each changing request row of every run applied since the store's last init or refresh (and not reverted): its
 change (a merge stands for its row; else the row's own add, remove or card change, from provenance) and whether
 the platform kept it. What a change changed (a value in its scope, a card, a merged customer) is judged by the
 state the runs left it in, its last event (a later row's merge may have moved the value, or removed it): the row
-is kept when the snapshot shows that state. Only the last row to change a thing is written again."""
+is kept when the snapshot shows that state. Only the last row to change a thing is written again. A replace's row
+stands as its add (or merge) of the new value, and `replaced` marks it, so that it is written again as a replace
+(the platform may still hold the value it took away)."""
 
 LIVE_RUNS_SQL = """
 SELECT count(*) FROM runs WHERE kind = 'run' AND NOT dry_run AND exit_code IN (0, 1) AND reverted_by IS NULL
@@ -303,7 +311,8 @@ SELECT concat(l.run_id, ':', f.path, ':', l.row_number) AS row_id,
         AS customer_id,
     NULL::VARCHAR AS lookup_type, NULL::VARCHAR AS lookup_value,
     coalesce(l.source, h.scope[1]) AS source, coalesce(l.account_id, h.scope[2]) AS account_id,
-    CASE WHEN l.action IN ('remove', 'card_delink') THEN 'remove' ELSE 'add' END AS action,
+    CASE WHEN l.replaced THEN 'replace' WHEN l.action IN ('remove', 'card_delink') THEN 'remove' ELSE 'add' END
+        AS action,
     l.id_type, l.id_value,
     CASE WHEN l.id_type = 'cardnumber' AND l.action <> 'card_delink' THEN k.series_id::VARCHAR END AS series_id,
     CASE WHEN l.id_type = 'cardnumber' THEN l.new_label END AS status_label

@@ -1,2 +1,3 @@
 """values: what one identifier value means: trimming and normalisation per id_type, mobiles read with a
-country's rules, the blocked-pattern language. Imports the ground floor only."""
+country's rules, the blocked-pattern language, the long numbers a spreadsheet changed (spreadsheet.py).
+Imports the ground floor only."""

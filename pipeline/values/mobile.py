@@ -1,25 +1,35 @@
-"""Mobiles with country codes (SPEC section 2, `[mobile]`): the one home of the rule.
+"""Mobiles with country codes (`[mobile]`): the one home of the rule.
 
 A mobile value is read as a phone number with the `phonenumbers` package (Google's libphonenumber
-metadata), first with `default_country`, then with each of `other_countries`; the first reading
-that `is_valid_number` accepts and whose region is configured gives the normalised value, its
-E.164 form without the `+`. A value written with `+` or `00` is read once, as `+`. No valid
-reading: the plain rule's value, and an add of it is 8056.
+metadata), as written: the trimmed value, a leading `00` read as `+`, whatever else it holds (repeated
+`+` signs, separators of any kind, letters, other scripts' digits, an extension) read by the package
+as the package reads it. A value written without `+` is read first with `default_country`, then with
+each of `other_countries`; one written with `+` (or `00`) names its own country and is read once,
+with `default_country` as the region. The first reading that `is_valid_number` accepts and whose
+region is configured gives the normalised value, its E.164 form without the `+`. No valid reading:
+the plain rule's value, and an add of it is 8056.
 
 `read_mobile` is that rule value by value with the package (the reference, tens to hundreds of
-microseconds a value). `read_mobiles` gives the same answers at polars speed: for each configured
-region it builds, once, regular expressions and length sets from the package's own metadata and
-replays the package's parse and validation steps on columns (trunk prefix, a country code written
-without `+`, possible lengths, number types, the region of a shared country code), each step only on
-the values still undecided, cheap tests (a length, a prefix) first, so that a value of the usual
-shape costs a few regular expressions, not every one of every region. What
-those expressions do not model (an international dialling prefix in a national reading, a national
-prefix transform rule, fewer than 4 or more than 17 digits) is left undecided and read with the
-package. The property tests compare both on generated numbers and on every example number of the
-metadata.
+microseconds a value). `read_mobiles` gives the same answers at polars speed. It first sorts out the
+values it can read as their ASCII digits alone: ASCII digits, with or without leading `+` signs, and
+between them only the separators in `SEPARATORS` and at most 2 `STRAY_LETTERS` after the third digit,
+at most `MAX_FAST_CHARS` characters. For such a value the package's parse reduces exactly to parsing
+those digits (written with `+` or not): it drops what comes before the first digit or `+`, the
+separators after it and fewer than 3 letters, finds no extension (every extension form needs an `x`,
+3 letters in a row, `#`, `~`, `,` or `;`), and a value whose first 3 digits have only those
+separators between them is a viable number. Every other value goes to the package as written.
 
-Decision (README): the package reads the digits the plain rule leaves (separators dropped, `00`
-read as `+`); a value that is not ASCII digits after that is no number of any region.
+For the digits, each configured region builds, once, regular expressions and length sets from the
+package's own metadata and replays the package's parse and validation steps on columns (trunk
+prefix, a country code written without `+`, possible lengths, number types, the region of a shared
+country code), each step only on the values still undecided, cheap tests (a length, a prefix) first,
+so that a value of the usual shape costs a few regular expressions, not every one of every region.
+What those expressions do not model (an international dialling prefix in a national reading, digits
+after `+` that start with no country code, which the package reads again with the default region's
+international dialling prefix, a national prefix transform rule, fewer than 4 or more than 17
+digits) is left undecided and read with the package. The property tests compare both on generated
+numbers, on values written every way the package tolerates and on every example number of the
+metadata.
 """
 
 from __future__ import annotations
@@ -33,11 +43,27 @@ from phonenumbers import PhoneMetadata
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, NumberParseException
 
 from pipeline.config import MobileCountries
-from pipeline.values.normalize import mobile_digits, mobile_digits_expr, normalize_expr
+from pipeline.values.normalize import WHITESPACE, normalize_expr
 
 MIN_FAST_DIGITS = 4
 MAX_FAST_DIGITS = 17
 """Digit counts the fast path decides; shorter or longer values (rare junk) go to the package."""
+SEPARATORS = " \u00a0-./()"
+"""Separators the fast path reads past: each is punctuation to the package (its `_VALID_PUNCTUATION`)
+and takes no part in its extension or second-number forms, so the package reads a value of digits and
+these as the digits alone. Other separators it tolerates (tabs are not among them) go to the package."""
+STRAY_LETTERS = "A-WYZa-wyz"
+"""Letters the fast path drops, at most 2 of them and after the first 3 digits, as the package does: it
+turns letters into keypad digits only when a value has 3 or more, refuses a letter before the third
+digit, and every extension form it knows needs an `x` or 3 letters in a row (`int`)."""
+MAX_FAST_CHARS = 64
+"""Longer values go to the package (which refuses any value of more than 250 characters)."""
+_SEP = "".join(f"\\x{{{ord(c):x}}}" for c in SEPARATORS)
+_DIGITS_WRITTEN = (
+    f"^\\+*[{_SEP}]*[0-9][{_SEP}]*[0-9][{_SEP}]*[0-9][0-9{_SEP}]*(?:[{STRAY_LETTERS}][0-9{_SEP}]*){{0,2}}$"
+)
+"""A value the fast path reads as its ASCII digits: leading `+` signs, then 3 digits or more with
+separators between them, and at most 2 stray letters after the third digit."""
 
 _TYPE_DESCS = (
     "premium_rate",
@@ -53,14 +79,18 @@ _TYPE_DESCS = (
 """The number types `_number_type_helper` tries (mobile apart: skipped when it equals fixed_line)."""
 
 
+def package_text(value: str) -> str:
+    """What the package is given for a mobile value: the value trimmed, a leading '00' read as '+'."""
+    text = value.strip()
+    return "+" + text[2:] if text.startswith("00") else text
+
+
 def read_mobile(value: str, countries: MobileCountries) -> str | None:
-    """The package's reading of one trimmed mobile value: E.164 digits without '+', or None (8056)."""
-    cleaned = mobile_digits(value)
-    if cleaned is None:
-        return None
-    digits, international = cleaned
-    readings = [("+" + digits, None)] if international else [(digits, region) for region in countries.regions]
-    for text, region in readings:
+    """The package's reading of one mobile value: E.164 digits without '+', or None (8056)."""
+    text = package_text(value)
+    # written with '+' (or '00'): the number names its country, read once with the default region
+    regions = countries.regions[:1] if text.startswith("+") else countries.regions
+    for region in regions:
         try:
             number = phonenumbers.parse(text, region)
         except NumberParseException:
@@ -308,8 +338,23 @@ def _international_reading(frame: pl.DataFrame, countries: MobileCountries) -> p
         undecided = main.prefix_undecided(pl.col("_national")) | pl.lit(_shorter_code(cc))
         here = _with_e164(here.with_columns(undecided=undecided), "_nsn", cc, countries)
         parts.append(here.drop("_national", "_nsn"))
-    parts.append(rest.with_columns(undecided=pl.lit(False), mobile=pl.lit(None, dtype=pl.String)))
+    # digits of no configured country: a number of another country (no reading), unless they start
+    # with no country code at all; then the package reads them again with the default region's
+    # international dialling prefix (`+0091...` read with IN), and so does the fast path: undecided
+    parts.append(
+        rest.with_columns(undecided=~_has_country_code(pl.col("digits")), mobile=pl.lit(None, dtype=pl.String))
+    )
     return _concat(parts)
+
+
+_COUNTRY_CODES = tuple(str(c) for c in COUNTRY_CODE_TO_REGION_CODE)
+
+
+def _has_country_code(digits: pl.Expr) -> pl.Expr:
+    """`_extract_country_code(digits) != 0`: the first 1, 2 or 3 digits are a country code."""
+    return pl.any_horizontal(
+        digits.str.slice(0, n).is_in([c for c in _COUNTRY_CODES if len(c) == n]) for n in range(1, 4)
+    )
 
 
 @cache
@@ -342,23 +387,33 @@ def read_mobiles(values: pl.Series, countries: MobileCountries, distinct: bool =
     """
     frame = pl.DataFrame({"value": values if distinct else values.unique()}, schema={"value": pl.String})
     # a value of ASCII digits not starting with '00' is its own digits, written without '+': the
-    # separator and prefix expressions (costly on millions of values) run only on the others
+    # expressions below (costly on millions of values) run only on the others
     bare, written = _split(frame, pl.col("value").str.contains("^[0-9]+$") & ~pl.col("value").str.starts_with("00"))
-    digits, international = mobile_digits_expr(pl.col("value"))
-    frame = pl.concat(
+    text = pl.col("value").str.strip_chars(WHITESPACE)
+    written = written.with_columns(
+        _text=pl.when(text.str.starts_with("00")).then(pl.lit("+") + text.str.slice(2)).otherwise(text)
+    )
+    simple, odd = _split(
+        written, pl.col("_text").str.contains(_DIGITS_WRITTEN) & (pl.col("_text").str.len_chars() <= MAX_FAST_CHARS)
+    )
+    numbers = pl.concat(
         [
             bare.with_columns(digits=pl.col("value"), international=pl.lit(False)),
-            written.with_columns(digits=digits, international=international),
+            simple.select(
+                "value",
+                digits=pl.col("_text").str.replace_all("[^0-9]", ""),
+                international=pl.col("_text").str.starts_with("+"),
+            ),
         ]
     )
     in_range = pl.col("digits").str.len_bytes().is_between(MIN_FAST_DIGITS, MAX_FAST_DIGITS)
-    numbers = frame.filter(pl.col("digits").is_not_null())
     fast = _fast_readings(numbers.filter(in_range), countries)
-    rest = pl.concat([numbers.filter(~in_range).select("value"), fast.filter("undecided").select("value")])
-    by_package = [read_mobile(v, countries) for v in rest.get_column("value").to_list()]
+    rest = pl.concat(
+        [odd.select("value"), numbers.filter(~in_range).select("value"), fast.filter("undecided").select("value")]
+    )
+    by_package = [None if v is None else read_mobile(v, countries) for v in rest.get_column("value").to_list()]
     return pl.concat(
         [
-            frame.filter(pl.col("digits").is_null()).select("value", mobile=pl.lit(None, dtype=pl.String)),
             fast.filter(~pl.col("undecided")).select("value", "mobile"),
             rest.with_columns(mobile=pl.Series(by_package, dtype=pl.String)),
         ]

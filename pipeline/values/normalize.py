@@ -5,8 +5,6 @@ tests/reference_rules.py reads the same rules in plain Python; the tests compare
 
 from __future__ import annotations
 
-import re
-
 import polars as pl
 
 _LAST_WHITESPACE = 0x3000
@@ -52,30 +50,6 @@ def _rust_class(ranges: list[tuple[int, int]]) -> str:
 
 INVISIBLE_PATTERN = _rust_class(_INVISIBLE_RANGES)
 LOOKALIKE_PATTERN = _rust_class(_LOOKALIKE_RANGES)
-_py_mobile_noise = re.compile("[" + re.escape(WHITESPACE) + r"\-.()]")
-_py_ascii_digits = re.compile("[0-9]+")
-
-
-def mobile_digits(value: str) -> tuple[str, bool] | None:
-    """What `[mobile]` reads of a trimmed mobile: its digits and whether it was written with '+' or '00'.
-
-    None when the value is not ASCII digits once separators and that prefix are gone: such a value is
-    no phone number of any region (SPEC section 2; README, decisions).
-    """
-    cleaned = _py_mobile_noise.sub("", value)
-    international = cleaned.startswith(("+", "00"))
-    digits = cleaned[1:] if cleaned.startswith("+") else cleaned[2:] if cleaned.startswith("00") else cleaned
-    return (digits, international) if _py_ascii_digits.fullmatch(digits) else None
-
-
-def mobile_digits_expr(value_expr: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """mobile_digits as expressions: the digits (null when not ASCII digits) and the international flag."""
-    cleaned = value_expr.str.replace_all(_MOBILE_NOISE, "")
-    digits = cleaned.str.replace(_MOBILE_PREFIX, "")
-    return (
-        pl.when(digits.str.contains(r"^[0-9]+$")).then(digits),
-        cleaned.str.starts_with("+") | cleaned.str.starts_with("00"),
-    )
 
 
 def normalized_value(id_type: str, value: str) -> str:
