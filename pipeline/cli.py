@@ -138,9 +138,17 @@ def _csv_layout(delimiter: str | None, encoding: str | None) -> InputLayout | No
 @click.option(
     "--config",
     "config_path",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Org config TOML (docs/config.md).",
+    help="Org config TOML (docs/config.md); required unless --job gives it.",
+)
+@click.option(
+    "--job",
+    "job_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the files as this job file reads its inputs ([columns], [fixed], [wide]...); its config and "
+    "inputs serve when --config and FILES are not given.",
 )
 @click.option(
     "--reports",
@@ -151,15 +159,39 @@ def _csv_layout(delimiter: str | None, encoding: str | None) -> InputLayout | No
     help="Folder for errors.csv and summary.json.",
 )
 @_csv_options
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @_exits
 def validate(
-    config_path: Path, reports_dir: Path, delimiter: str | None, encoding: str | None, files: tuple[Path, ...]
+    config_path: Path | None,
+    job_path: Path | None,
+    reports_dir: Path,
+    delimiter: str | None,
+    encoding: str | None,
+    files: tuple[Path, ...],
 ) -> int:
     """Check request FILES against the org config; no store needed."""
     from pipeline.validate import validate_files
 
-    result = validate_files(config_path, list(files), reports_dir, layout=_csv_layout(delimiter, encoding))
+    layout = _csv_layout(delimiter, encoding)
+    paths: list[Path | str] = list(files)
+    if job_path is not None:
+        from dataclasses import replace
+
+        from pipeline.job import job_layout, load_job
+
+        loaded = load_job(job_path)
+        config_path = config_path or Path(loaded.config)
+        paths = paths or list(loaded.inputs)
+        layout = job_layout(loaded, str(config_path))
+        if layout is not None and (delimiter or encoding):
+            layout = replace(layout, delimiter=delimiter or layout.delimiter, encoding=encoding or layout.encoding)
+        elif layout is None:
+            layout = _csv_layout(delimiter, encoding)
+    if config_path is None:
+        raise click.UsageError("give --config (or --job, whose config is used)")
+    if not paths:
+        raise click.UsageError("give the FILES to check (or --job, whose inputs are checked)")
+    result = validate_files(config_path, paths, reports_dir, layout=layout)
     click.echo(result.render())
     return result.exit_code
 

@@ -8,6 +8,7 @@ The README's "Job files" section is the reference for every key.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import TomlValidator, load_config
+from pipeline.config import CARD, LINKABLE_STATUSES, OrgConfig, TomlValidator, load_config
 from pipeline.errors import ConfigError
 from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.input.read import IGNORE, InputLayout, check_delimiter, check_encoding
+from pipeline.input.wide import WIDE_ACTIONS, WideColumn, WideLayout, WideLookup
 from pipeline.results import RunResult, StageObserver
 from pipeline.run import RunOptions, new_run_id, run_batch
 from pipeline.settings import (
@@ -35,7 +37,7 @@ from pipeline.settings import (
     pick,
 )
 
-TABLES = frozenset({"job", "columns", "fixed"})
+TABLES = frozenset({"job", "columns", "fixed", "wide"})
 JOB_KEYS = frozenset(
     {
         "name",
@@ -59,8 +61,31 @@ JOB_KEYS = frozenset(
         "sheet",
         "delimiter",
         "encoding",
+        "series",
     }
 )
+WIDE_KEYS = frozenset({"customer_id", "lookup", "row_id", "ignore", "columns"})
+WIDE_LOOKUP_KEYS = frozenset({"column", "id_type", "source", "account_id"})
+WIDE_COLUMN_KEYS = frozenset(
+    {
+        "column",
+        "id_type",
+        "source",
+        "account_id",
+        "action",
+        "series_id",
+        "series_code",
+        "series_column",
+        "series",
+        "status_label",
+        "status_column",
+    }
+)
+"""The keys of [wide], of its `lookup` and of each [[wide.columns]] entry (docs/jobs.md)."""
+SERIES_KEYS = ("series_id", "series_code", "series_column", "series")
+STATUS_KEYS = ("status_label", "status_column")
+FROM_NUMBER = "from_number"
+"""`series = "from_number"`: a card's series is the one whose prefix, digits and suffix its number fits."""
 REPORTS_FIELDS = frozenset({"job", "run_id"})
 """Placeholders a reports folder may use: {job} and {run_id}."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -102,6 +127,10 @@ class Job:
     """Its CSV inputs' field separator (a tab as "\t"); None: a comma."""
     encoding: str | None = None
     """Its CSV inputs' text encoding (canonical name, e.g. cp1252); None: UTF-8."""
+    series_from_number: bool = False
+    """`series = "from_number"`: a card row of its long inputs without a series_id takes the series its number fits."""
+    wide: WideLayout | None = None
+    """[wide]: its CSV, workbook and Parquet inputs are wide files (input/wide.py); series codes not yet translated."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +179,12 @@ def parse_job(raw: dict[str, Any], path: Path | str) -> Job:
         reports = _joined(base, reports)
     columns = _parse_columns(v, v.table(raw, "columns", required=False))
     fixed = _parse_fixed(v, v.table(raw, "fixed", required=False), columns)
+    wide = _parse_wide(v, v.table(raw, "wide", required=False)) if "wide" in raw else None
+    if wide is not None and (columns or fixed):
+        v.fail("wide", "[wide] maps every column itself: a job has [wide] or [columns] and [fixed], not both")
+    series = v.value(body, "series", str, default=None)
+    if series is not None and series != FROM_NUMBER:
+        v.fail("job.series", f'must be "{FROM_NUMBER}" (a card row\'s series found from its number), got {series!r}')
     return Job(
         path=str(path),
         name=name,
@@ -175,6 +210,8 @@ def parse_job(raw: dict[str, Any], path: Path | str) -> Job:
         sheet=v.text(body, "sheet"),
         delimiter=v.checked(body, "delimiter", check_delimiter),
         encoding=v.checked(body, "encoding", check_encoding),
+        series_from_number=series is not None,
+        wide=wide,
     )
 
 
@@ -227,12 +264,32 @@ def check_reports_template(template: str, where: str, key: str) -> None:
 
 
 def job_layout(job: Job, config_path: str) -> InputLayout | None:
-    """The job's InputLayout; series codes come from the org config (loaded only when series_by_code)."""
-    if not (job.columns or job.fixed or job.series_by_code or job.sheet or job.delimiter or job.encoding):
+    """The job's InputLayout. The org config is loaded when the layout needs it: series codes (series_by_code,
+    a wide card column's series_code), series patterns (`series = "from_number"`), and a [wide] mapping, whose
+    sources, accounts, id types, series and labels are checked against it here (ConfigError naming the key)."""
+    from_number = job.series_from_number or (
+        job.wide is not None and any(c.series_from_number for c in job.wide.columns)
+    )
+    if not (
+        job.columns
+        or job.fixed
+        or job.series_by_code
+        or job.sheet
+        or job.delimiter
+        or job.encoding
+        or from_number
+        or job.wide
+    ):
         return None
-    codes = None
-    if job.series_by_code:
-        codes = {series.code: series.id for series in load_config(config_path).card_series.values()}
+    config = load_config(config_path) if job.series_by_code or from_number or job.wide else None
+    codes = patterns = None
+    if config is not None and job.series_by_code:
+        codes = {series.code: series.id for series in config.card_series.values()}
+    if config is not None and from_number:
+        patterns = {series.id: series.number_pattern for series in config.card_series.values()}
+    wide = job.wide
+    if wide is not None and config is not None:
+        wide = check_wide_against(_JobValidator(job.path), wide, config)
     return InputLayout(
         columns=dict(job.columns),
         fixed=dict(job.fixed),
@@ -240,6 +297,9 @@ def job_layout(job: Job, config_path: str) -> InputLayout | None:
         sheet=job.sheet,
         delimiter=job.delimiter or ",",
         encoding=job.encoding or "utf-8",
+        wide=wide,
+        series_from_number=job.series_from_number,
+        series_patterns=patterns,
     )
 
 
@@ -295,6 +355,163 @@ def _parse_fixed(v: _JobValidator, table: dict[str, Any], columns: Mapping[str, 
     return fixed
 
 
+def _parse_wide(v: _JobValidator, table: dict[str, Any]) -> WideLayout:
+    """[wide] checked key by key (the org config is not read here: check_wide_against does that)."""
+    v.known_keys(table, "wide.", WIDE_KEYS)
+    if ("customer_id" in table) == ("lookup" in table):
+        v.fail("wide", "give the customer reference: customer_id (the column of the customer id) or lookup, not both")
+    customer_id = v.header(table, "wide.customer_id") if "customer_id" in table else None
+    lookup = _parse_wide_lookup(v, table["lookup"]) if "lookup" in table else None
+    row_id = v.header(table, "wide.row_id") if "row_id" in table else None
+    ignore = tuple(v.string_list(table.get("ignore", []), "wide.ignore"))
+    for i, name in enumerate(ignore):
+        v.header_name(name, f"wide.ignore[{i}]")
+    entries = table.get("columns")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        v.fail("wide.columns", "missing: one [[wide.columns]] table per identifier or card column")
+    columns = tuple(_parse_wide_column(v, entry, f"wide.columns[{i}]") for i, entry in enumerate(entries))
+    wide = WideLayout(columns=columns, customer_id=customer_id, lookup=lookup, row_id=row_id, ignore=ignore)
+    _check_wide_roles(v, wide)
+    return wide
+
+
+def _parse_wide_lookup(v: _JobValidator, lookup: Any) -> WideLookup:
+    if not isinstance(lookup, dict):
+        v.fail("wide.lookup", "must be a table: { column = ..., id_type = ..., source = ... }")
+    v.known_keys(lookup, "wide.lookup.", WIDE_LOOKUP_KEYS)
+    column = v.header(lookup, "wide.lookup.column")
+    id_type = v.word(lookup, "wide.lookup.id_type")
+    if id_type == CARD:
+        for key in ("source", "account_id"):
+            if key in lookup:
+                v.fail(f"wide.lookup.{key}", "a card is found by its number in the whole organisation: no scope")
+        return WideLookup(column=column, id_type=id_type)
+    source = v.word(lookup, "wide.lookup.source")
+    account = v.word(lookup, "wide.lookup.account_id") if "account_id" in lookup else ""
+    return WideLookup(column=column, id_type=id_type, source=source, account_id=account)
+
+
+def _parse_wide_column(v: _JobValidator, entry: dict[str, Any], key: str) -> WideColumn:
+    v.known_keys(entry, f"{key}.", WIDE_COLUMN_KEYS)
+    id_type = v.word(entry, f"{key}.id_type")
+    action = v.word(entry, f"{key}.action").lower() if "action" in entry else "add"
+    if action not in WIDE_ACTIONS:
+        v.fail(f"{key}.action", f"must be add, remove or replace, got {entry['action']!r}")
+    card = id_type == CARD
+    if card and action == "replace":
+        v.fail(f"{key}.action", "replace is not for cards (a card column adds or removes)")
+    given = [name for name in (*SERIES_KEYS, *STATUS_KEYS) if name in entry]
+    if given and not card:
+        v.fail(f"{key}.{given[0]}", f'only a card column (id_type = "{CARD}") takes a series or a status')
+    series_given = [name for name in SERIES_KEYS if name in entry]
+    status_given = [name for name in STATUS_KEYS if name in entry]
+    if len(series_given) > 1:
+        v.fail(
+            f"{key}.{series_given[1]}", f"give one of {', '.join(SERIES_KEYS)}, not both {' and '.join(series_given)}"
+        )
+    if len(status_given) > 1:
+        v.fail(f"{key}.{status_given[1]}", "give status_label or status_column, not both")
+    if card and action == "add" and not series_given:
+        v.fail(
+            key,
+            "a card column that adds needs its series: series_id, series_code, series_column or "
+            f'series = "{FROM_NUMBER}"',
+        )
+    if card and action == "add" and not status_given:
+        v.fail(key, "a card column that adds needs its status: status_label or status_column")
+    series_id = None
+    if "series_id" in entry:
+        number = v.typed(entry, f"{key}.series_id", int)
+        series_id = str(number)
+    if "series" in entry and v.typed(entry, f"{key}.series", str) != FROM_NUMBER:
+        v.fail(
+            f"{key}.series", f'must be "{FROM_NUMBER}" (the series found from the card number), got {entry["series"]!r}'
+        )
+    return WideColumn(
+        column=v.header(entry, f"{key}.column"),
+        id_type=id_type,
+        source=v.word(entry, f"{key}.source"),
+        account_id=v.word(entry, f"{key}.account_id") if "account_id" in entry else "",
+        action=action,
+        series_id=series_id,
+        series_code=v.word(entry, f"{key}.series_code") if "series_code" in entry else None,
+        series_column=v.header(entry, f"{key}.series_column") if "series_column" in entry else None,
+        series_from_number="series" in entry,
+        status_label=v.word(entry, f"{key}.status_label") if "status_label" in entry else None,
+        status_column=v.header(entry, f"{key}.status_column") if "status_column" in entry else None,
+    )
+
+
+def _check_wide_roles(v: _JobValidator, wide: WideLayout) -> None:
+    """A file column has one role: the customer reference, the row_id, an identifier or card column (one
+    column may feed several entries), a card's series or status column, or ignored."""
+    reference = "wide.customer_id" if wide.lookup is None else "wide.lookup.column"
+    identifiers = {c.column for c in wide.columns}
+    extras = {name for c in wide.columns for name in (c.series_column, c.status_column) if name is not None}
+    if wide.lookup is None and wide.reference in identifiers | extras:
+        v.fail(reference, f"'{wide.reference}' is also a mapped column of [[wide.columns]]")
+    if wide.lookup is not None and wide.reference in extras:
+        v.fail(reference, f"'{wide.reference}' is also a card's series or status column")
+    if wide.row_id is not None and wide.row_id in {wide.reference} | identifiers | extras:
+        v.fail("wide.row_id", f"'{wide.row_id}' is also read as another column; the row_id column is its own")
+    for i, column in enumerate(wide.columns):
+        for name, role in ((column.series_column, "series_column"), (column.status_column, "status_column")):
+            if name is not None and name in identifiers:
+                v.fail(f"wide.columns[{i}].{role}", f"'{name}' is also an identifier or card column")
+    read = set(wide.read_columns())
+    for i, name in enumerate(wide.ignore):
+        if name in read:
+            v.fail(f"wide.ignore[{i}]", f"'{name}' is read by the mapping; a column is either read or ignored")
+
+
+def check_wide_against(v: TomlValidator, wide: WideLayout, config: OrgConfig) -> WideLayout:
+    """[wide] checked against the org config: each scope (source, account) and id type as a row's check stage
+    would check it, fixed series and labels known and fit for the action; series codes become series ids."""
+    if wide.lookup is not None and wide.lookup.source is not None:
+        lookup = wide.lookup
+        _check_scope(v, config, "wide.lookup", lookup.source, lookup.account_id, lookup.id_type)  # type: ignore[arg-type]
+    codes = {series.code: series.id for series in config.card_series.values()}
+    columns = []
+    for i, column in enumerate(wide.columns):
+        key = f"wide.columns[{i}]"
+        _check_scope(v, config, key, column.source, column.account_id, column.id_type)
+        if column.series_id is not None and int(column.series_id) not in config.card_series:
+            v.fail(f"{key}.series_id", f"{column.series_id} is not a configured card series")
+        if column.series_code is not None:
+            if column.series_code not in codes:
+                v.fail(f"{key}.series_code", f"'{column.series_code}' is not the code of a configured card series")
+            column = dataclasses.replace(column, series_id=str(codes[column.series_code]), series_code=None)
+        if column.status_label is not None:
+            status = config.card_labels.get(column.status_label)
+            if status is None:
+                v.fail(f"{key}.status_label", f"'{column.status_label}' is not a configured card label")
+            allowed = LINKABLE_STATUSES if column.action == "add" else {"NOT_ISSUED"}
+            if status not in allowed:
+                v.fail(
+                    f"{key}.status_label",
+                    f"'{column.status_label}' maps to {status}; {'adding' if column.action == 'add' else 'removing'}"
+                    f" a card takes a label of {' or '.join(sorted(allowed))}",
+                )
+        columns.append(column)
+    return dataclasses.replace(wide, columns=tuple(columns))
+
+
+def _check_scope(v: TomlValidator, config: OrgConfig, key: str, source: str, account: str, id_type: str) -> None:
+    known = config.sources.get(source)
+    if known is None:
+        v.fail(f"{key}.source", f"'{source}' is not a source of the org config ({', '.join(sorted(config.sources))})")
+    if known.kind == "multi" and not account:
+        v.fail(f"{key}.account_id", f"missing: {source} is a multi-account source ({', '.join(known.accounts)})")
+    if known.kind == "single" and account:
+        v.fail(f"{key}.account_id", f"{source} is a single-account source: it takes no account_id")
+    if account and account not in known.accounts:
+        v.fail(f"{key}.account_id", f"'{account}' is not an account of {source} ({', '.join(known.accounts)})")
+    if id_type != CARD and id_type not in known.id_types:
+        v.fail(
+            f"{key}.id_type", f"'{id_type}' is not an id type {source} accepts ({', '.join(sorted(known.id_types))})"
+        )
+
+
 class _JobValidator(TomlValidator):
     """TomlValidator for the [job] table: keys are given by name and reported as job.<name>."""
 
@@ -311,6 +528,26 @@ class _JobValidator(TomlValidator):
         value = self.value(body, name, int, default=None)
         if value is not None and value < minimum:
             self.fail(f"job.{name}", f"must be at least {minimum}, got {value}")
+        return value
+
+    def typed(self, table: dict, key: str, kind: type) -> Any:
+        """A required value of a table other than [job], by its full key."""
+        return TomlValidator.value(self, table, key, kind)
+
+    def header(self, table: dict, key: str) -> str:
+        """A file column's name: a non-empty string without surrounding white space (headers are trimmed)."""
+        return self.header_name(self.typed(table, key, str), key)
+
+    def header_name(self, name: str, key: str) -> str:
+        if not name or name != name.strip():
+            self.fail(key, "a column name, not empty and without surrounding white space (header names are trimmed)")
+        return name
+
+    def word(self, table: dict, key: str) -> str:
+        """A required non-empty string, written as the org config writes it (no surrounding white space)."""
+        value = self.typed(table, key, str)
+        if not value.strip() or value != value.strip():
+            self.fail(key, "must be a non-empty string without surrounding white space")
         return value
 
     def text(self, body: dict, name: str) -> str | None:

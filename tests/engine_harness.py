@@ -76,11 +76,13 @@ def run_engine(
     config: OrgConfig,
     dry_run: bool = False,
     route: Route | None = None,
+    frame: pl.DataFrame | None = None,
 ) -> EngineRun:
+    """The engine on `rows`, or on `frame` (read_requests' frame of a file, one row per entry of `rows`)."""
     con = duckdb.connect()
     load_store(con, store)
     with Workspace(con) as ws:
-        decision = decide_batch(ws, raw_frame(rows), config, route=route)
+        decision = decide_batch(ws, raw_frame(rows) if frame is None else frame, config, route=route)
         checked, outcomes = decision.checked, decision.outcomes
         lines = call_lines(plan_changes(checked.checked, outcomes), "run", config)
         calls = [json.loads(line) for chunk in lines for line in chunk]

@@ -61,6 +61,10 @@ Interpretations taken where the SPEC leaves room (the engine must agree with eve
     The result names W (`replaced_value`) when one was taken away; a replace with no value of T in S
     is an add, outcome and all. A row read from a call line names W itself (`replaces`, normalised as a
     remove's value): C must hold (S, T, W), else 7009 before anything else.
+21. A row of a wide file whose lookup has a scope of its own (`lookup_source`, `lookup_account_id`: the job's
+    [wide] lookup) finds its customer there instead of in its own scope, and its lookup_type is judged against
+    that scope's source (any known type when the source is unknown, as for an unknown row source). A card
+    lookup ignores every scope.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ from pathlib import Path
 import polars as pl
 
 from mobile_reference import read_with_package
-from pipeline.config import ACTIVE_STATUSES, CLOSED_STATUSES, LINKABLE_STATUSES, MobileCountries, OrgConfig
+from pipeline.config import ACTIVE_STATUSES, CLOSED_STATUSES, ID_TYPES, LINKABLE_STATUSES, MobileCountries, OrgConfig
 
 CARD = "cardnumber"
 MAX_CUSTOMER_ID = 2**63 - 1
@@ -158,6 +162,8 @@ class CheckedRow:
     status_label: str
     replaces: str | None = None
     """A replace row of a call line: the value W the line removes (normalised), which C must hold."""
+    lookup_scope: tuple[str, str] | None = None
+    """A wide file's lookup in a scope of its own (lookup_source, lookup_account_id); None: the row's scope."""
 
     @property
     def scope(self) -> tuple[str, str]:
@@ -297,7 +303,13 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
         customer_id = decimal(f["customer_id"])
         if f["customer_id"].startswith("-") or customer_id is None or not 1 <= customer_id <= MAX_CUSTOMER_ID:
             raise RowFailed(7001, "customer_id")
-    if by_lookup and f["lookup_type"] not in source.id_types and f["lookup_type"] != CARD:
+    lookup_source = (raw.get("lookup_source") or "").strip()
+    lookup_scope = (lookup_source, (raw.get("lookup_account_id") or "").strip()) if lookup_source else None
+    if lookup_scope is not None and lookup_scope[0] not in config.sources:
+        lookup_types = ID_TYPES  # interpretation 21: a lookup scope's source unknown to the config
+    else:
+        lookup_types = config.sources[lookup_scope[0]].id_types if lookup_scope else source.id_types
+    if by_lookup and f["lookup_type"] not in lookup_types and f["lookup_type"] != CARD:
         raise RowFailed(7004, "lookup_type")
 
     id_type = f["id_type"]
@@ -355,6 +367,7 @@ def check_row(raw: dict[str, str | None], config: OrgConfig) -> CheckedRow:
         series.id if series else None,
         label,
         replaces if action == "replace" else None,
+        lookup_scope if by_lookup else None,
     )
 
 
@@ -373,7 +386,7 @@ def resolve_target(store: ModelStore, row: CheckedRow) -> tuple[int, list[int]]:
         card = store.cards.get(row.lookup_value)
         holders = [card[1]] if card is not None and card[1] is not None else []
     else:
-        wanted = (row.source, row.account_id, row.lookup_type, row.lookup_value)
+        wanted = (*(row.lookup_scope or row.scope), row.lookup_type, row.lookup_value)
         holders = [c for (c, *key) in store.identifiers if tuple(key) == wanted and store.customers[c][0] == "ACTIVE"]
     if not holders:
         raise RowFailed(8015, "lookup_value")

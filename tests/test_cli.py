@@ -133,7 +133,7 @@ def test_validate_broken_config_exits_2(tmp_path: Path):
 def test_validate_missing_required_option_exits_2(tmp_path: Path):
     result = invoke("validate", write_csv(tmp_path / "ok.csv", "1001,INSTORE,add,email,x@y.co"))
     assert result.exit_code == 2
-    assert "Missing option '--config'" in result.output
+    assert "give --config (or --job, whose config is used)" in result.output
 
 
 def test_validate_unknown_column_exits_3(tmp_path: Path):

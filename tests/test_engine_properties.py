@@ -121,6 +121,12 @@ def request_rows(draw, n_customers=8):
     elif ref <= 7:
         lookup_type = draw(st.sampled_from(TYPES_BY_SOURCE.get(source, ["mobile"])))
         row["lookup_type"], row["lookup_value"] = lookup_type, draw(st.sampled_from(VALUES[lookup_type]))
+        if draw(st.integers(0, 3)) == 0:
+            # a wide file's lookup in a scope of its own (the job's [wide] lookup), which may differ from the row's
+            lookup_source, lookup_account = draw(st.sampled_from(SCOPES))
+            row["lookup_source"], row["lookup_account_id"] = lookup_source, lookup_account
+            row["lookup_type"] = draw(st.sampled_from(TYPES_BY_SOURCE[lookup_source]))
+            row["lookup_value"] = draw(st.sampled_from(VALUES[row["lookup_type"]]))
     elif ref == 8:
         row["lookup_type"], row["lookup_value"] = "cardnumber", draw(st.sampled_from(sorted(CARDS)))
     else:

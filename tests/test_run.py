@@ -59,6 +59,7 @@ def test_reports_have_the_spec_columns(store, tmp_path):
         "survivor_id",
         "victim_id",
         "warning_codes",
+        "source_column",
     ]
     assert read_report(tmp_path / "r", "merges.csv").columns == [
         "victim_id",
@@ -69,7 +70,7 @@ def test_reports_have_the_spec_columns(store, tmp_path):
         "id_value",
     ]
     errors = read_report(tmp_path / "r", "errors.csv")
-    assert errors.columns[-5:] == ["error_code", "error_name", "error_field", "error_message", "stage"]
+    assert errors.columns[-6:] == ["error_code", "error_name", "error_field", "error_message", "stage", "source_column"]
     assert set(errors["stage"]) <= {"check", "resolve", "apply"}
 
 

@@ -17,6 +17,10 @@ Decisions where SPEC is silent:
 - Blocked patterns are Python regular expressions matched as `re.fullmatch` (SPEC section 7); they
   run on polars' regex engine only when rewritten from Python's own reading of them, and otherwise
   on Python's `re` over the distinct values of their type (patterns.py).
+- A wide file's operation whose lookup has a scope of its own (lookup_source, input/columns.py) has its
+  lookup_type judged against the lookup's source, not the operation's; its empty customer reference is 7003
+  saying the line has none. A card add whose series was to be found from its number (SERIES_FROM_NUMBER) and
+  fits no single series is 3004 saying so.
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ from pandera.errors import SchemaErrors
 from pipeline.catalog import CATALOG
 from pipeline.config import CARD, ID_TYPES, LINKABLE_STATUSES, OrgConfig
 from pipeline.errors import InternalError
-from pipeline.input.columns import FRAME_COLUMNS, REPLACES_COLUMN
+from pipeline.input.columns import (
+    FRAME_COLUMNS,
+    LOOKUP_SCOPE_COLUMNS,
+    REPLACES_COLUMN,
+    SERIES_FROM_NUMBER,
+    SOURCE_COLUMN,
+)
 from pipeline.values.mobile import with_countries
 from pipeline.values.normalize import WHITESPACE, format_error_expr, normalize_expr, trim_expr
 from pipeline.values.patterns import full_match_expr
@@ -65,6 +75,8 @@ _DAMAGEABLE = ("customer_id", "lookup_value", "id_value")
 """The fields a spreadsheet's number damage is looked for in (values/spreadsheet.py): prepare_fields gives each
 a boolean `<name>_damaged`, computed once because several rules read it."""
 _SEP = "\x1f"
+_CARRIED = (SOURCE_COLUMN, *LOOKUP_SCOPE_COLUMNS, SERIES_FROM_NUMBER)
+"""Internal columns the checked rows carry as read: the reports, resolve and the messages read them."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,10 @@ def prepare_fields(frame: pl.DataFrame, config: OrgConfig | None = None) -> pl.D
             )
         ),
         pl.when(given.is_not_null()).then(given.fill_null("").str.strip_chars(WHITESPACE)).alias(REPLACES_COLUMN),
+        *(
+            pl.col(name).cast(pl.String) if name in frame.columns else pl.lit(None, dtype=pl.String).alias(name)
+            for name in _CARRIED
+        ),
     )
     normalised = trimmed.with_columns(
         normalize_expr(pl.col("lookup_type"), pl.col("lookup_value")).alias("lookup_value"),
@@ -298,6 +314,15 @@ def _typed(passed: pl.DataFrame) -> pl.DataFrame:
         else pl.when(pl.col("action").str.to_lowercase() == "replace")
         .then(pl.col(REPLACES_COLUMN))
         .alias(REPLACES_COLUMN),
+        SOURCE_COLUMN,
+        # a lookup's own scope matters to a row that looks its customer up, and only to it
+        *(
+            pl.col(name)
+            if passed.get_column(name).null_count() == passed.height
+            else pl.when(~by_id).then(pl.col(name)).alias(name)
+            for name in LOOKUP_SCOPE_COLUMNS
+        ),
+        SERIES_FROM_NUMBER,
     )
 
 
@@ -323,13 +348,15 @@ def build_rules(config: OrgConfig) -> list[Rule]:
     scopes = [_pair(name, acc) for name in multi for acc in sources[name].accounts]
     typed_sources = [_pair(name, t) for name, s in sources.items() for t in s.id_types]
 
-    def accepted(type_expr: pl.Expr) -> pl.Expr:
+    def accepted(type_expr: pl.Expr, by: pl.Expr = source) -> pl.Expr:
         """cardnumber anywhere; for a known source its types; for an unknown one any known type."""
         return (
             (type_expr == CARD)
-            | pl.concat_str(source, pl.lit(_SEP), type_expr).is_in(typed_sources)
-            | (~source_known & type_expr.is_in(sorted(ID_TYPES)))
+            | pl.concat_str(by, pl.lit(_SEP), type_expr).is_in(typed_sources)
+            | (~by.is_in(list(sources)) & type_expr.is_in(sorted(ID_TYPES)))
         )
+
+    lookup_source = pl.coalesce(c("lookup_source"), source)  # a wide file's lookup may have a scope of its own
 
     has_id, has_type, has_value = customer != "", lookup_type != "", lookup_value != ""
     series_number = pl.when(series.str.contains(_DIGITS)).then(series.cast(pl.Int64, strict=False))
@@ -387,7 +414,7 @@ def build_rules(config: OrgConfig) -> list[Rule]:
             7003,
             "customer_id",
             (has_id & ~has_type & ~has_value) | (~has_id & has_type & has_value),
-            message(7003, reason=_reference_problem(has_id, has_type, has_value)),
+            message(7003, reason=_reference_problem(has_id, has_type, has_value, c(SOURCE_COLUMN).is_not_null())),
         ),
         Rule(
             "customer_id.spreadsheet",
@@ -412,8 +439,8 @@ def build_rules(config: OrgConfig) -> list[Rule]:
             "lookup_type.allowed",
             7004,
             "lookup_type",
-            ~has_type | accepted(lookup_type),
-            message(7004, field="lookup_type", value=lookup_type, source=source),
+            ~has_type | accepted(lookup_type, lookup_source),
+            message(7004, field="lookup_type", value=lookup_type, source=lookup_source),
         ),
         Rule("id_type.required", 7001, "id_type", id_type != "", invalid("id_type", "missing")),
         Rule(
@@ -472,7 +499,18 @@ def build_rules(config: OrgConfig) -> list[Rule]:
             3004,
             "series_id",
             ~(card_add & (series == "")),
-            message(3004, reason="series_id is required when adding a card"),
+            message(
+                3004,
+                reason=pl.when(c(SERIES_FROM_NUMBER).is_not_null())
+                .then(
+                    pl.format(
+                        "the card number '{}' fits no single configured series, so its series cannot be found "
+                        "from it; give series_id",
+                        id_value_given,
+                    )
+                )
+                .otherwise(pl.lit("series_id is required when adding a card")),
+            ),
         ),
         Rule(
             "series_id.known",
@@ -546,9 +584,12 @@ def _mobile_rule(config: OrgConfig) -> str:
     return f"not a valid number of {config.mobile.describe()}"
 
 
-def _reference_problem(has_id: pl.Expr, has_type: pl.Expr, has_value: pl.Expr) -> pl.Expr:
+def _reference_problem(has_id: pl.Expr, has_type: pl.Expr, has_value: pl.Expr, wide: pl.Expr) -> pl.Expr:
+    """What is wrong with a row's customer reference; a wide file's operation is told that its line has none."""
     return (
-        pl.when(has_id & (has_type | has_value))
+        pl.when(wide & ~has_id & ~has_value)
+        .then(pl.lit("the line has no customer reference (its customer column is empty)"))
+        .when(has_id & (has_type | has_value))
         .then(pl.lit("give either customer_id or the lookup pair, not both"))
         .when(has_type | has_value)
         .then(pl.lit("lookup_type and lookup_value must be given together"))

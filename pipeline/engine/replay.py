@@ -191,6 +191,9 @@ class ReplayRow(NamedTuple):
     status_label: str | None
     replaces: str | None = None
     """A replace read from a call line: the value W the line removes, which the target must hold."""
+    lookup_source: str | None = None
+    lookup_account_id: str | None = None
+    """The scope a wide file's lookup finds the customer in, when it has its own; None: the row's scope."""
 
 
 class Outcome(NamedTuple):
@@ -253,8 +256,11 @@ class Replayer:
         if row.lookup_type == CARD:
             card = ws.cards.get(row.lookup_value)
             return (card[1] if card else None), False
+        scope = (
+            (row.source, row.account_id) if row.lookup_source is None else (row.lookup_source, row.lookup_account_id)
+        )
         for holder, source, account in ws.holders.get((row.lookup_type, row.lookup_value), ()):
-            if (source, account) == (row.source, row.account_id):
+            if (source, account) == scope:
                 return holder, False
         return None, False
 
@@ -447,7 +453,8 @@ CREATE OR REPLACE TEMP TABLE ws_customers AS
 
 _PULLS = {
     "rows": """SELECT seq, customer_id, target, lookup_type, lookup_value, source, account_id, action,
-                      id_type, id_value, series_id, status_label, replaces FROM ws_rows ORDER BY seq""",
+                      id_type, id_value, series_id, status_label, replaces, lookup_source, lookup_account_id
+               FROM ws_rows ORDER BY seq""",
     "customers": """SELECT customer_id, status, merged_into, customer_type FROM rel_info
                     SEMI JOIN ws_customers USING (customer_id)""",
     "idents": """SELECT customer_id, source, account_id, id_type, id_value FROM rel_idents

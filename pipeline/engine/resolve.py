@@ -1,14 +1,15 @@
 """Resolve every checked row against the store as it was before the run, and split the batch.
 
-Each row gets its initial target (customer_id followed through merged_into, or the holder of the
-lookup identifier or card) and a set of keys: its target, the holders of its value in any scope,
-its value, its lookup value, its card and the card's holder. Whatever a row reads or writes while
-it is applied lies within the customers, values and cards of its keys, or within what an earlier
-row sharing one of those keys brought in. So a row that shares no key with any other row gives the
-same result whether it is applied first, last or alone: it is decided set-based against the store
-(`independent`). Rows that share a key are replayed in order (replay.py) over the customers their
-keys name, with all their identifiers and cards (`working set`). Keys are 64-bit hashes; a
-collision can only join rows that did not need joining, never split rows that did. A replace needs no key of
+Each row gets its initial target (customer_id followed through merged_into, or the holder of the lookup
+identifier or card, in the row's scope or the lookup's own) and a set of keys: its target, the holders of its
+value in any scope, its value, its lookup value, its card and the card's holder. Whatever a row reads or
+writes while it is applied lies within the customers, values and cards of its keys, or within what an earlier
+row sharing one of those keys brought in (a lookup value's key is the same in every scope, so a lookup in a
+scope of its own needs no other). So a row that shares no key with any other row gives the same result whether
+it is applied first, last or alone: it is decided set-based against the store (`independent`). Rows that share
+a key are replayed in order (replay.py) over the customers their keys name, with all their identifiers and
+cards (`working set`). Keys are 64-bit hashes; a collision can only join rows that did not need joining, never
+split rows that did. A replace needs no key of
 its own: the value W it takes away is its target's, and any other row that reads or writes W names that
 customer (as its target, or as a holder of W), so a replace that shares no key stays set-based.
 
@@ -33,7 +34,7 @@ from pipeline.engine import rules
 from pipeline.engine.groups import plan_groups
 from pipeline.engine.workspace import Handle, Stage, Workspace
 from pipeline.errors import StoreError
-from pipeline.input.columns import REPLACES_COLUMN, REQUEST_FIELDS
+from pipeline.input.columns import LOOKUP_SCOPE_COLUMNS, REPLACES_COLUMN, REQUEST_FIELDS
 from pipeline.store.duck import run_script, scalar
 from pipeline.store.invariants import merge_chain_ends, merge_cycles
 from pipeline.store.schema import VALUE_HASH_SQL
@@ -101,9 +102,11 @@ LEFT JOIN known_refs kr ON kr.customer_id = r.customer_id
 LEFT JOIN chain ch ON ch.given = r.customer_id
 LEFT JOIN card_state cs ON r.lookup_type = 'cardnumber' AND cs.card_number = r.lookup_value
 LEFT JOIN val_idents vi ON r.lookup_type IS NOT NULL AND r.lookup_type <> 'cardnumber'
-    AND vi.source = r.source AND vi.account_id = r.account_id
+    AND vi.source = coalesce(r.lookup_source, r.source) AND vi.account_id = coalesce(r.lookup_account_id, r.account_id)
     AND vi.id_type = r.lookup_type AND vi.id_value = r.lookup_value;
 """
+"""A lookup finds its customer in the row's scope, or in the lookup's own (a wide file's `lookup`: lookup_source and
+lookup_account_id, null on every other row)."""
 
 _KEYS = """
 CREATE OR REPLACE TEMP TABLE row_keys AS
@@ -170,7 +173,7 @@ def resolve_targets(ws: Workspace, checked: pl.DataFrame, config: OrgConfig, rou
     """
     con = ws.con
     rules.register(con, config)
-    frame = checked.select("seq", *REQUEST_FIELDS, REPLACES_COLUMN)
+    frame = checked.select("seq", *REQUEST_FIELDS, REPLACES_COLUMN, *LOOKUP_SCOPE_COLUMNS)
     con.register("checked_frame", frame)
     con.execute("CREATE OR REPLACE TEMP TABLE req AS SELECT * FROM checked_frame")
     con.unregister("checked_frame")

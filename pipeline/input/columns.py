@@ -30,6 +30,18 @@ REPLACES_COLUMN = "replaces"
 """The value a `replace` row read from a call line removes (the line's one remove item; null on any other row).
 Not a request column: no file names it, no report shows it; it only carries the removed value from the call
 line (input/calls.py) to the engine, which refuses the row (7009) when the customer does not hold it."""
-FRAME_COLUMNS: tuple[str, ...] = ("seq", "file", "row_number", *REQUEST_COLUMNS, REPLACES_COLUMN)
+SOURCE_COLUMN = "source_column"
+"""The file column a wide file's operation was read from (input/wide.py; null on every other row). The reports
+show it as their last column (success.csv, errors.csv); an errors file given as input has it and it is ignored."""
+LOOKUP_SCOPE_COLUMNS: tuple[str, ...] = ("lookup_source", "lookup_account_id")
+"""The scope a wide file's `lookup` finds its customer in, when the job gives one (null on every other row, whose
+lookup is in the row's own scope). Not request columns: the job's [wide] sets them, no report shows them."""
+SERIES_FROM_NUMBER = "series_from_number"
+"""'1' on a card row whose series is found from its number (a job's `series = "from_number"`), null elsewhere: the
+reader fills series_id when exactly one series fits, and the check stage says so when none does (3004)."""
+INTERNAL_COLUMNS: tuple[str, ...] = (REPLACES_COLUMN, SOURCE_COLUMN, *LOOKUP_SCOPE_COLUMNS, SERIES_FROM_NUMBER)
+"""The batch frame's columns after the request columns: what a row carries besides its request, null on the rows
+of a plain request file."""
+FRAME_COLUMNS: tuple[str, ...] = ("seq", "file", "row_number", *REQUEST_COLUMNS, *INTERNAL_COLUMNS)
 """The batch frame the reader makes: each row's position in the batch (seq), its file and line, its request
-columns as raw text, and the removed value of a call line's replace."""
+columns as raw text, and its internal columns (INTERNAL_COLUMNS)."""

@@ -98,12 +98,16 @@ from pipeline.input.calls import call_rows
 from pipeline.input.columns import (
     FRAME_COLUMNS,
     LOOKUP_COLUMNS,
+    LOOKUP_SCOPE_COLUMNS,
     REPLACES_COLUMN,
     REPORT_ERROR_COLUMNS,
     REPORT_POSITION_COLUMNS,
     REQUEST_COLUMNS,
     REQUIRED_COLUMNS,
+    SERIES_FROM_NUMBER,
+    SOURCE_COLUMN,
 )
+from pipeline.input.wide import WideLayout, check_wide_header, expand_wide, note_column
 from pipeline.input.workbook import read_sheet
 from pipeline.values.normalize import trim_expr
 from pipeline.values.spreadsheet import noted_expr
@@ -178,6 +182,11 @@ class InputLayout:
     `series_codes`: when set, series_id holds a series code, translated with this code -> id table.
     `sheet`: the workbook sheet to read; None reads the first. Other formats ignore it.
     `delimiter`, `encoding`: how a CSV file is written (check_delimiter, check_encoding). Other formats ignore them.
+    `wide`: read each CSV, workbook and Parquet file (not an errors file, not NDJSON) as a wide file
+    (input/wide.py); it takes the place of `columns` and `fixed`.
+    `series_patterns`: series id -> the whole-value pattern of its card numbers (config.CardSeries.number_pattern),
+    for the card rows whose series is found from the number: every card row without a series_id when
+    `series_from_number`, and the operations of a wide file's card columns that say so.
     """
 
     columns: Mapping[str, str] = field(default_factory=dict)
@@ -186,11 +195,21 @@ class InputLayout:
     sheet: str | None = None
     delimiter: str = ","
     encoding: str = "utf-8"
+    wide: WideLayout | None = None
+    series_from_number: bool = False
+    series_patterns: Mapping[int, str] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.fixed) - set(REQUEST_COLUMNS))
         if unknown:
             raise ValueError(f"fixed values for unknown request columns: {', '.join(unknown)}")
+        if self.wide is not None and (self.columns or self.fixed):
+            raise ValueError("a wide layout takes the place of columns and fixed values")
+        from_number = self.series_from_number or (
+            self.wide is not None and any(c.series_from_number for c in self.wide.columns)
+        )
+        if from_number and self.series_patterns is None:
+            raise ValueError("finding a card's series from its number needs the series' patterns")
         check_delimiter(self.delimiter)
         check_encoding(self.encoding)
 
@@ -260,12 +279,12 @@ def _read_one(name: str, layout: InputLayout) -> tuple[pl.DataFrame, InputFile]:
     content = _gunzip(name, stored) if stored.startswith(_GZIP_MAGIC) else stored
     fmt = _format_of(name, content)
     frame, errors_file = _READERS[fmt](name, content, layout)
-    frame = _apply_layout(frame, layout, errors_file)
+    frame = _apply_layout(frame, layout, errors_file, wide=fmt != "ndjson")
     return frame, InputFile(
         path=name,
         sha256=sha256,
         rows=frame.height,
-        columns=tuple(c for c in frame.columns if c != REPLACES_COLUMN),
+        columns=tuple(c for c in frame.columns if c in REQUEST_COLUMNS),
         format=fmt,
         fingerprint=rows_fingerprint(frame),
     )
@@ -296,13 +315,19 @@ def rows_fingerprint(frame: pl.DataFrame) -> str:
     UTF-8 byte length as 4 bytes little-endian, and the cells' UTF-8 bytes one after another. A null cell and
     a column the file lacks count as empty text, as the check stage reads them (trim_expr); the row order
     counts. An NDJSON file with a replace line (input/calls.py) serialises its removed values after the request
-    columns the same way, as a column `replaces`; a file without one is serialised as before. A column at a
-    time, one pass over the values: 0.23-0.26 s for the benchmark's 1M-row file (73 MB), which read_requests
-    reads in 0.5-0.7 s without it (2 shared cores, 2026-12-06).
+    columns the same way, as a column `replaces`; a file without one is serialised as before. A wide file
+    (input/wide.py) then serialises its operations' source_column, lookup_source and lookup_account_id the same
+    way (each when a row has it), so the same cells read through another [wide] mapping are another file. A
+    column at a time, one pass over the values: 0.23-0.26 s for the benchmark's 1M-row file (73 MB), which
+    read_requests reads in 0.5-0.7 s without it (2 shared cores, 2026-12-06).
     """
     digest = hashlib.sha256(FINGERPRINT_VERSION + b"%d\n" % frame.height)
-    replaces = REPLACES_COLUMN in frame.columns and frame.get_column(REPLACES_COLUMN).null_count() < frame.height
-    for column in (*REQUEST_COLUMNS, REPLACES_COLUMN) if replaces else REQUEST_COLUMNS:
+    extra = [
+        column
+        for column in (REPLACES_COLUMN, SOURCE_COLUMN, *LOOKUP_SCOPE_COLUMNS)
+        if column in frame.columns and frame.get_column(column).null_count() < frame.height
+    ]
+    for column in (*REQUEST_COLUMNS, *extra):
         digest.update(column.encode() + b"\n")
         if column not in frame.columns:
             digest.update(bytes(4 * frame.height))
@@ -486,6 +511,11 @@ def _read_workbook(name: str, content: bytes, layout: InputLayout) -> tuple[pl.D
     if errors_file:
         frame = _restore_neutralised(frame)
     notes = {columns[position]: note for position, note in sheet.notes.items()}
+    if layout.wide is not None and not errors_file:
+        # a wide file's cells are noted per operation as it is expanded (input/wide.py): the notes go beside them
+        return frame.with_columns(
+            note.alias(note_column(column)) for column, note in notes.items() if not column.startswith(_IGNORED)
+        ), False
     return _note_number_cells(frame, notes, {} if errors_file else layout.fixed), errors_file
 
 
@@ -564,13 +594,39 @@ def _header_columns(name: str, header: Sequence[str], layout: InputLayout, line:
     An errors file's report columns are ignored and the layout's renames and fixed values do not apply to it.
     """
     if is_errors_file(header):
-        ignored = dict.fromkeys((*REPORT_POSITION_COLUMNS, *REPORT_ERROR_COLUMNS), IGNORE)
+        ignored = dict.fromkeys((*REPORT_POSITION_COLUMNS, *REPORT_ERROR_COLUMNS, SOURCE_COLUMN), IGNORE)
         return _check_header(name, header, ignored, line=line, fixed={}), True
+    if layout.wide is not None:
+        return _check_wide_header(name, header, layout.wide, line), False
     return _check_header(name, header, dict(layout.columns), line=line, fixed=layout.fixed), False
 
 
+def _check_wide_header(name: str, header: Sequence[str], wide: WideLayout, line: int | None) -> list[str]:
+    """A wide file's columns: its header names, the ignored ones as placeholders (dropped after reading).
+
+    A name that appears twice is 7102, as in any file; then input/wide.py's check of the mapping.
+    """
+    seen: dict[str, int] = {}
+    for position, field_name in enumerate(header, 1):
+        if field_name in seen:
+            raise InputFileError(
+                name,
+                FILE_FORMAT,
+                f"column '{field_name}' appears more than once (columns {seen[field_name]} and {position}); "
+                "which value applies would be ambiguous",
+                line=line,
+            )
+        seen[field_name] = position
+    check_wide_header(name, header, wide, line)
+    read = set(wide.read_columns())
+    return [
+        field_name if field_name in read else f"{_IGNORED}{position}" for position, field_name in enumerate(header, 1)
+    ]
+
+
 def is_errors_file(header: Collection[str]) -> bool:
-    """Whether a header is errors.csv's: it holds every column errors.csv puts around the request columns."""
+    """Whether a header is errors.csv's: it holds every column errors.csv puts around the request columns (its
+    last one, source_column, is not required: errors files written before it existed lack it)."""
     return set(REPORT_POSITION_COLUMNS).union(REPORT_ERROR_COLUMNS) <= set(header)
 
 
@@ -608,7 +664,8 @@ def _as_utf8(name: str, content: bytes, encoding: str) -> bytes:
 
 def _refuse_one_column_header(name: str, header: Sequence[str], line: int, layout: InputLayout) -> None:
     """A header read as one column that holds another separator: 7104 with a hint naming the delimiter option."""
-    if len(header) != 1 or header[0] in REQUEST_COLUMNS or header[0] in layout.columns:
+    known = layout.wide.read_columns() if layout.wide is not None else ()
+    if len(header) != 1 or header[0] in REQUEST_COLUMNS or header[0] in layout.columns or header[0] in known:
         return
     found = [other for other in DELIMITER_NAMES if other != layout.delimiter and other in header[0]]
     if not found:
@@ -829,12 +886,18 @@ def _width_reason(fields: int, width: int, delimiter: str = ",") -> str:
     return f"{fields} field{'s' if fields != 1 else ''}, but the header has {width}{hint}"
 
 
-def _apply_layout(frame: pl.DataFrame, layout: InputLayout, errors_file: bool = False) -> pl.DataFrame:
-    """Drop ignored columns, add the fixed ones and translate series codes to series ids.
+def _apply_layout(
+    frame: pl.DataFrame, layout: InputLayout, errors_file: bool = False, wide: bool = True
+) -> pl.DataFrame:
+    """Drop ignored columns, expand a wide file's lines into their operations (input/wide.py), add the fixed
+    columns, translate series codes to series ids and find the series of the cards that take it from their number.
 
-    An errors file gets no fixed values (it holds them), and only its known series codes are translated.
+    An errors file gets no fixed values (it holds them), and only its known series codes are translated; it is
+    never wide, nor is an NDJSON file (`wide` False).
     """
     frame = frame.drop([column for column in frame.columns if column.startswith(_IGNORED)])
+    if layout.wide is not None and wide and not errors_file:
+        frame = expand_wide(frame, layout.wide)
     if layout.fixed and not errors_file:
         frame = frame.with_columns(
             pl.lit(value, dtype=pl.String).alias(column) for column, value in layout.fixed.items()
@@ -853,7 +916,29 @@ def _apply_layout(frame: pl.DataFrame, layout: InputLayout, errors_file: bool = 
             .otherwise(pl.col("series_id"))
             .alias("series_id")
         )
+    if layout.series_patterns is not None and (layout.series_from_number or SERIES_FROM_NUMBER in frame.columns):
+        frame = _series_from_number(frame, layout.series_patterns, layout.series_from_number)
     return frame
+
+
+def _series_from_number(frame: pl.DataFrame, patterns: Mapping[int, str], every_card: bool) -> pl.DataFrame:
+    """The series of the card rows that find it from their number: the one series whose pattern the trimmed card
+    number fits, written in series_id as its id. Those rows are a wide file's operations marked
+    SERIES_FROM_NUMBER and, when `every_card`, every card row with an empty series_id (marked here). A number that
+    fits no series, or several, leaves series_id empty: the check stage fails a card add with 3004, saying why."""
+    number, series = trim_expr("id_value"), trim_expr("series_id")
+    marked = pl.col(SERIES_FROM_NUMBER).is_not_null() if SERIES_FROM_NUMBER in frame.columns else pl.lit(False)
+    if every_card:
+        marked = marked | ((trim_expr("id_type") == CARD) & (series == ""))
+    fits = [number.str.contains(pattern) for pattern in patterns.values()]
+    found: pl.Expr = pl.lit(None, dtype=pl.String)
+    for series_id, fit in zip(reversed(list(patterns)), reversed(fits), strict=True):
+        found = pl.when(fit).then(pl.lit(str(series_id))).otherwise(found)
+    single = pl.sum_horizontal(fits) == 1 if fits else pl.lit(False)
+    return frame.with_columns(
+        pl.when(marked & single).then(found).otherwise(pl.col("series_id")).alias("series_id"),
+        pl.when(marked).then(pl.lit("1")).alias(SERIES_FROM_NUMBER),
+    )
 
 
 _READERS: dict[Format, Callable[[str, bytes, InputLayout], tuple[pl.DataFrame, bool]]] = {
@@ -866,13 +951,16 @@ _READERS: dict[Format, Callable[[str, bytes, InputLayout], tuple[pl.DataFrame, b
 
 
 def _with_positions(frame: pl.DataFrame, name: str, seq_offset: int) -> pl.DataFrame:
-    """Add seq, file and row_number, and every request column the file lacks (as null), in frame order."""
+    """Add seq, file and row_number (a wide file's operations keep their line's), and every column of the frame
+    the file lacks (as null), in frame order."""
     height = frame.height
     present = set(frame.columns)
     return frame.select(
         pl.int_range(seq_offset, seq_offset + height, dtype=pl.Int64).alias("seq"),
         pl.lit(name, dtype=pl.String).alias("file"),
-        pl.int_range(1, height + 1, dtype=pl.Int64).alias("row_number"),
+        pl.col("row_number")
+        if "row_number" in present
+        else pl.int_range(1, height + 1, dtype=pl.Int64).alias("row_number"),
         *(
             pl.col(column) if column in present else pl.lit(None, dtype=pl.String).alias(column)
             for column in FRAME_COLUMNS[3:]

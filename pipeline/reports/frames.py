@@ -10,7 +10,7 @@ import polars as pl
 from pipeline.catalog import CATALOG
 from pipeline.engine.check import CheckResult
 from pipeline.errors import InternalError
-from pipeline.input.columns import REPORT_ERROR_COLUMNS, REPORT_POSITION_COLUMNS, REQUEST_FIELDS
+from pipeline.input.columns import REPORT_ERROR_COLUMNS, REPORT_POSITION_COLUMNS, REQUEST_FIELDS, SOURCE_COLUMN
 from pipeline.input.read import RequestBatch
 from pipeline.reports.pii import mask_reports
 from pipeline.values.normalize import trim_expr
@@ -30,7 +30,9 @@ SUCCESS_COLUMNS = (
     "survivor_id",
     "victim_id",
     "warning_codes",
+    SOURCE_COLUMN,
 )
+"""success.csv's columns; source_column, last, names a wide file's column the row was read from (else empty)."""
 
 
 MERGE_COLUMNS = ("victim_id", "survivor_id", "file", "row_number", "id_type", "id_value")
@@ -90,8 +92,9 @@ def build_reports(batch: RequestBatch, checked: CheckResult, outcomes: pl.DataFr
     )
 
 
-ERROR_REPORT_COLUMNS = (*REPORT_POSITION_COLUMNS, "row_id", *REQUEST_FIELDS, *REPORT_ERROR_COLUMNS)
-"""errors.csv's columns; the reader knows an errors file given as input by the columns around the request ones."""
+ERROR_REPORT_COLUMNS = (*REPORT_POSITION_COLUMNS, "row_id", *REQUEST_FIELDS, *REPORT_ERROR_COLUMNS, SOURCE_COLUMN)
+"""errors.csv's columns; the reader knows an errors file given as input by the columns around the request ones, and
+ignores source_column (a wide file's operation is written as the request row it stands for, its column last)."""
 
 
 def error_report(
@@ -108,7 +111,7 @@ def error_report(
         "seq",
         *(
             pl.col(name) if name in frame.columns else pl.lit(None, dtype=pl.String).alias(name)
-            for name in ("file", "row_number", "row_id", *REQUEST_FIELDS)
+            for name in ("file", "row_number", "row_id", *REQUEST_FIELDS, SOURCE_COLUMN)
         ),
     )
     joined = errors.join(raw, on="seq", how="left").sort("seq")
@@ -123,4 +126,5 @@ def error_report(
         "error_field",
         "error_message",
         code.replace_strict(stages, default=None, return_dtype=pl.String).alias("stage"),
+        SOURCE_COLUMN,
     )

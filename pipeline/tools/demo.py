@@ -4,7 +4,8 @@ show national numbers meeting the stored international ones on a second fresh st
 an emulated platform on a copy of the pre-run store, a push with injected faults, and the check that the
 emulated platform ends equal to the store; and explain a merged customer, its survivor, a value and a
 card, writing the explanation pages the run's summary.html links its merges to; and, the next night, refresh
-the store to the platform's next snapshot (sample_data/next_night).
+the store to the platform's next snapshot (sample_data/next_night); then run a wide customer import (one line per
+customer, a column per identifier: jobs/wide_customers.toml), fix one value of its errors.csv and run that back.
 
 Run from the repository root (the Makefile does): the job file's paths are relative to jobs/, its
 reports go to reports/nightly_migration/<run id>/.
@@ -24,7 +25,7 @@ import polars as pl
 
 from pipeline.config import load_config
 from pipeline.errors import LoyaltyBulkError
-from pipeline.job import load_job, run_job
+from pipeline.job import JobOverrides, load_job, run_job
 from pipeline.lineage.explain import Explainer, Target
 from pipeline.lineage.explain_html import write_explanation_html
 from pipeline.refresh import refresh_store
@@ -39,6 +40,9 @@ NEXT_NIGHT = SAMPLE / "next_night"
 """The platform's snapshot of the next night: the demo's pushed run, less one change, plus the platform's own."""
 DEMO = Path("reports/demo")
 NIGHTLY_JOB = Path("jobs/nightly_migration.toml")
+WIDE_JOB = Path("jobs/wide_customers.toml")
+WIDE_FIX = ("hana.sato@example", "hana.sato@example.com")
+"""The value the demo fixes in the wide import's errors.csv before running it back (an email missing its domain)."""
 CLI = str(Path(sys.executable).parent / "loyalty-bulk")
 FAULTS = "429:0.05,500:0.05,timeout:0.05,drop-after-apply:0.05"
 DEMO_CREDENTIALS = {"LOYALTY_BULK_API_USER": "demo-till", "LOYALTY_BULK_API_PASSWORD": "demo-only-password"}
@@ -93,7 +97,7 @@ def main() -> int:
         print(f"demo failed: {exc}", file=sys.stderr)
         return exc.exit_code
     delivered = deliver(Path(result.reports_dir), config, Path(job.store), platform)
-    return refresh(Path(job.store), config) or delivered
+    return refresh(Path(job.store), config) or wide_import() or delivered
 
 
 def refresh(store: Path, config: Path) -> int:
@@ -107,6 +111,28 @@ def refresh(store: Path, config: Path) -> int:
         return exc.exit_code
     print(result.render())
     return result.exit_code
+
+
+def wide_import() -> int:
+    """A wide file run with its job, then its errors.csv, one value fixed, run back with the same job."""
+    try:
+        job = load_job(WIDE_JOB)
+        print(f"\n== job {WIDE_JOB}: {', '.join(job.inputs)} (one line per customer, [wide] maps the columns)")
+        result = run_job(job, JobOverrides(reports=str(DEMO / "wide")))
+        print(result.render())
+        errors = Path(result.reports_dir) / "errors.csv"
+        fixed = DEMO / "wide-fixed" / "errors.csv"
+        fixed.parent.mkdir(parents=True, exist_ok=True)
+        wrong, right = WIDE_FIX
+        text = errors.read_text(encoding="utf-8")
+        fixed.write_text(text.replace(f",{wrong},", f",{right},"), encoding="utf-8")
+        print(f"\n== run {job.store} {fixed}: its errors.csv, '{wrong}' fixed to '{right}', run back")
+        again = run_batch(job.store, job.config, [fixed], DEMO / "wide-again")
+        print(again.render())
+    except LoyaltyBulkError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
 
 
 def deliver(reports: Path, config: Path, store: Path, platform: Path) -> int:
