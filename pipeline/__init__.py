@@ -17,6 +17,8 @@ floors below it, never one above (tests/test_layout.py holds the same map and fa
     delivery/   after a run: the call plan, push (client, verdicts, journal, pacing), the platform emulator
     operations  run (composes the stages), job (a job file), validate (check without a store), refresh (a store
                 brought to the platform's next snapshot)
+    spark/      the Spark engine (optional extra `spark`): the Spark Connect session, the local Sail server, the
+                store as Delta tables and runs on it; the only room that imports pyspark, and only lazily
     tools/      the sample-data generator, `make demo`
     face        cli (parse, call one function, print, exit), console, __main__
 """

@@ -17,9 +17,12 @@ import click
 
 from pipeline.errors import EXIT_INTERNAL, LoyaltyBulkError
 from pipeline.settings import (
+    DEFAULT_ENGINE,
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_THREADS,
     DEFAULT_WORKERS,
+    ENGINES,
+    ENV_ENGINE,
     ENV_MASK_PII,
     ENV_MEMORY_LIMIT,
     ENV_THREADS,
@@ -82,6 +85,52 @@ def _no_final_collection() -> None:
 
 
 atexit.register(_no_final_collection)  # once per process, not once per command (tests run many)
+
+
+def _spark_options(func: F) -> F:
+    """--engine and --spark-remote, for the commands the Spark engine serves (docs/spark.md)."""
+    options = [
+        click.option(
+            "--engine",
+            type=click.Choice(ENGINES),
+            default=None,
+            help=f"Where the store lives: duckdb (one file, the default) or spark (Delta tables through Spark "
+            f"Connect) (env {ENV_ENGINE}).",
+        ),
+        click.option(
+            "--spark-remote",
+            default=None,
+            help="The Spark Connect server of --engine spark, sc://HOST:PORT (env SPARK_REMOTE).",
+        ),
+    ]
+    if func.__name__ in ("run", "job"):
+        options.append(
+            click.option(
+                "--max-component",
+                type=click.IntRange(min=1),
+                default=None,
+                help="With --engine spark: refuse a batch whose rows that share keys form a connected component "
+                "of more rows than this (default 1000000), before anything is decided.",
+            )
+        )
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _engine(flag: str | None, job_value: str | None = None) -> str:
+    """The engine: flag > LOYALTY_BULK_ENGINE > job file > duckdb."""
+    engine = pick(flag, ENV_ENGINE, job_value, DEFAULT_ENGINE)
+    if engine not in ENGINES:
+        raise click.UsageError(f"{ENV_ENGINE}={engine!r}: expected one of {', '.join(ENGINES)}")
+    return str(engine)
+
+
+def _spark(remote: str | None) -> Any:
+    """A Spark Connect session to --spark-remote or SPARK_REMOTE (a usage error without the `spark` extra)."""
+    from pipeline.spark.session import spark_session
+
+    return spark_session(remote)
 
 
 def _csv_options(func: F) -> F:
@@ -202,7 +251,7 @@ def store() -> None:
 
 
 @store.command("init")
-@click.argument("store_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("store_path", type=click.Path(path_type=str))
 @click.option(
     "--snapshot",
     "snapshot_dir",
@@ -233,14 +282,17 @@ def store() -> None:
     default=None,
     help="A snapshot layout file (TOML): which export file and columns are each table (docs/refresh.md).",
 )
+@_spark_options
 @_exits
 def store_init(
-    store_path: Path,
+    store_path: str,
     snapshot_dir: Path,
     report_path: Path | None,
     force: bool,
     config_path: Path | None,
     layout_path: Path | None,
+    engine: str | None,
+    spark_remote: str | None,
 ) -> int:
     """Make STORE_PATH from a snapshot folder, refusing one that breaks an invariant."""
     from pipeline.config import load_config
@@ -251,6 +303,27 @@ def store_init(
     config = load_config(config_path) if config_path is not None else None  # a broken config: exit 2 first
     countries = config.mobile if config is not None else None
     layout = load_snapshot_layout(layout_path) if layout_path is not None else None
+    if _engine(engine) == "spark":
+        from pipeline.spark.delta import init_delta_store, store_label
+
+        def bind(local: Path) -> str:
+            assert config_path is not None
+            return set_config(local, config_path, new_run_id()).replace(str(local), store_label(store_path))
+
+        counts, bound = init_delta_store(
+            _spark(spark_remote),
+            store_path,
+            snapshot_dir,
+            report_path,
+            force=force,
+            countries=countries,
+            layout=layout,
+            bind=bind if config_path is not None else None,
+        )
+        click.echo(f"store {store_path} (Delta tables): {counts.render()}")
+        if bound:
+            click.echo(bound)
+        return 0
     counts = init_store(
         store_path, snapshot_dir, report_path=report_path, force=force, countries=countries, layout=layout
     )
@@ -384,21 +457,31 @@ def store_refresh(
 
 
 @store.command("export")
-@click.argument("store_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("store_path", type=click.Path(path_type=str))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@_spark_options
 @_exits
-def store_export(store_path: Path, out_dir: Path, fmt: str) -> int:
+def store_export(store_path: str, out_dir: Path, fmt: str, engine: str | None, spark_remote: str | None) -> int:
     """Write the store as a snapshot folder."""
     from pipeline.store.snapshot import export_store
 
+    if _engine(engine) == "spark":
+        from pipeline.spark.delta import DeltaStore, local_store
+
+        with local_store(DeltaStore(_spark(spark_remote), store_path), record_tables=()) as local:
+            counts = export_store(local, out_dir, cast(Literal["parquet", "csv"], fmt))
+        click.echo(f"exported {counts.render()} to {out_dir}")
+        return 0
+    if not Path(store_path).is_file():
+        raise click.BadParameter(f"no store file at '{store_path}'", param_hint="'STORE_PATH'")
     counts = export_store(store_path, out_dir, cast(Literal["parquet", "csv"], fmt))
     click.echo(f"exported {counts.render()} to {out_dir}")
     return 0
 
 
 @store.command("audit")
-@click.argument("store_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("store_path", type=click.Path(path_type=str))
 @click.option(
     "--config",
     "config_path",
@@ -413,11 +496,22 @@ def store_export(store_path: Path, out_dir: Path, fmt: str) -> int:
     default=None,
     help="Where to write the findings CSV [default: STORE.audit.csv].",
 )
+@_spark_options
 @_exits
-def store_audit(store_path: Path, config_path: Path | None, report_path: Path | None) -> int:
+def store_audit(
+    store_path: str, config_path: Path | None, report_path: Path | None, engine: str | None, spark_remote: str | None
+) -> int:
     """Check every invariant of the data model on STORE_PATH (read-only); exit 0 clean, 1 findings."""
     from pipeline.store.audit import audit_store
 
+    if _engine(engine) == "spark":
+        from pipeline.spark.delta import DeltaStore, local_store, store_label
+
+        label = store_label(store_path)
+        with local_store(DeltaStore(_spark(spark_remote), store_path), record_tables=()) as local:
+            result = audit_store(local, config_path, report_path=report_path or Path(f"{label}.audit.csv"))
+            click.echo(result.render().replace(str(local), label))
+        return result.exit_code
     result = audit_store(store_path, config_path, report_path=report_path)
     click.echo(result.render())
     return result.exit_code
@@ -511,8 +605,8 @@ def _output_options(func: F) -> F:
     "--store",
     "store_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The store (DuckDB file).",
+    type=click.Path(path_type=str),
+    help="The store (a DuckDB file; with --engine spark, the folder or URI of its Delta tables).",
 )
 @click.option(
     "--config",
@@ -540,12 +634,13 @@ def _output_options(func: F) -> F:
     "--mask-pii", is_flag=True, default=None, help=f"Mask identifier values in every report (env {ENV_MASK_PII}=1)."
 )
 @_engine_options
+@_spark_options
 @_csv_options
 @_output_options
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_exits
 def run(
-    store_path: Path,
+    store_path: str,
     config_path: Path,
     reports_dir: Path,
     dry_run: bool,
@@ -557,6 +652,9 @@ def run(
     workers: int | None,
     max_errors: int | None,
     max_error_rate: float | None,
+    engine: str | None,
+    spark_remote: str | None,
+    max_component: int | None,
     delimiter: str | None,
     encoding: str | None,
     json_output: bool,
@@ -582,7 +680,14 @@ def run(
             layout=_csv_layout(delimiter, encoding),
             observer=observer,
         )
-        result = run_batch(store_path, config_path, list(files), reports_dir, options)
+        if _engine(engine) == "spark":
+            from pipeline.spark.run import run_on_spark
+
+            result = run_on_spark(
+                _spark(spark_remote), store_path, config_path, list(files), reports_dir, options, max_component
+            )
+        else:
+            result = run_batch(store_path, config_path, list(files), reports_dir, options)
     report_run(result, json_output=json_output, quiet=quiet, verbose=verbose)
     return result.exit_code
 
@@ -597,7 +702,7 @@ def run(
 @click.option(
     "--store",
     "store_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=str),
     default=None,
     help="Use this store instead of the job's.",
 )
@@ -625,12 +730,13 @@ def run(
     "--mask-pii", is_flag=True, default=None, help=f"Mask identifier values in every report (env {ENV_MASK_PII}=1)."
 )
 @_engine_options
+@_spark_options
 @_output_options
 @_exits
 def job(
     job_path: Path,
     dry_run: bool | None,
-    store_path: Path | None,
+    store_path: str | None,
     config_path: Path | None,
     reports_dir: Path | None,
     allow_reapply: bool | None,
@@ -641,6 +747,9 @@ def job(
     workers: int | None,
     max_errors: int | None,
     max_error_rate: float | None,
+    engine: str | None,
+    spark_remote: str | None,
+    max_component: int | None,
     json_output: bool,
     quiet: bool,
     verbose: bool,
@@ -664,8 +773,15 @@ def job(
         threads=threads,
         workers=workers,
     )
+    runner = None
+    if _engine(engine, loaded.engine) == "spark":
+        from functools import partial
+
+        from pipeline.spark.run import run_on_spark
+
+        runner = partial(run_on_spark, _spark(spark_remote), max_component=max_component)
     with stage_progress(quiet=quiet, verbose=verbose) as observer:
-        result = run_job(loaded, overrides, observer=observer)
+        result = run_job(loaded, overrides, observer=observer, runner=runner)
     report_run(result, json_output=json_output, quiet=quiet, verbose=verbose)
     return result.exit_code
 
@@ -699,8 +815,8 @@ def runs(store_path: Path, as_json: bool) -> int:
     "--store",
     "store_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The store (DuckDB file).",
+    type=click.Path(path_type=str),
+    help="The store (a DuckDB file; with --engine spark, the folder or URI of its Delta tables).",
 )
 @click.argument("run_id")
 @click.option(
@@ -879,6 +995,22 @@ def emulate(
         log=log_path,
     )
     return serve(store_path, load_config(config_path), options, announce=lambda line: click.echo(line))
+
+
+@main.command("spark-server")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=15002,
+    show_default=True,
+    help="Port on 127.0.0.1 (0: a free one; the first line on stdout names it).",
+)
+@_exits
+def spark_server(port: int) -> int:
+    """Serve Spark Connect on 127.0.0.1 (Sail, no JVM) for the Spark engine, until SIGTERM or Ctrl-C."""
+    from pipeline.spark.server import serve as serve_spark
+
+    return serve_spark(port, announce=lambda line: click.echo(line))
 
 
 @main.command()

@@ -102,6 +102,11 @@ class SnapshotRefused(StoreError):
         )
 
 
+class ComponentTooLarge(StoreError):
+    """A batch's largest connected component of interacting rows is larger than the engine's bound (the Spark
+    engine: what one executor replays in order); nothing was decided (exit 3)."""
+
+
 class JournalBusy(StoreError):
     """Another push holds the journal; nothing was sent."""
 

@@ -29,6 +29,7 @@ from pipeline.settings import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_THREADS,
     DEFAULT_WORKERS,
+    ENGINES,
     ENV_MASK_PII,
     ENV_MEMORY_LIMIT,
     ENV_THREADS,
@@ -62,6 +63,7 @@ JOB_KEYS = frozenset(
         "delimiter",
         "encoding",
         "series",
+        "engine",
     }
 )
 WIDE_KEYS = frozenset({"customer_id", "lookup", "row_id", "ignore", "columns"})
@@ -86,6 +88,8 @@ SERIES_KEYS = ("series_id", "series_code", "series_column", "series")
 STATUS_KEYS = ("status_label", "status_column")
 FROM_NUMBER = "from_number"
 """`series = "from_number"`: a card's series is the one whose prefix, digits and suffix its number fits."""
+Runner = Callable[[Any, str, list[str], Path, RunOptions], RunResult]
+"""What runs a job's batch: run_batch's arguments (store, config, inputs, reports folder, options)."""
 REPORTS_FIELDS = frozenset({"job", "run_id"})
 """Placeholders a reports folder may use: {job} and {run_id}."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -131,6 +135,8 @@ class Job:
     """`series = "from_number"`: a card row of its long inputs without a series_id takes the series its number fits."""
     wide: WideLayout | None = None
     """[wide]: its CSV, workbook and Parquet inputs are wide files (input/wide.py); series codes not yet translated."""
+    engine: str | None = None
+    """`duckdb` or `spark` (settings.ENGINES): what its store is; None: the command line's, else the default."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +218,7 @@ def parse_job(raw: dict[str, Any], path: Path | str) -> Job:
         encoding=v.checked(body, "encoding", check_encoding),
         series_from_number=series is not None,
         wide=wide,
+        engine=v.checked(body, "engine", _engine),
     )
 
 
@@ -220,8 +227,11 @@ def run_job(
     overrides: JobOverrides = JobOverrides(),
     run_id: str | None = None,
     observer: StageObserver | None = None,
+    runner: Runner | None = None,
 ) -> RunResult:
-    """Run a job: its inputs, in order, against its store, with the command line's overrides applied."""
+    """Run a job: its inputs, in order, against its store, with the command line's overrides applied.
+
+    `runner` runs the batch in place of run_batch (the Spark engine's run, which the face passes in)."""
     job = job if isinstance(job, Job) else load_job(job)
     run_id = run_id or new_run_id()
     config = str(pick(overrides.config, None, job.config, None))
@@ -242,7 +252,8 @@ def run_job(
         observer=observer,
     )
     store = pick(overrides.store, None, job.store, None)
-    return run_batch(store, config, list(job.inputs), reports_folder(job, run_id, overrides.reports), options)
+    run = runner or run_batch
+    return run(store, config, list(job.inputs), reports_folder(job, run_id, overrides.reports), options)
 
 
 def reports_folder(job: Job, run_id: str, override: Path | str | None = None) -> Path:
@@ -261,6 +272,12 @@ def check_reports_template(template: str, where: str, key: str) -> None:
         template.format(**dict.fromkeys(REPORTS_FIELDS, "x"))
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(where, key, f"'{template}': only {{job}} and {{run_id}} may be used ({exc!r})") from None
+
+
+def _engine(value: str) -> str:
+    if value not in ENGINES:
+        raise ValueError(f"must be one of {', '.join(ENGINES)}, got {value!r}")
+    return value
 
 
 def job_layout(job: Job, config_path: str) -> InputLayout | None:

@@ -70,6 +70,16 @@ class RunOptions:
     """Cores for the interacting rows' replay (engine/components.py); None: every core."""
     observer: StageObserver | None = None
     mask_pii: bool = False
+    store_label: str | None = None
+    """How the reports name the run's store; None: the store file's absolute path. The Spark engine runs on a part
+    of its Delta store copied into a DuckDB file (spark/run.py) and names the Delta store."""
+    max_component: int | None = None
+    """Refuse a batch whose largest connected component of interacting rows has more rows (the Spark engine's
+    bound, engine/batch.py); None: no bound (the DuckDB engine replays any component)."""
+    counts_base: StoreCounts | None = None
+    counts_part: StoreCounts | None = None
+    """With the Spark engine: the whole store's counts, and those of the part of it the run's file holds. The
+    reports then show the whole store's counts, before and after (after = before + what the run changed)."""
 
 
 def run_batch(
@@ -95,7 +105,8 @@ def run_batch(
     try:
         batch, skipped = _read(ws, files, config, opts, clock, store_path, opened)
         if skipped and not batch.files:
-            return _nothing_to_run(run_id, opts, started_at, clock, skipped, store_counts(con), reports_dir)
+            counts = _whole(store_counts(con), opts)
+            return _nothing_to_run(run_id, opts, started_at, clock, skipped, counts, reports_dir)
         with ReportStager(reports_dir) as stager:
             run = _decide(ws, batch, skipped, config, opts, clock, run_id, stager)
             del batch  # the batch's rows go before the transaction (DecidedRun)
@@ -193,6 +204,7 @@ def _decide(
         events=provenance and not opts.dry_run,
         workers=opts.workers or core_count(),
         memory_limit=opts.memory_limit,
+        max_component=opts.max_component,
     )
     decided_at = time.perf_counter()
     with stage_failure("report"):
@@ -263,14 +275,22 @@ def _result(
         outcomes=run.reports.outcome_counts,
         errors_by_code=run.reports.errors_by_code,
         merges=run.reports.merges.height,
-        store_before=run.before,
-        store_after=after,
+        store_before=_whole(run.before, opts),
+        store_after=_whole(after, opts),
         exit_code=exit_code,
         reports_dir=str(reports_dir),
         calls=run.calls,
-        store=str(Path(store_path).resolve()),
+        store=opts.store_label or str(Path(store_path).resolve()),
         skipped=_skipped(run.skipped),
     )
+
+
+def _whole(counts: StoreCounts, opts: RunOptions) -> StoreCounts:
+    """The counts of the whole store when the run's store file holds a part of it (RunOptions.counts_base)."""
+    if opts.counts_base is None or opts.counts_part is None:
+        return counts
+    base, part = opts.counts_base.to_dict(), opts.counts_part.to_dict()
+    return StoreCounts(**{name: base[name] + value - part[name] for name, value in counts.to_dict().items()})
 
 
 def _files(files: Sequence[InputFile]) -> tuple[dict[str, Any], ...]:

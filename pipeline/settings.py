@@ -26,6 +26,10 @@ ENV_MEMORY_LIMIT = "LOYALTY_BULK_MEMORY_LIMIT"
 ENV_THREADS = "LOYALTY_BULK_THREADS"
 ENV_WORKERS = "LOYALTY_BULK_WORKERS"
 ENV_MASK_PII = "LOYALTY_BULK_MASK_PII"
+ENV_ENGINE = "LOYALTY_BULK_ENGINE"
+ENGINES = ("duckdb", "spark")
+"""The engines a store may live on: one DuckDB file (the default), or Delta tables through Spark Connect."""
+DEFAULT_ENGINE = "duckdb"
 
 
 def env_flag(text: str) -> bool:

@@ -255,7 +255,8 @@ def test_precedence_is_flag_then_environment_then_job_file(tmp_path, monkeypatch
         0.5,
         False,
     )
-    assert seen["store"] == tmp_path / "other.duckdb" and seen["reports"] == tmp_path / "r" / "job"
+    # the store comes as given (a string: a Delta store may be a URI, which a Path would mangle)
+    assert Path(seen["store"]) == tmp_path / "other.duckdb" and seen["reports"] == tmp_path / "r" / "job"
 
 
 def test_dry_run_flag_overrides_the_job_file(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("lineage",),
     ("delivery",),
     ("run", "job", "validate", "refresh"),
+    ("spark",),
     ("tools",),
     ("console", "cli", "__main__"),
 )

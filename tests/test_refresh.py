@@ -576,3 +576,39 @@ def test_a_job_file_sets_the_guard_and_flags_win(store, tmp_path):
     assert strict.exit_code == 3, strict.output
     allowed = CliRunner().invoke(main, [*args, "--reports", str(tmp_path / "b")])
     assert allowed.exit_code == 0 and "cards: new 0, removed 4" in allowed.output, allowed.output
+
+
+def test_a_delink_the_platform_lacks_on_a_card_it_holds_unlinked_runs_back_as_link_then_delink(tmp_path):
+    """The run links SLV1X (Active) to customer 5 and delinks it (Not Issued); the platform kept neither, so it
+    holds the card unlinked and Active. A delink alone would fail there (3031): not_on_platform.csv links the card
+    again with the label it had when the run delinked it, then delinks it, and running that file makes the run's
+    store again. (Found by the property test above: its example, one by one.)"""
+    customers = dict.fromkeys(range(1, 7), ("ACTIVE", None, "LOYALTY"))
+    store = ModelStore(
+        customers,
+        {(1, "INSTORE", "", "mobile", "61234567"), (5, "LINE", "", "mobile", "61234569")},
+        {number: (series, None, "Active") for number, series in CARDS.items()},
+    )
+    org = tmp_path / "org.toml"
+    org.write_text(toml_text(BASE_CONFIG))
+    path = tmp_path / "store.duckdb"
+    init_store(path, write_snapshot(store, tmp_path / "s0"))
+    requests = tmp_path / "requests.csv"
+    requests.write_text(
+        "customer_id,lookup_type,lookup_value,source,account_id,action,id_type,id_value,series_id,status_label\n"
+        "5,,,INSTORE,,add,cardnumber,SLV1X,102,Active\n"
+        ",mobile,61234569,LINE,, Remove ,cardnumber,SLV1X,102,\n"
+    )
+    ran = run_batch(path, org, [requests], tmp_path / "run")
+    assert ran.outcomes["applied"] == 2
+    after_run = exported(path, tmp_path / "after-run")
+    refresh_store(path, tmp_path / "s0", "R1", config_path=org, reports_dir=tmp_path / "rep", allow_removals=True)
+    lost = pl.read_csv(tmp_path / "rep" / "not_on_platform.csv", infer_schema=False)
+    assert lost.select("customer_id", "action", "id_value", "series_id", "status_label").rows() == [
+        ("5", "add", "SLV1X", "102", "Active"),
+        ("5", "remove", "SLV1X", None, "Not Issued"),
+    ]
+    assert lost["row_id"].n_unique() == 1
+    again = run_batch(path, org, [tmp_path / "rep" / "not_on_platform.csv"], tmp_path / "again")
+    assert again.failed == 0
+    assert exported(path, tmp_path / "final") == after_run

@@ -90,7 +90,8 @@ def blocked_scenarios(draw):
         store.identifiers |= part.identifiers
         store.cards |= part.cards
         size = draw(st.sampled_from([1, 1, 1, 1, 2, 3]))
-        for raw in draw(st.lists(request_rows(n_customers=len(small.customers)), min_size=size, max_size=size)):
+        rows_of = request_rows(n_customers=len(small.customers), scoped_lookups=True)
+        for raw in draw(st.lists(rows_of, min_size=size, max_size=size)):
             row, own = moved_row(raw, block)
             if own and size == 1:
                 private.append(len(rows))

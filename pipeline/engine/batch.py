@@ -28,7 +28,7 @@ from pipeline.engine.decide import OUTCOME_SCHEMA, decide
 from pipeline.engine.replay import Replayed, pull_working_set, stage_replayed
 from pipeline.engine.resolve import Route, resolve_targets
 from pipeline.engine.workspace import Workspace
-from pipeline.errors import InternalError
+from pipeline.errors import ComponentTooLarge, InternalError
 from pipeline.input.columns import REPLACES_COLUMN
 from pipeline.results import StageClock, StoreCounts
 from pipeline.store.duck import evict_cached_blocks
@@ -73,6 +73,7 @@ def decide_batch(
     route: Route | None = None,
     workers: int = 1,
     memory_limit: str | None = None,
+    max_component: int | None = None,
 ) -> Decision:
     """Check, resolve and decide a batch of raw request rows; the changes wait in chg_* for apply_changes
     (with `events`, also each replayed row's provenance events, chg_events).
@@ -85,6 +86,9 @@ def decide_batch(
     resolve has found the components, and only when there is enough to share (components.replay_pool): they
     import while the working set is pulled and split, and a batch that is one giant component (or has few
     interacting rows) never pays for their start-up.
+
+    `max_component` (the Spark engine's bound) refuses a batch whose largest connected component has more rows
+    (ComponentTooLarge), before anything is decided.
 
     With the connection's `memory_limit`, DuckDB's cached store blocks are evicted once resolve is done and
     again once the decision is staged (duck.evict_cached_blocks): nothing after resolve reads the store's tables
@@ -99,7 +103,15 @@ def decide_batch(
     if memory_limit is not None:
         evict_cached_blocks(ws.con, memory_limit)  # from here on the run reads its own temp tables, not the store
     t = clock.lap("resolve", t)
-    with replay_pool(workers, resolved.interacting, largest_component(resolved.groups)) as workers_pool:
+    largest = largest_component(resolved.groups)
+    if max_component is not None and largest > max_component:
+        raise ComponentTooLarge(
+            f"the batch's rows that interact form a connected component of {largest} rows (rows that share a "
+            f"customer, value or card, directly or through others), more than the engine's bound of {max_component} "
+            "rows that one worker replays in order; nothing was decided or applied. Split the batch (the rows that "
+            "share keys run in one component) or raise the bound"
+        )
+    with replay_pool(workers, resolved.interacting, largest) as workers_pool:
         pulled = pull_working_set(resolved)
         with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay") as pool:
             replaying = pool.submit(replay_components, pulled, resolved.groups, config, events, workers_pool)

@@ -276,7 +276,8 @@ replaces AS (
     SELECT DISTINCT run_id, file_position, row_number FROM events WHERE action = 'replace'
 )
 SELECT c.run_id, c.ordinal, c.file_position, c.row_number, c.action, c.from_customer_id, c.to_customer_id,
-    c.source, c.account_id, c.id_type, c.id_value, c.new_label, j.kept, r.run_id IS NOT NULL AS replaced,
+    c.source, c.account_id, c.id_type, c.id_value, c.old_label, c.new_label, j.kept,
+    r.run_id IS NOT NULL AS replaced,
     row_number() OVER (
         PARTITION BY c.change_key ORDER BY c.ordinal DESC, c.file_position DESC, c.row_number DESC) = 1 AS is_last
 FROM changes c JOIN judged j USING (change_key)
@@ -305,26 +306,41 @@ WITH holder_scope AS (
     SELECT customer_id, min((source, account_id)) AS scope FROM snap_identifiers
     WHERE customer_id IN (SELECT coalesce(to_customer_id, from_customer_id) FROM rf_kept WHERE source IS NULL)
     GROUP BY customer_id
+),
+lost AS (
+    SELECT l.*, f.path, k.series_id AS snap_series, k.customer_id AS snap_holder,
+        h.scope[1] AS holder_source, h.scope[2] AS holder_account
+    FROM rf_kept l
+    JOIN run_files f ON f.run_id = l.run_id AND f.position = l.file_position
+    LEFT JOIN snap_cards k ON k.card_number = l.id_value AND l.id_type = 'cardnumber'
+    LEFT JOIN holder_scope h ON l.source IS NULL AND h.customer_id = coalesce(l.to_customer_id, l.from_customer_id)
+    WHERE NOT l.kept AND l.is_last
+),
+steps AS (
+    -- a delink the platform lacks on a card it holds unlinked (the run linked it, then delinked it with another
+    -- label): the platform's API delinks only a linked card, so the card is linked again first, with the label it
+    -- had when the run delinked it, then delinked
+    SELECT 0 AS step, *, 'add' AS request_action, old_label AS request_label, snap_series::VARCHAR AS request_series
+    FROM lost WHERE action = 'card_delink' AND snap_holder IS NULL AND snap_series IS NOT NULL
+    UNION ALL
+    SELECT 1 AS step, *,
+        CASE WHEN replaced THEN 'replace' WHEN action IN ('remove', 'card_delink') THEN 'remove' ELSE 'add' END,
+        CASE WHEN id_type = 'cardnumber' THEN new_label END,
+        CASE WHEN id_type = 'cardnumber' AND action <> 'card_delink' THEN snap_series::VARCHAR END
+    FROM lost
 )
-SELECT concat(l.run_id, ':', f.path, ':', l.row_number) AS row_id,
-    CASE WHEN l.action IN ('merge', 'remove', 'card_delink') THEN l.from_customer_id ELSE l.to_customer_id END::VARCHAR
+SELECT concat(run_id, ':', path, ':', row_number) AS row_id,
+    CASE WHEN action IN ('merge', 'remove', 'card_delink') THEN from_customer_id ELSE to_customer_id END::VARCHAR
         AS customer_id,
     NULL::VARCHAR AS lookup_type, NULL::VARCHAR AS lookup_value,
-    coalesce(l.source, h.scope[1]) AS source, coalesce(l.account_id, h.scope[2]) AS account_id,
-    CASE WHEN l.replaced THEN 'replace' WHEN l.action IN ('remove', 'card_delink') THEN 'remove' ELSE 'add' END
-        AS action,
-    l.id_type, l.id_value,
-    CASE WHEN l.id_type = 'cardnumber' AND l.action <> 'card_delink' THEN k.series_id::VARCHAR END AS series_id,
-    CASE WHEN l.id_type = 'cardnumber' THEN l.new_label END AS status_label
-FROM rf_kept l
-JOIN run_files f ON f.run_id = l.run_id AND f.position = l.file_position
-LEFT JOIN snap_cards k ON k.card_number = l.id_value AND l.id_type = 'cardnumber'
-LEFT JOIN holder_scope h ON l.source IS NULL AND h.customer_id = coalesce(l.to_customer_id, l.from_customer_id)
-WHERE NOT l.kept AND l.is_last
-ORDER BY l.ordinal, l.file_position, l.row_number
+    coalesce(source, holder_source) AS source, coalesce(account_id, holder_account) AS account_id,
+    request_action AS action, id_type, id_value, request_series AS series_id, request_label AS status_label
+FROM steps
+ORDER BY ordinal, file_position, row_number, step
 """
 """not_on_platform.csv: each lost change as a request row that recreates it, through the scope its row came
-through: a merge as its row's add to the victim (which merges again), a card change with its series. A card
+through: a merge as its row's add to the victim (which merges again), a card change with its series, a card's
+delink on a card the platform holds unlinked as a link and a delink (two rows of the same row_id). A card
 change recorded before provenance kept its row's scope goes through a scope its customer holds an identifier in
 on the platform (cards belong to the whole organisation)."""
 
