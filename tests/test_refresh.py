@@ -583,7 +583,7 @@ def test_a_delink_the_platform_lacks_on_a_card_it_holds_unlinked_runs_back_as_li
     holds the card unlinked and Active. A delink alone would fail there (3031): not_on_platform.csv links the card
     again with the label it had when the run delinked it, then delinks it, and running that file makes the run's
     store again. (Found by the property test above: its example, one by one.)"""
-    customers = dict.fromkeys(range(1, 7), ("ACTIVE", None, "LOYALTY"))
+    customers: dict[int, tuple[str, int | None, str]] = dict.fromkeys(range(1, 7), ("ACTIVE", None, "LOYALTY"))
     store = ModelStore(
         customers,
         {(1, "INSTORE", "", "mobile", "61234567"), (5, "LINE", "", "mobile", "61234569")},
