@@ -393,3 +393,21 @@ def test_a_wide_mapping_that_cannot_work_stops_the_job_naming_the_key(tmp_path, 
         run_job(job, run_id="R")
     assert f"'{key}'" in str(refused.value) or f"{key}:" in str(refused.value), str(refused.value)
     assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_validate_reads_a_wide_file_as_its_job_does(tmp_path):
+    """`validate --job`: the job's config and inputs, read through its [wide]; each operation's check failure is a
+    row of errors.csv with the column it came from."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    result = CliRunner().invoke(main, ["validate", "--job", str(WIDE_JOB), "--reports", str(tmp_path / "v")])
+    assert result.exit_code == 1, result.output
+    assert "checked 14 row(s) in 1 file(s): 11 passed, 3 failed" in result.output
+    errors = pl.read_csv(tmp_path / "v" / "errors.csv", infer_schema=False)
+    assert errors.select("row_number", "error_code", SOURCE_COLUMN).rows() == [
+        ("4", "8055", "Email"),
+        ("5", "7003", "Email"),
+        ("8", "8056", "Mobile"),
+    ]
