@@ -104,6 +104,36 @@ def dry_run(engine: str, store: Path, dataset: Path, requests: Path, remote: str
     return run
 
 
+def folder_size(path: Path) -> tuple[int, int]:
+    files = [f for f in path.rglob("*") if f.is_file()]
+    return len(files), sum(f.stat().st_size for f in files)
+
+
+def real_run(engine: str, dataset: Path, delta: Path, requests: Path, remote: str) -> dict[str, Any]:
+    """A real run of the batch on a fresh copy of the store (not timed), with the store's growth in files and bytes."""
+    work = dataset / "work-spark-real"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    if engine == "spark":
+        store = work / "delta"
+        shutil.copytree(delta, store)
+    else:
+        store = work / "store.duckdb"
+        shutil.copyfile(dataset / "store.duckdb", store)
+    files_before, bytes_before = folder_size(work)
+    reports = work / "reports"
+    cmd = [CLI, "run", "--store", str(store), "--config", str(dataset / "org.toml"), "--reports", str(reports)]
+    if engine == "spark":
+        cmd += ["--engine", "spark"]
+    m = measure([*cmd, str(requests)], 3600, {"SPARK_REMOTE": remote})
+    run = m.record((0, 1))
+    shutil.rmtree(reports, ignore_errors=True)
+    files_after, bytes_after = folder_size(work)
+    run["files_added"], run["bytes_added"] = files_after - files_before, bytes_after - bytes_before
+    shutil.rmtree(work, ignore_errors=True)
+    return run
+
+
 def breakdown(delta: Path, dataset: Path, requests: Path, remote: str) -> dict[str, Any]:
     """Where a Spark dry run's time goes, measured in this process."""
     from pipeline.config import load_config

@@ -43,6 +43,9 @@ REFRESH_POINTS = (
     "refresh-during-checkpoint",
 )
 """The points of `store refresh` in the order it passes them (pipeline/refresh.py)."""
+SPARK_POINTS = ("spark-after-stage", "spark-after-commit", "spark-during-roll-forward")
+"""The points of a real run on a Delta store after its decision (pipeline/spark/publish.py): its changes staged,
+its commit row written, half of its roll-forward done. The run's own points (RUN_POINTS) come before them."""
 PUSH_POINTS = ("before-send", "after-send", "settle")
 """The points of `push` (pipeline/delivery/push.py): before a request goes out, once it is answered but not yet
 journaled, once a settling read is answered but not yet journaled. Passed once per request."""

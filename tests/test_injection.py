@@ -282,6 +282,10 @@ ALLOWED_NAMES = {
     "value_hash": "store's expression of identifiers.value_hash, over constant column expressions",
     "VALUE_HASH_PROBE_SQL": "store's constant query of value_hash on a constant value",
     "IDENTIFIERS_DDL": "store's constant CREATE TABLE of identifiers, formatted with a constant table name",
+    "delta_table": "a Delta table of the store as delta.`path`, from spark/publish.py's quoted(), which refuses a "
+    "store path holding a backtick, so the path cannot leave the quotes",
+    "IDENTIFIER_MATCH": "spark/publish.py's constant join condition on every identifier column",
+    "match": "a constant join condition of spark/publish.py's UPSERTS",
 }
 """Names that may appear inside the braces of dynamic SQL text: each is an identifier or SQL constant."""
 

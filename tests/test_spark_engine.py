@@ -8,6 +8,7 @@ data, the sample jobs and Hypothesis batches of the engine-vs-model property tes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -23,11 +24,13 @@ from hypothesis import strategies as st
 from conftest import REQUESTS, ROOT, SAMPLE_SNAPSHOT, exported
 from model import model_store_to_frames
 from pipeline.config import load_config
-from pipeline.errors import LoyaltyBulkError, SnapshotRefused, StoreError
+from pipeline.errors import LoyaltyBulkError, SnapshotRefused, StoreBusy, StoreError
+from pipeline.faults import ENV_KILL_AT, SPARK_POINTS
 from pipeline.input.columns import REQUEST_COLUMNS
-from pipeline.job import job_layout, load_job
+from pipeline.job import JobOverrides, job_layout, load_job, run_job
 from pipeline.run import RunOptions, run_batch
 from pipeline.spark.delta import DeltaStore, init_delta_store, local_store
+from pipeline.spark.publish import acquire, open_store, release
 from pipeline.spark.run import run_on_spark
 from pipeline.store.audit import audit_store
 from pipeline.store.snapshot import init_store
@@ -165,11 +168,55 @@ def test_a_file_refused_as_a_whole_is_refused_alike_before_spark_reads_the_store
     assert DeltaStore(spark, delta).arrow("runs").num_rows == 0
 
 
-def test_a_real_run_on_spark_is_refused_until_the_engine_applies(spark, tmp_path):
+def _delta_export(spark, delta: str, out: Path) -> dict[str, bytes]:
+    with local_store(open_store(DeltaStore(spark, delta)), record_tables=()) as local:
+        return exported(local, out)
+
+
+def test_real_runs_on_spark_leave_the_store_the_duckdb_engine_leaves(spark, tmp_path):
+    """Each sample request file as a run of its own, then the wide job: after each, the same reports, the same store
+    (export), the same ledger; a file applied twice is refused alike."""
+    duck, delta = both_engines(spark, tmp_path, ROOT / "sample_data" / "next_night", ORG)
+    wide = load_job(ROOT / "jobs" / "wide_customers.toml")
+    steps = [([f], RunOptions()) for f in REQUESTS] + [
+        (list(wide.inputs), RunOptions(layout=job_layout(wide, str(ORG)), job=wide.name))
+    ]
+    for i, (files, options) in enumerate(steps):
+        on_duck = run_batch(duck, ORG, files, tmp_path / f"duck-{i}", options)
+        on_spark = run_on_spark(spark, delta, ORG, files, tmp_path / f"spark-{i}", options)
+        assert (on_spark.exit_code, on_spark.store_after) == (on_duck.exit_code, on_duck.store_after), i
+        names = (str(duck.resolve()), on_spark.store)
+        for report in REPORTS:
+            assert comparable(tmp_path / f"spark-{i}", report, names) == comparable(
+                tmp_path / f"duck-{i}", report, names
+            ), f"step {i}: {report}"
+        assert _delta_export(spark, delta, tmp_path / f"spark-export-{i}") == exported(
+            duck, tmp_path / f"duck-export-{i}"
+        )
+    store = DeltaStore(spark, delta)
+    ledger = store.arrow("runs").to_pylist()
+    assert sorted(r["ordinal"] for r in ledger) == list(range(1, len(steps) + 1))
+    assert not any(r["dry_run"] for r in ledger)
+    assert store.arrow("provenance").num_rows > 0 and store.arrow("undo_identifiers").num_rows > 0
+    staged = Path(delta) / "_staged"
+    assert store.arrow("lock").num_rows == 0, "the lock is released"
+    assert not staged.exists() or not any(staged.iterdir()), "every staged run was rolled forward and removed"
+    assert {r["state"] for r in store.arrow("commits").to_pylist()} == {"applied"}
+    with pytest.raises(StoreError, match="already applied"):
+        run_on_spark(spark, delta, ORG, [REQUESTS[0]], tmp_path / "again", RunOptions())
+
+
+def test_a_run_is_refused_while_another_holds_the_store(spark, tmp_path):
     _, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
-    with pytest.raises(StoreError, match="--dry-run"):
+    store = DeltaStore(spark, delta)
+    acquire(store, "R-elsewhere")
+    other = store.read("lock").collect()[0]
+    assert other["run_id"] == "R-elsewhere"
+    # a lock of a live process (this one) is honoured; one of another machine would be too
+    with pytest.raises(StoreBusy, match="in use by run R-elsewhere"):
         run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "reports", RunOptions())
-    assert not (tmp_path / "reports").exists()
+    release(store, "R-elsewhere")
+    assert run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "reports", RunOptions()).exit_code == 1
 
 
 def _snapshot(store, folder: Path) -> Path:
@@ -285,7 +332,10 @@ def test_the_commands_on_spark(spark_remote, tmp_path):
     dry = _cli(*args, str(tmp_path / "dry"), "--dry-run", *map(str, REQUESTS), env=remote)
     assert dry.returncode == 1 and dry.stdout.startswith("dry run, nothing applied"), dry.stdout + dry.stderr
     real = _cli(*args, str(tmp_path / "real"), *map(str, REQUESTS), env=remote)
-    assert real.returncode == 3 and "--dry-run" in real.stderr and not (tmp_path / "real").exists()
+    assert real.returncode == 1 and real.stdout.startswith("applied with failures"), real.stdout + real.stderr
+    twice = _cli(*args, str(tmp_path / "twice"), *map(str, REQUESTS), env=remote)
+    assert twice.returncode == 3 and "already applied" in twice.stderr, twice.stderr
+    run_batch(duck, ORG, REQUESTS, tmp_path / "duck-real")  # the DuckDB store in the same state
     bounded = _cli(
         *args, str(tmp_path / "bounded"), "--dry-run", "--max-component", "2", *map(str, REQUESTS), env=remote
     )
@@ -295,15 +345,9 @@ def test_the_commands_on_spark(spark_remote, tmp_path):
     nightly = ROOT / "jobs" / "nightly_migration.toml"
     job_args = ["job", str(nightly), "--store", delta, "--dry-run", "--reports", str(tmp_path / "job")]
     job = _cli(*job_args, env=remote | {"LOYALTY_BULK_ENGINE": "spark"})
-    assert job.returncode == 1, job.stdout + job.stderr
-    loaded = load_job(nightly)
-    on_duck = run_batch(
-        duck,
-        ORG,
-        list(loaded.inputs),
-        tmp_path / "duck-job",
-        RunOptions(dry_run=True, layout=job_layout(loaded, str(ORG))),
-    )
+    assert job.returncode in (1, 3) and (tmp_path / "job" / "success.csv").exists(), job.stdout + job.stderr
+    loaded = dataclasses.replace(load_job(nightly), store=str(duck))  # its thresholds too
+    on_duck = run_job(loaded, JobOverrides(dry_run=True, reports=tmp_path / "duck-job"))
     names = (str(duck.resolve()), str(Path(delta).resolve()))
     for report in ("success.csv", "errors.csv", "merges.csv", "calls.ndjson"):
         assert comparable(tmp_path / "job", report, names) == comparable(tmp_path / "duck-job", report, names)
@@ -324,3 +368,35 @@ def test_the_commands_on_spark(spark_remote, tmp_path):
         env={"SPARK_REMOTE": ""},
     )
     assert nowhere.returncode == 2 and "--spark-remote" in nowhere.stderr
+
+
+KILLS = [
+    ("after-check", False),
+    ("in-transaction", False),
+    *((point, point != SPARK_POINTS[0]) for point in SPARK_POINTS),
+]
+"""Where a real run on Spark is killed, and whether the run is real at that point (its commit row written)."""
+assert [point for point, _ in KILLS[2:]] == list(SPARK_POINTS), "every point of the Spark run's hook is killed at"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("point", "committed"), KILLS)
+def test_a_run_killed_at_any_point_leaves_the_store_before_or_after_it(spark, spark_remote, tmp_path, point, committed):
+    """SIGKILL of the client at a named point: the next command (an export) sees the store as it was before the run
+    or, once the commit row is written, as the run leaves it (it finishes the run first); the rerun then reaches the
+    uninterrupted result: it applies the run, or is refused as already applied."""
+    duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
+    before = exported(duck, tmp_path / "before")
+    run_batch(duck, ORG, REQUESTS, tmp_path / "duck-run")
+    after = exported(duck, tmp_path / "after")
+    args = ["run", "--engine", "spark", "--store", delta, "--config", str(ORG), "--reports"]
+    remote = {"SPARK_REMOTE": spark_remote}
+    killed = _cli(*args, str(tmp_path / "killed"), *map(str, REQUESTS), env=remote | {ENV_KILL_AT: point})
+    assert killed.returncode == -9 and f"fault hook: SIGKILL at {point}" in killed.stderr, killed.stderr
+    assert _delta_export(spark, delta, tmp_path / "seen") == (after if committed else before)
+    again = _cli(*args, str(tmp_path / "again"), *map(str, REQUESTS), env=remote)
+    assert again.returncode == (3 if committed else 1), again.stdout + again.stderr
+    assert _delta_export(spark, delta, tmp_path / "final") == after
+    store = DeltaStore(spark, delta)
+    assert store.arrow("lock").num_rows == 0
+    assert sorted(r["ordinal"] for r in store.arrow("runs").to_pylist()) == [1]

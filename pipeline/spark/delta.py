@@ -88,6 +88,16 @@ class DeltaStore:
     def uri(self, table: str) -> str:
         return table_uri(self.store, table)
 
+    def has(self, table: str) -> bool:
+        """Whether the store has this Delta table."""
+        if "://" not in self.store:
+            return (Path(self.uri(table)) / "_delta_log").is_dir()
+        try:
+            self.read(table).limit(0).collect()
+        except Exception:
+            return False
+        return True
+
     def read(self, table: str) -> DataFrame:
         return self.spark.read.format("delta").load(self.uri(table))
 
@@ -192,7 +202,7 @@ def init_delta_store(
                 if table in COLUMNS:  # the snapshot's columns: identifiers' value_hash is DuckDB's own
                     data = data.select(list(COLUMNS[table]))
                 if table == META:
-                    data = _with_engine(data)
+                    data = with_engine(data)
                 delta.write(table, plain(data))
     return counts, bound
 
@@ -203,7 +213,7 @@ def _default_report(store: str) -> Path:
     return Path(f"{Path(store).resolve()}.init-report.csv")
 
 
-def _with_engine(meta: pa.Table) -> pa.Table:
+def with_engine(meta: pa.Table) -> pa.Table:
     keys = meta.column("key").to_pylist()
     values = meta.column("value").to_pylist()
     rows = [(k, v) for k, v in zip(keys, values, strict=True) if k != ENGINE_KEY] + [(ENGINE_KEY, "spark")]

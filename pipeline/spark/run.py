@@ -15,8 +15,8 @@ gives. On Spark:
    counts (counted on Spark) in the summary and the Delta store named as the run's store. The reports are the
    DuckDB engine's, byte for byte: the same code writes them from the same decisions.
 
-Part 1 runs dry runs only (`run --dry-run`, `job` with dry_run): applying on Spark, with one commit point, is
-part 2. A dry run's ledger entry is appended to the Delta ledger, as the DuckDB store records one.
+A dry run's ledger entry is appended to the Delta ledger, as the DuckDB store records one. A real run is staged,
+committed at one Delta commit and rolled forward (spark/publish.py).
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from pipeline.engine.check import prepare_fields
 from pipeline.errors import StoreError
 from pipeline.input.read import read_requests
 from pipeline.results import RunResult, StoreCounts
-from pipeline.run import RunOptions, run_batch
+from pipeline.run import RunOptions, new_run_id, run_batch
 from pipeline.spark.delta import DeltaStore, append_rows, local_store, plain, spark_ddl, store_label
+from pipeline.spark.publish import acquire, commit, net_changes, open_store, release, roll_forward, stage
 from pipeline.store.schema import COLUMNS, TABLES
 
 if TYPE_CHECKING:
@@ -148,32 +149,41 @@ def run_on_spark(
     options: RunOptions,
     max_component: int | None = None,
 ) -> RunResult:
-    """A dry run of the files against the Delta store; the reports are the DuckDB engine's.
+    """Run the files against the Delta store; the reports are the DuckDB engine's.
 
-    A batch whose largest connected component of interacting rows has more than `max_component` rows (default
-    MAX_COMPONENT_ROWS) is refused before anything is decided (errors.ComponentTooLarge)."""
-    if not options.dry_run:
-        raise StoreError(
-            "the Spark engine decides runs but does not apply them yet: give --dry-run (applying on Spark, with one "
-            "commit point, comes next; until then run on a DuckDB store); nothing was done"
-        )
-    delta = DeltaStore(spark, store)
-    delta.require()
+    A dry run writes its ledger entry only. A real run holds the store's lock, and its changes, undo log,
+    provenance and ledger entry become real together at one Delta commit (spark/publish.py). A batch whose largest
+    connected component of interacting rows has more than `max_component` rows (default MAX_COMPONENT_ROWS) is
+    refused before anything is decided (errors.ComponentTooLarge)."""
+    delta = open_store(DeltaStore(spark, store))
     config = load_config(config_path)  # a bad config stops here, before Spark reads anything
-    batch = read_requests(files, layout=options.layout)
-    found = neighbourhood(delta, batch_keys(batch.frame, config))
-    whole = delta.counts()
-    with local_store(delta, found.tables) as local:
-        part = dataclasses.replace(
-            options,
-            store_label=store_label(store),
-            counts_base=whole,
-            counts_part=found.counts(),
-            max_component=max_component or options.max_component or MAX_COMPONENT_ROWS,
-        )
-        result = run_batch(local, config_path, files, reports_dir, part)
-        with duckdb.connect(str(local), read_only=True) as con:
-            for table in ("run_files", "runs"):  # runs last: a ledger entry is visible with its files
-                rows = con.sql(f"SELECT * FROM {table} WHERE run_id = $1", params=[result.run_id]).to_arrow_table()
-                append_rows(delta, table, rows)
+    run_id = options.run_id or new_run_id()
+    if not options.dry_run:
+        acquire(delta, run_id)
+    try:
+        batch = read_requests(files, layout=options.layout)
+        found = neighbourhood(delta, batch_keys(batch.frame, config))
+        whole = delta.counts()
+        with local_store(delta, found.tables) as local:
+            part = dataclasses.replace(
+                options,
+                run_id=run_id,
+                store_label=store_label(store),
+                counts_base=whole,
+                counts_part=found.counts(),
+                max_component=max_component or options.max_component or MAX_COMPONENT_ROWS,
+            )
+            result = run_batch(local, config_path, files, reports_dir, part)
+            if options.dry_run:
+                with duckdb.connect(str(local), read_only=True) as con:
+                    for table in ("run_files", "runs"):  # runs last: a ledger entry is visible with its files
+                        query = f"SELECT * FROM {table} WHERE run_id = $1"
+                        append_rows(delta, table, con.sql(query, params=[run_id]).to_arrow_table())
+            else:
+                stage(delta, run_id, net_changes(local, found.tables, run_id))
+                commit(delta, run_id)
+                roll_forward(delta, run_id)
+    finally:
+        if not options.dry_run:
+            release(delta, run_id)
     return result
