@@ -126,6 +126,19 @@ def _engine(flag: str | None, job_value: str | None = None) -> str:
     return str(engine)
 
 
+def _whole_store(
+    engine: str | None, remote: str | None, store: str, command_id: str, change: Callable[[Any], Any]
+) -> Any:
+    """A whole-store command (revert, refresh) on the store: on a DuckDB file as it is; on a Delta store, on a copy of
+    it on the driver, published all or nothing (spark/publish.py's change_whole)."""
+    if _engine(engine) != "spark":
+        return change(store)
+    from pipeline.spark.delta import DeltaStore
+    from pipeline.spark.publish import change_whole
+
+    return change_whole(DeltaStore(_spark(remote), store), command_id, change)
+
+
 def _spark(remote: str | None) -> Any:
     """A Spark Connect session to --spark-remote or SPARK_REMOTE (a usage error without the `spark` extra)."""
     from pipeline.spark.session import spark_session
@@ -361,7 +374,7 @@ def store_set_config(store_path: Path, config_path: Path, report_path: Path | No
 
 
 @store.command("refresh")
-@click.argument("store_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("store_path", type=click.Path(path_type=str))
 @click.option(
     "--snapshot",
     "snapshot_dir",
@@ -407,9 +420,10 @@ def store_set_config(store_path: Path, config_path: Path, report_path: Path | No
     default=None,
     help="A snapshot layout file (TOML): which export file and columns are each table (docs/refresh.md).",
 )
+@_spark_options
 @_exits
 def store_refresh(
-    store_path: Path,
+    store_path: str,
     snapshot_dir: Path,
     config_path: Path | None,
     reports_dir: Path | None,
@@ -420,6 +434,8 @@ def store_refresh(
     as_json: bool,
     layout_path: Path | None,
     job_path: Path | None,
+    engine: str | None,
+    spark_remote: str | None,
 ) -> int:
     """Bring STORE_PATH to the platform's next snapshot, keeping its ledger, undo logs and provenance:
     every changed key in changes.csv, what the platform kept of the store's runs, and the changes it did not
@@ -436,21 +452,30 @@ def store_refresh(
     from pipeline.store.snapshot import load_snapshot_layout
 
     job: Job | None = load_job(job_path) if job_path is not None else None
+    if _engine(engine) == "duckdb" and not Path(store_path).is_file():
+        raise click.BadParameter(f"no store file at '{store_path}'", param_hint="'STORE_PATH'")
+    refresh_id = new_run_id()
     with stage_progress(stages=REFRESH_STAGES) as observer:
-        result = refresh_store(
+        result = _whole_store(
+            engine,
+            spark_remote,
             store_path,
-            snapshot_dir,
-            new_run_id(),
-            config_path=pick(config_path, None, job.config if job else None, None),
-            reports_dir=reports_dir,
-            dry_run=dry_run,
-            max_removed_share=pick(
-                max_removed_share, None, job.max_removed_share if job else None, DEFAULT_MAX_REMOVED_SHARE
+            refresh_id,
+            lambda store: refresh_store(
+                store,
+                snapshot_dir,
+                refresh_id,
+                config_path=pick(config_path, None, job.config if job else None, None),
+                reports_dir=reports_dir,
+                dry_run=dry_run,
+                max_removed_share=pick(
+                    max_removed_share, None, job.max_removed_share if job else None, DEFAULT_MAX_REMOVED_SHARE
+                ),
+                allow_removals=pick(allow_removals, None, job.allow_removals if job else None, False),
+                mask_pii=pick(mask_pii, ENV_MASK_PII, job.mask_pii if job else None, False, env_flag),
+                layout=load_snapshot_layout(layout_path) if layout_path is not None else None,
+                observer=observer,
             ),
-            allow_removals=pick(allow_removals, None, job.allow_removals if job else None, False),
-            mask_pii=pick(mask_pii, ENV_MASK_PII, job.mask_pii if job else None, False, env_flag),
-            layout=load_snapshot_layout(layout_path) if layout_path is not None else None,
-            observer=observer,
         )
     click.echo(json_text(result.to_dict()) if as_json else result.render())
     return result.exit_code
@@ -841,14 +866,17 @@ def runs(store_path: Path, as_json: bool) -> int:
     default=None,
     help="Where --compensate writes revert-calls.ndjson [default: reports/revert/<run id>].",
 )
+@_spark_options
 @_exits
 def revert(
-    store_path: Path,
+    store_path: str,
     run_id: str,
     local_only: bool,
     compensate: bool,
     config_path: Path | None,
     reports_dir: Path | None,
+    engine: str | None,
+    spark_remote: str | None,
 ) -> int:
     """Undo the applied run RUN_ID exactly, unless a later run touched what it touched. A run whose calls reached
     the platform needs --local-only (the store alone) or --compensate (the calls that undo it on the platform
@@ -868,9 +896,16 @@ def revert(
         if config_path is None:
             raise click.UsageError("--compensate needs --config ORG (the calls' sources and card labels)")
         folder = reports_dir or Path("reports") / "revert" / revert_id
-        result = revert_and_compensate(store_path, run_id, revert_id, config_path, folder)
+
+        def undo(store: Path | str) -> Any:
+            return revert_and_compensate(store, run_id, revert_id, config_path, folder)
+
     else:
-        result = revert_run(store_path, run_id, revert_id, local_only=local_only)
+
+        def undo(store: Path | str) -> Any:
+            return revert_run(store, run_id, revert_id, local_only=local_only)
+
+    result = _whole_store(engine, spark_remote, store_path, revert_id, undo)
     click.echo(result.render())
     return 0
 

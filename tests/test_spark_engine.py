@@ -28,9 +28,10 @@ from pipeline.errors import LoyaltyBulkError, SnapshotRefused, StoreBusy, StoreE
 from pipeline.faults import ENV_KILL_AT, SPARK_POINTS
 from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.job import JobOverrides, job_layout, load_job, run_job
+from pipeline.lineage.revert import revert_run
 from pipeline.run import RunOptions, run_batch
 from pipeline.spark.delta import DeltaStore, init_delta_store, local_store
-from pipeline.spark.publish import acquire, open_store, release
+from pipeline.spark.publish import acquire, change_whole, open_store, release
 from pipeline.spark.run import run_on_spark
 from pipeline.store.audit import audit_store
 from pipeline.store.snapshot import init_store
@@ -400,3 +401,37 @@ def test_a_run_killed_at_any_point_leaves_the_store_before_or_after_it(spark, sp
     store = DeltaStore(spark, delta)
     assert store.arrow("lock").num_rows == 0
     assert sorted(r["ordinal"] for r in store.arrow("runs").to_pylist()) == [1]
+
+
+@pytest.mark.slow
+def test_revert_and_refresh_on_spark_equal_the_duckdb_engines(spark, spark_remote, tmp_path):
+    """A run, its revert, the run again (its files as a new run), then a refresh to the next night's snapshot: after
+    each, the Delta store exports what the DuckDB store exports; the refresh's changes.csv and not_on_platform.csv are
+    the same bytes."""
+    duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
+    first_duck = run_batch(duck, ORG, REQUESTS, tmp_path / "d1")
+    first_spark = run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s1", RunOptions())
+    revert_run(duck, first_duck.run_id, "REVERT-D")
+    change_whole(DeltaStore(spark, delta), "REVERT-S", lambda local: revert_run(local, first_spark.run_id, "REVERT-S"))
+    assert _delta_export(spark, delta, tmp_path / "e1") == exported(duck, tmp_path / "f1")
+    assert {r["run_id"]: r["reverted_by"] for r in DeltaStore(spark, delta).arrow("runs").to_pylist()} == {
+        first_spark.run_id: "REVERT-S",
+        "REVERT-S": None,
+    }
+    run_batch(duck, ORG, REQUESTS, tmp_path / "d2", allow_reapply=True)
+    run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s2", RunOptions(allow_reapply=True))
+    assert _delta_export(spark, delta, tmp_path / "e2") == exported(duck, tmp_path / "f2")
+    next_night = ROOT / "sample_data" / "next_night"
+    args = ["--snapshot", str(next_night), "--config", str(ORG), "--allow-removals", "--reports"]
+    on_duck = _cli("store", "refresh", str(duck), *args, str(tmp_path / "rd"))
+    on_spark = _cli(
+        "store", "refresh", delta, *args, str(tmp_path / "rs"), "--engine", "spark", env={"SPARK_REMOTE": spark_remote}
+    )
+    assert on_spark.returncode == on_duck.returncode, on_spark.stderr
+    for report in ("changes.csv", "not_on_platform.csv"):  # row_ids name each engine's own run ids
+        assert comparable(tmp_path / "rs", report, ()) == comparable(tmp_path / "rd", report, ()), report
+    assert (tmp_path / "rs" / "changes.csv").read_bytes() == (tmp_path / "rd" / "changes.csv").read_bytes()
+    assert _delta_export(spark, delta, tmp_path / "e3") == exported(duck, tmp_path / "f3")
+    store = DeltaStore(spark, delta)
+    assert store.arrow("lock").num_rows == 0
+    assert {r["state"] for r in store.arrow("commits").to_pylist()} == {"applied"}
