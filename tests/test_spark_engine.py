@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from conftest import REQUESTS, ROOT, SAMPLE_SNAPSHOT, exported
 from model import model_store_to_frames
 from pipeline.config import load_config
 from pipeline.errors import LoyaltyBulkError, SnapshotRefused, StoreBusy, StoreError
-from pipeline.faults import ENV_KILL_AT, SPARK_POINTS
+from pipeline.faults import ENV_HOLD_AT, ENV_HOLD_UNTIL, ENV_KILL_AT, SPARK_POINTS
 from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.job import JobOverrides, job_layout, load_job, run_job
 from pipeline.lineage.revert import revert_run
@@ -435,3 +436,60 @@ def test_revert_and_refresh_on_spark_equal_the_duckdb_engines(spark, spark_remot
     store = DeltaStore(spark, delta)
     assert store.arrow("lock").num_rows == 0
     assert {r["state"] for r in store.arrow("commits").to_pylist()} == {"applied"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _server(port: int) -> subprocess.Popen[str]:
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "loyalty-bulk"), "spark-server", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert server.stdout is not None and server.stdout.readline().startswith("listening on sc://")
+    return server
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["spark-after-stage", "spark-after-commit", "spark-during-roll-forward"])
+def test_a_run_outlives_its_server_killed_and_restarted(spark, spark_remote, tmp_path, point):
+    """The run's Spark Connect server is killed (SIGKILL) while the run holds at a point (just before its commit row,
+    just after it, between two MERGEs of its roll-forward) and started again on the same port: the Spark Connect
+    client retries (for up to 10 minutes by default), the run goes on and ends as an uninterrupted run would, and
+    a rerun of its files is refused as already applied."""
+    duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
+    run_batch(duck, ORG, REQUESTS, tmp_path / "duck-run")
+    after = exported(duck, tmp_path / "after")
+    port = _free_port()
+    server = _server(port)
+    release_file = tmp_path / "release"
+    args = ["run", "--engine", "spark", "--store", delta, "--config", str(ORG), "--reports"]
+    environment = {**os.environ, "SPARK_REMOTE": f"sc://127.0.0.1:{port}"}
+    client = subprocess.Popen(
+        [str(Path(sys.executable).parent / "loyalty-bulk"), *args, str(tmp_path / "held"), *map(str, REQUESTS)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment | {ENV_HOLD_AT: point, ENV_HOLD_UNTIL: str(release_file)},
+    )
+    try:
+        assert client.stderr is not None
+        assert client.stderr.readline() == f"fault hook: holding at {point}\n"
+        server.kill()
+        server.wait()
+        server = _server(port)
+        release_file.touch()
+        out, err = client.communicate(timeout=240)
+    finally:
+        server.kill()
+        client.kill()
+    assert client.returncode == 1 and out.startswith("applied with failures"), out + err
+    assert _delta_export(spark, delta, tmp_path / "seen") == after
+    again = _cli(*args, str(tmp_path / "again"), *map(str, REQUESTS), env={"SPARK_REMOTE": spark_remote})
+    assert again.returncode == 3 and "already applied" in again.stderr, again.stdout + again.stderr
+    assert DeltaStore(spark, delta).arrow("lock").num_rows == 0

@@ -21,7 +21,9 @@ committed at one Delta commit and rolled forward (spark/publish.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -182,8 +184,16 @@ def run_on_spark(
             else:
                 stage(delta, run_id, net_changes(local, found.tables, run_id))
                 commit(delta, run_id)
-                roll_forward(delta, run_id)
+                try:
+                    roll_forward(delta, run_id)
+                except Exception as exc:
+                    print(
+                        f"warning: run {run_id} is committed, but rolling it into the store's tables stopped ({exc}); "
+                        "the next command on the store finishes it",
+                        file=sys.stderr,
+                    )
     finally:
         if not options.dry_run:
-            release(delta, run_id)
+            with contextlib.suppress(Exception):  # a server gone: the lock is taken over once this process has ended
+                release(delta, run_id)
     return result
