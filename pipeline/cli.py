@@ -8,7 +8,8 @@ from __future__ import annotations
 import atexit
 import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, ParamSpec, TypeVar, cast
@@ -137,6 +138,28 @@ def _whole_store(
     from pipeline.spark.publish import change_whole
 
     return change_whole(DeltaStore(_spark(remote), store), command_id, change)
+
+
+@contextmanager
+def _read_store(engine: str | None, remote: str | None, store: str) -> Iterator[Path | str]:
+    """The store to read: a DuckDB file as it is; a Delta store as a DuckDB copy of all of it on the driver."""
+    if _engine(engine) != "spark":
+        yield store
+        return
+    from pipeline.spark.delta import RECORD_TABLES, DeltaStore, local_store
+    from pipeline.spark.publish import open_store
+
+    with local_store(open_store(DeltaStore(_spark(remote), store)), record_tables=RECORD_TABLES) as local:
+        yield local
+
+
+def _named(text: str, read: Path | str, store: str) -> str:
+    """Output that names the store read: a Delta store's copy on the driver is named as the Delta store."""
+    if str(read) == store:
+        return text
+    from pipeline.spark.delta import store_label
+
+    return text.replace(str(read), store_label(store))
 
 
 def _spark(remote: str | None) -> Any:
@@ -816,12 +839,13 @@ def job(
     "--store",
     "store_path",
     required=True,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="The store (DuckDB file).",
+    type=click.Path(path_type=str),
+    help="The store (a DuckDB file; with --engine spark, the folder or URI of its Delta tables).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@_spark_options
 @_exits
-def runs(store_path: Path, as_json: bool) -> int:
+def runs(store_path: str, as_json: bool, engine: str | None, spark_remote: str | None) -> int:
     """List the store's runs, refreshes, reverts and config changes, newest first: files, counts, exit code,
     what reached the platform and whether each was reverted.
 
@@ -830,8 +854,10 @@ def runs(store_path: Path, as_json: bool) -> int:
     from pipeline.files import json_text
     from pipeline.store.history import list_runs
 
-    listing = list_runs(store_path)
-    click.echo(json_text(listing.to_dict()) if as_json else listing.render())
+    with _read_store(engine, spark_remote, store_path) as path:
+        listing = list_runs(path)
+        text = json_text(listing.to_dict()) if as_json else listing.render()
+        click.echo(_named(text, path, store_path))
     return 0
 
 
@@ -1159,8 +1185,8 @@ def push(
     "--store",
     "store_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The store (DuckDB file), opened read-only.",
+    type=click.Path(path_type=str),
+    help="The store (a DuckDB file, opened read-only; with --engine spark, the folder or URI of its Delta tables).",
 )
 @click.argument("customer_id", required=False, type=click.IntRange(min=1))
 @click.option("--value", "value", default=None, help="Explain an identifier value instead: TYPE=VALUE (normalised).")
@@ -1178,9 +1204,10 @@ def push(
     default=None,
     help="Also write the explanation as a self-contained HTML page to this file.",
 )
+@_spark_options
 @_exits
 def explain(
-    store_path: Path,
+    store_path: str,
     customer_id: int | None,
     value: str | None,
     source: str | None,
@@ -1189,6 +1216,8 @@ def explain(
     json_output: bool,
     mask_pii: bool | None,
     html_path: Path | None,
+    engine: str | None,
+    spark_remote: str | None,
 ) -> int:
     """Explain CUSTOMER_ID, a --value or a --card: where it came from, every merge, every run that touched it."""
     from pipeline.lineage.explain import explain as explain_target
@@ -1199,8 +1228,10 @@ def explain(
         target = parse_target(customer_id, value, source, account_id, card_number)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    result = explain_target(store_path, target, mask_pii=pick(mask_pii or None, ENV_MASK_PII, None, False, env_flag))
-    click.echo(result.to_json() if json_output else result.render())
+    with _read_store(engine, spark_remote, store_path) as path:
+        masked = pick(mask_pii or None, ENV_MASK_PII, None, False, env_flag)
+        result = explain_target(path, target, mask_pii=masked)
+        click.echo(_named(result.to_json() if json_output else result.render(), path, store_path))
     if html_path is not None:
         write_explanation_html(result, html_path)
         if not json_output:

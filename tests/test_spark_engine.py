@@ -493,3 +493,26 @@ def test_a_run_outlives_its_server_killed_and_restarted(spark, spark_remote, tmp
     again = _cli(*args, str(tmp_path / "again"), *map(str, REQUESTS), env={"SPARK_REMOTE": spark_remote})
     assert again.returncode == 3 and "already applied" in again.stderr, again.stdout + again.stderr
     assert DeltaStore(spark, delta).arrow("lock").num_rows == 0
+
+
+@pytest.mark.slow
+def test_runs_and_explain_read_a_delta_store_as_a_duckdb_one(spark, spark_remote, tmp_path):
+    duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
+    run_batch(duck, ORG, REQUESTS, tmp_path / "d", run_id="RUN-1")
+    run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s", RunOptions(run_id="RUN-1"))
+    remote = {"SPARK_REMOTE": spark_remote}
+    for command in (
+        ["runs", "--json"],
+        ["explain", "1009", "--json"],
+        ["explain", "--card", "GLD0000000001", "--json"],
+    ):
+        on_duck = _cli(command[0], "--store", str(duck), *command[1:])
+        on_spark = _cli(command[0], "--store", delta, *command[1:], "--engine", "spark", env=remote)
+        assert on_spark.returncode == on_duck.returncode == 0, on_spark.stderr
+        names = (str(duck.resolve()), str(Path(delta).resolve()), str(tmp_path / "d"), str(tmp_path / "s"))
+        texts = []
+        for out in (on_duck.stdout, on_spark.stdout):
+            for name in names:
+                out = out.replace(name, "<path>")
+            texts.append(re.sub(r"\d{4}-\d{2}-\d{2}T[0-9:.+]+", "<time>", out))
+        assert texts[0] == texts[1], command
