@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,14 +24,12 @@ from hypothesis import strategies as st
 from conftest import REQUESTS, ROOT, SAMPLE_SNAPSHOT, exported
 from model import model_store_to_frames
 from pipeline.config import load_config
-from pipeline.errors import LoyaltyBulkError, SnapshotRefused, StoreBusy, StoreError
-from pipeline.faults import ENV_HOLD_AT, ENV_HOLD_UNTIL, ENV_KILL_AT, SPARK_POINTS
+from pipeline.errors import LoyaltyBulkError, SnapshotRefused, StoreError
 from pipeline.input.columns import REQUEST_COLUMNS
 from pipeline.job import JobOverrides, job_layout, load_job, run_job
-from pipeline.lineage.revert import revert_run
 from pipeline.run import RunOptions, run_batch
 from pipeline.spark.delta import DeltaStore, init_delta_store, local_store
-from pipeline.spark.publish import acquire, change_whole, open_store, release
+from pipeline.spark.publish import open_store
 from pipeline.spark.run import run_on_spark
 from pipeline.store.audit import audit_store
 from pipeline.store.snapshot import init_store
@@ -175,52 +172,6 @@ def _delta_export(spark, delta: str, out: Path) -> dict[str, bytes]:
         return exported(local, out)
 
 
-def test_real_runs_on_spark_leave_the_store_the_duckdb_engine_leaves(spark, tmp_path):
-    """Each sample request file as a run of its own, then the wide job: after each, the same reports, the same store
-    (export), the same ledger; a file applied twice is refused alike."""
-    duck, delta = both_engines(spark, tmp_path, ROOT / "sample_data" / "next_night", ORG)
-    wide = load_job(ROOT / "jobs" / "wide_customers.toml")
-    steps = [([f], RunOptions()) for f in REQUESTS] + [
-        (list(wide.inputs), RunOptions(layout=job_layout(wide, str(ORG)), job=wide.name))
-    ]
-    for i, (files, options) in enumerate(steps):
-        on_duck = run_batch(duck, ORG, files, tmp_path / f"duck-{i}", options)
-        on_spark = run_on_spark(spark, delta, ORG, files, tmp_path / f"spark-{i}", options)
-        assert (on_spark.exit_code, on_spark.store_after) == (on_duck.exit_code, on_duck.store_after), i
-        names = (str(duck.resolve()), on_spark.store)
-        for report in REPORTS:
-            assert comparable(tmp_path / f"spark-{i}", report, names) == comparable(
-                tmp_path / f"duck-{i}", report, names
-            ), f"step {i}: {report}"
-        assert _delta_export(spark, delta, tmp_path / f"spark-export-{i}") == exported(
-            duck, tmp_path / f"duck-export-{i}"
-        )
-    store = DeltaStore(spark, delta)
-    ledger = store.arrow("runs").to_pylist()
-    assert sorted(r["ordinal"] for r in ledger) == list(range(1, len(steps) + 1))
-    assert not any(r["dry_run"] for r in ledger)
-    assert store.arrow("provenance").num_rows > 0 and store.arrow("undo_identifiers").num_rows > 0
-    staged = Path(delta) / "_staged"
-    assert store.arrow("lock").num_rows == 0, "the lock is released"
-    assert not staged.exists() or not any(staged.iterdir()), "every staged run was rolled forward and removed"
-    assert {r["state"] for r in store.arrow("commits").to_pylist()} == {"applied"}
-    with pytest.raises(StoreError, match="already applied"):
-        run_on_spark(spark, delta, ORG, [REQUESTS[0]], tmp_path / "again", RunOptions())
-
-
-def test_a_run_is_refused_while_another_holds_the_store(spark, tmp_path):
-    _, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
-    store = DeltaStore(spark, delta)
-    acquire(store, "R-elsewhere")
-    other = store.read("lock").collect()[0]
-    assert other["run_id"] == "R-elsewhere"
-    # a lock of a live process (this one) is honoured; one of another machine would be too
-    with pytest.raises(StoreBusy, match="in use by run R-elsewhere"):
-        run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "reports", RunOptions())
-    release(store, "R-elsewhere")
-    assert run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "reports", RunOptions()).exit_code == 1
-
-
 def _snapshot(store, folder: Path) -> Path:
     folder.mkdir(parents=True)
     for table, frame in model_store_to_frames(store).items():
@@ -230,7 +181,7 @@ def _snapshot(store, folder: Path) -> Path:
 
 @pytest.mark.slow
 @settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
 def test_hypothesis_batches_give_the_same_reports_on_both_engines(spark, tmp_path_factory, data):
@@ -370,149 +321,3 @@ def test_the_commands_on_spark(spark_remote, tmp_path):
         env={"SPARK_REMOTE": ""},
     )
     assert nowhere.returncode == 2 and "--spark-remote" in nowhere.stderr
-
-
-KILLS = [
-    ("after-check", False),
-    ("in-transaction", False),
-    *((point, point != SPARK_POINTS[0]) for point in SPARK_POINTS),
-]
-"""Where a real run on Spark is killed, and whether the run is real at that point (its commit row written)."""
-assert [point for point, _ in KILLS[2:]] == list(SPARK_POINTS), "every point of the Spark run's hook is killed at"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("point", "committed"), KILLS)
-def test_a_run_killed_at_any_point_leaves_the_store_before_or_after_it(spark, spark_remote, tmp_path, point, committed):
-    """SIGKILL of the client at a named point: the next command (an export) sees the store as it was before the run
-    or, once the commit row is written, as the run leaves it (it finishes the run first); the rerun then reaches the
-    uninterrupted result: it applies the run, or is refused as already applied."""
-    duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
-    before = exported(duck, tmp_path / "before")
-    run_batch(duck, ORG, REQUESTS, tmp_path / "duck-run")
-    after = exported(duck, tmp_path / "after")
-    args = ["run", "--engine", "spark", "--store", delta, "--config", str(ORG), "--reports"]
-    remote = {"SPARK_REMOTE": spark_remote}
-    killed = _cli(*args, str(tmp_path / "killed"), *map(str, REQUESTS), env=remote | {ENV_KILL_AT: point})
-    assert killed.returncode == -9 and f"fault hook: SIGKILL at {point}" in killed.stderr, killed.stderr
-    assert _delta_export(spark, delta, tmp_path / "seen") == (after if committed else before)
-    again = _cli(*args, str(tmp_path / "again"), *map(str, REQUESTS), env=remote)
-    assert again.returncode == (3 if committed else 1), again.stdout + again.stderr
-    assert _delta_export(spark, delta, tmp_path / "final") == after
-    store = DeltaStore(spark, delta)
-    assert store.arrow("lock").num_rows == 0
-    assert sorted(r["ordinal"] for r in store.arrow("runs").to_pylist()) == [1]
-
-
-@pytest.mark.slow
-def test_revert_and_refresh_on_spark_equal_the_duckdb_engines(spark, spark_remote, tmp_path):
-    """A run, its revert, the run again (its files as a new run), then a refresh to the next night's snapshot: after
-    each, the Delta store exports what the DuckDB store exports; the refresh's changes.csv and not_on_platform.csv are
-    the same bytes."""
-    duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
-    first_duck = run_batch(duck, ORG, REQUESTS, tmp_path / "d1")
-    first_spark = run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s1", RunOptions())
-    revert_run(duck, first_duck.run_id, "REVERT-D")
-    change_whole(DeltaStore(spark, delta), "REVERT-S", lambda local: revert_run(local, first_spark.run_id, "REVERT-S"))
-    assert _delta_export(spark, delta, tmp_path / "e1") == exported(duck, tmp_path / "f1")
-    assert {r["run_id"]: r["reverted_by"] for r in DeltaStore(spark, delta).arrow("runs").to_pylist()} == {
-        first_spark.run_id: "REVERT-S",
-        "REVERT-S": None,
-    }
-    run_batch(duck, ORG, REQUESTS, tmp_path / "d2", allow_reapply=True)
-    run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s2", RunOptions(allow_reapply=True))
-    assert _delta_export(spark, delta, tmp_path / "e2") == exported(duck, tmp_path / "f2")
-    next_night = ROOT / "sample_data" / "next_night"
-    args = ["--snapshot", str(next_night), "--config", str(ORG), "--allow-removals", "--reports"]
-    on_duck = _cli("store", "refresh", str(duck), *args, str(tmp_path / "rd"))
-    on_spark = _cli(
-        "store", "refresh", delta, *args, str(tmp_path / "rs"), "--engine", "spark", env={"SPARK_REMOTE": spark_remote}
-    )
-    assert on_spark.returncode == on_duck.returncode, on_spark.stderr
-    for report in ("changes.csv", "not_on_platform.csv"):  # row_ids name each engine's own run ids
-        assert comparable(tmp_path / "rs", report, ()) == comparable(tmp_path / "rd", report, ()), report
-    assert (tmp_path / "rs" / "changes.csv").read_bytes() == (tmp_path / "rd" / "changes.csv").read_bytes()
-    assert _delta_export(spark, delta, tmp_path / "e3") == exported(duck, tmp_path / "f3")
-    store = DeltaStore(spark, delta)
-    assert store.arrow("lock").num_rows == 0
-    assert {r["state"] for r in store.arrow("commits").to_pylist()} == {"applied"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _server(port: int) -> subprocess.Popen[str]:
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "loyalty-bulk"), "spark-server", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert server.stdout is not None and server.stdout.readline().startswith("listening on sc://")
-    return server
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("point", ["spark-after-stage", "spark-after-commit", "spark-during-roll-forward"])
-def test_a_run_outlives_its_server_killed_and_restarted(spark, spark_remote, tmp_path, point):
-    """The run's Spark Connect server is killed (SIGKILL) while the run holds at a point (just before its commit row,
-    just after it, between two MERGEs of its roll-forward) and started again on the same port: the Spark Connect
-    client retries (for up to 10 minutes by default), the run goes on and ends as an uninterrupted run would, and
-    a rerun of its files is refused as already applied."""
-    duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
-    run_batch(duck, ORG, REQUESTS, tmp_path / "duck-run")
-    after = exported(duck, tmp_path / "after")
-    port = _free_port()
-    server = _server(port)
-    release_file = tmp_path / "release"
-    args = ["run", "--engine", "spark", "--store", delta, "--config", str(ORG), "--reports"]
-    environment = {**os.environ, "SPARK_REMOTE": f"sc://127.0.0.1:{port}"}
-    client = subprocess.Popen(
-        [str(Path(sys.executable).parent / "loyalty-bulk"), *args, str(tmp_path / "held"), *map(str, REQUESTS)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment | {ENV_HOLD_AT: point, ENV_HOLD_UNTIL: str(release_file)},
-    )
-    try:
-        assert client.stderr is not None
-        assert client.stderr.readline() == f"fault hook: holding at {point}\n"
-        server.kill()
-        server.wait()
-        server = _server(port)
-        release_file.touch()
-        out, err = client.communicate(timeout=240)
-    finally:
-        server.kill()
-        client.kill()
-    assert client.returncode == 1 and out.startswith("applied with failures"), out + err
-    assert _delta_export(spark, delta, tmp_path / "seen") == after
-    again = _cli(*args, str(tmp_path / "again"), *map(str, REQUESTS), env={"SPARK_REMOTE": spark_remote})
-    assert again.returncode == 3 and "already applied" in again.stderr, again.stdout + again.stderr
-    assert DeltaStore(spark, delta).arrow("lock").num_rows == 0
-
-
-@pytest.mark.slow
-def test_runs_and_explain_read_a_delta_store_as_a_duckdb_one(spark, spark_remote, tmp_path):
-    duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
-    run_batch(duck, ORG, REQUESTS, tmp_path / "d", run_id="RUN-1")
-    run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s", RunOptions(run_id="RUN-1"))
-    remote = {"SPARK_REMOTE": spark_remote}
-    for command in (
-        ["runs", "--json"],
-        ["explain", "1009", "--json"],
-        ["explain", "--card", "GLD0000000001", "--json"],
-    ):
-        on_duck = _cli(command[0], "--store", str(duck), *command[1:])
-        on_spark = _cli(command[0], "--store", delta, *command[1:], "--engine", "spark", env=remote)
-        assert on_spark.returncode == on_duck.returncode == 0, on_spark.stderr
-        names = (str(duck.resolve()), str(Path(delta).resolve()), str(tmp_path / "d"), str(tmp_path / "s"))
-        texts = []
-        for out in (on_duck.stdout, on_spark.stdout):
-            for name in names:
-                out = out.replace(name, "<path>")
-            texts.append(re.sub(r"\d{4}-\d{2}-\d{2}T[0-9:.+]+", "<time>", out))
-        assert texts[0] == texts[1], command

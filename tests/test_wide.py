@@ -176,7 +176,7 @@ def _patterns(config) -> dict[int, str]:
 
 @pytest.mark.slow
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
 def test_every_operation_of_a_wide_file_equals_the_model_on_its_long_expansion(tmp_path, data):
