@@ -104,19 +104,19 @@ def _spark_options(func: F) -> F:
             help="The Spark Connect server of --engine spark, sc://HOST:PORT (env SPARK_REMOTE).",
         ),
     ]
-    if func.__name__ in ("run", "job"):
-        options.append(
-            click.option(
-                "--max-component",
-                type=click.IntRange(min=1),
-                default=None,
-                help="With --engine spark: refuse a batch whose rows that share keys form a connected component "
-                "of more rows than this (default 1000000), before anything is decided.",
-            )
-        )
     for option in reversed(options):
         func = option(func)
     return func
+
+
+_max_component_option = click.option(
+    "--max-component",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --engine spark: refuse a batch whose rows that share keys form a connected component "
+    "of more rows than this (default 1000000), before anything is decided.",
+)
+"""`run` and `job` on Spark (spark/run.py MAX_COMPONENT_ROWS)."""
 
 
 def _engine(flag: str | None, job_value: str | None = None) -> str:
@@ -683,6 +683,7 @@ def _output_options(func: F) -> F:
 )
 @_engine_options
 @_spark_options
+@_max_component_option
 @_csv_options
 @_output_options
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -779,6 +780,7 @@ def run(
 )
 @_engine_options
 @_spark_options
+@_max_component_option
 @_output_options
 @_exits
 def job(

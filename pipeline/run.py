@@ -77,9 +77,8 @@ class RunOptions:
     """Refuse a batch whose largest connected component of interacting rows has more rows (the Spark engine's
     bound, engine/batch.py); None: no bound (the DuckDB engine replays any component)."""
     counts_base: StoreCounts | None = None
-    counts_part: StoreCounts | None = None
-    """With the Spark engine: the whole store's counts, and those of the part of it the run's file holds. The
-    reports then show the whole store's counts, before and after (after = before + what the run changed)."""
+    """With the Spark engine: the whole store's counts, where the run's store file holds only a part of it. The
+    reports then show the whole store's counts, before and after (after = these + what the run changed)."""
 
 
 def run_batch(
@@ -105,7 +104,8 @@ def run_batch(
     try:
         batch, skipped = _read(ws, files, config, opts, clock, store_path, opened)
         if skipped and not batch.files:
-            counts = _whole(store_counts(con), opts)
+            counts = store_counts(con)
+            counts = _whole(counts, counts, opts)
             return _nothing_to_run(run_id, opts, started_at, clock, skipped, counts, reports_dir)
         with ReportStager(reports_dir) as stager:
             run = _decide(ws, batch, skipped, config, opts, clock, run_id, stager)
@@ -275,8 +275,8 @@ def _result(
         outcomes=run.reports.outcome_counts,
         errors_by_code=run.reports.errors_by_code,
         merges=run.reports.merges.height,
-        store_before=_whole(run.before, opts),
-        store_after=_whole(after, opts),
+        store_before=_whole(run.before, run.before, opts),
+        store_after=_whole(after, run.before, opts),
         exit_code=exit_code,
         reports_dir=str(reports_dir),
         calls=run.calls,
@@ -285,12 +285,13 @@ def _result(
     )
 
 
-def _whole(counts: StoreCounts, opts: RunOptions) -> StoreCounts:
-    """The counts of the whole store when the run's store file holds a part of it (RunOptions.counts_base)."""
-    if opts.counts_base is None or opts.counts_part is None:
+def _whole(counts: StoreCounts, part: StoreCounts, opts: RunOptions) -> StoreCounts:
+    """The counts of the whole store when the run's store file holds a part of it (RunOptions.counts_base), whose
+    counts before the run were `part`: the whole store's, plus what the run changed."""
+    if opts.counts_base is None:
         return counts
-    base, part = opts.counts_base.to_dict(), opts.counts_part.to_dict()
-    return StoreCounts(**{name: base[name] + value - part[name] for name, value in counts.to_dict().items()})
+    base, before = opts.counts_base.to_dict(), part.to_dict()
+    return StoreCounts(**{name: base[name] + value - before[name] for name, value in counts.to_dict().items()})
 
 
 def _files(files: Sequence[InputFile]) -> tuple[dict[str, Any], ...]:

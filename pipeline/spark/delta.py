@@ -103,13 +103,7 @@ class DeltaStore:
 
     def exists(self) -> bool:
         """Whether the store's store_meta exists (the last table `store init` writes)."""
-        if "://" not in self.store:
-            return (Path(self.store) / META / "_delta_log").is_dir()
-        try:
-            self.read(META).limit(1).collect()
-        except Exception:
-            return False
-        return True
+        return self.has(META)
 
     def require(self) -> None:
         if not self.exists():
@@ -141,13 +135,19 @@ class DeltaStore:
         [k] = views["cards"].selectExpr("count(*) AS n", "count(customer_id) AS linked").collect()
         return StoreCounts(int(c["n"]), int(c["active"]), int(c["merged"]), int(i["n"]), int(k["n"]), int(k["linked"]))
 
+    def frame(self, data: pa.Table) -> DataFrame:
+        """An Arrow table as a Spark DataFrame, with its schema given (an empty table's cannot be inferred)."""
+        data = plain(data)
+        return self.spark.createDataFrame(data, schema=spark_ddl(data.schema))
+
+    def view(self, name: str, data: pa.Table) -> None:
+        """An Arrow table as the session's temp view `name` (the source of a MERGE)."""
+        self.frame(data).createOrReplaceTempView(name)
+
     def write(self, table: str, data: pa.Table, mode: str = "overwrite") -> None:
         """Write an Arrow table as the Delta table `table` (overwrite or append), in batches of BATCH_ROWS."""
-        batches = list(_slices(data, BATCH_ROWS)) or [data]
-        ddl = spark_ddl(data.schema)
-        for index, part in enumerate(batches):
-            frame = self.spark.createDataFrame(part, schema=ddl)
-            frame.write.format("delta").mode(mode if index == 0 else "append").save(self.uri(table))
+        for index, part in enumerate(list(_slices(data, BATCH_ROWS)) or [data]):
+            self.frame(part).write.format("delta").mode(mode if index == 0 else "append").save(self.uri(table))
 
 
 _SPARK_TYPES = {
@@ -203,7 +203,7 @@ def init_delta_store(
                     data = data.select(list(COLUMNS[table]))
                 if table == META:
                     data = with_engine(data)
-                delta.write(table, plain(data))
+                delta.write(table, data)
     return counts, bound
 
 
@@ -271,4 +271,4 @@ def local_store(
 def append_rows(delta: DeltaStore, table: str, rows: pa.Table) -> None:
     """Append rows to a Delta table of the store (one Delta commit)."""
     if rows.num_rows:
-        delta.write(table, plain(rows), mode="append")
+        delta.write(table, rows, mode="append")

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from pipeline import faults
 from pipeline.errors import StoreBusy, StoreError
-from pipeline.spark.delta import ENGINE_KEY, META, RECORD_TABLES, DeltaStore, local_store, plain, with_engine
+from pipeline.spark.delta import ENGINE_KEY, META, RECORD_TABLES, DeltaStore, local_store, with_engine
 from pipeline.store.schema import COLUMNS, TABLES, VALUE_HASH_PROBE_KEY
 
 if TYPE_CHECKING:
@@ -99,11 +99,8 @@ def acquire(delta: DeltaStore, run_id: str) -> None:
     """Take the store's lock for `run_id`, or StoreBusy naming the run that holds it."""
     ensure_tables(delta)
     for _ in range(2):
-        want = delta.spark.createDataFrame(
-            pa.table({"name": ["store"], "run_id": [run_id], "holder": [holder()], "since": [_now()]}, LOCK_SCHEMA),
-            schema="name STRING, run_id STRING, holder STRING, since STRING",
-        )
-        want.createOrReplaceTempView("lb_lock_want")
+        want = {"name": ["store"], "run_id": [run_id], "holder": [holder()], "since": [_now()]}
+        delta.view("lb_lock_want", pa.table(want, LOCK_SCHEMA))
         try:
             delta_table = quoted(delta, LOCK)
             delta.spark.sql(
@@ -130,7 +127,7 @@ def acquire(delta: DeltaStore, run_id: str) -> None:
 
 
 def release(delta: DeltaStore, run_id: str) -> None:
-    _view(delta, "lb_lock_mine", pa.table({"run_id": [run_id]}))
+    delta.view("lb_lock_mine", pa.table({"run_id": [run_id]}))
     delta_table = quoted(delta, LOCK)
     delta.spark.sql(
         f"MERGE INTO {delta_table} t USING lb_lock_mine s ON t.run_id = s.run_id WHEN MATCHED THEN DELETE"
@@ -176,7 +173,7 @@ def net_changes(local: Path, before: dict[str, pa.Table], run_id: str) -> Change
 
 def stage(delta: DeltaStore, run_id: str, changes: Changes) -> None:
     for name, table in changes.tables.items():
-        delta.write(f"{STAGED}/{run_id}/{name}", plain(table))
+        delta.write(f"{STAGED}/{run_id}/{name}", table)
     faults.kill_point("spark-after-stage")
 
 
@@ -221,7 +218,7 @@ def roll_forward(delta: DeltaStore, run_id: str) -> None:
         rows = staged(name)
         if rows.limit(1).count() == 0:
             continue
-        _view(delta, "lb_run", pa.table({"run_id": [run_id]}))
+        delta.view("lb_run", pa.table({"run_id": [run_id]}))
         present = delta.read(name).join(spark.table("lb_run"), ["run_id"], "left_semi").limit(1).count()
         if not present:  # an append is one Delta commit: all of the run's rows of this table, or none
             rows.write.format("delta").mode("append").save(delta.uri(name))
@@ -237,7 +234,7 @@ def _kind(delta: DeltaStore, run_id: str) -> str:
 
 def _mark_applied(delta: DeltaStore, run_id: str) -> None:
     spark = delta.spark
-    _view(delta, "lb_done", pa.table({"run_id": [run_id], "state": ["applied"]}))
+    delta.view("lb_done", pa.table({"run_id": [run_id], "state": ["applied"]}))
     delta_table = quoted(delta, COMMITS)
     spark.sql(
         f"MERGE INTO {delta_table} t USING lb_done s ON t.run_id = s.run_id "
@@ -261,7 +258,7 @@ def change_whole(delta: DeltaStore, command_id: str, change: Callable[[Path], T]
                         data = data.select(list(COLUMNS[table]))
                     if table == META:
                         data = with_engine(data)
-                    delta.write(f"{STAGED}/{command_id}/{table}", plain(data))
+                    delta.write(f"{STAGED}/{command_id}/{table}", data)
             faults.kill_point("spark-after-stage")
             commit(delta, command_id, kind="whole")
             roll_forward(delta, command_id)
@@ -316,12 +313,6 @@ def _staged_runs(delta: DeltaStore) -> set[str]:
 def _remove_staged(delta: DeltaStore, run_id: str) -> None:
     if "://" not in delta.store:
         shutil.rmtree(Path(delta.uri(STAGED)) / run_id, ignore_errors=True)
-
-
-def _view(delta: DeltaStore, name: str, data: pa.Table) -> None:
-    from pipeline.spark.delta import spark_ddl
-
-    delta.spark.createDataFrame(data, schema=spark_ddl(data.schema)).createOrReplaceTempView(name)
 
 
 def _now() -> str:

@@ -37,9 +37,9 @@ from pipeline.config import CARD, OrgConfig, load_config
 from pipeline.engine.check import prepare_fields
 from pipeline.errors import StoreError
 from pipeline.input.read import read_requests
-from pipeline.results import RunResult, StoreCounts
+from pipeline.results import RunResult
 from pipeline.run import RunOptions, new_run_id, run_batch
-from pipeline.spark.delta import DeltaStore, append_rows, local_store, plain, spark_ddl, store_label
+from pipeline.spark.delta import DeltaStore, append_rows, local_store, store_label
 from pipeline.spark.publish import acquire, commit, net_changes, open_store, release, roll_forward, stage
 from pipeline.store.schema import COLUMNS, TABLES
 
@@ -61,19 +61,6 @@ class Neighbourhood:
     chain_steps: int
     seconds: float
 
-    def counts(self) -> StoreCounts:
-        customers = pl.from_arrow(self.tables["customers"])
-        cards = pl.from_arrow(self.tables["cards"])
-        assert isinstance(customers, pl.DataFrame) and isinstance(cards, pl.DataFrame)
-        return StoreCounts(
-            customers.height,
-            customers.filter(pl.col("status") == "ACTIVE").height,
-            customers.filter(pl.col("status") == "MERGED").height,
-            self.tables["identifiers"].num_rows,
-            cards.height,
-            cards.get_column("customer_id").drop_nulls().len(),
-        )
-
 
 def batch_keys(frame: pl.DataFrame, config: OrgConfig) -> dict[str, pl.DataFrame]:
     """The keys a batch's rows name, normalised as the check stage normalises them (with the org's `[mobile]`
@@ -94,14 +81,13 @@ def batch_keys(frame: pl.DataFrame, config: OrgConfig) -> dict[str, pl.DataFrame
 def neighbourhood(delta: DeltaStore, keys: dict[str, pl.DataFrame]) -> Neighbourhood:
     """The customers, identifiers and cards a batch with these keys can reach, read from the Delta store."""
     started = time.perf_counter()
-    spark = delta.spark
     customers, identifiers, cards = (delta.read(name) for name in TABLES)
-    values = _frame(spark, keys["values"])
-    numbers = _frame(spark, keys["cards"])
+    values = delta.frame(keys["values"].to_arrow())
+    numbers = delta.frame(keys["cards"].to_arrow())
     holders = identifiers.join(values, ["id_type", "id_value"], "left_semi").select("customer_id")
     card_rows = cards.join(numbers, ["card_number"], "left_semi")
     seeds = (
-        _frame(spark, keys["ids"])
+        delta.frame(keys["ids"].to_arrow())
         .unionByName(holders)
         .unionByName(card_rows.where("customer_id IS NOT NULL").select("customer_id"))
         .distinct()
@@ -114,13 +100,13 @@ def neighbourhood(delta: DeltaStore, keys: dict[str, pl.DataFrame]) -> Neighbour
         steps += 1
         if steps > MAX_CHAIN_STEPS:
             raise StoreError(f"{delta.store}: a merge chain longer than {MAX_CHAIN_STEPS} steps; run store audit")
-        found = customers.join(_ids(spark, frontier), ["customer_id"], "left_semi").toArrow()
+        found = customers.join(_ids(delta, frontier), ["customer_id"], "left_semi").toArrow()
         rows.append(found)
         following = {m for m in found.column("merged_into").to_pylist() if m is not None} - seen
         seen |= following
         frontier = sorted(following)
     customer_rows = pa.concat_tables(rows) if rows else customers.limit(0).toArrow()
-    held = _ids(spark, sorted(seen))
+    held = _ids(delta, sorted(seen))
     tables = {
         "customers": customer_rows.select(list(COLUMNS["customers"])),
         "identifiers": identifiers.join(held, ["customer_id"], "left_semi").select(*COLUMNS["identifiers"]).toArrow(),
@@ -133,13 +119,8 @@ def neighbourhood(delta: DeltaStore, keys: dict[str, pl.DataFrame]) -> Neighbour
     return Neighbourhood(tables, steps, time.perf_counter() - started)
 
 
-def _frame(spark: SparkSession, frame: pl.DataFrame) -> DataFrame:
-    data = plain(frame.to_arrow())
-    return spark.createDataFrame(data, schema=spark_ddl(data.schema))  # a schema: the frame may be empty
-
-
-def _ids(spark: SparkSession, ids: Sequence[int]) -> DataFrame:
-    return _frame(spark, pl.DataFrame({"customer_id": ids}, schema={"customer_id": pl.Int64}))
+def _ids(delta: DeltaStore, ids: Sequence[int]) -> DataFrame:
+    return delta.frame(pa.table({"customer_id": pa.array(ids, type=pa.int64())}))
 
 
 def run_on_spark(
@@ -172,7 +153,6 @@ def run_on_spark(
                 run_id=run_id,
                 store_label=store_label(store),
                 counts_base=whole,
-                counts_part=found.counts(),
                 max_component=max_component or options.max_component or MAX_COMPONENT_ROWS,
             )
             result = run_batch(local, config_path, files, reports_dir, part)
