@@ -5,7 +5,8 @@ Writes a sample org (`loyalty-bulk sample`, --customers customers, --rows reques
 splits its request file into --runs files of equal rows, makes a Delta store and a DuckDB store from its
 snapshot, then applies the files one run each, in order, on both engines (each run a CLI subprocess against a
 local Sail server the bench starts), noting each run's seconds and the Delta store's files and bytes. At the end
-it compares `store export` of both stores byte for byte and audits the Delta store. Results go to
+it compares `store export` of both stores byte for byte, audits the Delta store, compacts it (`store compact
+--retain-hours 0`) and compares the exports again. Results go to
 bench/RESULTS.md under "Spark engine, upkeep".
 
     .venv/bin/python bench/spark_upkeep.py [--work DIR] [--customers 200000] [--rows 200000] [--runs 20]
@@ -40,6 +41,19 @@ def split(requests: Path, parts: int, out: Path) -> list[Path]:
         path.write_text(header + "".join(rows[index * size : (index + 1) * size]), encoding="utf-8")
         files.append(path)
     return files
+
+
+def equal_exports(work: Path, delta: Path, duck: Path, env: dict[str, str]) -> bool:
+    """`store export` of both stores as CSV, compared byte for byte."""
+    exports = {}
+    for name, store, engine in (("duckdb", duck, []), ("spark", delta, ["--engine", "spark"])):
+        out = work / f"export-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        m = measure([CLI, "store", "export", str(store), str(out), "--format", "csv", *engine], 3600, env)
+        exports[name] = out
+        if m.exit_code != 0:
+            raise SystemExit(f"export of {name} failed: {m.stderr[-2000:]}")
+    return all(filecmp.cmp(exports["duckdb"] / f.name, f, shallow=False) for f in sorted(exports["spark"].iterdir()))
 
 
 def main() -> None:
@@ -91,18 +105,13 @@ def main() -> None:
                 f"{record['files']} files, {record['bytes'] / 2**20:.0f} MiB",
                 flush=True,
             )
-        exports = {}
-        for name, store, engine in (("duckdb", duck, []), ("spark", delta, ["--engine", "spark"])):
-            out = args.work / f"export-{name}"
-            shutil.rmtree(out, ignore_errors=True)
-            m = measure([CLI, "store", "export", str(store), str(out), "--format", "csv", *engine], 3600, env)
-            exports[name] = out
-            if m.exit_code != 0:
-                raise SystemExit(f"export of {name} failed: {m.stderr[-2000:]}")
-        same = all(
-            filecmp.cmp(exports["duckdb"] / f.name, f, shallow=False) for f in sorted(exports["spark"].iterdir())
-        )
+        same = equal_exports(args.work, delta, duck, env)
         audit = measure([CLI, "store", "audit", str(delta), "--engine", "spark"], 3600, env)
+        compact = measure([CLI, "store", "compact", str(delta), "--engine", "spark", "--retain-hours", "0"], 3600, env)
+        if compact.exit_code != 0:
+            raise SystemExit(f"store compact failed: {compact.stderr[-2000:]}")
+        compacted = folder_size(delta)
+        same_compacted = equal_exports(args.work, delta, duck, env)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -116,9 +125,12 @@ def main() -> None:
         f"its last {runs[-1]['spark']:.1f} s",
         f"- the Delta store: {files0} files, {bytes0 / 2**20:.0f} MiB after init; {runs[-1]['files']} files, "
         f"{runs[-1]['bytes'] / 2**20:.0f} MiB after {args.runs} runs "
-        f"(median growth {statistics.median(growth):.1f} MiB a run: nothing is vacuumed)",
+        f"(median growth {statistics.median(growth):.1f} MiB a run: nothing is vacuumed between runs)",
         f"- after the {args.runs} runs, `store export` of both stores byte for byte equal: {'yes' if same else 'NO'}; "
         f"`store audit --engine spark`: exit {audit.exit_code}",
+        f"- `store compact --engine spark --retain-hours 0` then: {compact.seconds:.1f} s, the Delta store "
+        f"{compacted[0]} files (log entries included), {compacted[1] / 2**20:.0f} MiB; its export still equal to "
+        f"the DuckDB store's: {'yes' if same_compacted else 'NO'}",
         f"- run {started}–{time.strftime('%H:%M')}",
     ]
     print("\n".join(lines))

@@ -565,6 +565,37 @@ def store_audit(
     return result.exit_code
 
 
+@store.command("compact")
+@click.argument("store_path", type=click.Path(path_type=str))
+@click.option(
+    "--retain-hours",
+    type=click.IntRange(min=0),
+    default=168,
+    show_default=True,
+    help="Keep the files of the versions this recent (time travel); older replaced files are deleted.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_spark_options
+@_exits
+def store_compact(
+    store_path: str, retain_hours: int, as_json: bool, engine: str | None, spark_remote: str | None
+) -> int:
+    """Compact a Delta store (--engine spark) and delete the files older versions left: OPTIMIZE and VACUUM."""
+    if _engine(engine) != "spark":
+        raise click.UsageError(
+            "store compact is for a store of Delta tables (--engine spark); a DuckDB store file reuses the space "
+            "earlier runs freed"
+        )
+    from pipeline.files import json_text
+    from pipeline.run import new_run_id
+    from pipeline.spark.delta import DeltaStore
+    from pipeline.spark.upkeep import compact_store
+
+    result = compact_store(DeltaStore(_spark(spark_remote), store_path), f"compact-{new_run_id()}", retain_hours)
+    click.echo(json_text(result.to_dict()) if as_json else result.render())
+    return 0
+
+
 @main.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--customers", type=click.IntRange(min=1), required=True)

@@ -29,6 +29,7 @@ from pipeline.run import RunOptions, run_batch
 from pipeline.spark.delta import DeltaStore
 from pipeline.spark.publish import acquire, change_whole, release
 from pipeline.spark.run import run_on_spark
+from pipeline.spark.upkeep import compact_store
 from test_engine_properties import BASE_CONFIG, request_rows, stores
 from test_spark_engine import ORG, REPORTS, _cell, _cli, _delta_export, _snapshot, _toml, both_engines, comparable
 
@@ -62,8 +63,18 @@ def test_real_runs_on_spark_leave_the_store_the_duckdb_engine_leaves(spark, tmp_
     assert store.arrow("lock").num_rows == 0, "the lock is released"
     assert not staged.exists() or not any(staged.iterdir()), "every staged run was rolled forward and removed"
     assert {r["state"] for r in store.arrow("commits").to_pylist()} == {"applied"}
-    with pytest.raises(StoreError, match="already applied"):
+    compacted = compact_store(store, "COMPACT-1", retain_hours=0)  # Sail has no OPTIMIZE: delta-rs does it
+    assert compacted.by == "delta-rs"
+    data_files = {t.table: (t.files_before or 0, t.files_after or 0) for t in compacted.tables}
+    assert data_files["identifiers"][0] > 1 and data_files["identifiers"][1] == 1
+    assert sum(after for _, after in data_files.values()) < sum(before for before, _ in data_files.values())
+    assert _delta_export(spark, delta, tmp_path / "spark-compacted") == exported(duck, tmp_path / "duck-compacted")
+    with pytest.raises(StoreError, match="already applied"):  # the ledger reads as before
         run_on_spark(spark, delta, ORG, [REQUESTS[0]], tmp_path / "again", RunOptions())
+    again = RunOptions(allow_reapply=True)  # and a run writes on the compacted tables
+    run_batch(duck, ORG, [REQUESTS[0]], tmp_path / "duck-after", again)
+    run_on_spark(spark, delta, ORG, [REQUESTS[0]], tmp_path / "spark-after", again)
+    assert _delta_export(spark, delta, tmp_path / "spark-after-e") == exported(duck, tmp_path / "duck-after-e")
 
 
 def test_a_run_is_refused_while_another_holds_the_store(spark, tmp_path):
@@ -75,6 +86,8 @@ def test_a_run_is_refused_while_another_holds_the_store(spark, tmp_path):
     # a lock of a live process (this one) is honoured; one of another machine would be too
     with pytest.raises(StoreBusy, match="in use by run R-elsewhere"):
         run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "reports", RunOptions())
+    with pytest.raises(StoreBusy, match="in use by run R-elsewhere"):
+        compact_store(store, "COMPACT-1")
     release(store, "R-elsewhere")
     assert run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "reports", RunOptions()).exit_code == 1
 
@@ -130,6 +143,18 @@ def test_revert_and_refresh_on_spark_equal_the_duckdb_engines(spark, spark_remot
     run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s2", RunOptions(allow_reapply=True))
     assert _delta_export(spark, delta, tmp_path / "e2") == exported(duck, tmp_path / "f2")
     next_night = ROOT / "sample_data" / "next_night"
+    log = Path(delta) / "identifiers" / "_delta_log"
+    versions = sorted(log.iterdir())
+    dry = change_whole(
+        DeltaStore(spark, delta),
+        "REFRESH-DRY",
+        lambda local: refresh_store(
+            local, next_night, "REFRESH-DRY", reports_dir=tmp_path / "dry", config_path=ORG, dry_run=True
+        ),
+    )
+    assert dry.dry_run and dry.changed > 0  # it found changes, and wrote none
+    assert sorted(log.iterdir()) == versions, "a dry refresh writes no version of the Delta store"
+    assert "REFRESH-DRY" not in {r["run_id"] for r in DeltaStore(spark, delta).arrow("commits").to_pylist()}
     args = ["--snapshot", str(next_night), "--config", str(ORG), "--allow-removals", "--reports"]
     on_duck = _cli("store", "refresh", str(duck), *args, str(tmp_path / "rd"))
     on_spark = _cli(

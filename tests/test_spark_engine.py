@@ -289,6 +289,12 @@ def test_the_commands_on_spark(spark_remote, tmp_path):
     twice = _cli(*args, str(tmp_path / "twice"), *map(str, REQUESTS), env=remote)
     assert twice.returncode == 3 and "already applied" in twice.stderr, twice.stderr
     run_batch(duck, ORG, REQUESTS, tmp_path / "duck-real")  # the DuckDB store in the same state
+    compacted = _cli("store", "compact", "--engine", "spark", delta, "--retain-hours", "0", "--json", env=remote)
+    assert compacted.returncode == 0, compacted.stderr
+    upkeep = json.loads(compacted.stdout)
+    assert upkeep["by"] == "delta-rs" and {t["table"] for t in upkeep["tables"]} >= {"customers", "identifiers", "runs"}
+    on_duckdb = _cli("store", "compact", str(duck))
+    assert on_duckdb.returncode == 2 and "Delta tables (--engine spark)" in on_duckdb.stderr
     bounded = _cli(
         *args, str(tmp_path / "bounded"), "--dry-run", "--max-component", "2", *map(str, REQUESTS), env=remote
     )

@@ -245,13 +245,18 @@ def _mark_applied(delta: DeltaStore, run_id: str) -> None:
 
 def change_whole(delta: DeltaStore, command_id: str, change: Callable[[Path], T]) -> T:
     """Run a whole-store command (revert, refresh) on a DuckDB copy of the whole Delta store on the driver, then
-    stage every table as it left them, commit, and replace the store's tables: all or nothing, as a run."""
+    stage every table as it left them, commit, and replace the store's tables: all or nothing, as a run.
+
+    A command that recorded no ledger entry under `command_id` (a dry refresh, one its guard refused) changed
+    nothing: the Delta store is left as it was, not a version of it written."""
     open_store(delta)
     acquire(delta, command_id)
     try:
         with local_store(delta, record_tables=RECORD_TABLES) as local:
             result = change(local)
             with duckdb.connect(str(local), read_only=True) as con:
+                if not con.sql("SELECT count(*) FROM runs WHERE run_id = $1", params=[command_id]).fetchall()[0][0]:
+                    return result
                 for table in WHOLE_TABLES:
                     data = con.sql(f"SELECT * FROM {table}").to_arrow_table()
                     if table in COLUMNS:
