@@ -12,18 +12,18 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
 from pipeline import faults
 from pipeline.config import OrgConfig, load_config
 from pipeline.delivery.plan import call_lines, plan_changes
-from pipeline.engine.batch import decide_batch
+from pipeline.engine.batch import Decision, decide_batch
 from pipeline.engine.commit import commit_changes
 from pipeline.engine.components import core_count
 from pipeline.engine.record import provenance_enabled, row_positions
@@ -42,6 +42,9 @@ from pipeline.store.connect import defer_vacuum, open_store
 from pipeline.store.duck import transaction
 from pipeline.store.ledger import AppliedFile, applied_files, record, refuse_reapplied
 from pipeline.store.schema import store_counts
+
+Decider = Callable[[Workspace, pl.DataFrame, OrgConfig, StageClock], Decision]
+"""Decides a batch's raw rows (read.py's frame) with the run's workspace, config and clock."""
 
 
 def new_run_id() -> str:
@@ -79,6 +82,9 @@ class RunOptions:
     counts_base: StoreCounts | None = None
     """With the Spark engine: the whole store's counts, where the run's store file holds only a part of it. The
     reports then show the whole store's counts, before and after (after = these + what the run changed)."""
+    decide: Decider | None = None
+    """Who decides the batch: None, the DuckDB engine on the run's store (engine/batch.py); the Spark engine passes
+    its executors' decision (spark/decide.py), for dry runs, whose run store then holds none of the store's rows."""
 
 
 def run_batch(
@@ -114,7 +120,9 @@ def run_batch(
                 with clock.stage("apply", since=run.decided_at):
                     after = run.before
                     if not run.aborted:
-                        after = commit_changes(run.replayed, run_id, run.positions, config, keep=not opts.dry_run)
+                        after = run.after or commit_changes(
+                            cast(Replayed, run.replayed), run_id, run.positions, config, keep=not opts.dry_run
+                        )
                 result = _result(run_id, opts, started_at, clock, run, after, reports_dir, store_path)
                 if opts.dry_run or run.aborted:
                     tx.discard_so_far()  # of a dry or aborted run only the ledger entry commits
@@ -145,8 +153,10 @@ class DecidedRun:
 
     files: tuple[InputFile, ...]
     rows: int
-    replayed: Replayed
+    replayed: Replayed | None
     before: StoreCounts
+    after: StoreCounts | None
+    """The counts after a batch decided elsewhere (Decision.after); None: apply `replayed` to find them."""
     reports: ReportFrames
     """Counts and merges only: the stager took success and errors."""
     positions: pl.DataFrame | None
@@ -196,15 +206,21 @@ def _decide(
 ) -> DecidedRun:
     """Check, resolve and decide the batch, build its reports and call plan, and hand them to the stager."""
     provenance = provenance_enabled()
-    decision = decide_batch(
-        ws,
-        batch.frame,
-        config,
-        clock,
-        events=provenance and not opts.dry_run,
-        workers=opts.workers or core_count(),
-        memory_limit=opts.memory_limit,
-        max_component=opts.max_component,
+    if opts.decide is not None and not opts.dry_run:
+        raise InternalError("a batch decided away from the run's store can only be a dry run; nothing was applied")
+    decision = (
+        opts.decide(ws, batch.frame, config, clock)
+        if opts.decide is not None
+        else decide_batch(
+            ws,
+            batch.frame,
+            config,
+            clock,
+            events=provenance and not opts.dry_run,
+            workers=opts.workers or core_count(),
+            memory_limit=opts.memory_limit,
+            max_component=opts.max_component,
+        )
     )
     decided_at = time.perf_counter()
     with stage_failure("report"):
@@ -227,6 +243,7 @@ def _decide(
         batch.frame.height,
         decision.replayed,
         decision.store_before,
+        decision.after,
         kept,
         positions,
         aborted,

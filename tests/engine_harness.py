@@ -87,7 +87,7 @@ def run_engine(
         lines = call_lines(plan_changes(checked.checked, outcomes), "run", config)
         calls = [json.loads(line) for chunk in lines for line in chunk]
         with transaction(con, commit=not dry_run):
-            apply_changes(decision.replayed)
+            apply_changes(decision.staged)
     assert temp_tables(con) == set(), "the run's workspace drops every temp table it made"
     by_seq: dict[int, RowResult] = {}
     values = dict(zip(checked.checked["seq"].to_list(), checked.checked["id_value"].to_list(), strict=True))

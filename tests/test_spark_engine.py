@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,10 +25,14 @@ from hypothesis import strategies as st
 from conftest import REQUESTS, ROOT, SAMPLE_SNAPSHOT, exported
 from model import model_store_to_frames
 from pipeline.config import load_config
+from pipeline.engine.batch import decide_batch
+from pipeline.engine.workspace import Workspace
 from pipeline.errors import LoyaltyBulkError, SnapshotRefused, StoreError
 from pipeline.input.columns import REQUEST_COLUMNS
+from pipeline.input.read import read_requests
 from pipeline.job import JobOverrides, job_layout, load_job, run_job
 from pipeline.run import RunOptions, run_batch
+from pipeline.spark.decide import key_graph
 from pipeline.spark.delta import DeltaStore, init_delta_store, local_store
 from pipeline.spark.publish import open_store
 from pipeline.spark.run import run_on_spark
@@ -122,7 +127,8 @@ def test_a_dry_run_on_spark_writes_the_duckdb_engines_reports(spark, tmp_path, n
         files = list(loaded.inputs)
         options = RunOptions(dry_run=True, layout=job_layout(loaded, str(ORG)), job=loaded.name)
     on_duck = run_batch(duck, ORG, files, tmp_path / "duck-reports", options)
-    on_spark = run_on_spark(spark, delta, ORG, files, tmp_path / "spark-reports", options)
+    # buckets of about 4 rows: the batch's components are dealt to several buckets, each decided on its own
+    on_spark = run_on_spark(spark, delta, ORG, files, tmp_path / "spark-reports", options, rows_per_bucket=4)
     assert on_spark.exit_code == on_duck.exit_code
     assert on_spark.store_before == on_duck.store_before and on_spark.store_after == on_duck.store_after
     assert on_spark.store == str((tmp_path / "delta").resolve())
@@ -134,6 +140,22 @@ def test_a_dry_run_on_spark_writes_the_duckdb_engines_reports(spark, tmp_path, n
     # the dry run's ledger entry is recorded in the Delta ledger, as in the DuckDB store's
     ledger = DeltaStore(spark, delta).arrow("runs").to_pylist()
     assert [(r["run_id"], r["dry_run"]) for r in ledger] == [(on_spark.run_id, True)]
+
+
+def test_every_component_of_the_batch_is_whole_in_one_bucket(spark, tmp_path):
+    """The buckets the executors decide: rows that share a key with the DuckDB engine's resolve (its plan groups) are
+    in one bucket, and small buckets spread the sample batch over several."""
+    duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
+    config = load_config(ORG)
+    frame = read_requests(REQUESTS).frame
+    buckets = key_graph(DeltaStore(spark, delta), frame, config, rows_per_bucket=3)
+    assert buckets.count > 1 and set(buckets.rows.tolist()) == set(range(buckets.count))
+    with duckdb.connect(str(duck)) as con:
+        groups = decide_batch(Workspace(con), frame, config).outcomes.select("seq", "plan_group").drop_nulls()
+    bucket_of = dict(zip(frame["seq"].to_list(), buckets.rows.tolist(), strict=True))
+    assert groups.height > 0
+    for group in groups.partition_by("plan_group"):
+        assert len({bucket_of[seq] for seq in group["seq"]}) == 1, group
 
 
 @pytest.mark.parametrize(
@@ -204,7 +226,10 @@ def test_hypothesis_batches_give_the_same_reports_on_both_engines(spark, tmp_pat
     )
     duck, delta = both_engines(spark, tmp, snapshot, config)
     on_duck = run_batch(duck, config, [requests], tmp / "duck-reports", dry_run=True)
-    on_spark = run_on_spark(spark, delta, config, [requests], tmp / "spark-reports", RunOptions(dry_run=True))
+    per_bucket = data.draw(st.integers(1, 8), label="rows per bucket")
+    on_spark = run_on_spark(
+        spark, delta, config, [requests], tmp / "spark-reports", RunOptions(dry_run=True), rows_per_bucket=per_bucket
+    )
     assert on_spark.store_after == on_duck.store_after
     names = (str(duck.resolve()), on_spark.store)
     for report in REPORTS:

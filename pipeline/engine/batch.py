@@ -46,15 +46,25 @@ class Decision:
     outcomes: pl.DataFrame
     """OUTCOME_SCHEMA + error_message, and the call plan's plan_group and plan_fresh (null for rows
     that share no key with another)."""
-    replayed: Replayed
-    """The handle apply_changes takes: chg_* hold both routes' changes."""
+    replayed: Replayed | None
+    """The handle apply_changes takes: chg_* hold both routes' changes (None: decided elsewhere, see `after`)."""
     store_before: StoreCounts
     """The store's counts before the run (nothing is written until apply)."""
+    after: StoreCounts | None = None
+    """A batch decided away from the run's store (the Spark engine's executors, spark/decide.py): the counts the
+    changes would leave, which a dry run reports; such a decision has no changes to apply here."""
+
+    @property
+    def staged(self) -> Replayed:
+        """The decided changes, staged for apply (of a decision made here)."""
+        if self.replayed is None:
+            raise InternalError("a batch decided elsewhere has no changes staged here")
+        return self.replayed
 
     @property
     def routes(self) -> dict[str, int]:
-        """Rows decided by each route: `set_based` and `replay`."""
-        return {"set_based": self.replayed.decided.rows, "replay": self.replayed.rows}
+        """Rows decided by each route: `set_based` and `replay` (of a decision made here)."""
+        return {"set_based": self.staged.decided.rows, "replay": self.staged.rows}
 
 
 def route_from_env() -> Route:

@@ -144,9 +144,9 @@ class DeltaStore:
         """An Arrow table as the session's temp view `name` (the source of a MERGE)."""
         self.frame(data).createOrReplaceTempView(name)
 
-    def write(self, table: str, data: pa.Table, mode: str = "overwrite") -> None:
-        """Write an Arrow table as the Delta table `table` (overwrite or append), in batches of BATCH_ROWS."""
-        for index, part in enumerate(list(_slices(data, BATCH_ROWS)) or [data]):
+    def write(self, table: str, data: pa.Table, mode: str = "overwrite", batch_rows: int = BATCH_ROWS) -> None:
+        """Write an Arrow table as the Delta table `table` (overwrite or append), in batches of `batch_rows`."""
+        for index, part in enumerate(list(_slices(data, batch_rows)) or [data]):
             self.frame(part).write.format("delta").mode(mode if index == 0 else "append").save(self.uri(table))
 
 

@@ -1,22 +1,21 @@
-"""A run on a Delta store: Spark finds the batch's neighbourhood in the store, the engine decides it.
+"""A run on a Delta store: a dry run decided on Spark's executors, a real run on the driver over its neighbourhood.
 
 Every row of a batch reads and writes only the customers, values and cards its keys name (its customer, the
 holders of its value and lookup value in any scope, its card and the card's holder, each customer's merge
 chain), with all their identifiers and cards: that is the working set engine/resolve.py proves closed. So
 deciding the batch against that part of the store gives exactly what deciding it against the whole store
-gives. On Spark:
+gives, and so does deciding each connected component of rows against its own part.
 
-1. the request files are read and their values normalised on the driver (input/, engine/check.py's
-   prepare_fields: the same reading as the DuckDB engine's);
-2. Spark joins the batch's keys against the Delta tables: the customers the rows name, the holders of their
-   values, their cards' holders, then the merge chains of all of them (one join per step, until every chain
-   has reached its end), and reads those customers' rows, identifiers and cards (`neighbourhood`);
-3. the neighbourhood becomes a DuckDB store on the driver and `run_batch` runs on it, with the whole store's
-   counts (counted on Spark) in the summary and the Delta store named as the run's store. The reports are the
-   DuckDB engine's, byte for byte: the same code writes them from the same decisions.
+- A **dry run** (`_dry_run`) is decided on the executors, bucket by bucket of whole components
+  (spark/decide.py); the run's DuckDB file on the driver holds only the store's ledger and meta, `run_batch`
+  writes the reports from the buckets' answers, and the ledger entry is appended to the Delta ledger.
+- A **real run** brings the batch's neighbourhood to the driver (`neighbourhood`: Spark joins the batch's keys
+  against the Delta tables, then follows every merge chain, one join per step), and `run_batch` decides and
+  applies the batch on a DuckDB file of it; its net changes are staged, committed at one Delta commit and
+  rolled forward (spark/publish.py).
 
-A dry run's ledger entry is appended to the Delta ledger, as the DuckDB store records one. A real run is staged,
-committed at one Delta commit and rolled forward (spark/publish.py).
+Either way the reports are the DuckDB engine's, byte for byte: the same code writes them from the same
+decisions, with the whole store's counts (counted on Spark) and the Delta store named as the run's store.
 """
 
 from __future__ import annotations
@@ -34,11 +33,14 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.config import CARD, OrgConfig, load_config
+from pipeline.engine.batch import Decision
 from pipeline.engine.check import prepare_fields
+from pipeline.engine.workspace import Workspace
 from pipeline.errors import StoreError
 from pipeline.input.read import read_requests
-from pipeline.results import RunResult
+from pipeline.results import RunResult, StageClock
 from pipeline.run import RunOptions, new_run_id, run_batch
+from pipeline.spark.decide import ROWS_PER_BUCKET, Shared, decide_on_spark
 from pipeline.spark.delta import DeltaStore, append_rows, local_store, store_label
 from pipeline.spark.publish import acquire, commit, net_changes, open_store, release, roll_forward, stage
 from pipeline.store.schema import COLUMNS, TABLES
@@ -131,6 +133,7 @@ def run_on_spark(
     reports_dir: Path | str,
     options: RunOptions,
     max_component: int | None = None,
+    rows_per_bucket: int = ROWS_PER_BUCKET,
 ) -> RunResult:
     """Run the files against the Delta store; the reports are the DuckDB engine's.
 
@@ -141,8 +144,10 @@ def run_on_spark(
     delta = open_store(DeltaStore(spark, store))
     config = load_config(config_path)  # a bad config stops here, before Spark reads anything
     run_id = options.run_id or new_run_id()
-    if not options.dry_run:
-        acquire(delta, run_id)
+    bound = max_component or options.max_component or MAX_COMPONENT_ROWS
+    if options.dry_run:
+        return _dry_run(delta, config_path, files, reports_dir, options, run_id, bound, rows_per_bucket)
+    acquire(delta, run_id)
     try:
         batch = read_requests(files, layout=options.layout)
         found = neighbourhood(delta, batch_keys(batch.frame, config))
@@ -153,27 +158,55 @@ def run_on_spark(
                 run_id=run_id,
                 store_label=store_label(store),
                 counts_base=whole,
-                max_component=max_component or options.max_component or MAX_COMPONENT_ROWS,
+                max_component=bound,
             )
             result = run_batch(local, config_path, files, reports_dir, part)
-            if options.dry_run:
-                with duckdb.connect(str(local), read_only=True) as con:
-                    for table in ("run_files", "runs"):  # runs last: a ledger entry is visible with its files
-                        query = f"SELECT * FROM {table} WHERE run_id = $1"
-                        append_rows(delta, table, con.sql(query, params=[run_id]).to_arrow_table())
-            else:
-                stage(delta, run_id, net_changes(local, found.tables, run_id))
-                commit(delta, run_id)
-                try:
-                    roll_forward(delta, run_id)
-                except Exception as exc:
-                    print(
-                        f"warning: run {run_id} is committed, but rolling it into the store's tables stopped ({exc}); "
-                        "the next command on the store finishes it",
-                        file=sys.stderr,
-                    )
+            stage(delta, run_id, net_changes(local, found.tables, run_id))
+            commit(delta, run_id)
+            try:
+                roll_forward(delta, run_id)
+            except Exception as exc:
+                print(
+                    f"warning: run {run_id} is committed, but rolling it into the store's tables stopped ({exc}); "
+                    "the next command on the store finishes it",
+                    file=sys.stderr,
+                )
     finally:
-        if not options.dry_run:
-            with contextlib.suppress(Exception):  # a server gone: the lock is taken over once this process has ended
-                release(delta, run_id)
+        with contextlib.suppress(Exception):  # a server gone: the lock is taken over once this process has ended
+            release(delta, run_id)
+    return result
+
+
+def _dry_run(
+    delta: DeltaStore,
+    config_path: Path | str,
+    files: Sequence[Path | str],
+    reports_dir: Path | str,
+    options: RunOptions,
+    run_id: str,
+    bound: int,
+    rows_per_bucket: int,
+) -> RunResult:
+    """A dry run decided on the executors (spark/decide.py): the run's DuckDB file on the driver holds none of the
+    store's rows, only its ledger, for the run's checks and its ledger entry, which goes to the Delta ledger."""
+    shared = Shared(Path(config_path).read_bytes(), str(config_path), bound)
+
+    def on_executors(ws: Workspace, frame: pl.DataFrame, config: OrgConfig, clock: StageClock) -> Decision:
+        return decide_on_spark(delta, frame, config, shared, clock, run_id, rows_per_bucket)
+
+    empty = {name: delta.read(name).limit(0).toArrow() for name in TABLES}
+    with local_store(delta, empty) as local:
+        part = dataclasses.replace(
+            options,
+            run_id=run_id,
+            store_label=store_label(delta.store),
+            counts_base=delta.counts(),
+            max_component=bound,
+            decide=on_executors,
+        )
+        result = run_batch(local, config_path, files, reports_dir, part)
+        with duckdb.connect(str(local), read_only=True) as con:
+            for table in ("run_files", "runs"):  # runs last: a ledger entry is visible with its files
+                query = f"SELECT * FROM {table} WHERE run_id = $1"
+                append_rows(delta, table, con.sql(query, params=[run_id]).to_arrow_table())
     return result
