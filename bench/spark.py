@@ -6,8 +6,9 @@ starts a local Sail server (`loyalty-bulk spark-server --port 0`), makes the Del
   duckdb  `run --dry-run` of the 1M-row batch on a copy of the DuckDB store
   spark   `run --dry-run --engine spark` of the same batch on the Delta store
 then the scale curve of the Spark dry run (and the DuckDB one beside it) over the batch's first 10k, 100k and
-1M rows, and, in this process, where the Spark run's time goes (the neighbourhood joins, the whole store's
-counts, the DuckDB file of the neighbourhood, the decision and reports). Results go to bench/RESULTS.md under
+1M rows, and, in this process, where the Spark run's time goes (the key graph and its components, the whole
+store's counts, the rows sent to the server, the buckets decided on the executors, the answers brought back).
+The reports of both engines are compared by digest in every round. Results go to bench/RESULTS.md under
 "Spark engine".
 
     .venv/bin/python bench/spark.py [--cache DIR] [--customers 10000000] [--seed 1] [--repeat 3]
@@ -17,6 +18,7 @@ counts, the DuckDB file of the neighbourhood, the decision and reports). Results
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import select
@@ -26,6 +28,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from run import CLI, GIB, measure, replace_section
 
@@ -100,6 +104,10 @@ def dry_run(engine: str, store: Path, dataset: Path, requests: Path, remote: str
         run["stages"] = data["stage_seconds"]
         run["outcomes"] = data["outcomes"]
         run["success_bytes"] = (reports / "success.csv").stat().st_size
+        run["digests"] = {
+            name: hashlib.sha256((reports / name).read_bytes()).hexdigest()
+            for name in ("success.csv", "errors.csv", "merges.csv")
+        }
     shutil.rmtree(reports, ignore_errors=True)
     return run
 
@@ -135,43 +143,67 @@ def real_run(engine: str, dataset: Path, delta: Path, requests: Path, remote: st
 
 
 def breakdown(delta: Path, dataset: Path, requests: Path, remote: str) -> dict[str, Any]:
-    """Where a Spark dry run's time goes, measured in this process."""
+    """Where a Spark dry run's time goes, measured in this process, step by step as spark/decide.py takes them."""
     from pipeline.config import load_config
     from pipeline.input.read import read_requests
-    from pipeline.run import RunOptions, run_batch
-    from pipeline.spark.delta import DeltaStore, local_store
-    from pipeline.spark.run import batch_keys, neighbourhood
+    from pipeline.results import StageClock
+    from pipeline.spark.decide import (
+        OUT_SCHEMA,
+        ROWS_PER_BUCKET,
+        SCRATCH,
+        Shared,
+        _joined,
+        bucket_frames,
+        decide_bucket,
+        key_graph,
+        remove_scratch,
+    )
+    from pipeline.spark.delta import DeltaStore
     from pipeline.spark.session import spark_session
 
     spark = spark_session(remote)
     store = DeltaStore(spark, str(delta))
     config = load_config(dataset / "org.toml")
+    shared = Shared((dataset / "org.toml").read_bytes(), str(dataset / "org.toml"), None)
     t = time.perf_counter()
     batch = read_requests([requests])
-    keys = batch_keys(batch.frame, config)
     read_s = time.perf_counter() - t
-    found = neighbourhood(store, keys)
+    clock = StageClock()
+    buckets = key_graph(store, batch.frame, config, ROWS_PER_BUCKET, clock)
     t = time.perf_counter()
     whole = store.counts()
     counts_s = time.perf_counter() - t
+
+    def on_executor(table: pa.Table) -> pa.Table:
+        return decide_bucket(shared, table)
+
     t = time.perf_counter()
-    with local_store(store, found.tables) as local:
-        local_s = time.perf_counter() - t
+    try:
+        frames = bucket_frames(store, batch.frame, buckets, f"{SCRATCH}/breakdown/rows")
+        rows_s = time.perf_counter() - t
         t = time.perf_counter()
-        reports = dataset / "work-spark-breakdown"
-        result = run_batch(local, dataset / "org.toml", [requests], reports, RunOptions(dry_run=True))
-        run_s = time.perf_counter() - t
-        shutil.rmtree(reports, ignore_errors=True)
+        answers = store.uri(f"{SCRATCH}/breakdown/answers")
+        frames.groupBy("bucket").applyInArrow(on_executor, schema=OUT_SCHEMA).write.format("delta").save(answers)
+        buckets_s = time.perf_counter() - t
+        t = time.perf_counter()
+        stored = store.read(f"{SCRATCH}/breakdown/answers")
+        parts = [r.asDict() for b in range(buckets.count) for r in stored.where(stored.bucket == b).collect()]
+        _joined(parts)
+        back_s = time.perf_counter() - t
+    finally:
+        remove_scratch(store, "breakdown")
     spark.stop()
     return {
-        "read_and_keys": round(read_s, 2),
-        "neighbourhood": round(found.seconds, 2),
-        "chain_steps": found.chain_steps,
-        "neighbourhood_rows": {name: table.num_rows for name, table in found.tables.items()},
+        "read": round(read_s, 2),
+        "keys_normalised": clock.seconds["check"],
+        "key_graph": clock.seconds["resolve"],
+        "chain_steps": buckets.chain_steps,
+        "buckets": buckets.count,
+        "customers_reached": buckets.customers.num_rows,
         "store_counts": round(counts_s, 2),
-        "local_store": round(local_s, 2),
-        "decide_and_report": round(run_s, 2),
-        "decide_stages": result.stage_seconds,
+        "rows_to_server": round(rows_s, 2),
+        "buckets_decided": round(buckets_s, 2),
+        "answers_back": round(back_s, 2),
         "whole_store": whole.to_dict(),
     }
 
@@ -211,7 +243,7 @@ def main() -> None:
                 flush=True,
             )
         same = all(
-            d.get("outcomes") == s.get("outcomes") and d.get("success_bytes") == s.get("success_bytes")
+            d.get("outcomes") == s.get("outcomes") and d.get("digests") == s.get("digests")
             for d, s in zip(runs["duckdb"], runs["spark"], strict=True)
         )
         curve = {}
@@ -242,14 +274,17 @@ def main() -> None:
         *([f"- `store init --engine spark` of the 10M-customer snapshot: {init_s:.1f} s"] if init_s else []),
         f"- dry run of the 1M-row batch: DuckDB engine median {duck_s:.1f} s, Spark engine median {spark_s:.1f} s: "
         f"{spark_s / duck_s:.2f}× (rounds {', '.join(f'{r:.2f}' for r in ratios)}); target within 4×",
-        f"- same outcomes and success.csv size on both engines in every round: {'yes' if same else 'NO'}",
+        f"- same outcomes and the same success.csv, errors.csv and merges.csv (sha256) on both engines in every "
+        f"round: {'yes' if same else 'NO'}",
         "- scale curve (medians, s): "
         + "; ".join(f"{size:,} rows: duckdb {c['duckdb']:.1f}, spark {c['spark']:.1f}" for size, c in curve.items()),
-        f"- where the Spark run's time goes (1M rows, one run in-process, s): read and keys {where['read_and_keys']}, "
-        f"neighbourhood joins on Spark {where['neighbourhood']} ({where['chain_steps']} merge-chain steps; "
-        f"{json.dumps(where['neighbourhood_rows'])} rows brought back of {json.dumps(where['whole_store'])}), "
-        f"whole-store counts {where['store_counts']}, DuckDB file of the neighbourhood {where['local_store']}, "
-        f"decision and reports {where['decide_and_report']} ({json.dumps(where['decide_stages'])})",
+        f"- where the Spark run's time goes (1M rows, one run in-process, s): read {where['read']}, keys "
+        f"normalised {where['keys_normalised']}, key graph on Spark and components {where['key_graph']} "
+        f"({where['chain_steps']} merge-chain steps, {where['customers_reached']:,} customers reached of "
+        f"{where['whole_store']['customers']:,}), whole-store counts {where['store_counts']}, rows to the server "
+        f"{where['rows_to_server']}, {where['buckets']} buckets decided on the executors {where['buckets_decided']}, "
+        f"answers back and joined {where['answers_back']}; the reports as on DuckDB (the run's stages: "
+        f"{json.dumps(runs['spark'][-1].get('stages'))})",
         f"- run {started}–{time.strftime('%H:%M')}",
     ]
     print("\n".join(lines))

@@ -36,10 +36,11 @@ from pipeline.config import CARD, OrgConfig, load_config
 from pipeline.engine.batch import Decision
 from pipeline.engine.check import prepare_fields
 from pipeline.engine.workspace import Workspace
-from pipeline.errors import StoreError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.input.read import read_requests
 from pipeline.results import RunResult, StageClock
 from pipeline.run import RunOptions, new_run_id, run_batch
+from pipeline.settings import ENV_BUCKET_ROWS, pick
 from pipeline.spark.decide import ROWS_PER_BUCKET, Shared, decide_on_spark
 from pipeline.spark.delta import DeltaStore, append_rows, local_store, store_label
 from pipeline.spark.publish import acquire, commit, net_changes, open_store, release, roll_forward, stage
@@ -133,7 +134,7 @@ def run_on_spark(
     reports_dir: Path | str,
     options: RunOptions,
     max_component: int | None = None,
-    rows_per_bucket: int = ROWS_PER_BUCKET,
+    rows_per_bucket: int | None = None,
 ) -> RunResult:
     """Run the files against the Delta store; the reports are the DuckDB engine's.
 
@@ -146,7 +147,8 @@ def run_on_spark(
     run_id = options.run_id or new_run_id()
     bound = max_component or options.max_component or MAX_COMPONENT_ROWS
     if options.dry_run:
-        return _dry_run(delta, config_path, files, reports_dir, options, run_id, bound, rows_per_bucket)
+        per_bucket = rows_per_bucket or pick(None, ENV_BUCKET_ROWS, None, ROWS_PER_BUCKET, _positive)
+        return _dry_run(delta, config_path, files, reports_dir, options, run_id, bound, per_bucket)
     acquire(delta, run_id)
     try:
         batch = read_requests(files, layout=options.layout)
@@ -175,6 +177,13 @@ def run_on_spark(
         with contextlib.suppress(Exception):  # a server gone: the lock is taken over once this process has ended
             release(delta, run_id)
     return result
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise ConfigError(ENV_BUCKET_ROWS, "(environment)", f"expected a whole number of rows above 0, not {text!r}")
+    return value
 
 
 def _dry_run(
