@@ -37,14 +37,15 @@ from pipeline.reports.html import write_summary_html
 from pipeline.reports.stager import ReportStager
 from pipeline.results import RunResult, StageClock, StageObserver, StoreCounts
 from pipeline.settings import DEFAULT_MEMORY_LIMIT
-from pipeline.store.binding import refuse_other_config
+from pipeline.store.binding import bind, bound_config, refuse_other_config
 from pipeline.store.connect import defer_vacuum, open_store
 from pipeline.store.duck import transaction
 from pipeline.store.ledger import AppliedFile, applied_files, record, refuse_reapplied
 from pipeline.store.schema import store_counts
 
-Decider = Callable[[Workspace, pl.DataFrame, OrgConfig, StageClock], Decision]
-"""Decides a batch's raw rows (read.py's frame) with the run's workspace, config and clock."""
+Decider = Callable[[Workspace, RequestBatch, OrgConfig, StageClock, bool], Decision]
+"""Decides a batch (its rows: read.py's frame) with the run's workspace, config and clock, and whether the run
+records provenance."""
 
 
 def new_run_id() -> str:
@@ -84,7 +85,8 @@ class RunOptions:
     reports then show the whole store's counts, before and after (after = these + what the run changed)."""
     decide: Decider | None = None
     """Who decides the batch: None, the DuckDB engine on the run's store (engine/batch.py); the Spark engine passes
-    its executors' decision (spark/decide.py), for dry runs, whose run store then holds none of the store's rows."""
+    its executors' decision (spark/decide.py), whose changes it publishes itself: the run's store then holds none of
+    the store's rows, only its ledger, which takes the run's entry."""
 
 
 def run_batch(
@@ -119,8 +121,12 @@ def run_batch(
             with stage_failure("commit"), transaction(con, commit_point="during-commit") as tx:
                 with clock.stage("apply", since=run.decided_at):
                     after = run.before
-                    if not run.aborted:
-                        after = run.after or commit_changes(
+                    if not run.aborted and run.after is not None:  # decided and applied elsewhere (Spark)
+                        after = run.after
+                        if not opts.dry_run and not bound_config(con):
+                            bind(con, config)
+                    elif not run.aborted:
+                        after = commit_changes(
                             cast(Replayed, run.replayed), run_id, run.positions, config, keep=not opts.dry_run
                         )
                 result = _result(run_id, opts, started_at, clock, run, after, reports_dir, store_path)
@@ -206,10 +212,8 @@ def _decide(
 ) -> DecidedRun:
     """Check, resolve and decide the batch, build its reports and call plan, and hand them to the stager."""
     provenance = provenance_enabled()
-    if opts.decide is not None and not opts.dry_run:
-        raise InternalError("a batch decided away from the run's store can only be a dry run; nothing was applied")
     decision = (
-        opts.decide(ws, batch.frame, config, clock)
+        opts.decide(ws, batch, config, clock, provenance)
         if opts.decide is not None
         else decide_batch(
             ws,

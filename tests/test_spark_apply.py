@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,7 +45,8 @@ def test_real_runs_on_spark_leave_the_store_the_duckdb_engine_leaves(spark, tmp_
     ]
     for i, (files, options) in enumerate(steps):
         on_duck = run_batch(duck, ORG, files, tmp_path / f"duck-{i}", options)
-        on_spark = run_on_spark(spark, delta, ORG, files, tmp_path / f"spark-{i}", options)
+        # buckets of about 4 rows: each bucket applies its part and sends its changes back
+        on_spark = run_on_spark(spark, delta, ORG, files, tmp_path / f"spark-{i}", options, rows_per_bucket=4)
         assert (on_spark.exit_code, on_spark.store_after) == (on_duck.exit_code, on_duck.store_after), i
         names = (str(duck.resolve()), on_spark.store)
         for report in REPORTS:
@@ -59,6 +61,11 @@ def test_real_runs_on_spark_leave_the_store_the_duckdb_engine_leaves(spark, tmp_
     assert sorted(r["ordinal"] for r in ledger) == list(range(1, len(steps) + 1))
     assert not any(r["dry_run"] for r in ledger)
     assert store.arrow("provenance").num_rows > 0 and store.arrow("undo_identifiers").num_rows > 0
+    for table in ("provenance", "undo_identifiers", "undo_cards", "undo_customers"):  # each bucket's record rows
+        with duckdb.connect(str(duck), read_only=True) as con:
+            duck_rows = con.sql(f"SELECT * EXCLUDE (run_id) FROM {table}").fetchall()
+        delta_rows = store.read(table).drop("run_id").collect()
+        assert sorted(repr(row) for row in duck_rows) == sorted(repr(tuple(row)) for row in delta_rows), table
     staged = Path(delta) / "_staged"
     assert store.arrow("lock").num_rows == 0, "the lock is released"
     assert not staged.exists() or not any(staged.iterdir()), "every staged run was rolled forward and removed"
@@ -93,7 +100,7 @@ def test_a_run_is_refused_while_another_holds_the_store(spark, tmp_path):
 
 
 KILLS = [
-    ("after-check", False),
+    ("after-decide", False),  # the buckets decided and applied on the executors, nothing staged yet
     ("in-transaction", False),
     *((point, point != SPARK_POINTS[0]) for point in SPARK_POINTS),
 ]
@@ -131,7 +138,7 @@ def test_revert_and_refresh_on_spark_equal_the_duckdb_engines(spark, spark_remot
     the same bytes."""
     duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
     first_duck = run_batch(duck, ORG, REQUESTS, tmp_path / "d1")
-    first_spark = run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s1", RunOptions())
+    first_spark = run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s1", RunOptions(), rows_per_bucket=3)
     revert_run(duck, first_duck.run_id, "REVERT-D")
     change_whole(DeltaStore(spark, delta), "REVERT-S", lambda local: revert_run(local, first_spark.run_id, "REVERT-S"))
     assert _delta_export(spark, delta, tmp_path / "e1") == exported(duck, tmp_path / "f1")
@@ -231,7 +238,7 @@ def test_a_run_outlives_its_server_killed_and_restarted(spark, spark_remote, tmp
 def test_runs_and_explain_read_a_delta_store_as_a_duckdb_one(spark, spark_remote, tmp_path):
     duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
     run_batch(duck, ORG, REQUESTS, tmp_path / "d", run_id="RUN-1")
-    run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s", RunOptions(run_id="RUN-1"))
+    run_on_spark(spark, delta, ORG, REQUESTS, tmp_path / "s", RunOptions(run_id="RUN-1"), rows_per_bucket=3)
     remote = {"SPARK_REMOTE": spark_remote}
     for command in (
         ["runs", "--json"],
@@ -252,7 +259,7 @@ def test_runs_and_explain_read_a_delta_store_as_a_duckdb_one(spark, spark_remote
 
 @pytest.mark.slow
 @settings(
-    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
 def test_any_sequence_of_runs_reverts_and_refreshes_leaves_equal_stores(spark, tmp_path_factory, data):
@@ -278,7 +285,10 @@ def test_any_sequence_of_runs_reverts_and_refreshes_leaves_equal_stores(spark, t
             )
             options = RunOptions(run_id=step_id, allow_reapply=True)
             on_duck = run_batch(duck, config, [requests], tmp / f"d-{i}", options)
-            on_spark = run_on_spark(spark, delta, config, [requests], tmp / f"s-{i}", options)
+            per_bucket = data.draw(st.integers(1, 4), label="rows per bucket")
+            on_spark = run_on_spark(
+                spark, delta, config, [requests], tmp / f"s-{i}", options, rows_per_bucket=per_bucket
+            )
             assert on_spark.exit_code == on_duck.exit_code
             live.append(step_id)
         elif step == "revert" and live:

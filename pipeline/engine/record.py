@@ -85,11 +85,16 @@ def provenance_enabled() -> bool:
 def row_positions(checked: pl.DataFrame, files: Sequence[InputFile]) -> pl.DataFrame:
     """seq -> file_position, row_number, row_id, source and account_id of the checked rows (seq ranges follow the
     files' order); a card change's provenance names the scope its row came through."""
+    return positions_by_rows(checked, [f.rows for f in files])
+
+
+def positions_by_rows(checked: pl.DataFrame, file_rows: Sequence[int]) -> pl.DataFrame:
+    """row_positions from the files' row counts alone (a bucket of a run on Spark's executors knows no more)."""
     starts: list[int] = []
     offset = 0
-    for f in files:
+    for rows in file_rows:
         starts.append(offset)
-        offset += f.rows
+        offset += rows
     position = pl.lit(0, dtype=pl.Int32)
     for i, start in enumerate(starts[1:], start=1):
         position = pl.when(pl.col("seq") >= start).then(pl.lit(i, dtype=pl.Int32)).otherwise(position)

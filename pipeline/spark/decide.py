@@ -44,13 +44,16 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.config import CARD, OrgConfig, parse_config
+from pipeline.delivery.plan import plan_changes
 from pipeline.engine.batch import Decision, decide_batch
 from pipeline.engine.check import CheckResult, prepare_fields
 from pipeline.engine.commit import commit_changes
 from pipeline.engine.groups import component_roots
+from pipeline.engine.record import positions_by_rows
 from pipeline.engine.workspace import Workspace
 from pipeline.errors import ComponentTooLarge, InternalError, LoyaltyBulkError, StoreError
 from pipeline.results import StageClock, StoreCounts
+from pipeline.spark.publish import changes_in
 from pipeline.store.schema import COLUMNS, SCHEMA_SQL, TABLES, ensure, stored_columns
 
 if TYPE_CHECKING:
@@ -96,6 +99,12 @@ class Shared:
     config_bytes: bytes
     config_path: str
     max_component: int | None
+    run_id: str | None = None
+    """A real run's id: each bucket applies its decision to its part and sends back its net changes, undo-log and
+    provenance rows (None: a dry run, which sends back outcomes and counts only)."""
+    file_rows: tuple[int, ...] = ()
+    """Rows of each input file, in order: a change's provenance names its file by position."""
+    provenance: bool = True
 
     def config(self) -> OrgConfig:
         raw = tomllib.loads(self.config_bytes.decode("utf-8"))
@@ -287,13 +296,16 @@ def bucket_frames(delta: DeltaStore, frame: pl.DataFrame, buckets: Buckets, scra
     return functools.reduce(lambda x, y: x.union(y), tagged)
 
 
-def decide_bucket(shared: Shared, table: pa.Table) -> pa.Table:
+def decide_bucket(shared: Shared, data: pa.Table) -> pa.Table:
     """Decide one bucket on the executor: its rows against an in-memory DuckDB store of the part of the store they
     reach, by the DuckDB engine. Returns (bucket, part, payload) rows: outcomes, checked, errors (Arrow IPC) and
-    counts (JSON), or `refused` (JSON) when the engine refuses the batch (a component too large, a broken chain)."""
-    bucket = int(table.column("bucket")[0].as_py())
-    part = table.column("part")
-    pieces = {name: _unprefixed(table.filter(pa.compute.equal(part, name)), PREFIX[name]) for name in PARTS}
+    counts (JSON), with a real run's `change:<table>` rows (Arrow IPC: its net changes and record rows, spark/
+    publish.py's changes_in), or `refused` (JSON) when the engine refuses the batch (a component too large, a broken
+    chain)."""
+    bucket = int(data.column("bucket")[0].as_py())
+    part = data.column("part")
+    pieces = {name: _unprefixed(data.filter(pa.compute.equal(part, name)), PREFIX[name]) for name in PARTS}
+    real = shared.run_id is not None
     config = shared.config()
     with duckdb.connect() as con:
         con.execute(SCHEMA_SQL)
@@ -305,14 +317,25 @@ def decide_bucket(shared: Shared, table: pa.Table) -> pa.Table:
         rows = pl.from_arrow(pieces["rows"])
         assert isinstance(rows, pl.DataFrame)
         ws = Workspace(con)
+        events = real and shared.provenance
         try:
-            decision = decide_batch(ws, rows, config, events=False, workers=1, max_component=shared.max_component)
-            con.execute("BEGIN")
-            after = commit_changes(decision.staged, "bucket", None, config, keep=False)
-            con.execute("ROLLBACK")
+            decision = decide_batch(ws, rows, config, events=events, workers=1, max_component=shared.max_component)
         except LoyaltyBulkError as exc:
             refusal = {"kind": type(exc).__name__, "message": str(exc)}
             return _out(bucket, [("refused", json.dumps(refusal).encode())])
+        changes: list[tuple[str, bytes]] = []
+        if real and shared.run_id is not None:
+            plan = plan_changes(decision.checked.checked, decision.outcomes)
+            positions = positions_by_rows(plan, shared.file_rows) if shared.provenance else None
+            after = commit_changes(decision.staged, shared.run_id, positions, config, keep=True)
+            ws.close()
+            before = {name: pieces[name] for name in TABLES}
+            found = changes_in(con, before, shared.run_id, meta=False)
+            changes = [(f"change:{name}", _arrow_ipc(rows)) for name, rows in found.items()]
+        else:
+            con.execute("BEGIN")
+            after = commit_changes(decision.staged, "bucket", None, config, keep=False)
+            con.execute("ROLLBACK")
     counts = {"before": decision.store_before.to_dict(), "after": after.to_dict()}
     return _out(
         bucket,
@@ -321,6 +344,7 @@ def decide_bucket(shared: Shared, table: pa.Table) -> pa.Table:
             ("checked", _ipc(decision.checked.checked)),
             ("errors", _ipc(decision.checked.errors)),
             ("counts", json.dumps(counts).encode()),
+            *changes,
         ],
     )
 
@@ -334,6 +358,13 @@ def _ipc(frame: pl.DataFrame) -> bytes:
     sink = io.BytesIO()
     frame.write_ipc(sink, compression="zstd")
     return sink.getvalue()
+
+
+def _arrow_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 def _out(bucket: int, parts: Sequence[tuple[str, bytes]]) -> pa.Table:
@@ -354,9 +385,10 @@ def decide_on_spark(
     clock: StageClock,
     run_id: str,
     rows_per_bucket: int = ROWS_PER_BUCKET,
-) -> Decision:
-    """Decide the batch (read.py's frame) on Spark's executors; the Decision the DuckDB engine would make, with the
-    counts of the store before and after it as changes to the whole store's counts (see pipeline/run.py)."""
+) -> tuple[Decision, dict[str, pa.Table]]:
+    """Decide the batch (read.py's frame) on Spark's executors: the Decision the DuckDB engine would make, with the
+    counts of the store's part before and after it (see pipeline/run.py), and for a real run (`shared.run_id`) its
+    net changes and record rows by staged table (spark/publish.py's changes_in), gathered from every bucket."""
     buckets = key_graph(delta, frame, config, rows_per_bucket, clock)
     t = time.perf_counter()
 
@@ -373,9 +405,9 @@ def decide_on_spark(
         parts = [row for bucket in range(buckets.count) for row in stored.where(stored.bucket == bucket).collect()]
     finally:
         remove_scratch(delta, run_id)
-    decision = _joined([row.asDict() for row in parts])
+    decision, changes = _joined([row.asDict() for row in parts])
     clock.lap("decide", t)
-    return decision
+    return decision, changes
 
 
 def remove_scratch(delta: DeltaStore, run_id: str) -> None:
@@ -384,8 +416,9 @@ def remove_scratch(delta: DeltaStore, run_id: str) -> None:
         shutil.rmtree(Path(delta.uri(SCRATCH)) / run_id, ignore_errors=True)
 
 
-def _joined(answers: list[dict[str, Any]]) -> Decision:
-    """The buckets' answers as one Decision, rows in the batch's order and components numbered across the batch."""
+def _joined(answers: list[dict[str, Any]]) -> tuple[Decision, dict[str, pa.Table]]:
+    """The buckets' answers as one Decision, rows in the batch's order and components numbered across the batch, and
+    a real run's changes by table."""
     refused = [json.loads(a["payload"]) for a in answers if a["part"] == "refused"]
     if refused:
         first = refused[0]
@@ -393,9 +426,14 @@ def _joined(answers: list[dict[str, Any]]) -> Decision:
     frames: dict[str, list[pl.DataFrame]] = {"outcomes": [], "checked": [], "errors": []}
     before: list[StoreCounts] = []
     after: list[StoreCounts] = []
+    changes: dict[str, list[pa.Table]] = {}
     for answer in answers:
         payload = answer["payload"]
-        if answer["part"] == "counts":
+        if answer["part"].startswith("change:"):
+            changes.setdefault(answer["part"].removeprefix("change:"), []).append(
+                pa.ipc.open_stream(payload).read_all()
+            )
+        elif answer["part"] == "counts":
             counts = json.loads(payload)
             before.append(StoreCounts(**counts["before"]))
             after.append(StoreCounts(**counts["after"]))
@@ -425,7 +463,8 @@ def _joined(answers: list[dict[str, Any]]) -> Decision:
         checked=pl.concat(frames["checked"], how="vertical_relaxed").sort("seq"),
         errors=pl.concat(frames["errors"], how="vertical_relaxed").sort("seq"),
     )
-    return Decision(checked, outcomes, None, _sum(before), after=_sum(after))
+    decision = Decision(checked, outcomes, None, _sum(before), after=_sum(after))
+    return decision, {name: pa.concat_tables(tables) for name, tables in changes.items()}
 
 
 def _sum(counts: Iterator[StoreCounts] | list[StoreCounts]) -> StoreCounts:

@@ -13,7 +13,8 @@ What runs where (part 1 of the Spark engine, docs/spark.md):
 - `local_store` brings tables of a Delta store (whole or restricted to some customers and cards) into a
   DuckDB store file on the driver, in the store's own schema: `store export` and `store audit` read it with
   the DuckDB store's code, so their files are the same bytes as for a DuckDB store holding the same rows; a
-  dry run reads the batch's neighbourhood (spark/run.py).
+  run's file holds none of them (`tables` empty: its batch is decided on the executors, spark/decide.py), only
+  the store's meta and ledger.
 - `counts` counts the whole store on Spark.
 """
 
@@ -240,7 +241,7 @@ def local_store(
     record_tables: Iterable[str] = ("runs", "run_files"),
 ) -> Iterator[Path]:
     """A DuckDB store file on the driver holding the Delta store's rows: every row of customers, identifiers and
-    cards, or those of `tables` (a part of them, e.g. a batch's neighbourhood); store_meta, and of the store's
+    cards, or those of `tables` (a part of them, or none); store_meta, and of the store's
     record the `record_tables` (the ledger by default, which a run reads). Removed when the block ends."""
     delta.require()
     with tempfile.TemporaryDirectory(prefix="loyalty-bulk-spark-") as work:

@@ -147,28 +147,33 @@ def _dead_here(who: str) -> bool:
     return False
 
 
-def net_changes(local: Path, before: dict[str, pa.Table], run_id: str) -> Changes:
-    """What the run changed in its DuckDB file of the neighbourhood (`before`: the rows it was made from)."""
+def changes_in(
+    con: duckdb.DuckDBPyConnection, before: dict[str, pa.Table], run_id: str, meta: bool = True
+) -> dict[str, pa.Table]:
+    """What run `run_id` changed in a DuckDB store made from the rows `before` (a part of the Delta store): the
+    customer and card rows as it left them, the identifiers it deleted and inserted, its ledger, undo-log and
+    provenance rows, and (with `meta`) what it wrote in store_meta."""
     tables: dict[str, pa.Table] = {}
-    with duckdb.connect(str(local), read_only=True) as con:
-        for table in ("customers", "identifiers", "cards"):
-            con.register("lb_before", before[table])
-            before_sql = f"SELECT {', '.join(COLUMNS[table])} FROM lb_before"
-            after_sql = f"SELECT {', '.join(COLUMNS[table])} FROM {table}"
-            ended = con.sql(after_sql).except_(con.sql(before_sql)).to_arrow_table()
-            if table == "identifiers":
-                tables["identifiers_deleted"] = con.sql(before_sql).except_(con.sql(after_sql)).to_arrow_table()
-                tables["identifiers_inserted"] = ended
-            else:
-                tables[table] = ended
-            con.unregister("lb_before")
-        for table in RECORD_TABLES:
-            tables[table] = con.sql(f"SELECT * FROM {table} WHERE run_id = $1", params=[run_id]).to_arrow_table()
-        # what the run wrote of itself in store_meta (a first run binds the store to its org config)
+    for table in ("customers", "identifiers", "cards"):
+        con.register("lb_before", before[table])
+        before_sql = f"SELECT {', '.join(COLUMNS[table])} FROM lb_before"
+        after_sql = f"SELECT {', '.join(COLUMNS[table])} FROM {table}"
+        ended = con.sql(after_sql).except_(con.sql(before_sql)).to_arrow_table()
+        if table == "identifiers":
+            tables["identifiers_deleted"] = con.sql(before_sql).except_(con.sql(after_sql)).to_arrow_table()
+            tables["identifiers_inserted"] = ended
+        else:
+            tables[table] = ended
+        con.unregister("lb_before")
+    for table in RECORD_TABLES:
+        tables[table] = con.sql(f"SELECT * FROM {table} WHERE run_id = $1", params=[run_id]).to_arrow_table()
+    # what the run wrote of itself in store_meta (a first run binds the store to its org config)
+    if meta:
         tables["store_meta"] = con.sql(
-            "SELECT key, value FROM store_meta WHERE key NOT IN ($1, $2)", params=[VALUE_HASH_PROBE_KEY, ENGINE_KEY]
+            "SELECT key, value FROM store_meta WHERE key NOT IN ($1, $2)",
+            params=[VALUE_HASH_PROBE_KEY, ENGINE_KEY],
         ).to_arrow_table()
-    return Changes(tables)
+    return tables
 
 
 def stage(delta: DeltaStore, run_id: str, changes: Changes) -> None:
