@@ -135,6 +135,8 @@ def real_run(engine: str, dataset: Path, delta: Path, requests: Path, remote: st
         cmd += ["--engine", "spark"]
     m = measure([*cmd, str(requests)], 3600, {"SPARK_REMOTE": remote})
     run = m.record((0, 1))
+    if (reports / "summary.json").exists():
+        run["stages"] = json.loads((reports / "summary.json").read_text())["stage_seconds"]
     shutil.rmtree(reports, ignore_errors=True)
     files_after, bytes_after = folder_size(work)
     run["files_added"], run["bytes_added"] = files_after - files_before, bytes_after - bytes_before

@@ -13,6 +13,7 @@ and bytes. Results go to bench/RESULTS.md under "Spark engine, real runs".
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -62,6 +63,11 @@ def main() -> None:
         f"and {statistics.median(r['bytes_added'] for r in real['spark']) / 2**20:.0f} MiB (the staged tables are "
         "removed; Delta keeps the files its MERGEs rewrote until a VACUUM); the DuckDB file grows by "
         f"{statistics.median(r['bytes_added'] for r in real['duckdb']) / 2**20:.0f} MiB",
+        "- where the Spark run's time goes (its last round; stage seconds of its summary, then the rest of the "
+        f"command: publishing its changes at the commit point and rolling them forward, and starting up): "
+        f"{json.dumps(real['spark'][-1].get('stages'))}, rest "
+        f"{real['spark'][-1]['seconds'] - sum((real['spark'][-1].get('stages') or {}).values()):.1f} s; DuckDB's: "
+        f"{json.dumps(real['duckdb'][-1].get('stages'))}",
         f"- run {started}–{time.strftime('%H:%M')}",
     ]
     print("\n".join(lines))

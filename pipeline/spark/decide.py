@@ -14,7 +14,9 @@ the part of the store its rows reach, with exactly the answers of deciding the b
    bucket (`groupBy(bucket).applyInArrow`); the DuckDB engine decides each bucket on an in-memory store of its
    part, in the executor's Python: check (the same rules on every bucket's rows), resolve, the set-based
    decisions and the replay of each component, whole, in order (`decide_bucket`). A bucket returns its rows'
-   outcomes and checked rows, and the counts of its part before and after, as Arrow IPC bytes.
+   outcomes and checked rows, and the counts of its part before and after, as Arrow IPC bytes; a real run's
+   bucket also applies its decision to its part and returns what changed there, with its undo-log and
+   provenance rows (spark/publish.py's changes_in), which the run publishes at its commit point.
 5. **Driver**: the buckets' answers joined in row order, the call plan's components numbered across the batch
    (in the order of each one's first row, as resolve numbers them); the reports are written from them by the
    same code as the DuckDB engine's (pipeline/run.py).
@@ -64,15 +66,17 @@ if TYPE_CHECKING:
 ROWS_PER_BUCKET = 100_000
 """Rows a bucket aims at (env LOYALTY_BULK_SPARK_BUCKET_ROWS): each bucket pays a fixed cost (an in-memory store,
 the check's rule set; about 0.5 s here), and a cluster wants at least as many buckets as executor cores; at least
-one per component, whatever its size (`--max-component` bounds that). On the bench's 1M-row batch, buckets of
-100k rows took 47 s, of 50k 59 s (local Sail, whose Python runs one bucket at a time)."""
+one per component, whatever its size (`--max-component` bounds that). The bench's 1M-row dry run took 47 s in
+buckets of 100k rows and 59 s in buckets of 50k (one measurement each, local Sail, whose Python runs one bucket
+at a time)."""
 MAX_BUCKETS = 4096
 MAX_CHAIN_STEPS = 10_000
 """A merge chain longer than this is a broken store (the invariants forbid cycles): refused, nothing decided."""
 SLICE_ROWS = 200_000
 """Rows per Arrow slice sent to Spark when the batch's rows go to the executors (one Spark Connect message each)."""
 SCRATCH = "_scratch"
-"""Where a dry run's rows wait on the server while the executors decide them (`STORE/_scratch/<run id>/rows`)."""
+"""Where a run's rows wait on the server while the executors decide them, and the buckets' answers until the
+driver reads them (`STORE/_scratch/<run id>/rows` and `answers`), removed when the decision ends."""
 PARTS = ("rows", "customers", "identifiers", "cards")
 PREFIX = {"rows": "r_", "customers": "c_", "identifiers": "i_", "cards": "k_"}
 OUT_SCHEMA = "bucket BIGINT, part STRING, payload BINARY"
@@ -411,7 +415,7 @@ def decide_on_spark(
 
 
 def remove_scratch(delta: DeltaStore, run_id: str) -> None:
-    """A dry run's scratch rows removed (a store on an object store keeps them: docs/spark.md)."""
+    """A run's scratch tables removed (a store on an object store keeps them: docs/spark.md)."""
     if "://" not in delta.store:
         shutil.rmtree(Path(delta.uri(SCRATCH)) / run_id, ignore_errors=True)
 
