@@ -152,7 +152,6 @@ def breakdown(delta: Path, dataset: Path, requests: Path, remote: str) -> dict[s
     from pipeline.spark.decide import (
         OUT_SCHEMA,
         ROWS_PER_BUCKET,
-        SCRATCH,
         Shared,
         _joined,
         bucket_frames,
@@ -161,6 +160,7 @@ def breakdown(delta: Path, dataset: Path, requests: Path, remote: str) -> dict[s
         remove_scratch,
     )
     from pipeline.spark.delta import DeltaStore
+    from pipeline.spark.publish import scratch_folder
     from pipeline.spark.session import spark_session
 
     spark = spark_session(remote)
@@ -171,7 +171,8 @@ def breakdown(delta: Path, dataset: Path, requests: Path, remote: str) -> dict[s
     batch = read_requests([requests])
     read_s = time.perf_counter() - t
     clock = StageClock()
-    buckets = key_graph(store, batch.frame, config, ROWS_PER_BUCKET, clock)
+    scratch = scratch_folder("breakdown")
+    buckets = key_graph(store, batch.frame, config, ROWS_PER_BUCKET, scratch, clock)
     t = time.perf_counter()
     whole = store.counts()
     counts_s = time.perf_counter() - t
@@ -181,19 +182,19 @@ def breakdown(delta: Path, dataset: Path, requests: Path, remote: str) -> dict[s
 
     t = time.perf_counter()
     try:
-        frames = bucket_frames(store, batch.frame, buckets, f"{SCRATCH}/breakdown/rows")
+        frames = bucket_frames(store, batch.frame, buckets, scratch)
         rows_s = time.perf_counter() - t
         t = time.perf_counter()
-        answers = store.uri(f"{SCRATCH}/breakdown/answers")
+        answers = store.uri(f"{scratch}/answers")
         frames.groupBy("bucket").applyInArrow(on_executor, schema=OUT_SCHEMA).write.format("delta").save(answers)
         buckets_s = time.perf_counter() - t
         t = time.perf_counter()
-        stored = store.read(f"{SCRATCH}/breakdown/answers")
+        stored = store.read(f"{scratch}/answers")
         parts = [r.asDict() for b in range(buckets.count) for r in stored.where(stored.bucket == b).collect()]
         _joined(parts)
         back_s = time.perf_counter() - t
     finally:
-        remove_scratch(store, "breakdown")
+        remove_scratch(store, scratch)
     spark.stop()
     return {
         "read": round(read_s, 2),

@@ -28,7 +28,7 @@ from pipeline.lineage.revert import revert_run
 from pipeline.refresh import refresh_store
 from pipeline.run import RunOptions, run_batch
 from pipeline.spark.delta import DeltaStore
-from pipeline.spark.publish import acquire, change_whole, release
+from pipeline.spark.publish import acquire, change_whole, open_store, release, scratch_folder
 from pipeline.spark.run import run_on_spark
 from pipeline.spark.upkeep import compact_store
 from test_engine_properties import BASE_CONFIG, request_rows, stores
@@ -106,6 +106,20 @@ KILLS = [
 ]
 """Where a real run on Spark is killed, and whether the run is real at that point (its commit row written)."""
 assert [point for point, _ in KILLS[2:]] == list(SPARK_POINTS), "every point of the Spark run's hook is killed at"
+
+
+def test_scratch_left_by_a_dead_process_is_removed_and_a_live_one_kept(spark, tmp_path):
+    """A run killed while its buckets were decided leaves its rows in STORE/_scratch/: the next command removes
+    them once the process is gone from this machine, and never a live process's."""
+    _, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = Path(delta) / "_scratch" / f"RUN-DEAD@{socket.gethostname()}:{gone.stdout.strip()}" / "rows"
+    live = Path(delta) / scratch_folder("RUN-LIVE") / "rows"
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        (folder / "part-0.parquet").write_bytes(b"")
+    open_store(DeltaStore(spark, delta))
+    assert not dead.parent.exists() and live.exists()
 
 
 @pytest.mark.slow

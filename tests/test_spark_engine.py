@@ -34,7 +34,7 @@ from pipeline.job import JobOverrides, job_layout, load_job, run_job
 from pipeline.run import RunOptions, run_batch
 from pipeline.spark.decide import key_graph
 from pipeline.spark.delta import DeltaStore, init_delta_store, local_store
-from pipeline.spark.publish import open_store
+from pipeline.spark.publish import open_store, scratch_folder
 from pipeline.spark.run import run_on_spark
 from pipeline.store.audit import audit_store
 from pipeline.store.snapshot import init_store
@@ -118,7 +118,11 @@ def test_a_broken_snapshot_is_refused_with_the_same_report_and_no_store(spark, t
         ("national mobiles", SAMPLE_SNAPSHOT, [ROOT / "sample_data" / "mobile" / "national_numbers.csv"], None),
     ],
 )
-def test_a_dry_run_on_spark_writes_the_duckdb_engines_reports(spark, tmp_path, name, snapshot, inputs, job):
+def test_a_dry_run_on_spark_writes_the_duckdb_engines_reports(
+    spark, tmp_path, monkeypatch, name, snapshot, inputs, job
+):
+    # what the driver sends to Spark goes through the run's scratch tables past 4 KiB (32 MiB outside the tests)
+    monkeypatch.setattr("pipeline.spark.decide.SHIP_BYTES", 4096)
     duck, delta = both_engines(spark, tmp_path, snapshot, ORG)
     options = RunOptions(dry_run=True)
     files = inputs
@@ -140,6 +144,7 @@ def test_a_dry_run_on_spark_writes_the_duckdb_engines_reports(spark, tmp_path, n
     # the dry run's ledger entry is recorded in the Delta ledger, as in the DuckDB store's
     ledger = DeltaStore(spark, delta).arrow("runs").to_pylist()
     assert [(r["run_id"], r["dry_run"]) for r in ledger] == [(on_spark.run_id, True)]
+    assert not any((Path(delta) / "_scratch").iterdir()), "the run's scratch tables were removed"
 
 
 def test_every_component_of_the_batch_is_whole_in_one_bucket(spark, tmp_path):
@@ -148,7 +153,7 @@ def test_every_component_of_the_batch_is_whole_in_one_bucket(spark, tmp_path):
     duck, delta = both_engines(spark, tmp_path, SAMPLE_SNAPSHOT, ORG)
     config = load_config(ORG)
     frame = read_requests(REQUESTS).frame
-    buckets = key_graph(DeltaStore(spark, delta), frame, config, rows_per_bucket=3)
+    buckets = key_graph(DeltaStore(spark, delta), frame, config, 3, scratch_folder("graph"))
     assert buckets.count > 1 and set(buckets.rows.tolist()) == set(range(buckets.count))
     with duckdb.connect(str(duck)) as con:
         groups = decide_batch(Workspace(con), frame, config).outcomes.select("seq", "plan_group").drop_nulls()

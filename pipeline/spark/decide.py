@@ -37,7 +37,6 @@ import time
 import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -55,7 +54,7 @@ from pipeline.engine.record import positions_by_rows
 from pipeline.engine.workspace import Workspace
 from pipeline.errors import ComponentTooLarge, InternalError, LoyaltyBulkError, StoreError
 from pipeline.results import StageClock, StoreCounts
-from pipeline.spark.publish import changes_in
+from pipeline.spark.publish import changes_in, scratch_folder
 from pipeline.store.schema import COLUMNS, SCHEMA_SQL, TABLES, ensure, stored_columns
 
 if TYPE_CHECKING:
@@ -72,11 +71,9 @@ at a time)."""
 MAX_BUCKETS = 4096
 MAX_CHAIN_STEPS = 10_000
 """A merge chain longer than this is a broken store (the invariants forbid cycles): refused, nothing decided."""
-SLICE_ROWS = 200_000
-"""Rows per Arrow slice sent to Spark when the batch's rows go to the executors (one Spark Connect message each)."""
-SCRATCH = "_scratch"
-"""Where a run's rows wait on the server while the executors decide them, and the buckets' answers until the
-driver reads them (`STORE/_scratch/<run id>/rows` and `answers`), removed when the decision ends."""
+SHIP_BYTES = 32 * 2**20
+"""The most the driver sends to Spark inside one plan or one message (`shipped`): Spark Connect refuses messages
+over 128 MiB, and a 1M-row batch's rows are about 200 MiB."""
 PARTS = ("rows", "customers", "identifiers", "cards")
 PREFIX = {"rows": "r_", "customers": "c_", "identifiers": "i_", "cards": "k_"}
 OUT_SCHEMA = "bucket BIGINT, part STRING, payload BINARY"
@@ -116,9 +113,15 @@ class Shared:
 
 
 def key_graph(
-    delta: DeltaStore, frame: pl.DataFrame, config: OrgConfig, rows_per_bucket: int, clock: StageClock | None = None
+    delta: DeltaStore,
+    frame: pl.DataFrame,
+    config: OrgConfig,
+    rows_per_bucket: int,
+    scratch: str,
+    clock: StageClock | None = None,
 ) -> Buckets:
-    """Components of the batch's rows over their keys and the store's links between them, dealt to buckets.
+    """Components of the batch's rows over their keys and the store's links between them, dealt to buckets. Large
+    key lists go to the server through the run's `scratch` folder (`shipped`).
 
     On the clock: `check` the rows' values normalised on the driver, `resolve` the rest."""
     t = time.perf_counter()
@@ -141,20 +144,21 @@ def key_graph(
     store = {name: delta.read(name) for name in TABLES}
     holders = (
         store["identifiers"]
-        .join(delta.frame(value_keys.to_arrow()), ["id_type", "id_value"])
+        .join(shipped(delta, value_keys.to_arrow(), f"{scratch}/values"), ["id_type", "id_value"])
         .select("key", "customer_id")
         .distinct()
         .toArrow()
     )
     card_holders = (
         store["cards"]
-        .join(delta.frame(card_keys.to_arrow()), ["card_number"])
+        .join(shipped(delta, card_keys.to_arrow(), f"{scratch}/cards"), ["card_number"])
         .where("customer_id IS NOT NULL")
         .select("key", "customer_id")
         .toArrow()
     )
     links, steps = _chains(
         delta,
+        scratch,
         store["customers"],
         set(given["customer_id"].to_list())
         | set(holders.column("customer_id").to_pylist())
@@ -230,7 +234,9 @@ def _ints(table: pa.Table, column: str) -> np.ndarray:
     return table.column(column).to_numpy().astype(np.int64)
 
 
-def _chains(delta: DeltaStore, customers: DataFrame, seeds: set[int]) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+def _chains(
+    delta: DeltaStore, scratch: str, customers: DataFrame, seeds: set[int]
+) -> tuple[tuple[np.ndarray, np.ndarray], int]:
     """Every merged_into link from the seeds to the ends of their chains: (customer_id, merged_into) arrays."""
     seen = set(seeds)
     frontier, steps = sorted(seen), 0
@@ -240,7 +246,7 @@ def _chains(delta: DeltaStore, customers: DataFrame, seeds: set[int]) -> tuple[t
         steps += 1
         if steps > MAX_CHAIN_STEPS:
             raise StoreError(f"{delta.store}: a merge chain longer than {MAX_CHAIN_STEPS} steps; run store audit")
-        ids = delta.frame(pa.table({"customer_id": pa.array(frontier, type=pa.int64())}))
+        ids = shipped(delta, pa.table({"customer_id": pa.array(frontier, type=pa.int64())}), f"{scratch}/chain-{steps}")
         found = (
             customers.join(ids, ["customer_id"], "left_semi")
             .where("merged_into IS NOT NULL")
@@ -255,26 +261,32 @@ def _chains(delta: DeltaStore, customers: DataFrame, seeds: set[int]) -> tuple[t
     return (np.concatenate(froms), np.concatenate(tos)), steps
 
 
+def shipped(delta: DeltaStore, data: pa.Table, where: str) -> DataFrame:
+    """An Arrow table of the driver as a Spark DataFrame: inside the plan when small, else written first as the Delta
+    table `where` (in the run's scratch folder) in slices of SHIP_BYTES, since a plan or a message holding it whole
+    would pass Spark Connect's message limit (128 MiB)."""
+    if data.nbytes <= SHIP_BYTES:
+        return delta.frame(data)
+    delta.write(where, data, batch_rows=max(1, data.num_rows * SHIP_BYTES // data.nbytes))
+    return delta.read(where)
+
+
 def bucket_frames(delta: DeltaStore, frame: pl.DataFrame, buckets: Buckets, scratch: str) -> DataFrame:
     """One Spark DataFrame of every bucket's rows, customers, identifiers and cards, each part's columns prefixed
-    (PREFIX) and tagged with its `part` and `bucket`. The batch's rows go to the server first, written as the Delta
-    table `scratch` in slices (a plan holding them all would pass Spark Connect's message limit)."""
+    (PREFIX) and tagged with its `part` and `bucket`; what the driver sends goes through `scratch` when large."""
     from pyspark.sql import functions as F
 
-    delta.write(
-        scratch, frame.with_columns(pl.Series("bucket", buckets.rows, dtype=pl.Int64)).to_arrow(), batch_rows=SLICE_ROWS
-    )
-    shipped = delta.read(scratch)
-    by_customer = delta.frame(buckets.customers)
+    rows = frame.with_columns(pl.Series("bucket", buckets.rows, dtype=pl.Int64)).to_arrow()
+    by_customer = shipped(delta, buckets.customers, f"{scratch}/customers")
     store = {name: delta.read(name) for name in TABLES}
     cards = (
         store["cards"]
         .join(by_customer, "customer_id")
-        .unionByName(store["cards"].join(delta.frame(buckets.cards), "card_number"))
+        .unionByName(store["cards"].join(shipped(delta, buckets.cards, f"{scratch}/named-cards"), "card_number"))
         .distinct()
     )
     parts = {
-        "rows": shipped,
+        "rows": shipped(delta, rows, f"{scratch}/rows"),
         "customers": store["customers"].join(by_customer, "customer_id"),
         "identifiers": store["identifiers"].join(by_customer, "customer_id"),
         "cards": cards,
@@ -393,31 +405,32 @@ def decide_on_spark(
     """Decide the batch (read.py's frame) on Spark's executors: the Decision the DuckDB engine would make, with the
     counts of the store's part before and after it (see pipeline/run.py), and for a real run (`shared.run_id`) its
     net changes and record rows by staged table (spark/publish.py's changes_in), gathered from every bucket."""
-    buckets = key_graph(delta, frame, config, rows_per_bucket, clock)
-    t = time.perf_counter()
+    scratch = scratch_folder(run_id)
 
     def on_executor(table: pa.Table) -> pa.Table:  # a function, whose type hints Spark reads (not a partial)
         return decide_bucket(shared, table)
 
     # the answers stay on the server and come back a bucket at a time: one reply holding them all would pass Spark
     # Connect's message limit (128 MiB), where a bucket's (compressed) answers stay far below it
-    answers = f"{SCRATCH}/{run_id}/answers"
+    answers = f"{scratch}/answers"
     try:
-        decided = bucket_frames(delta, frame, buckets, f"{SCRATCH}/{run_id}/rows").groupBy("bucket")
+        buckets = key_graph(delta, frame, config, rows_per_bucket, scratch, clock)
+        t = time.perf_counter()
+        decided = bucket_frames(delta, frame, buckets, scratch).groupBy("bucket")
         decided.applyInArrow(on_executor, schema=OUT_SCHEMA).write.format("delta").save(delta.uri(answers))
         stored = delta.read(answers)
         parts = [row for bucket in range(buckets.count) for row in stored.where(stored.bucket == bucket).collect()]
     finally:
-        remove_scratch(delta, run_id)
+        remove_scratch(delta, scratch)
     decision, changes = _joined([row.asDict() for row in parts])
     clock.lap("decide", t)
     return decision, changes
 
 
-def remove_scratch(delta: DeltaStore, run_id: str) -> None:
+def remove_scratch(delta: DeltaStore, scratch: str) -> None:
     """A run's scratch tables removed (a store on an object store keeps them: docs/spark.md)."""
     if "://" not in delta.store:
-        shutil.rmtree(Path(delta.uri(SCRATCH)) / run_id, ignore_errors=True)
+        shutil.rmtree(delta.uri(scratch), ignore_errors=True)
 
 
 def _joined(answers: list[dict[str, Any]]) -> tuple[Decision, dict[str, pa.Table]]:

@@ -279,8 +279,10 @@ def change_whole(delta: DeltaStore, command_id: str, change: Callable[[Path], T]
 
 def recover(delta: DeltaStore) -> list[str]:
     """Finish every committed run not yet rolled forward, and drop what uncommitted runs staged (when no live run
-    holds the store). Returns the runs finished."""
+    holds the store) and the scratch tables of runs whose process died on this machine. Returns the runs
+    finished."""
     ensure_tables(delta)
+    _remove_dead_scratch(delta)
     pending = [r["run_id"] for r in delta.read(COMMITS).where("state = 'committed'").collect()]
     orphans = _staged_runs(delta) - {r["run_id"] for r in delta.read(COMMITS).collect()}
     if not pending and not orphans:
@@ -311,6 +313,25 @@ def open_store(delta: DeltaStore) -> DeltaStore:
     delta.require()
     recover(delta)
     return delta
+
+
+SCRATCH = "_scratch"
+"""Where a run's rows wait on the server while the executors decide them, and the buckets' answers until the
+driver reads them (spark/decide.py): `STORE/_scratch/<run id>@<host>:<pid>/`, removed when the decision ends,
+or by the next command once that process has died on this machine."""
+
+
+def scratch_folder(run_id: str) -> str:
+    return f"{SCRATCH}/{run_id}@{holder()}"
+
+
+def _remove_dead_scratch(delta: DeltaStore) -> None:
+    if "://" in delta.store:
+        return  # object stores: not listed (documented)
+    folder = Path(delta.uri(SCRATCH))
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if _dead_here(entry.name.rpartition("@")[2]):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _staged_runs(delta: DeltaStore) -> set[str]:
