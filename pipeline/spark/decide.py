@@ -43,6 +43,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config import CARD, OrgConfig, parse_config
 from pipeline.delivery.plan import plan_changes
@@ -320,8 +321,8 @@ def decide_bucket(shared: Shared, data: pa.Table) -> pa.Table:
     chain)."""
     bucket = int(data.column("bucket")[0].as_py())
     part = data.column("part")
-    pieces = {name: _unprefixed(data.filter(pa.compute.equal(part, name)), PREFIX[name]) for name in PARTS}
-    real = shared.run_id is not None
+    pieces = {name: _unprefixed(data.filter(pc.equal(part, name)), PREFIX[name]) for name in PARTS}
+    run_id = shared.run_id  # None: a dry run
     config = shared.config()
     with duckdb.connect() as con:
         con.execute(SCHEMA_SQL)
@@ -333,21 +334,20 @@ def decide_bucket(shared: Shared, data: pa.Table) -> pa.Table:
         rows = pl.from_arrow(pieces["rows"])
         assert isinstance(rows, pl.DataFrame)
         ws = Workspace(con)
-        events = real and shared.provenance
+        events = run_id is not None and shared.provenance
         try:
             decision = decide_batch(ws, rows, config, events=events, workers=1, max_component=shared.max_component)
         except LoyaltyBulkError as exc:
             refusal = {"kind": type(exc).__name__, "message": str(exc)}
             return _out(bucket, [("refused", json.dumps(refusal).encode())])
         changes: list[tuple[str, bytes]] = []
-        if real and shared.run_id is not None:
+        if run_id is not None:
             plan = plan_changes(decision.checked.checked, decision.outcomes)
             positions = positions_by_rows(plan, shared.file_rows) if shared.provenance else None
-            after = commit_changes(decision.staged, shared.run_id, positions, config, keep=True)
+            after = commit_changes(decision.staged, run_id, positions, config, keep=True)
             ws.close()
-            before = {name: pieces[name] for name in TABLES}
-            found = changes_in(con, before, shared.run_id, meta=False)
-            changes = [(f"change:{name}", _arrow_ipc(rows)) for name, rows in found.items()]
+            found = changes_in(con, {name: pieces[name] for name in TABLES}, run_id, meta=False)
+            changes = [(f"change:{name}", _arrow_ipc(table)) for name, table in found.items()]
         else:
             con.execute("BEGIN")
             after = commit_changes(decision.staged, "bucket", None, config, keep=False)
