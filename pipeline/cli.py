@@ -141,15 +141,18 @@ def _whole_store(
 
 
 @contextmanager
-def _read_store(engine: str | None, remote: str | None, store: str) -> Iterator[Path | str]:
-    """The store to read: a DuckDB file as it is; a Delta store as a DuckDB copy of all of it on the driver."""
+def _read_store(engine: str | None, remote: str | None, store: str, record: bool = True) -> Iterator[Path | str]:
+    """The store to read: a DuckDB file as it is; a Delta store as a DuckDB copy of all of it on the driver, made once
+    every committed run is rolled forward (open_store), with its record (ledger, undo log, provenance, pushes) or,
+    without `record`, its rows and ledger only."""
     if _engine(engine) != "spark":
         yield store
         return
     from pipeline.spark.delta import RECORD_TABLES, DeltaStore, local_store
     from pipeline.spark.publish import open_store
 
-    with local_store(open_store(DeltaStore(_spark(remote), store)), record_tables=RECORD_TABLES) as local:
+    tables = RECORD_TABLES if record else ()
+    with local_store(open_store(DeltaStore(_spark(remote), store)), record_tables=tables) as local:
         yield local
 
 
@@ -514,16 +517,10 @@ def store_export(store_path: str, out_dir: Path, fmt: str, engine: str | None, s
     """Write the store as a snapshot folder."""
     from pipeline.store.snapshot import export_store
 
-    if _engine(engine) == "spark":
-        from pipeline.spark.delta import DeltaStore, local_store
-
-        with local_store(DeltaStore(_spark(spark_remote), store_path), record_tables=()) as local:
-            counts = export_store(local, out_dir, cast(Literal["parquet", "csv"], fmt))
-        click.echo(f"exported {counts.render()} to {out_dir}")
-        return 0
-    if not Path(store_path).is_file():
+    if _engine(engine) != "spark" and not Path(store_path).is_file():
         raise click.BadParameter(f"no store file at '{store_path}'", param_hint="'STORE_PATH'")
-    counts = export_store(store_path, out_dir, cast(Literal["parquet", "csv"], fmt))
+    with _read_store(engine, spark_remote, store_path, record=False) as path:
+        counts = export_store(path, out_dir, cast(Literal["parquet", "csv"], fmt))
     click.echo(f"exported {counts.render()} to {out_dir}")
     return 0
 
@@ -552,16 +549,14 @@ def store_audit(
     """Check every invariant of the data model on STORE_PATH (read-only); exit 0 clean, 1 findings."""
     from pipeline.store.audit import audit_store
 
-    if _engine(engine) == "spark":
-        from pipeline.spark.delta import DeltaStore, local_store, store_label
+    with _read_store(engine, spark_remote, store_path, record=False) as path:
+        report = report_path
+        if report is None and str(path) != store_path:  # a Delta store's copy: the findings go beside the Delta store
+            from pipeline.spark.delta import store_label
 
-        label = store_label(store_path)
-        with local_store(DeltaStore(_spark(spark_remote), store_path), record_tables=()) as local:
-            result = audit_store(local, config_path, report_path=report_path or Path(f"{label}.audit.csv"))
-            click.echo(result.render().replace(str(local), label))
-        return result.exit_code
-    result = audit_store(store_path, config_path, report_path=report_path)
-    click.echo(result.render())
+            report = Path(f"{store_label(store_path)}.audit.csv")
+        result = audit_store(path, config_path, report_path=report)
+        click.echo(_named(result.render(), path, store_path))
     return result.exit_code
 
 

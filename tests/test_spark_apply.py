@@ -136,7 +136,10 @@ def test_a_run_killed_at_any_point_leaves_the_store_before_or_after_it(spark, sp
     remote = {"SPARK_REMOTE": spark_remote}
     killed = _cli(*args, str(tmp_path / "killed"), *map(str, REQUESTS), env=remote | {ENV_KILL_AT: point})
     assert killed.returncode == -9 and f"fault hook: SIGKILL at {point}" in killed.stderr, killed.stderr
-    assert _delta_export(spark, delta, tmp_path / "seen") == (after if committed else before)
+    # the next command, `store export`, finishes a committed run before it reads
+    seen = _cli("store", "export", delta, str(tmp_path / "seen"), "--format", "csv", "--engine", "spark", env=remote)
+    assert seen.returncode == 0, seen.stderr
+    assert {p.name: p.read_bytes() for p in sorted((tmp_path / "seen").iterdir())} == (after if committed else before)
     again = _cli(*args, str(tmp_path / "again"), *map(str, REQUESTS), env=remote)
     assert again.returncode == (3 if committed else 1), again.stdout + again.stderr
     assert _delta_export(spark, delta, tmp_path / "final") == after
