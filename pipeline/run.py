@@ -75,13 +75,10 @@ class RunOptions:
     observer: StageObserver | None = None
     mask_pii: bool = False
     store_label: str | None = None
-    """How the reports name the run's store; None: the store file's absolute path. The Spark engine runs on a part
-    of its Delta store copied into a DuckDB file (spark/run.py) and names the Delta store."""
-    max_component: int | None = None
-    """Refuse a batch whose largest connected component of interacting rows has more rows (the Spark engine's
-    bound, engine/batch.py); None: no bound (the DuckDB engine replays any component)."""
+    """How the reports name the run's store; None: the store file's absolute path. The Spark engine's run store is a
+    DuckDB file holding its Delta store's meta and ledger (spark/run.py), and the reports name the Delta store."""
     counts_base: StoreCounts | None = None
-    """With the Spark engine: the whole store's counts, where the run's store file holds only a part of it. The
+    """With the Spark engine: the whole store's counts, where the run's store file holds none of its rows. The
     reports then show the whole store's counts, before and after (after = these + what the run changed)."""
     decide: Decider | None = None
     """Who decides the batch: None, the DuckDB engine on the run's store (engine/batch.py); the Spark engine passes
@@ -223,7 +220,6 @@ def _decide(
             events=provenance and not opts.dry_run,
             workers=opts.workers or core_count(),
             memory_limit=opts.memory_limit,
-            max_component=opts.max_component,
         )
     )
     decided_at = time.perf_counter()

@@ -28,7 +28,7 @@ ENV_WORKERS = "LOYALTY_BULK_WORKERS"
 ENV_MASK_PII = "LOYALTY_BULK_MASK_PII"
 ENV_ENGINE = "LOYALTY_BULK_ENGINE"
 ENV_BUCKET_ROWS = "LOYALTY_BULK_SPARK_BUCKET_ROWS"
-"""Rows a bucket of a dry run on Spark aims at (spark/decide.py ROWS_PER_BUCKET)."""
+"""Rows a bucket of a run on Spark aims at (spark/decide.py ROWS_PER_BUCKET)."""
 ENGINES = ("duckdb", "spark")
 """The engines a store may live on: one DuckDB file (the default), or Delta tables through Spark Connect."""
 DEFAULT_ENGINE = "duckdb"

@@ -197,15 +197,22 @@ def init_delta_store(
         local = Path(work) / "store.duckdb"
         counts = init_store(local, snapshot_dir, report, countries=countries, layout=layout)
         bound = bind(local) if bind is not None else None
-        with duckdb.connect(str(local), read_only=True) as con:
-            for table in DELTA_TABLES:
-                data = con.sql(f"SELECT * FROM {table}").to_arrow_table()
-                if table in COLUMNS:  # the snapshot's columns: identifiers' value_hash is DuckDB's own
-                    data = data.select(list(COLUMNS[table]))
-                if table == META:
-                    data = with_engine(data)
-                delta.write(table, data)
+        write_tables(delta, local)
     return counts, bound
+
+
+def write_tables(delta: DeltaStore, local: Path, under: str = "") -> None:
+    """Write every table of a DuckDB store file as the Delta store keeps it (DELTA_TABLES, in order: store_meta last,
+    marked `engine = spark`; the snapshot tables' own columns, without DuckDB's value_hash), each at `under` + its
+    name: the store's own tables, or a folder staging them."""
+    with duckdb.connect(str(local), read_only=True) as con:
+        for table in DELTA_TABLES:
+            data = con.sql(f"SELECT * FROM {table}").to_arrow_table()
+            if table in COLUMNS:
+                data = data.select(list(COLUMNS[table]))
+            if table == META:
+                data = with_engine(data)
+            delta.write(f"{under}{table}", data)
 
 
 def _default_report(store: str) -> Path:

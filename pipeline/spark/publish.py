@@ -37,8 +37,8 @@ import pyarrow as pa
 
 from pipeline import faults
 from pipeline.errors import StoreBusy, StoreError
-from pipeline.spark.delta import ENGINE_KEY, META, RECORD_TABLES, DeltaStore, local_store, with_engine
-from pipeline.store.schema import COLUMNS, TABLES, VALUE_HASH_PROBE_KEY
+from pipeline.spark.delta import DELTA_TABLES, ENGINE_KEY, RECORD_TABLES, DeltaStore, local_store, write_tables
+from pipeline.store.schema import COLUMNS, VALUE_HASH_PROBE_KEY
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -53,7 +53,6 @@ COMMITS_SCHEMA = pa.schema(
 )
 """A commit row: the run, `committed` then `applied`, when, and what was staged: `changes` (a run's net changes)
 or `whole` (every table as a whole-store command left it: revert, refresh)."""
-WHOLE_TABLES = (*TABLES, *RECORD_TABLES, META)
 
 
 IDENTIFIER_MATCH = (
@@ -194,7 +193,7 @@ def roll_forward(delta: DeltaStore, run_id: str) -> None:
     command's staged tables replace the store's."""
     spark = delta.spark
     if _kind(delta, run_id) == "whole":
-        for table in WHOLE_TABLES:
+        for table in DELTA_TABLES:
             staged_table = delta.read(f"{STAGED}/{run_id}/{table}")
             staged_table.write.format("delta").mode("overwrite").save(delta.uri(table))
             faults.kill_point("spark-during-roll-forward")
@@ -260,15 +259,10 @@ def change_whole(delta: DeltaStore, command_id: str, change: Callable[[Path], T]
         with local_store(delta, record_tables=RECORD_TABLES) as local:
             result = change(local)
             with duckdb.connect(str(local), read_only=True) as con:
-                if not con.sql("SELECT count(*) FROM runs WHERE run_id = $1", params=[command_id]).fetchall()[0][0]:
-                    return result
-                for table in WHOLE_TABLES:
-                    data = con.sql(f"SELECT * FROM {table}").to_arrow_table()
-                    if table in COLUMNS:
-                        data = data.select(list(COLUMNS[table]))
-                    if table == META:
-                        data = with_engine(data)
-                    delta.write(f"{STAGED}/{command_id}/{table}", data)
+                recorded = con.sql("SELECT count(*) FROM runs WHERE run_id = $1", params=[command_id]).fetchall()
+            if not recorded[0][0]:
+                return result
+            write_tables(delta, local, under=f"{STAGED}/{command_id}/")
             faults.kill_point("spark-after-stage")
             commit(delta, command_id, kind="whole")
             roll_forward(delta, command_id)

@@ -67,7 +67,7 @@ def run_on_spark(
     delta = open_store(DeltaStore(spark, store))
     load_config(config_path)  # a bad config stops here, before Spark reads anything
     run_id = options.run_id or new_run_id()
-    bound = max_component or options.max_component or MAX_COMPONENT_ROWS
+    bound = max_component or MAX_COMPONENT_ROWS
     per_bucket = rows_per_bucket or pick(None, ENV_BUCKET_ROWS, None, ROWS_PER_BUCKET, _positive)
     if not options.dry_run:
         acquire(delta, run_id)
@@ -96,7 +96,6 @@ def run_on_spark(
                 run_id=run_id,
                 store_label=store_label(delta.store),
                 counts_base=delta.counts(),
-                max_component=bound,
                 decide=on_executors,
             )
             result = run_batch(local, config_path, files, reports_dir, part)
